@@ -1,0 +1,34 @@
+// Context construction and teardown.
+#include "runtime/context.h"
+
+#include "runtime/cuda_backend.h"
+#include "runtime/error.h"
+
+namespace onn {
+
+Context::Context(Device device, size_t workspace_bytes)
+    : device_(device), allocator_(&allocator_for(device)), compute_(device), copy_(device) {
+  if (device.is_cuda()) {
+    cublas_ = cuda::cublas_create(device.index, compute_.cuda_stream());
+    cublaslt_ = cuda::cublaslt_create();
+    if (workspace_bytes > 0) {
+      workspace_ = Tensor::empty(Shape{static_cast<int64_t>(workspace_bytes)}, DType::u8, *allocator_);
+    }
+  }
+}
+
+Context::~Context() {
+  try {
+    if (device_.is_cuda()) compute_.synchronize();
+    if (cublas_ != nullptr) cuda::cublas_destroy(cublas_);
+    if (cublaslt_ != nullptr) cuda::cublaslt_destroy(cublaslt_);
+  } catch (...) {
+  }
+}
+
+void Context::synchronize() {
+  compute_.synchronize();
+  copy_.synchronize();
+}
+
+}  // namespace onn

@@ -1,0 +1,47 @@
+// Context: everything an op needs to run on one device: the device, its allocator, a
+// compute stream and a copy stream, and (on CUDA) the cuBLAS / cuBLASLt handles with a
+// workspace from the device allocator (so it counts against the budget).
+#pragma once
+
+#include <memory>
+
+#include "runtime/allocator.h"
+#include "runtime/stream.h"
+#include "runtime/tensor.h"
+
+struct cublasContext;
+struct cublasLtContext;
+
+namespace onn {
+
+class Context {
+ public:
+  // 32 MiB: NVIDIA's recommendation for cuBLASLt workspaces on Hopper.
+  static constexpr size_t kDefaultWorkspaceBytes = size_t{32} << 20;
+
+  explicit Context(Device device = default_device(), size_t workspace_bytes = kDefaultWorkspaceBytes);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  Device device() const { return device_; }
+  Allocator& allocator() const { return *allocator_; }
+  Stream& compute() { return compute_; }
+  Stream& copy() { return copy_; }
+  cublasContext* cublas() const { return cublas_; }
+  cublasLtContext* cublaslt() const { return cublaslt_; }
+  void* workspace() const { return workspace_.defined() ? workspace_.data() : nullptr; }
+  size_t workspace_bytes() const { return workspace_.defined() ? workspace_.nbytes() : 0; }
+  void synchronize();
+
+ private:
+  Device device_;
+  Allocator* allocator_;
+  Stream compute_;
+  Stream copy_;
+  cublasContext* cublas_ = nullptr;
+  cublasLtContext* cublaslt_ = nullptr;
+  Tensor workspace_;  // (workspace_bytes,) u8 on the device
+};
+
+}  // namespace onn

@@ -1,0 +1,123 @@
+// Measurements for the hardware profile: copy bandwidths and the bf16 GEMM rate. Inputs are
+// random (never zeros), warm-up runs come first, and the median of the timed runs is kept.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "runtime/cuda_backend.h"
+#include "runtime/cuda_check.h"
+
+namespace onn::cuda {
+
+namespace {
+
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t n) { ONN_CUDA_CHECK(cudaMalloc(&p, n)); }
+  ~DeviceBuffer() { cudaFree(p); }
+};
+
+template <typename F>
+double median_ms(cudaStream_t s, int reps, F&& body) {
+  cudaEvent_t a, b;
+  ONN_CUDA_CHECK(cudaEventCreate(&a));
+  ONN_CUDA_CHECK(cudaEventCreate(&b));
+  body();  // warm-up
+  body();
+  ONN_CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<float> t;
+  for (int r = 0; r < std::max(reps, 1); ++r) {
+    ONN_CUDA_CHECK(cudaEventRecord(a, s));
+    body();
+    ONN_CUDA_CHECK(cudaEventRecord(b, s));
+    ONN_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    ONN_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void fill_random_bf16(std::vector<__nv_bfloat16>& v, uint64_t seed) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& e : v) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    const float f = static_cast<float>((x >> 40) & 0xffff) / 65536.0f - 0.5f;  // [-0.5, 0.5)
+    e = __float2bfloat16(f == 0.0f ? 0.25f : f);
+  }
+}
+
+}  // namespace
+
+double measure_copy_gbs(int dev, CopyKind kind, bool pinned, size_t bytes, int reps) {
+  ONN_CUDA_CHECK(cudaSetDevice(dev));
+  cudaStream_t s;
+  ONN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  DeviceBuffer d0(bytes);
+  ONN_CUDA_CHECK(cudaMemset(d0.p, 0x3c, bytes));
+  double ms = 0;
+  if (kind == CopyKind::device_to_device) {
+    DeviceBuffer d1(bytes);
+    ms = median_ms(s, reps, [&] { ONN_CUDA_CHECK(cudaMemcpyAsync(d1.p, d0.p, bytes, cudaMemcpyDeviceToDevice, s)); });
+    cudaStreamDestroy(s);
+    return 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
+  }
+  void* host = nullptr;
+  std::unique_ptr<char[]> pageable;
+  if (pinned) {
+    ONN_CUDA_CHECK(cudaHostAlloc(&host, bytes, cudaHostAllocDefault));
+  } else {
+    pageable.reset(new char[bytes]);
+    host = pageable.get();
+  }
+  std::fill_n(static_cast<char*>(host), bytes, static_cast<char>(0x5a));
+  const bool h2d = kind == CopyKind::host_to_device;
+  ms = median_ms(s, reps, [&] {
+    if (h2d) {
+      ONN_CUDA_CHECK(cudaMemcpyAsync(d0.p, host, bytes, cudaMemcpyHostToDevice, s));
+    } else {
+      ONN_CUDA_CHECK(cudaMemcpyAsync(host, d0.p, bytes, cudaMemcpyDeviceToHost, s));
+    }
+  });
+  if (pinned) cudaFreeHost(host);
+  cudaStreamDestroy(s);
+  return static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
+}
+
+double measure_bf16_gemm_tflops(int dev, int n, int reps) {
+  ONN_CUDA_CHECK(cudaSetDevice(dev));
+  const size_t elems = static_cast<size_t>(n) * static_cast<size_t>(n);
+  const size_t bytes = elems * sizeof(__nv_bfloat16);
+  DeviceBuffer a(bytes), b(bytes), c(bytes);
+  std::vector<__nv_bfloat16> host(elems);
+  fill_random_bf16(host, 1);
+  ONN_CUDA_CHECK(cudaMemcpy(a.p, host.data(), bytes, cudaMemcpyHostToDevice));
+  fill_random_bf16(host, 2);
+  ONN_CUDA_CHECK(cudaMemcpy(b.p, host.data(), bytes, cudaMemcpyHostToDevice));
+  cudaStream_t s;
+  ONN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cublasHandle_t h;
+  ONN_CUBLAS_CHECK(cublasCreate(&h));
+  ONN_CUBLAS_CHECK(cublasSetStream(h, s));
+  const float alpha = 1.0f, beta = 0.0f;
+  const double ms = median_ms(s, reps, [&] {
+    ONN_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a.p, CUDA_R_16BF, n, b.p,
+                                  CUDA_R_16BF, n, &beta, c.p, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+  });
+  cublasDestroy(h);
+  cudaStreamDestroy(s);
+  return 2.0 * n * static_cast<double>(n) * n / (ms * 1e-3) / 1e12;
+}
+
+}  // namespace onn::cuda

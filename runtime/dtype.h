@@ -1,0 +1,51 @@
+// Element types ONN stores, their sizes and safetensors names, and the f32 <-> bf16/f16
+// conversions (round to nearest even; NaN stays NaN, Inf stays Inf).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace onn {
+
+enum class DType : uint8_t { f32, f16, bf16, i8, u8, i32, i64, boolean };
+
+inline constexpr DType kAllDTypes[] = {DType::f32, DType::f16, DType::bf16, DType::i8,
+                                       DType::u8,  DType::i32, DType::i64,  DType::boolean};
+
+constexpr size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::f16: return 2;
+    case DType::bf16: return 2;
+    case DType::i8: return 1;
+    case DType::u8: return 1;
+    case DType::i32: return 4;
+    case DType::i64: return 8;
+    case DType::boolean: return 1;
+  }
+  return 0;
+}
+
+// The safetensors dtype string: "F32", "F16", "BF16", "I8", "U8", "I32", "I64", "BOOL".
+std::string_view dtype_name(DType t);
+// Inverse of dtype_name; nullopt for any other string (including valid safetensors dtypes
+// ONN does not store, such as "F64").
+std::optional<DType> dtype_from_name(std::string_view name);
+
+bool dtype_is_float(DType t);
+
+// Bit-level conversions. Rounding is to nearest, ties to even; overflow gives +-Inf in f16
+// and (by construction of bf16) never happens for finite bf16 inputs.
+uint16_t f32_to_bf16_bits(float f);
+float bf16_bits_to_f32(uint16_t b);
+uint16_t f32_to_f16_bits(float f);
+float f16_bits_to_f32(uint16_t h);
+
+// Read element i of a buffer of type t as double / write a double into it (test and
+// printing helper; integer types truncate toward zero, bool is x != 0).
+double load_as_double(const void* base, DType t, size_t i);
+void store_from_double(void* base, DType t, size_t i, double v);
+
+}  // namespace onn

@@ -1,0 +1,58 @@
+// Files: read-only memory maps, whole-file reads with a size bound, and atomic writes
+// (temp file in the same folder, fsync, rename, fsync the folder) so that a crash or a
+// failed write never leaves a half-written file under the final name.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace onn {
+
+class MappedFile {
+ public:
+  // Throws IoError naming the path when it cannot be opened or mapped.
+  static std::shared_ptr<const MappedFile> open(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile() = default;
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// The whole file; IoError if missing or larger than max_bytes.
+std::string read_file(const std::string& path, size_t max_bytes);
+
+class AtomicFile {
+ public:
+  // Creates "<dir>/.<name>.tmp.XXXXXX" beside the target.
+  explicit AtomicFile(std::string target_path);
+  // Removes the temp file unless commit() succeeded.
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(std::span<const uint8_t> bytes);
+  void write(const void* data, size_t n) { write({static_cast<const uint8_t*>(data), n}); }
+  // fsync, rename over the target, fsync the folder.
+  void commit();
+  const std::string& temp_path() const { return temp_path_; }
+
+ private:
+  std::string target_;
+  std::string temp_path_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+}  // namespace onn
