@@ -1,1 +1,122 @@
-int main(){}
+// onn-info: what is in a safetensors file or model folder, what this machine can do
+// (--hardware), and a short end-to-end self-check (--self-check).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "runtime/allocator.h"
+#include "runtime/error.h"
+#include "runtime/hardware.h"
+#include "runtime/safetensors.h"
+#include "tools/self_check.h"
+
+namespace {
+
+std::string one_line(std::string s) {
+  for (char& c : s) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return s;
+}
+
+void print_model(const onn::SafetensorsModel& m, bool json) {
+  if (json) {
+    nlohmann::json j;
+    j["source"] = m.source();
+    j["files"] = nlohmann::json::array();
+    for (const auto& f : m.files()) j["files"].push_back(f.path());
+    j["tensors"] = nlohmann::json::array();
+    for (const auto& [name, e] : m.tensors()) {
+      j["tensors"].push_back({{"name", name},
+                              {"dtype", onn::dtype_name(e.info->dtype)},
+                              {"shape", e.info->shape},
+                              {"bytes", e.info->nbytes()},
+                              {"file", m.files()[e.file].path()}});
+    }
+    j["tensor_count"] = m.tensors().size();
+    j["parameters"] = m.parameter_count();
+    j["tensor_bytes"] = m.tensor_bytes();
+    j["metadata"] = m.metadata();
+    // Names and metadata may hold any UTF-8; replace nothing, but never throw on output.
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return;
+  }
+  size_t wname = 4, wshape = 5;
+  std::vector<std::string> shapes;
+  for (const auto& [name, e] : m.tensors()) {
+    std::string s = "(";
+    for (size_t i = 0; i < e.info->shape.size(); ++i) s += (i ? ", " : "") + std::to_string(e.info->shape[i]);
+    shapes.push_back(s + ")");
+    wname = std::max(wname, name.size());
+    wshape = std::max(wshape, shapes.back().size());
+  }
+  std::printf("%s: %zu tensor(s) in %zu file(s), %lld parameters, %s of tensor data\n", m.source().c_str(),
+              m.tensors().size(), m.files().size(), static_cast<long long>(m.parameter_count()),
+              onn::format_bytes(m.tensor_bytes()).c_str());
+  if (!m.metadata().empty()) {
+    std::printf("metadata:\n");
+    for (const auto& [k, v] : m.metadata()) std::printf("  %s: %s\n", k.c_str(), v.c_str());
+  }
+  std::printf("%-*s  %-5s  %-*s  %s\n", static_cast<int>(wname), "name", "dtype", static_cast<int>(wshape), "shape",
+              "bytes");
+  size_t i = 0;
+  for (const auto& [name, e] : m.tensors()) {
+    std::printf("%-*s  %-5s  %-*s  %llu\n", static_cast<int>(wname), name.c_str(),
+                std::string(onn::dtype_name(e.info->dtype)).c_str(), static_cast<int>(wshape), shapes[i++].c_str(),
+                static_cast<unsigned long long>(e.info->nbytes()));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"onn-info: list the tensors of a .safetensors file or Hugging Face model folder, print the "
+               "hardware profile, or run a self-check"};
+  std::string path;
+  bool json = false, hardware = false, no_measure = false, self_check = false;
+  app.add_option("path", path, "a .safetensors file, or a folder with model.safetensors or "
+                               "model.safetensors.index.json");
+  app.add_flag("--json", json, "machine-readable JSON output");
+  app.add_flag("--hardware", hardware, "print the hardware profile (CPU, RAM, CUDA devices with measured "
+                                       "copy bandwidths and bf16 GEMM rate)");
+  app.add_flag("--no-measure", no_measure, "with --hardware: static facts only, skip the measurements");
+  app.add_flag("--self-check", self_check, "run a short check of safetensors I/O, GEMM and (with a GPU) "
+                                           "CPU-vs-CUDA parity");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "onn-info: error: " << one_line(e.what()) << " (see onn-info --help)\n";
+    return 2;
+  }
+  const int modes = (path.empty() ? 0 : 1) + (hardware ? 1 : 0) + (self_check ? 1 : 0);
+  if (modes != 1) {
+    std::cerr << "onn-info: error: give exactly one of PATH, --hardware or --self-check (see onn-info --help)\n";
+    return 2;
+  }
+  try {
+    if (hardware) {
+      onn::ProfileOptions opts;
+      opts.measure = !no_measure;
+      const auto profile = onn::profile_hardware(opts);
+      if (json) {
+        std::cout << onn::to_json(profile).dump(2) << "\n";
+      } else {
+        std::cout << onn::to_text(profile);
+      }
+      return 0;
+    }
+    if (self_check) return onn::tools::run_self_check(std::cout) ? 0 : 1;
+    const auto model = onn::SafetensorsModel::open(path);
+    print_model(model, json);
+    return 0;
+  } catch (const onn::Error& e) {
+    std::cerr << "onn-info: error: " << one_line(e.what()) << "\n";
+    return e.is_user_error() ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::cerr << "onn-info: error: " << one_line(e.what()) << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,143 @@
+// Self-check: safetensors round trip of every dtype, CPU GEMM against a double-precision
+// loop, and on a CUDA device GEMM parity (f32 and bf16) and the allocator budget.
+#include "tools/self_check.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <cstring>
+#include <random>
+#include <unistd.h>
+#include <string>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "runtime/allocator.h"
+#include "runtime/error.h"
+#include "runtime/safetensors.h"
+
+namespace onn::tools {
+
+namespace {
+
+Tensor random_f32(const Shape& s, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  Tensor t = Tensor::empty(s, DType::f32);
+  float* p = t.data_as<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = d(rng);
+  return t;
+}
+
+double rel_error(const Tensor& out, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double o = load_as_double(out.data(), out.dtype(), i);
+    if (std::isnan(o)) return INFINITY;
+    num += (o - ref[i]) * (o - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+std::vector<double> ref_matmul(const Tensor& a, const Tensor& b) {
+  const int64_t m = a.dim(0), k = a.dim(1), n = b.dim(1);
+  std::vector<double> r(static_cast<size_t>(m * n));
+  const float* pa = a.data_as<float>();
+  const float* pb = b.data_as<float>();
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t p = 0; p < k; ++p) s += static_cast<double>(pa[i * k + p]) * pb[p * n + j];
+      r[static_cast<size_t>(i * n + j)] = s;
+    }
+  return r;
+}
+
+}  // namespace
+
+bool run_self_check(std::ostream& out) {
+  int passed = 0, failed = 0;
+  auto check = [&](const std::string& name, const std::function<std::string()>& body) {
+    std::string detail;
+    bool ok = false;
+    try {
+      detail = body();
+      ok = detail.rfind("FAIL", 0) != 0;
+    } catch (const std::exception& e) {
+      detail = std::string("FAIL: ") + e.what();
+    }
+    out << (ok ? "ok    " : "FAIL  ") << name << (detail.empty() ? "" : ": " + detail) << "\n";
+    (ok ? passed : failed)++;
+  };
+  std::mt19937 rng(1234);
+
+  check("safetensors round trip, every dtype", [&]() -> std::string {
+    const auto dir = std::filesystem::temp_directory_path();
+    const std::string path = (dir / ("onn-self-check-" + std::to_string(::getpid()) + ".safetensors")).string();
+    std::vector<std::pair<std::string, Tensor>> ts;
+    for (DType t : kAllDTypes) {
+      Tensor x = Tensor::empty(Shape{3, 5}, t);
+      for (int64_t i = 0; i < x.numel(); ++i) store_from_double(x.data(), t, static_cast<size_t>(i), (i % 7) - 3);
+      ts.emplace_back(std::string("t_") + std::string(dtype_name(t)), x);
+    }
+    write_safetensors(path, ts, {{"written_by", "onn-info --self-check"}});
+    const SafetensorsFile f = SafetensorsFile::open(path);
+    std::string bad;
+    for (const auto& [name, x] : ts) {
+      const Tensor y = f.tensor(name);
+      if (y.dtype() != x.dtype() || !(y.shape() == x.shape()) || std::memcmp(y.data(), x.data(), x.nbytes()) != 0)
+        bad += name + " ";
+    }
+    std::filesystem::remove(path);
+    return bad.empty() ? std::to_string(ts.size()) + " tensors" : "FAIL: differ: " + bad;
+  });
+
+  check("GEMM on the CPU vs a double-precision loop (33x65 @ 65x17)", [&]() -> std::string {
+    Context ctx(Device::cpu());
+    const Tensor a = random_f32(Shape{33, 65}, rng), b = random_f32(Shape{65, 17}, rng);
+    const double err = rel_error(matmul(ctx, a, b), ref_matmul(a, b));
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "relative error %.2e", err);
+    return (err < 1e-5 ? "" : "FAIL: ") + std::string(buf);
+  });
+
+  if (cuda_device_count() == 0) {
+    out << "skip  CUDA checks: no CUDA device" << "\n";
+  } else {
+    Context ctx(Device::cuda(0));
+    for (DType t : {DType::f32, DType::bf16}) {
+      check(std::string("GEMM on CUDA vs the CPU, ") + std::string(dtype_name(t)) + " (257x130 @ 130x67)",
+            [&]() -> std::string {
+              Tensor a = random_f32(Shape{257, 130}, rng), b = random_f32(Shape{130, 67}, rng);
+              if (t == DType::bf16) {  // compare against the rounded inputs
+                a = a.to_dtype(t).to_dtype(DType::f32);
+                b = b.to_dtype(t).to_dtype(DType::f32);
+              }
+              const Tensor c = matmul(ctx, a.to_dtype(t).to(ctx.device()), b.to_dtype(t).to(ctx.device()), {}, DType::f32);
+              ctx.synchronize();
+              const double err = rel_error(c.to(Device::cpu()), ref_matmul(a, b));
+              const double tol = t == DType::f32 ? 1e-5 : 1e-2;
+              char buf[64];
+              std::snprintf(buf, sizeof buf, "relative error %.2e (limit %.0e)", err, tol);
+              return (err < tol ? "" : "FAIL: ") + std::string(buf);
+            });
+    }
+    check("device allocator refuses a request over its budget", [&]() -> std::string {
+      CachingAllocator alloc(make_cuda_raw_backend(0), size_t{64} << 20);
+      void* p = alloc.allocate(size_t{48} << 20);
+      bool refused = false;
+      try {
+        alloc.allocate(size_t{32} << 20);
+      } catch (const OutOfMemory&) {
+        refused = true;
+      }
+      alloc.deallocate(p, size_t{48} << 20);
+      return refused && alloc.stats().peak_reserved <= (size_t{64} << 20) ? "" : "FAIL: budget not enforced";
+    });
+  }
+  out << passed << " passed, " << failed << " failed\n";
+  return failed == 0;
+}
+
+}  // namespace onn::tools
