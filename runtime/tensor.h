@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <typeinfo>
 
 #include "runtime/allocator.h"
 #include "runtime/device.h"

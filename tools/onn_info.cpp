@@ -21,6 +21,14 @@ std::string one_line(std::string s) {
   return s;
 }
 
+// Tensor names and metadata come from the file: keep terminal control bytes out of the
+// human-readable listing (JSON output escapes them instead).
+std::string printable(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+  return out;
+}
+
 void print_model(const onn::SafetensorsModel& m, bool json) {
   if (json) {
     nlohmann::json j;
@@ -44,28 +52,31 @@ void print_model(const onn::SafetensorsModel& m, bool json) {
     return;
   }
   size_t wname = 4, wshape = 5;
-  std::vector<std::string> shapes;
+  std::vector<std::string> shapes, names;
   for (const auto& [name, e] : m.tensors()) {
+    names.push_back(printable(name));
     std::string s = "(";
     for (size_t i = 0; i < e.info->shape.size(); ++i) s += (i ? ", " : "") + std::to_string(e.info->shape[i]);
     shapes.push_back(s + ")");
-    wname = std::max(wname, name.size());
+    wname = std::max(wname, names.back().size());
     wshape = std::max(wshape, shapes.back().size());
   }
-  std::printf("%s: %zu tensor(s) in %zu file(s), %lld parameters, %s of tensor data\n", m.source().c_str(),
+  std::printf("%s: %zu tensor(s) in %zu file(s), %lld parameters, %s of tensor data\n", printable(m.source()).c_str(),
               m.tensors().size(), m.files().size(), static_cast<long long>(m.parameter_count()),
               onn::format_bytes(m.tensor_bytes()).c_str());
   if (!m.metadata().empty()) {
     std::printf("metadata:\n");
-    for (const auto& [k, v] : m.metadata()) std::printf("  %s: %s\n", k.c_str(), v.c_str());
+    for (const auto& [k, v] : m.metadata()) std::printf("  %s: %s\n", printable(k).c_str(), printable(v).c_str());
   }
   std::printf("%-*s  %-5s  %-*s  %s\n", static_cast<int>(wname), "name", "dtype", static_cast<int>(wshape), "shape",
               "bytes");
   size_t i = 0;
   for (const auto& [name, e] : m.tensors()) {
-    std::printf("%-*s  %-5s  %-*s  %llu\n", static_cast<int>(wname), name.c_str(),
-                std::string(onn::dtype_name(e.info->dtype)).c_str(), static_cast<int>(wshape), shapes[i++].c_str(),
+    (void)name;
+    std::printf("%-*s  %-5s  %-*s  %llu\n", static_cast<int>(wname), names[i].c_str(),
+                std::string(onn::dtype_name(e.info->dtype)).c_str(), static_cast<int>(wshape), shapes[i].c_str(),
                 static_cast<unsigned long long>(e.info->nbytes()));
+    ++i;
   }
 }
 

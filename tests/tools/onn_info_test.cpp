@@ -74,6 +74,17 @@ TEST_CASE("onn-info refuses every malformed file with exit 2 and one line") {
   CHECK(files == malformed_safetensors().size());  // nothing written beside the inputs
 }
 
+TEST_CASE("onn-info keeps control characters from a file out of the terminal") {
+  TempDir dir;
+  const std::string path = dir.file("c.safetensors");
+  write_safetensors(path, {{"evil\x1b[2Jname", Tensor::from_floats(Shape{1}, {1.0f})}}, {{"k", "v\x07"}});
+  const ProcessResult r = run_process({kOnnInfo, path});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find('\x1b') == std::string::npos);
+  CHECK(r.out.find('\x07') == std::string::npos);
+  CHECK(r.out.find("evil?[2Jname") != std::string::npos);
+}
+
 TEST_CASE("onn-info usage errors and other bad input") {
   TempDir dir;
   const ProcessResult none = run_process({kOnnInfo});
