@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/reference.h"
 #include "runtime/allocator.h"
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
@@ -27,31 +28,6 @@ Tensor random_f32(const Shape& s, std::mt19937& rng) {
   float* p = t.data_as<float>();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = d(rng);
   return t;
-}
-
-double rel_error(const Tensor& out, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double o = load_as_double(out.data(), out.dtype(), i);
-    if (std::isnan(o)) return INFINITY;
-    num += (o - ref[i]) * (o - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
-
-std::vector<double> ref_matmul(const Tensor& a, const Tensor& b) {
-  const int64_t m = a.dim(0), k = a.dim(1), n = b.dim(1);
-  std::vector<double> r(static_cast<size_t>(m * n));
-  const float* pa = a.data_as<float>();
-  const float* pb = b.data_as<float>();
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      double s = 0;
-      for (int64_t p = 0; p < k; ++p) s += static_cast<double>(pa[i * k + p]) * pb[p * n + j];
-      r[static_cast<size_t>(i * n + j)] = s;
-    }
-  return r;
 }
 
 }  // namespace
@@ -96,7 +72,7 @@ bool run_self_check(std::ostream& out) {
   check("GEMM on the CPU vs a double-precision loop (33x65 @ 65x17)", [&]() -> std::string {
     Context ctx(Device::cpu());
     const Tensor a = random_f32(Shape{33, 65}, rng), b = random_f32(Shape{65, 17}, rng);
-    const double err = rel_error(matmul(ctx, a, b), ref_matmul(a, b));
+    const double err = normalized_error(matmul(ctx, a, b), matmul_reference(a, b, {}));
     char buf[64];
     std::snprintf(buf, sizeof buf, "relative error %.2e", err);
     return (err < 1e-5 ? "" : "FAIL: ") + std::string(buf);
@@ -116,7 +92,7 @@ bool run_self_check(std::ostream& out) {
               }
               const Tensor c = matmul(ctx, a.to_dtype(t).to(ctx.device()), b.to_dtype(t).to(ctx.device()), {}, DType::f32);
               ctx.synchronize();
-              const double err = rel_error(c.to(Device::cpu()), ref_matmul(a, b));
+              const double err = normalized_error(c.to(Device::cpu()), matmul_reference(a, b, {}));
               const double tol = t == DType::f32 ? 1e-5 : 1e-2;
               char buf[64];
               std::snprintf(buf, sizeof buf, "relative error %.2e (limit %.0e)", err, tol);

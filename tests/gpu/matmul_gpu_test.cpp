@@ -7,6 +7,7 @@
 #include <random>
 
 #include "kernels/matmul.h"
+#include "kernels/reference.h"
 #include "runtime/error.h"
 #include "support/test_util.h"
 
@@ -38,7 +39,8 @@ void run_case(Context& ctx, const Case& c, DType in, DType out, std::mt19937& rn
   Tensor whole = Tensor::empty(Shape{rows + 4, c.n}, out, ctx.device());
   whole.fill_bytes(0xff, &ctx.compute());  // NaN in both f32 and bf16
   Tensor dc = whole.slice(2, 2 + rows).reshape(cs);
-  if (c.beta != 0.0f) dc.copy_from(c0.to_dtype(out), &ctx.compute());
+  const Tensor c0_out = c0.to_dtype(out);  // outlives the asynchronous copy below
+  if (c.beta != 0.0f) dc.copy_from(c0_out, &ctx.compute());
   const Tensor da = a.to_dtype(in).to(ctx.device()), db = b.to_dtype(in).to(ctx.device());
   const Tensor dbias = bias.to_dtype(out).to(ctx.device());
   MatmulOptions o;
@@ -50,8 +52,9 @@ void run_case(Context& ctx, const Case& c, DType in, DType out, std::mt19937& rn
   matmul(ctx, da, db, dc, o);
   ctx.synchronize();
   const Tensor host = whole.to(Device::cpu());
-  const std::vector<double> ref =
-      reference_matmul(a, b, c.ta, c.tb, c.alpha, c.beta, &c0, c.bias ? &bias : nullptr);
+  MatmulOptions ro = o;
+  ro.bias = c.bias ? &bias : nullptr;  // the host copy
+  const std::vector<double> ref = matmul_reference(a, b, ro, &c0);
   const Tensor got = host.slice(2, 2 + rows);
   const double err = normalized_error(got, ref);
   const double tol = in == DType::f32 ? 1e-5 : 1e-2;

@@ -40,46 +40,6 @@ Tensor random_tensor(const Shape& shape, std::mt19937& rng) {
   return t;
 }
 
-double normalized_error(const Tensor& out, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double o = load_as_double(out.data(), out.dtype(), i);
-    if (std::isnan(o)) return INFINITY;
-    num += (o - ref[i]) * (o - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1.0));
-}
-
-std::vector<double> reference_matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha,
-                                     float beta, const Tensor* c_in, const Tensor* bias) {
-  const bool batched = a.rank() == 3 || b.rank() == 3;
-  const int64_t batch = a.rank() == 3 ? a.dim(0) : (b.rank() == 3 ? b.dim(0) : 1);
-  const int64_t ar = a.dim(-2), ac = a.dim(-1), br = b.dim(-2), bc = b.dim(-1);
-  const int64_t m = trans_a ? ac : ar, k = trans_a ? ar : ac, n = trans_b ? br : bc;
-  std::vector<double> r(static_cast<size_t>(batch * m * n));
-  for (int64_t z = 0; z < batch; ++z) {
-    const size_t ao = a.rank() == 3 ? static_cast<size_t>(z * ar * ac) : 0;
-    const size_t bo = b.rank() == 3 ? static_cast<size_t>(z * br * bc) : 0;
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        double s = 0;
-        for (int64_t p = 0; p < k; ++p) {
-          const size_t ia = ao + static_cast<size_t>(trans_a ? p * ac + i : i * ac + p);
-          const size_t ib = bo + static_cast<size_t>(trans_b ? j * bc + p : p * bc + j);
-          s += load_as_double(a.data(), a.dtype(), ia) * load_as_double(b.data(), b.dtype(), ib);
-        }
-        const size_t ic = static_cast<size_t>((z * m + i) * n + j);
-        double v = alpha * s;
-        if (beta != 0.0f && c_in != nullptr) v += beta * load_as_double(c_in->data(), c_in->dtype(), ic);
-        if (bias != nullptr) v += load_as_double(bias->data(), bias->dtype(), static_cast<size_t>(j));
-        r[ic] = v;
-      }
-  }
-  (void)batched;
-  return r;
-}
-
 ProcessResult run_process(const std::vector<std::string>& argv) {
   TempDir dir;
   const std::string out_path = dir.file("stdout"), err_path = dir.file("stderr");

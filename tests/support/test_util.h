@@ -1,5 +1,6 @@
 // Helpers shared by the doctest suites: temporary folders, random tensors that are never
-// zero, normalized error, and running a binary with captured output.
+// zero, and running a binary with captured output. References and the error measure are
+// in kernels/reference.h.
 #pragma once
 
 #include <cstdint>
@@ -27,11 +28,6 @@ class TempDir {
 
 // Uniform in [-1, 1] with |x| >= 1e-3 (never zero); CPU f32.
 Tensor random_tensor(const Shape& shape, std::mt19937& rng);
-// ||out - ref|| / ||ref||, any NaN in out gives +Inf.
-double normalized_error(const Tensor& out, const std::vector<double>& ref);
-// Row-major double-precision reference for matmul with optional transposes and bias.
-std::vector<double> reference_matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha,
-                                     float beta, const Tensor* c_in, const Tensor* bias);
 
 struct ProcessResult {
   int exit_code = -1;  // -signal when killed by a signal
