@@ -8,8 +8,8 @@
 
 namespace onn::bench {
 
-// The measured bf16 GEMM rate of cuda:0 from the hardware profile, TFLOP/s (measured once
-// per process, on first use).
+// The measured bf16 GEMM rate of cuda:0, as the hardware profile measures it, TFLOP/s
+// (once per process, on first use).
 double profiled_bf16_tflops();
 // Registers every benchmark of one op; called from main. has_cuda: a device exists.
 using Registrar = void (*)(bool has_cuda);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "runtime/cuda_backend.h"
 #include "runtime/device.h"
 #include "runtime/hardware.h"
 
@@ -19,12 +20,10 @@ std::vector<Registrar>& registrars() {
 RegisterOp::RegisterOp(Registrar r) { registrars().push_back(r); }
 
 double profiled_bf16_tflops() {
+  // The GEMM measurement of the hardware profile, without its copy measurements.
   static const double peak = [] {
-    ProfileOptions o;
-    o.transfer_bytes = 16 << 20;
-    o.reps = 5;
-    const HardwareProfile p = profile_hardware(o);
-    return p.devices.empty() ? 0.0 : p.devices[0].bf16_gemm_tflops;
+    const ProfileOptions o;
+    return cuda_device_count() > 0 ? cuda::measure_bf16_gemm_tflops(0, o.gemm_n, o.reps) : 0.0;
   }();
   return peak;
 }

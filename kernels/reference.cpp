@@ -7,6 +7,18 @@
 
 namespace onn {
 
+Tensor random_tensor(const Shape& shape, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  Tensor t = Tensor::empty(shape, DType::f32);
+  float* p = t.numel() ? t.data_as<float>() : nullptr;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    float v = d(rng);
+    if (std::fabs(v) < 1e-3f) v = v < 0 ? -0.5f : 0.5f;
+    p[i] = v;
+  }
+  return t;
+}
+
 double normalized_error(const Tensor& out, const std::vector<double>& ref) {
   ONN_CHECK_ARG(out.device().is_cpu() && static_cast<size_t>(out.numel()) == ref.size(),
                 "normalized_error: need a CPU tensor of ", ref.size(), " elements, got ", out.shape().str(), " on ",

@@ -114,13 +114,8 @@ void* CachingAllocator::allocate(size_t bytes) {
     void* p = it->second;
     const size_t block = it->first;
     free_blocks_.erase(it);
-    live_.emplace(p, std::make_pair(block, bytes));
-    stats_.in_use += block;
-    stats_.requested += bytes;
-    stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
-    ++stats_.allocations;
     ++stats_.cache_hits;
-    return p;
+    return hand_out_locked(p, block, bytes);
   }
 
   auto over_budget = [&] { return stats_.budget != 0 && stats_.reserved + size > stats_.budget; };
@@ -144,9 +139,13 @@ void* CachingAllocator::allocate(size_t bytes) {
   ++stats_.backend_allocs;
   stats_.reserved += size;
   stats_.peak_reserved = std::max(stats_.peak_reserved, stats_.reserved);
-  live_.emplace(p, std::make_pair(size, bytes));
-  stats_.in_use += size;
-  stats_.requested += bytes;
+  return hand_out_locked(p, size, bytes);
+}
+
+void* CachingAllocator::hand_out_locked(void* p, size_t block, size_t requested) {
+  live_.emplace(p, std::make_pair(block, requested));
+  stats_.in_use += block;
+  stats_.requested += requested;
   stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
   ++stats_.allocations;
   return p;

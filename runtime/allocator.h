@@ -109,6 +109,8 @@ class CachingAllocator final : public Allocator {
 
  private:
   void release_cache_locked();
+  // Records a block as live and updates the statistics.
+  void* hand_out_locked(void* p, size_t block, size_t requested);
 
   mutable std::mutex mu_;
   std::unique_ptr<RawBackend> backend_;

@@ -69,6 +69,8 @@ class SafetensorsFile {
   Tensor load(const std::string& name, Device device, Stream* stream = nullptr) const;
 
  private:
+  void parse();  // validates the image and builds the name index
+
   std::string path_;
   std::shared_ptr<const void> owner_;  // MappedFile or std::vector<uint8_t>
   const uint8_t* data_ = nullptr;

@@ -173,8 +173,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   f.data_ = map->data();
   f.size_ = map->size();
   f.owner_ = map;
-  f.header_ = parse_safetensors({f.data_, static_cast<size_t>(f.size_)}, path);
-  for (size_t i = 0; i < f.header_.tensors.size(); ++i) f.index_.emplace(f.header_.tensors[i].name, i);
+  f.parse();
   return f;
 }
 
@@ -185,9 +184,13 @@ SafetensorsFile SafetensorsFile::from_bytes(std::string name, std::vector<uint8_
   f.data_ = owned->data();
   f.size_ = owned->size();
   f.owner_ = owned;
-  f.header_ = parse_safetensors({f.data_, static_cast<size_t>(f.size_)}, f.path_);
-  for (size_t i = 0; i < f.header_.tensors.size(); ++i) f.index_.emplace(f.header_.tensors[i].name, i);
+  f.parse();
   return f;
+}
+
+void SafetensorsFile::parse() {
+  header_ = parse_safetensors({data_, static_cast<size_t>(size_)}, path_);
+  for (size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {

@@ -2,13 +2,13 @@
 // loop, and on a CUDA device GEMM parity (f32 and bf16) and the allocator budget.
 #include "tools/self_check.h"
 
-#include <cmath>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
-#include <cstring>
 #include <random>
-#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -19,18 +19,6 @@
 #include "runtime/safetensors.h"
 
 namespace onn::tools {
-
-namespace {
-
-Tensor random_f32(const Shape& s, std::mt19937& rng) {
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  Tensor t = Tensor::empty(s, DType::f32);
-  float* p = t.data_as<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = d(rng);
-  return t;
-}
-
-}  // namespace
 
 bool run_self_check(std::ostream& out) {
   int passed = 0, failed = 0;
@@ -71,7 +59,7 @@ bool run_self_check(std::ostream& out) {
 
   check("GEMM on the CPU vs a double-precision loop (33x65 @ 65x17)", [&]() -> std::string {
     Context ctx(Device::cpu());
-    const Tensor a = random_f32(Shape{33, 65}, rng), b = random_f32(Shape{65, 17}, rng);
+    const Tensor a = random_tensor(Shape{33, 65}, rng), b = random_tensor(Shape{65, 17}, rng);
     const double err = normalized_error(matmul(ctx, a, b), matmul_reference(a, b, {}));
     char buf[64];
     std::snprintf(buf, sizeof buf, "relative error %.2e", err);
@@ -79,13 +67,13 @@ bool run_self_check(std::ostream& out) {
   });
 
   if (cuda_device_count() == 0) {
-    out << "skip  CUDA checks: no CUDA device" << "\n";
+    out << "skip  CUDA checks: no CUDA device\n";
   } else {
     Context ctx(Device::cuda(0));
     for (DType t : {DType::f32, DType::bf16}) {
       check(std::string("GEMM on CUDA vs the CPU, ") + std::string(dtype_name(t)) + " (257x130 @ 130x67)",
             [&]() -> std::string {
-              Tensor a = random_f32(Shape{257, 130}, rng), b = random_f32(Shape{130, 67}, rng);
+              Tensor a = random_tensor(Shape{257, 130}, rng), b = random_tensor(Shape{130, 67}, rng);
               if (t == DType::bf16) {  // compare against the rounded inputs
                 a = a.to_dtype(t).to_dtype(DType::f32);
                 b = b.to_dtype(t).to_dtype(DType::f32);

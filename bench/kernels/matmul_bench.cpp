@@ -8,6 +8,7 @@
 
 #include "bench_util.h"
 #include "kernels/matmul.h"
+#include "kernels/reference.h"
 #include "runtime/cuda_backend.h"
 #include "runtime/stream.h"
 
@@ -48,23 +49,12 @@ const std::vector<GemmShape>& cpu_shapes() {
   return s;
 }
 
-Tensor random_host(const Shape& s, std::mt19937& rng) {
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  Tensor t = Tensor::empty(s, DType::f32);
-  float* p = t.data_as<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    const float v = d(rng);
-    p[i] = v == 0.0f ? 0.5f : v;
-  }
-  return t;
-}
-
 double flops(const GemmShape& g) { return 2.0 * static_cast<double>(g.m) * g.n * g.k; }
 
 void bm_cpu(benchmark::State& state, GemmShape g) {
   Context ctx(Device::cpu());
   std::mt19937 rng(1);
-  const Tensor a = random_host(Shape{g.m, g.k}, rng), b = random_host(Shape{g.n, g.k}, rng);
+  const Tensor a = random_tensor(Shape{g.m, g.k}, rng), b = random_tensor(Shape{g.n, g.k}, rng);
   Tensor c = Tensor::empty(Shape{g.m, g.n}, DType::f32);
   MatmulOptions o;
   o.trans_b = true;
@@ -84,8 +74,8 @@ void bm_cuda(benchmark::State& state, GemmShape g, DType dtype) {
   const int sets = std::clamp(static_cast<int>(2.0 * props.l2_bytes / set_bytes) + 1, 1, 8);
   std::vector<Tensor> as, bs;
   for (int i = 0; i < sets; ++i) {
-    as.push_back(random_host(Shape{g.m, g.k}, rng).to_dtype(dtype).to(ctx.device()));
-    bs.push_back(random_host(Shape{g.n, g.k}, rng).to_dtype(dtype).to(ctx.device()));
+    as.push_back(random_tensor(Shape{g.m, g.k}, rng).to_dtype(dtype).to(ctx.device()));
+    bs.push_back(random_tensor(Shape{g.n, g.k}, rng).to_dtype(dtype).to(ctx.device()));
   }
   Tensor c = Tensor::empty(Shape{g.m, g.n}, dtype, ctx.device());
   MatmulOptions o;

@@ -6,7 +6,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -26,18 +25,6 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
-}
-
-Tensor random_tensor(const Shape& shape, std::mt19937& rng) {
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  Tensor t = Tensor::empty(shape, DType::f32);
-  float* p = t.numel() ? t.data_as<float>() : nullptr;
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    float v = d(rng);
-    if (std::fabs(v) < 1e-3f) v = v < 0 ? -0.5f : 0.5f;
-    p[i] = v;
-  }
-  return t;
 }
 
 ProcessResult run_process(const std::vector<std::string>& argv) {

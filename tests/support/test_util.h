@@ -1,14 +1,14 @@
-// Helpers shared by the doctest suites: temporary folders, random tensors that are never
-// zero, and running a binary with captured output. References and the error measure are
-// in kernels/reference.h.
+// Helpers shared by the doctest suites: temporary folders and running a binary with
+// captured output. Random inputs, references and the error measure come from
+// kernels/reference.h.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "kernels/reference.h"  // random_tensor, references, normalized_error
 #include "runtime/tensor.h"
 
 namespace onn::test {
@@ -26,8 +26,6 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// Uniform in [-1, 1] with |x| >= 1e-3 (never zero); CPU f32.
-Tensor random_tensor(const Shape& shape, std::mt19937& rng);
 
 struct ProcessResult {
   int exit_code = -1;  // -signal when killed by a signal
