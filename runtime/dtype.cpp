@@ -18,6 +18,7 @@ std::string_view dtype_name(DType t) {
     case DType::i32: return "I32";
     case DType::i64: return "I64";
     case DType::boolean: return "BOOL";
+    case DType::f64: return "F64";
   }
   return "?";
 }
@@ -29,7 +30,9 @@ std::optional<DType> dtype_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-bool dtype_is_float(DType t) { return t == DType::f32 || t == DType::f16 || t == DType::bf16; }
+bool dtype_is_float(DType t) {
+  return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::f64;
+}
 
 static uint32_t bits_of(float f) {
   uint32_t u;
@@ -112,6 +115,7 @@ double load_as_double(const void* base, DType t, size_t i) {
     case DType::i32: { int32_t v; std::memcpy(&v, p + 4 * i, 4); return v; }
     case DType::i64: { int64_t v; std::memcpy(&v, p + 8 * i, 8); return static_cast<double>(v); }
     case DType::boolean: return p[i] != 0 ? 1.0 : 0.0;
+    case DType::f64: { double v; std::memcpy(&v, p + 8 * i, 8); return v; }
   }
   ONN_ASSERT(false, "bad dtype");
 }
@@ -127,6 +131,7 @@ void store_from_double(void* base, DType t, size_t i, double v) {
     case DType::i32: { const int32_t x = static_cast<int32_t>(v); std::memcpy(p + 4 * i, &x, 4); return; }
     case DType::i64: { const int64_t x = static_cast<int64_t>(v); std::memcpy(p + 8 * i, &x, 8); return; }
     case DType::boolean: p[i] = v != 0.0 ? 1 : 0; return;
+    case DType::f64: std::memcpy(p + 8 * i, &v, 8); return;
   }
   ONN_ASSERT(false, "bad dtype");
 }

@@ -9,10 +9,11 @@
 
 namespace onn {
 
-enum class DType : uint8_t { f32, f16, bf16, i8, u8, i32, i64, boolean };
+// f64 exists for the CPU reference: finite-difference tests run the CPU kernels in double.
+enum class DType : uint8_t { f32, f16, bf16, i8, u8, i32, i64, boolean, f64 };
 
-inline constexpr DType kAllDTypes[] = {DType::f32, DType::f16, DType::bf16, DType::i8,
-                                       DType::u8,  DType::i32, DType::i64,  DType::boolean};
+inline constexpr DType kAllDTypes[] = {DType::f32, DType::f16, DType::bf16,    DType::i8, DType::u8,
+                                       DType::i32, DType::i64, DType::boolean, DType::f64};
 
 constexpr size_t dtype_size(DType t) {
   switch (t) {
@@ -24,14 +25,15 @@ constexpr size_t dtype_size(DType t) {
     case DType::i32: return 4;
     case DType::i64: return 8;
     case DType::boolean: return 1;
+    case DType::f64: return 8;
   }
   return 0;
 }
 
-// The safetensors dtype string: "F32", "F16", "BF16", "I8", "U8", "I32", "I64", "BOOL".
+// The safetensors dtype string: "F32", "F16", "BF16", "I8", "U8", "I32", "I64", "BOOL", "F64".
 std::string_view dtype_name(DType t);
 // Inverse of dtype_name; nullopt for any other string (including valid safetensors dtypes
-// ONN does not store, such as "F64").
+// ONN does not store, such as "F8_E4M3").
 std::optional<DType> dtype_from_name(std::string_view name);
 
 bool dtype_is_float(DType t);

@@ -61,7 +61,7 @@ TensorInfo parse_entry(const std::string& name, const nlohmann::json& e, const s
   const auto d = dtype_from_name(dt.get_ref<const std::string&>());
   if (!d) {
     fail(source, where + ": unknown or unsupported dtype " + quoted(dt.get_ref<const std::string&>()) +
-                     " (supported: F32, F16, BF16, I8, U8, I32, I64, BOOL)");
+                     " (supported: F32, F16, BF16, F64, I8, U8, I32, I64, BOOL)");
   }
   t.dtype = *d;
 

@@ -23,7 +23,8 @@ TEST_CASE("dtype names match safetensors and sizes are right") {
   CHECK(dtype_size(DType::bf16) == 2);
   CHECK(dtype_size(DType::boolean) == 1);
   for (DType t : kAllDTypes) CHECK(dtype_from_name(dtype_name(t)) == t);
-  CHECK_FALSE(dtype_from_name("F64").has_value());
+  CHECK(dtype_from_name("F64") == DType::f64);
+  CHECK_FALSE(dtype_from_name("F8_E4M3").has_value());
   CHECK_FALSE(dtype_from_name("f32").has_value());
   CHECK_FALSE(dtype_from_name("").has_value());
 }

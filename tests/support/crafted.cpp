@@ -45,8 +45,8 @@ std::vector<CraftedFile> malformed_safetensors() {
       "duplicate key \"dtype\"");
   hdr("too_deep", "{\"__metadata__\":" + std::string(50, '[') + std::string(50, ']') + "}", 0, "nested deeper");
   hdr("unknown_dtype", R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", 8, "unknown or unsupported dtype");
-  hdr("unsupported_f64", R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", 8,
-      "unknown or unsupported dtype \"F64\"");
+  hdr("unsupported_f8", R"({"w":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}})", 1,
+      "unknown or unsupported dtype \"F8_E4M3\"");
   hdr("dtype_not_string", R"({"w":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})", 8, "\"dtype\" is not a string");
   hdr("negative_shape", R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8, "shape[0] is negative");
   hdr("float_shape", R"({"w":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8, "shape[0] is not an integer");

@@ -1,0 +1,43 @@
+// AdamW, fused: one pass reads the gradient and both moments and writes the parameter, the
+// moments and (optionally) the parameter's low-precision compute copy. fp32 parameters and
+// moments, bias correction, decoupled weight decay, as torch.optim.AdamW. The global gradient
+// norm for clipping is a fixed-order reduction (bitwise reproducible).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/context.h"
+#include "runtime/tensor.h"
+
+namespace onn {
+
+struct AdamWConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  int64_t step = 1;         // 1-based step count after this update (bias correction)
+  float grad_scale = 1.0f;  // multiplies the gradient first: clipping, loss scaling
+};
+
+// param, m, v (n) F32 (F64 on the CPU for tests), grad (n) param's dtype or BF16 (CUDA);
+// param_copy (n) BF16 or null: refreshed with the new parameter in the same pass.
+void adamw_step(Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& cfg,
+                Tensor* param_copy = nullptr);
+
+// sqrt of the sum of squares of every element of every gradient (F32, F64 or BF16), as a
+// host double (synchronizes the compute stream).
+double global_grad_norm(Context& ctx, const std::vector<const Tensor*>& grads);
+// The grad_scale that clips to max_norm: min(1, max_norm / (norm + 1e-6)); 1 when max_norm
+// <= 0 (clipping off).
+float clip_scale(double norm, double max_norm);
+
+void adamw_cpu(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& cfg, Tensor* param_copy);
+double sum_squares_cpu(const Tensor& t);
+void adamw_cuda(Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& cfg,
+                Tensor* param_copy);
+double global_sum_squares_cuda(Context& ctx, const std::vector<const Tensor*>& grads);
+
+}  // namespace onn

@@ -1,0 +1,57 @@
+// Causal attention with grouped KV heads (query head h reads KV head h / (H / KVH)) over
+// variable-length packed sequences: cu_seqlens (S + 1) holds the token offset of each
+// sequence, and no token attends across a boundary. Token-major layout throughout:
+// q (N, H, D), k and v (N, KVH, D), out (N, H, D). The forward saves the log-sum-exp of each
+// score row, lse (N, H), for the backward. CUDA kernels are flash-style tiles that never form
+// the T x T score matrix; the CPU reference is the plain formula.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/context.h"
+#include "runtime/tensor.h"
+
+namespace onn {
+
+struct AttentionSeqs {
+  Tensor cu_seqlens;       // (S + 1) I32 on the op's device: 0 = o_0 <= o_1 <= ... <= o_S = N
+  int64_t max_seqlen = 0;  // max over s of o_{s+1} - o_s (sizes the CUDA grid)
+};
+// Host helper: B sequences of T tokens each, on ctx's device.
+AttentionSeqs uniform_seqs(Context& ctx, int64_t batch, int64_t seq_len);
+// Host helper: from sequence lengths.
+AttentionSeqs packed_seqs(Context& ctx, const std::vector<int64_t>& lengths);
+
+// scale: usually 1 / sqrt(D). Head dims 64, 80, 96 and 128 on CUDA; any on the CPU.
+void attention_forward(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSeqs& seqs,
+                       float scale, Tensor& out, Tensor& lse);
+// dout (N, H, D) -> dq (N, H, D), dk and dv (N, KVH, D), all written. out and lse from the
+// forward.
+void attention_backward(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, const Tensor& dout, const AttentionSeqs& seqs, float scale, Tensor& dq,
+                        Tensor& dk, Tensor& dv);
+
+// Decoding: q (B, Tq, H, D) holds the newest Tq tokens of each sequence; k_cache and v_cache
+// (B, Tmax, KVH, D) hold every token so far, the new ones included; lens (B) I32 is that
+// count per sequence (Tq <= lens[b] <= Tmax). Query j of sequence b sits at position
+// lens[b] - Tq + j and attends to cache positions 0 .. that position. out (B, Tq, H, D).
+void attention_decode(Context& ctx, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                      const Tensor& lens, float scale, Tensor& out);
+
+void attention_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSeqs& seqs, float scale,
+                           Tensor& out, Tensor& lse);
+void attention_backward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                            const Tensor& dout, const AttentionSeqs& seqs, float scale, Tensor& dq, Tensor& dk,
+                            Tensor& dv);
+void attention_decode_cpu(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& lens,
+                          float scale, Tensor& out);
+void attention_forward_cuda(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                            const AttentionSeqs& seqs, float scale, Tensor& out, Tensor& lse);
+void attention_backward_cuda(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                             const Tensor& lse, const Tensor& dout, const AttentionSeqs& seqs, float scale,
+                             Tensor& dq, Tensor& dk, Tensor& dv);
+void attention_decode_cuda(Context& ctx, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                           const Tensor& lens, float scale, Tensor& out);
+
+}  // namespace onn

@@ -1,0 +1,151 @@
+// Attention on the CPU: the plain formula per sequence and head, scores in double. The
+// reference that the CUDA kernels and finite differences are checked against.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/cpu/cpu_common.h"
+
+namespace onn {
+
+using cpu_kernels::ptr;
+
+namespace {
+
+std::vector<int64_t> offsets(const AttentionSeqs& seqs, int64_t n, const char* op) {
+  const int32_t* p = ptr<const int32_t>(seqs.cu_seqlens);
+  const int64_t count = seqs.cu_seqlens.dim(0);
+  std::vector<int64_t> o(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    o[static_cast<size_t>(i)] = p[i];
+    ONN_CHECK_ARG(i > 0 ? p[i] >= p[i - 1] : p[i] == 0, op, ": cu_seqlens must start at 0 and not decrease");
+    ONN_CHECK_ARG(i == 0 || p[i] - p[i - 1] <= seqs.max_seqlen, op, ": sequence ", i - 1, " is longer than max_seqlen ",
+                  seqs.max_seqlen);
+  }
+  ONN_CHECK_ARG(o.back() == n, op, ": cu_seqlens ends at ", o.back(), " but there are ", n, " tokens");
+  return o;
+}
+
+template <typename T>
+double dot(const T* a, const T* b, int64_t d) {
+  double s = 0;
+  for (int64_t e = 0; e < d; ++e) s += static_cast<double>(a[e]) * b[e];
+  return s;
+}
+
+}  // namespace
+
+void attention_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSeqs& seqs, float scale,
+                           Tensor& out, Tensor& lse) {
+  const std::vector<int64_t> o = offsets(seqs, q.dim(0), "attention_forward");
+  cpu_kernels::dispatch_float(q.dtype(), "attention_forward", [&](auto t) {
+    using T = decltype(t);
+    const int64_t h = q.dim(1), d = q.dim(2), kvh = k.dim(1), group = h / kvh;
+    const T *pq = ptr<T>(q), *pk = ptr<T>(k), *pv = ptr<T>(v);
+    T *po = ptr<T>(out), *pl = ptr<T>(lse);
+    std::vector<double> p, acc(static_cast<size_t>(d));
+    for (size_t s = 0; s + 1 < o.size(); ++s) {
+      for (int64_t i = o[s]; i < o[s + 1]; ++i) {
+        for (int64_t hh = 0; hh < h; ++hh) {
+          const T* qi = pq + (i * h + hh) * d;
+          const int64_t kv = hh / group;
+          p.assign(static_cast<size_t>(i - o[s] + 1), 0.0);
+          double m = -INFINITY;
+          for (int64_t j = o[s]; j <= i; ++j) {
+            p[static_cast<size_t>(j - o[s])] = scale * dot(qi, pk + (j * kvh + kv) * d, d);
+            m = std::max(m, p[static_cast<size_t>(j - o[s])]);
+          }
+          double l = 0;
+          for (double& x : p) l += (x = std::exp(x - m));
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int64_t j = o[s]; j <= i; ++j) {
+            const T* vj = pv + (j * kvh + kv) * d;
+            for (int64_t e = 0; e < d; ++e) acc[static_cast<size_t>(e)] += p[static_cast<size_t>(j - o[s])] * vj[e];
+          }
+          for (int64_t e = 0; e < d; ++e) po[(i * h + hh) * d + e] = static_cast<T>(acc[static_cast<size_t>(e)] / l);
+          pl[i * h + hh] = static_cast<T>(m + std::log(l));
+        }
+      }
+    }
+  });
+}
+
+void attention_backward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                            const Tensor& dout, const AttentionSeqs& seqs, float scale, Tensor& dq, Tensor& dk,
+                            Tensor& dv) {
+  const std::vector<int64_t> o = offsets(seqs, q.dim(0), "attention_backward");
+  cpu_kernels::dispatch_float(q.dtype(), "attention_backward", [&](auto t) {
+    using T = decltype(t);
+    const int64_t n = q.dim(0), h = q.dim(1), d = q.dim(2), kvh = k.dim(1), group = h / kvh;
+    const T *pq = ptr<T>(q), *pk = ptr<T>(k), *pv = ptr<T>(v), *po = ptr<T>(out), *pl = ptr<T>(lse),
+            *pdo = ptr<T>(dout);
+    std::vector<double> gq(static_cast<size_t>(n * h * d), 0.0), gk(static_cast<size_t>(n * kvh * d), 0.0),
+        gv(static_cast<size_t>(n * kvh * d), 0.0);
+    for (size_t s = 0; s + 1 < o.size(); ++s) {
+      for (int64_t i = o[s]; i < o[s + 1]; ++i) {
+        for (int64_t hh = 0; hh < h; ++hh) {
+          const int64_t kv = hh / group, qi = (i * h + hh) * d;
+          const double di = dot(pdo + qi, po + qi, d);
+          for (int64_t j = o[s]; j <= i; ++j) {
+            const int64_t kj = (j * kvh + kv) * d;
+            const double pij = std::exp(scale * dot(pq + qi, pk + kj, d) - static_cast<double>(pl[i * h + hh]));
+            const double dp = dot(pdo + qi, pv + kj, d);
+            const double ds = pij * (dp - di);
+            for (int64_t e = 0; e < d; ++e) {
+              gv[static_cast<size_t>(kj + e)] += pij * pdo[qi + e];
+              gq[static_cast<size_t>(qi + e)] += scale * ds * pk[kj + e];
+              gk[static_cast<size_t>(kj + e)] += scale * ds * pq[qi + e];
+            }
+          }
+        }
+      }
+    }
+    for (size_t e = 0; e < gq.size(); ++e) ptr<T>(dq)[e] = static_cast<T>(gq[e]);
+    for (size_t e = 0; e < gk.size(); ++e) {
+      ptr<T>(dk)[e] = static_cast<T>(gk[e]);
+      ptr<T>(dv)[e] = static_cast<T>(gv[e]);
+    }
+  });
+}
+
+void attention_decode_cpu(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& lens,
+                          float scale, Tensor& out) {
+  cpu_kernels::dispatch_float(q.dtype(), "attention_decode", [&](auto t) {
+    using T = decltype(t);
+    const int64_t b = q.dim(0), tq = q.dim(1), h = q.dim(2), d = q.dim(3), tmax = k_cache.dim(1),
+                  kvh = k_cache.dim(2), group = h / kvh;
+    const T *pq = ptr<T>(q), *pk = ptr<T>(k_cache), *pv = ptr<T>(v_cache);
+    const int32_t* pl = ptr<const int32_t>(lens);
+    T* po = ptr<T>(out);
+    std::vector<double> p, acc(static_cast<size_t>(d));
+    for (int64_t bb = 0; bb < b; ++bb) {
+      ONN_CHECK_ARG(pl[bb] >= tq && pl[bb] <= tmax, "attention_decode: lens[", bb, "] = ", pl[bb], " is outside [Tq = ",
+                    tq, ", Tmax = ", tmax, "]");
+      for (int64_t j = 0; j < tq; ++j) {
+        const int64_t pos = pl[bb] - tq + j;
+        for (int64_t hh = 0; hh < h; ++hh) {
+          const T* qi = pq + ((bb * tq + j) * h + hh) * d;
+          const int64_t kv = hh / group;
+          p.assign(static_cast<size_t>(pos + 1), 0.0);
+          double m = -INFINITY;
+          for (int64_t c = 0; c <= pos; ++c) {
+            p[static_cast<size_t>(c)] = scale * dot(qi, pk + ((bb * tmax + c) * kvh + kv) * d, d);
+            m = std::max(m, p[static_cast<size_t>(c)]);
+          }
+          double l = 0;
+          for (double& x : p) l += (x = std::exp(x - m));
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int64_t c = 0; c <= pos; ++c) {
+            const T* vc = pv + ((bb * tmax + c) * kvh + kv) * d;
+            for (int64_t e = 0; e < d; ++e) acc[static_cast<size_t>(e)] += p[static_cast<size_t>(c)] * vc[e];
+          }
+          for (int64_t e = 0; e < d; ++e)
+            po[((bb * tq + j) * h + hh) * d + e] = static_cast<T>(acc[static_cast<size_t>(e)] / l);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace onn

@@ -1,0 +1,69 @@
+// RMSNorm on the CPU: one row at a time, sums in double.
+#include "kernels/rmsnorm.h"
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/cpu_common.h"
+
+namespace onn {
+
+using cpu_kernels::dispatch_float;
+using cpu_kernels::ptr;
+
+void rmsnorm_forward_cpu(const Tensor* residual_add, const Tensor& x, const Tensor& weight, float eps, Tensor& y,
+                         Tensor& rstd) {
+  dispatch_float(x.dtype(), "rmsnorm_forward", [&](auto t) {
+    using T = decltype(t);
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const int64_t n = x.dim(0), c = x.dim(1);
+    T* px = ptr<T>(x);
+    const T* add = residual_add ? ptr<T>(*residual_add) : nullptr;
+    const T* w = ptr<T>(weight);
+    T* py = ptr<T>(y);
+    S* pr = ptr<S>(rstd);
+    for (int64_t i = 0; i < n; ++i) {
+      T* row = px + i * c;
+      if (add != nullptr)
+        for (int64_t j = 0; j < c; ++j) row[j] += add[i * c + j];
+      double ss = 0;
+      for (int64_t j = 0; j < c; ++j) ss += static_cast<double>(row[j]) * row[j];
+      const double r = 1.0 / std::sqrt(ss / static_cast<double>(c) + static_cast<double>(eps));
+      pr[i] = static_cast<S>(r);
+      for (int64_t j = 0; j < c; ++j) py[i * c + j] = static_cast<T>(w[j] * (row[j] * r));
+    }
+  });
+}
+
+// dx_j = r * w_j dy_j - r^3 / C * x_j * sum_k(w_k dy_k x_k); dweight_j = sum_n dy_j x_j r.
+void rmsnorm_backward_cpu(const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dy, Tensor& dx,
+                          Tensor* dweight, bool accumulate_dx) {
+  dispatch_float(x.dtype(), "rmsnorm_backward", [&](auto t) {
+    using T = decltype(t);
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const int64_t n = x.dim(0), c = x.dim(1);
+    const T *px = ptr<T>(x), *w = ptr<T>(weight), *pdy = ptr<T>(dy);
+    const S* pr = ptr<S>(rstd);
+    T* pdx = ptr<T>(dx);
+    std::vector<double> dw(dweight ? static_cast<size_t>(c) : 0, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const T* row = px + i * c;
+      const T* g = pdy + i * c;
+      const double r = pr[i];
+      double dot = 0;
+      for (int64_t j = 0; j < c; ++j) dot += static_cast<double>(w[j]) * g[j] * row[j];
+      const double k = r * r * r * dot / static_cast<double>(c);
+      for (int64_t j = 0; j < c; ++j) {
+        const T v = static_cast<T>(r * w[j] * g[j] - k * row[j]);
+        pdx[i * c + j] = accumulate_dx ? pdx[i * c + j] + v : v;
+        if (dweight) dw[static_cast<size_t>(j)] += static_cast<double>(g[j]) * row[j] * r;
+      }
+    }
+    if (dweight) {
+      S* pdw = ptr<S>(*dweight);
+      for (int64_t j = 0; j < c; ++j) pdw[j] = static_cast<S>(dw[static_cast<size_t>(j)]);
+    }
+  });
+}
+
+}  // namespace onn

@@ -1,0 +1,56 @@
+// Cross-entropy fused with softmax, mean over the tokens whose label is not ignore_index.
+// The gradient overwrites the logits in place, so probabilities never take memory of their
+// own; each row is processed in vocabulary chunks (an online log-sum-exp), so any V works.
+// The fused LM head + cross-entropy runs the output projection on a chunk of tokens at a
+// time: the full (N, V) logits never exist.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/context.h"
+#include "runtime/tensor.h"
+
+namespace onn {
+
+inline constexpr int32_t kIgnoreIndex = -100;
+
+// The dtype of losses and counts for logits of dtype t: F64 for F64, else F32.
+DType loss_dtype(DType t);
+
+// valid (1) of loss_dtype: the number of labels (N) I32 that are not ignore_index, kept on
+// the device so the gradient scale 1 / valid needs no host round trip.
+void count_valid_labels(Context& ctx, const Tensor& labels, int32_t ignore_index, Tensor& valid);
+
+struct CrossEntropyOptions {
+  int32_t ignore_index = kIgnoreIndex;
+  bool compute_grad = true;  // false: logits are left as they are (evaluation)
+};
+// logits (N, V), labels (N) I32, valid (1) from count_valid_labels over the whole batch;
+// token_loss (N) of loss_dtype = logsumexp(row) - row[label] (0 where ignored). With
+// compute_grad, logits become (softmax - onehot) / valid (zero rows where ignored). A label
+// outside [0, V) that is not ignore_index: InvalidArgument on the CPU, a NaN loss on CUDA.
+void cross_entropy_forward_backward(Context& ctx, Tensor& logits, const Tensor& labels, const Tensor& valid,
+                                    Tensor& token_loss, const CrossEntropyOptions& opt = {});
+// loss (1) = sum(token_loss) / max(valid, 1), summed in a fixed order.
+void mean_loss(Context& ctx, const Tensor& token_loss, const Tensor& valid, Tensor& loss);
+
+struct LmHeadLossOptions {
+  int64_t chunk_tokens = 1024;  // tokens per projection: the (chunk, V) logits buffer
+  int32_t ignore_index = kIgnoreIndex;
+  bool accumulate_dw = false;
+};
+// h (N, C), w (V, C), labels (N) -> loss (1) of loss_dtype(h). dh (N, C) (written) and dw
+// (V, C) (h's dtype or F32; written, or added to with accumulate_dw) may be null.
+void lm_head_cross_entropy(Context& ctx, const Tensor& h, const Tensor& w, const Tensor& labels, Tensor& loss,
+                           Tensor* dh, Tensor* dw, const LmHeadLossOptions& opt = {});
+
+void count_valid_labels_cpu(const Tensor& labels, int32_t ignore_index, Tensor& valid);
+void cross_entropy_cpu(Tensor& logits, const Tensor& labels, const Tensor& valid, Tensor& token_loss,
+                       const CrossEntropyOptions& opt);
+void mean_loss_cpu(const Tensor& token_loss, const Tensor& valid, Tensor& loss);
+void count_valid_labels_cuda(Context& ctx, const Tensor& labels, int32_t ignore_index, Tensor& valid);
+void cross_entropy_cuda(Context& ctx, Tensor& logits, const Tensor& labels, const Tensor& valid, Tensor& token_loss,
+                        const CrossEntropyOptions& opt);
+void mean_loss_cuda(Context& ctx, const Tensor& token_loss, const Tensor& valid, Tensor& loss);
+
+}  // namespace onn

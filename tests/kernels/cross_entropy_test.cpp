@@ -1,0 +1,105 @@
+// Cross-entropy on the CPU (F64): loss against the formula with ignored tokens, the in-place
+// gradient against finite differences of the mean loss, and the chunked LM head against the
+// unchunked computation (loss, dh, dw) for several chunk sizes.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/cross_entropy.h"
+#include "kernels/linear.h"
+#include "runtime/error.h"
+#include "support/grad_check.h"
+
+using namespace onn;
+using namespace onn::test;
+
+namespace {
+Tensor labels_of(std::initializer_list<int32_t> p) {
+  Tensor t = Tensor::empty(Shape{static_cast<int64_t>(p.size())}, DType::i32);
+  int32_t* d = static_cast<int32_t*>(t.data());
+  for (int32_t v : p) *d++ = v;
+  return t;
+}
+
+double mean_ce(Context& ctx, const Tensor& logits, const Tensor& labels) {
+  Tensor work = clone(logits);
+  Tensor valid = Tensor::empty(Shape{1}, DType::f64), tl = Tensor::empty(Shape{labels.dim(0)}, DType::f64),
+         loss = Tensor::empty(Shape{1}, DType::f64);
+  count_valid_labels(ctx, labels, kIgnoreIndex, valid);
+  CrossEntropyOptions o;
+  o.compute_grad = false;
+  cross_entropy_forward_backward(ctx, work, labels, valid, tl, o);
+  mean_loss(ctx, tl, valid, loss);
+  return static_cast<double*>(loss.data())[0];
+}
+}  // namespace
+
+TEST_CASE("cross-entropy: loss formula, ignored tokens, gradient in place against finite differences") {
+  Context ctx(Device::cpu());
+  std::mt19937 rng(13);
+  for (int64_t v : {1, 7, 33}) {
+    CAPTURE(v);
+    const Tensor labels = v == 1 ? labels_of({0, -100, 0}) : labels_of({3, -100, 0, 6});
+    const int64_t n = labels.dim(0);
+    Tensor logits = random64(Shape{n, v}, rng, 4.0);
+    const double loss = mean_ce(ctx, logits, labels);
+    double want = 0;
+    int valid = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t l = static_cast<int32_t*>(labels.data())[i];
+      if (l == kIgnoreIndex) continue;
+      double s = 0;
+      for (int64_t j = 0; j < v; ++j) s += std::exp(static_cast<double*>(logits.data())[i * v + j]);
+      want += std::log(s) - static_cast<double*>(logits.data())[i * v + l];
+      ++valid;
+    }
+    CHECK(loss == doctest::Approx(want / valid).epsilon(1e-12));
+    const auto num = numeric_grad(logits, [&] { return mean_ce(ctx, logits, labels); });
+    Tensor grad = clone(logits);
+    Tensor valid_t = Tensor::empty(Shape{1}, DType::f64), tl = Tensor::empty(Shape{n}, DType::f64);
+    count_valid_labels(ctx, labels, kIgnoreIndex, valid_t);
+    cross_entropy_forward_backward(ctx, grad, labels, valid_t, tl);
+    CHECK(rel_error(grad, num) < 1e-8);
+    for (int64_t j = 0; j < v; ++j) CHECK(static_cast<double*>(grad.data())[1 * v + j] == 0.0);  // ignored row
+  }
+  Tensor logits = random64(Shape{2, 4}, rng);
+  CHECK_THROWS_WITH_AS(mean_ce(ctx, logits, labels_of({1, 4})), doctest::Contains("labels[1] = 4 is outside [0, 4)"),
+                       InvalidArgument);
+  // Every label ignored: the loss is 0, not NaN.
+  CHECK(mean_ce(ctx, logits, labels_of({-100, -100})) == 0.0);
+}
+
+TEST_CASE("lm_head_cross_entropy in chunks equals the whole computation; dh and dw by finite differences") {
+  Context ctx(Device::cpu());
+  std::mt19937 rng(14);
+  const int64_t n = 7, c = 5, v = 9;
+  Tensor h = random64(Shape{n, c}, rng), w = random64(Shape{v, c}, rng);
+  const Tensor labels = labels_of({1, 8, -100, 0, 4, -100, 2});
+  Tensor loss = Tensor::empty(Shape{1}, DType::f64);
+  // Whole: logits = h W^T, then mean CE.
+  Tensor logits = Tensor::empty(Shape{n, v}, DType::f64);
+  linear_forward(ctx, h, w, nullptr, logits);
+  const double whole = mean_ce(ctx, logits, labels);
+  const auto nh = numeric_grad(h, [&] {
+    lm_head_cross_entropy(ctx, h, w, labels, loss, nullptr, nullptr);
+    return static_cast<double*>(loss.data())[0];
+  });
+  const auto nw = numeric_grad(w, [&] {
+    lm_head_cross_entropy(ctx, h, w, labels, loss, nullptr, nullptr);
+    return static_cast<double*>(loss.data())[0];
+  });
+  for (int64_t chunk : {1, 3, 7, 100}) {
+    CAPTURE(chunk);
+    LmHeadLossOptions o;
+    o.chunk_tokens = chunk;
+    Tensor dh = Tensor::empty(h.shape(), DType::f64), dw = Tensor::empty(w.shape(), DType::f64);
+    lm_head_cross_entropy(ctx, h, w, labels, loss, &dh, &dw, o);
+    CHECK(static_cast<double*>(loss.data())[0] == doctest::Approx(whole).epsilon(1e-12));
+    CHECK(rel_error(dh, nh) < 1e-8);
+    CHECK(rel_error(dw, nw) < 1e-8);
+    o.accumulate_dw = true;
+    lm_head_cross_entropy(ctx, h, w, labels, loss, nullptr, &dw, o);
+    for (size_t i = 0; i < nw.size(); ++i) CHECK(static_cast<double*>(dw.data())[i] == doctest::Approx(2 * nw[i]));
+  }
+}
