@@ -50,9 +50,9 @@ double global_grad_norm(Context& ctx, const std::vector<const Tensor*>& grads) {
   return std::sqrt(s);
 }
 
-float clip_scale(double norm, double max_norm) {
-  if (max_norm <= 0 || !(norm > max_norm)) return 1.0f;
-  return static_cast<float>(max_norm / (norm + 1e-6));
+double clip_scale(double norm, double max_norm) {
+  if (max_norm <= 0 || !(norm > max_norm)) return 1.0;  // also for a NaN norm: the step is skipped upstream
+  return max_norm / (norm + 1e-6);
 }
 
 }  // namespace onn

@@ -12,14 +12,15 @@
 
 namespace onn {
 
+// Hyperparameters are doubles, as torch keeps them; CUDA kernels round them to float.
 struct AdamWConfig {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.0f;
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
   int64_t step = 1;         // 1-based step count after this update (bias correction)
-  float grad_scale = 1.0f;  // multiplies the gradient first: clipping, loss scaling
+  double grad_scale = 1.0;  // multiplies the gradient first: clipping, loss scaling
 };
 
 // param, m, v (n) F32 (F64 on the CPU for tests), grad (n) param's dtype or BF16 (CUDA);
@@ -32,7 +33,7 @@ void adamw_step(Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tens
 double global_grad_norm(Context& ctx, const std::vector<const Tensor*>& grads);
 // The grad_scale that clips to max_norm: min(1, max_norm / (norm + 1e-6)); 1 when max_norm
 // <= 0 (clipping off).
-float clip_scale(double norm, double max_norm);
+double clip_scale(double norm, double max_norm);
 
 void adamw_cpu(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& cfg, Tensor* param_copy);
 double sum_squares_cpu(const Tensor& t);

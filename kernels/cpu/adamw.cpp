@@ -13,7 +13,7 @@ void adamw_cpu(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const Ad
     using T = decltype(t);
     T *p = ptr<T>(param), *pm = ptr<T>(m), *pv = ptr<T>(v);
     const T* g = ptr<const T>(grad);
-    const T b1 = cfg.beta1, b2 = cfg.beta2;
+    const T b1 = static_cast<T>(cfg.beta1), b2 = static_cast<T>(cfg.beta2);
     const T bc1 = T(1) - std::pow(b1, static_cast<T>(cfg.step));
     const T bc2 = T(1) - std::pow(b2, static_cast<T>(cfg.step));
     const T step_size = static_cast<T>(cfg.lr) / bc1, bc2_sqrt = std::sqrt(bc2);

@@ -62,17 +62,18 @@ void adamw_cuda(Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tens
                 Tensor* param_copy) {
   const int64_t n = param.numel();
   if (n == 0) return;
-  const double bc1 = 1.0 - std::pow(static_cast<double>(cfg.beta1), static_cast<double>(cfg.step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(cfg.beta2), static_cast<double>(cfg.step));
+  const double bc1 = 1.0 - std::pow(cfg.beta1, static_cast<double>(cfg.step));
+  const double bc2 = 1.0 - std::pow(cfg.beta2, static_cast<double>(cfg.step));
   const float step_size = static_cast<float>(cfg.lr / bc1), bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  const float decay = 1.0f - cfg.lr * cfg.weight_decay;
+  const float decay = static_cast<float>(1.0 - cfg.lr * cfg.weight_decay);
+  const float b1 = static_cast<float>(cfg.beta1), b2 = static_cast<float>(cfg.beta2), eps = static_cast<float>(cfg.eps);
+  const float grad_scale = static_cast<float>(cfg.grad_scale);
   dispatch_float(grad.dtype(), "adamw_step", [&](auto tg) {
     using G = decltype(tg);
     const auto launch = [&](auto* copy) {
       adamw_kernel<<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(ptr<float>(param), ptr<const G>(grad),
-                                                                  ptr<float>(m), ptr<float>(v), copy, n, cfg.beta1,
-                                                                  cfg.beta2, step_size, bc2_sqrt, cfg.eps, decay,
-                                                                  cfg.grad_scale);
+                                                                  ptr<float>(m), ptr<float>(v), copy, n, b1, b2,
+                                                                  step_size, bc2_sqrt, eps, decay, grad_scale);
     };
     if (param_copy == nullptr)
       launch(static_cast<bf16*>(nullptr));

@@ -62,6 +62,6 @@ TEST_CASE("global gradient norm over several tensors, and the clipping factor") 
   CHECK(global_grad_norm(ctx, {&a, &b, &c}) == doctest::Approx(std::sqrt(169.0 + 25.0)));
   CHECK(global_grad_norm(ctx, {}) == 0.0);
   CHECK(clip_scale(13.0, 1.0) == doctest::Approx(1.0 / 13.0).epsilon(1e-6));
-  CHECK(clip_scale(0.5, 1.0) == 1.0f);
-  CHECK(clip_scale(13.0, 0.0) == 1.0f);
+  CHECK(clip_scale(0.5, 1.0) == 1.0);
+  CHECK(clip_scale(13.0, 0.0) == 1.0);
 }
