@@ -346,7 +346,7 @@ TEST_CASE("cross-entropy CUDA: loss, in-place gradient, ignored tokens, chunked 
   }
 }
 
-TEST_CASE("adamw CUDA: fused update with BF16 compute copy; gradient norm is reproducible") {
+TEST_CASE("adamw CUDA: fused update with BF16 compute copy, gradient norm is reproducible") {
   Context ctx(Device::cuda(0)), cpu(Device::cpu());
   std::mt19937 rng(108);
   for (DType gt : kTypes) {

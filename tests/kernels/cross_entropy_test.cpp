@@ -70,7 +70,7 @@ TEST_CASE("cross-entropy: loss formula, ignored tokens, gradient in place agains
   CHECK(mean_ce(ctx, logits, labels_of({-100, -100})) == 0.0);
 }
 
-TEST_CASE("lm_head_cross_entropy in chunks equals the whole computation; dh and dw by finite differences") {
+TEST_CASE("lm_head_cross_entropy in chunks equals the whole computation, dh and dw by finite differences") {
   Context ctx(Device::cpu());
   std::mt19937 rng(14);
   const int64_t n = 7, c = 5, v = 9;

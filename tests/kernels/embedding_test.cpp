@@ -20,7 +20,7 @@ Tensor ids_of(std::initializer_list<int32_t> p) {
 }
 }  // namespace
 
-TEST_CASE("embedding forward copies rows; backward scatter-adds (finite differences, repeated ids)") {
+TEST_CASE("embedding forward copies rows, backward scatter-adds (finite differences, repeated ids)") {
   Context ctx(Device::cpu());
   std::mt19937 rng(7);
   const int64_t v = 6, c = 5;

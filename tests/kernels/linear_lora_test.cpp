@@ -54,7 +54,7 @@ TEST_CASE("linear forward and backward (dx, dw, dbias) against finite difference
   }
 }
 
-TEST_CASE("lora forward is x W^T + b + scale * (drop(x) A^T) B^T; backward matches finite differences") {
+TEST_CASE("lora forward is x W^T + b + scale * (drop(x) A^T) B^T, backward matches finite differences") {
   Context ctx(Device::cpu());
   std::mt19937 rng(12);
   for (float p : {0.0f, 0.3f}) {

@@ -100,7 +100,7 @@ TEST_CASE("matmul CPU: batches, broadcasting, alpha, beta and bias") {
     }
 }
 
-TEST_CASE("matmul CPU: beta = 0 ignores (poisoned) c; K = 0 gives zeros") {
+TEST_CASE("matmul CPU: beta = 0 ignores (poisoned) c, K = 0 gives zeros") {
   Context ctx(Device::cpu());
   std::mt19937 rng(5);
   const Tensor a = random_tensor(Shape{5, 4}, rng), b = random_tensor(Shape{4, 6}, rng);

@@ -59,7 +59,7 @@ TEST_CASE("rmsnorm forward matches the formula and backward matches finite diffe
   }
 }
 
-TEST_CASE("add_rmsnorm updates the residual and normalises it; its backward is the accumulated norm gradient") {
+TEST_CASE("add_rmsnorm updates the residual and normalises it, its backward is the accumulated norm gradient") {
   Context ctx(Device::cpu());
   std::mt19937 rng(2);
   const int64_t n = 3, c = 37;

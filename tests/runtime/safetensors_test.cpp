@@ -55,7 +55,7 @@ TEST_CASE("valid edge cases parse") {
   CHECK(SafetensorsFile::from_bytes("m", valid_safetensors()[1].bytes).metadata().at("format") == "pt");
 }
 
-TEST_CASE("round trip of every dtype with metadata; header is 8-byte aligned") {
+TEST_CASE("round trip of every dtype with metadata, header is 8-byte aligned") {
   TempDir dir;
   std::mt19937 rng(7);
   std::vector<std::pair<std::string, Tensor>> ts;
@@ -85,7 +85,7 @@ TEST_CASE("round trip of every dtype with metadata; header is 8-byte aligned") {
   CHECK_THROWS_WITH_AS(f.tensor("nope"), doctest::Contains("no tensor named \"nope\""), InvalidArgument);
 }
 
-TEST_CASE("aligned tensors are views of the mapping; unaligned ones are copied") {
+TEST_CASE("aligned tensors are views of the mapping, unaligned ones are copied") {
   TempDir dir;
   const std::string path = dir.file("a.safetensors");
   std::vector<std::pair<std::string, Tensor>> ts = {{"w", Tensor::from_floats(Shape{2}, {1.0f, 2.0f})}};
