@@ -2,13 +2,18 @@
 // as a T x T matrix. Tiles are staged in shared memory as fp32 (bf16 data is widened on load),
 // four threads share a score row and each owns D/4 output columns.
 //   forward:   block = 32 queries of one head; loops over 64-key tiles up to the diagonal with
-//              an online softmax; writes out and lse = m + log(l).
+//              an online softmax; writes out and lse = m + log(l). BF16 takes a tensor-core
+//              version (WMMA 16x16x16, fp32 accumulation): four warps of 16 queries each,
+//              S = Q K^T and P V on tensor cores, the softmax on the fp32 scores in shared
+//              memory, the output rows in registers.
 //   backward:  three kernels and no atomics, so gradients are bitwise reproducible:
 //              delta = rowsum(dout * out); dk/dv per 32-key tile (looping over the query heads
 //              of its KV group and the query tiles at or below the diagonal); dq per 32-query
 //              tile (looping over key tiles).
 //   decode:    split-KV: each block takes 256 cache positions of one (sequence, query, head),
 //              one warp per key; a second kernel merges the splits in order.
+#include <mma.h>
+
 #include <algorithm>
 
 #include "kernels/attention.h"
@@ -115,6 +120,148 @@ __global__ void __launch_bounds__(kAttnThreads) attention_forward_kernel(
 #pragma unroll
   for (int i = 0; i < CPT; ++i) orow[l + 4 * i] = from_f<T>(o[i] * inv);
   if (l == 0) lse[(start + qpos) * h + head] = m + logf(lsum);
+}
+
+// Tensor-core forward for BF16. Per block: 64 queries (warp w owns rows 16w..16w+15) of one
+// head against 64-key tiles. Shared memory (bf16 tiles padded by 8 elements so every WMMA
+// pointer stays 32-byte aligned): Q, K, V (64, D + 8); per warp P (16, 72) and an fp32 scratch
+// (16, max(68, D + 4)) that holds S, then P V. Lane l owns row l / 2 and half (l % 2) of its
+// columns, for the softmax and for the running output.
+constexpr int kWmmaRows = 64;
+constexpr int kWmmaCols = 64;
+constexpr int kWmmaWarps = kWmmaRows / 16;
+
+template <int D>
+struct WmmaLayout {
+  static constexpr int LD = D + 8;                       // bf16 tiles
+  static constexpr int LDP = kWmmaCols + 8;              // P
+  static constexpr int LDS = kWmmaCols + 4;              // S (fp32)
+  static constexpr int LDO = D + 4;                      // P V (fp32)
+  static constexpr int SCR = LDS > LDO ? LDS : LDO;      // per-warp scratch row
+  static constexpr size_t tile_bytes = sizeof(bf16) * kWmmaRows * LD;
+  static constexpr size_t p_bytes = sizeof(bf16) * kWmmaWarps * 16 * LDP;
+  static constexpr size_t scratch_bytes = sizeof(float) * kWmmaWarps * 16 * SCR;
+  static constexpr size_t bytes = 3 * tile_bytes + p_bytes + scratch_bytes;
+};
+
+// rows x D bf16 from a token-major tensor into a padded tile with 16-byte copies; rows past
+// `valid` are zeros.
+template <int D>
+__device__ __forceinline__ void load_tile_bf16(bf16* tile, const bf16* base, int64_t row0, int rows, int64_t valid,
+                                               int64_t heads, int64_t head) {
+  constexpr int V = D / 8;  // uint4 per row
+  for (int idx = threadIdx.x; idx < rows * V; idx += blockDim.x) {
+    const int r = idx / V, c = idx % V;
+    const int64_t row = row0 + r;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (row < valid) val = *reinterpret_cast<const uint4*>(base + (row * heads + head) * D + c * 8);
+    *reinterpret_cast<uint4*>(tile + r * WmmaLayout<D>::LD + c * 8) = val;
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(32 * kWmmaWarps) attention_forward_wmma_kernel(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+    const int32_t* __restrict__ cu, bf16* __restrict__ out, float* __restrict__ lse, int64_t h, int64_t kvh,
+    float scale) {
+  using namespace nvcuda;
+  using L = WmmaLayout<D>;
+  constexpr int KD = D / 16, HALF = D / 2;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* ks = qs + kWmmaRows * L::LD;
+  bf16* vs = ks + kWmmaRows * L::LD;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  bf16* ps = vs + kWmmaRows * L::LD + warp * 16 * L::LDP;
+  float* scr = reinterpret_cast<float*>(smem_raw + 3 * L::tile_bytes + L::p_bytes) + warp * 16 * L::SCR;
+
+  const int64_t start = cu[blockIdx.z], len = cu[blockIdx.z + 1] - start;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kWmmaRows;
+  if (q0 >= len) return;
+  const int64_t head = blockIdx.y, kv_head = head / (h / kvh);
+  const int r = lane / 2, hf = lane % 2;
+  const int64_t qpos = q0 + warp * 16 + r;
+
+  load_tile_bf16<D>(qs, q + start * h * D, q0, kWmmaRows, len, h, head);
+  __syncthreads();
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qf[KD];
+#pragma unroll
+  for (int kk = 0; kk < KD; ++kk) wmma::load_matrix_sync(qf[kk], qs + warp * 16 * L::LD + kk * 16, L::LD);
+
+  float o[HALF];
+#pragma unroll
+  for (int i = 0; i < HALF; ++i) o[i] = 0.0f;
+  float m = -INFINITY, lsum = 0.0f;
+  const int64_t kv_end = min(len, q0 + kWmmaRows);
+  for (int64_t k0 = 0; k0 < kv_end; k0 += kWmmaCols) {
+    __syncthreads();  // every warp is done with the previous K and V tiles
+    load_tile_bf16<D>(ks, k + start * kvh * D, k0, kWmmaCols, len, kvh, kv_head);
+    load_tile_bf16<D>(vs, v + start * kvh * D, k0, kWmmaCols, len, kvh, kv_head);
+    __syncthreads();
+    // S (16 x 64) = Q_w K^T: K row-major (keys, D) is K^T column-major.
+#pragma unroll
+    for (int j = 0; j < kWmmaCols / 16; ++j) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf;
+      wmma::fill_fragment(sf, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kf;
+        wmma::load_matrix_sync(kf, ks + j * 16 * L::LD + kk * 16, L::LD);
+        wmma::mma_sync(sf, qf[kk], kf, sf);
+      }
+      wmma::store_matrix_sync(scr + j * 16, sf, L::LDS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    // Online softmax over this lane's 32 scores of row r.
+    float s[kWmmaCols / 2];
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < kWmmaCols / 2; ++c) {
+      const int col = hf * (kWmmaCols / 2) + c;
+      const int64_t kpos = k0 + col;
+      s[c] = (kpos <= qpos && kpos < len) ? scr[r * L::LDS + col] * scale : -INFINITY;
+      tile_max = fmaxf(tile_max, s[c]);
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    const float m_new = fmaxf(m, tile_max);
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    const float alpha = m == -INFINITY ? 0.0f : __expf(m - m_use);
+    float row_sum = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kWmmaCols / 2; ++c) {
+      const float p = __expf(s[c] - m_use);
+      row_sum += p;
+      ps[r * L::LDP + hf * (kWmmaCols / 2) + c] = __float2bfloat16_rn(p);
+    }
+    row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 1);
+    lsum = lsum * alpha + row_sum;
+    m = m_new;
+    __syncwarp();  // P is complete and S is no longer read: the scratch takes P V
+#pragma unroll
+    for (int jd = 0; jd < KD; ++jd) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> of;
+      wmma::fill_fragment(of, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < kWmmaCols / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
+        wmma::load_matrix_sync(pf, ps + kk * 16, L::LDP);
+        wmma::load_matrix_sync(vf, vs + kk * 16 * L::LD + jd * 16, L::LD);
+        wmma::mma_sync(of, pf, vf, of);
+      }
+      wmma::store_matrix_sync(scr + jd * 16, of, L::LDO, wmma::mem_row_major);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < HALF; ++i) o[i] = o[i] * alpha + scr[r * L::LDO + hf * HALF + i];
+    __syncwarp();  // the scratch is read before the next tile's S overwrites it
+  }
+  if (qpos >= len) return;
+  const float inv = 1.0f / lsum;
+  bf16* orow = out + ((start + qpos) * h + head) * D + hf * HALF;
+#pragma unroll
+  for (int i = 0; i < HALF; ++i) orow[i] = __float2bfloat16_rn(o[i] * inv);
+  if (hf == 0) lse[(start + qpos) * h + head] = m + logf(lsum);
 }
 
 // delta (N, H) = rowsum(dout * out): one warp per (token, head).
@@ -396,10 +543,21 @@ void attention_forward_cuda(Context& ctx, const Tensor& q, const Tensor& k, cons
     using T = decltype(t);
     dispatch_head_dim(q.dim(2), [&](auto dd) {
       constexpr int D = decltype(dd)::value;
-      const size_t smem = sizeof(float) * ((kFwdRows + 2 * kFwdCols) * (D + 1) + kFwdRows * (kFwdCols + 1));
-      launch_with_smem(attention_forward_kernel<T, D>, seq_grid(seqs.max_seqlen, kFwdRows, h, nseq), smem,
-                       stream_of(ctx), ptr<const T>(q), ptr<const T>(k), ptr<const T>(v),
-                       ptr<const int32_t>(seqs.cu_seqlens), ptr<T>(out), ptr<float>(lse), h, kvh, scale);
+      if constexpr (std::is_same_v<T, bf16>) {
+        const auto kernel = attention_forward_wmma_kernel<D>;
+        const size_t smem = WmmaLayout<D>::bytes;
+        ONN_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+        kernel<<<seq_grid(seqs.max_seqlen, kWmmaRows, h, nseq), 32 * kWmmaWarps, smem, stream_of(ctx)>>>(
+            ptr<const bf16>(q), ptr<const bf16>(k), ptr<const bf16>(v), ptr<const int32_t>(seqs.cu_seqlens),
+            ptr<bf16>(out), ptr<float>(lse), h, kvh, scale);
+        ONN_CUDA_CHECK_LAUNCH();
+      } else {
+        const size_t smem = sizeof(float) * ((kFwdRows + 2 * kFwdCols) * (D + 1) + kFwdRows * (kFwdCols + 1));
+        launch_with_smem(attention_forward_kernel<T, D>, seq_grid(seqs.max_seqlen, kFwdRows, h, nseq), smem,
+                         stream_of(ctx), ptr<const T>(q), ptr<const T>(k), ptr<const T>(v),
+                         ptr<const int32_t>(seqs.cu_seqlens), ptr<T>(out), ptr<float>(lse), h, kvh, scale);
+      }
     });
   });
 }
