@@ -119,4 +119,6 @@ TEST_CASE("onn-info --hardware and --self-check") {
   const ProcessResult s = run_process({kOnnInfo, "--self-check"});
   CHECK(s.exit_code == 0);
   CHECK(s.out.find(" passed, 0 failed\n") != std::string::npos);
+  CHECK(s.out.find("ok    attention (packed, GQA) forward + backward on the CPU") != std::string::npos);
+  CHECK(s.out.find("ok    chunked LM head + cross-entropy on the CPU") != std::string::npos);
 }
