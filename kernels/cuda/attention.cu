@@ -7,9 +7,9 @@
 //              S = Q K^T and P V on tensor cores, the softmax on the fp32 scores in shared
 //              memory, the output rows in registers.
 //   backward:  three kernels and no atomics, so gradients are bitwise reproducible:
-//              delta = rowsum(dout * out); dk/dv per 32-key tile (looping over the query heads
-//              of its KV group and the query tiles at or below the diagonal); dq per 32-query
-//              tile (looping over key tiles).
+//              delta = rowsum(dout * out); dk/dv per key tile (looping over the query heads
+//              of its KV group and the query tiles at or below the diagonal); dq per query
+//              tile (looping over key tiles). BF16 again takes WMMA versions (64-row tiles).
 //   decode:    split-KV: each block takes 256 cache positions of one (sequence, query, head),
 //              one warp per key; a second kernel merges the splits in order.
 #include <mma.h>
@@ -276,6 +276,226 @@ __global__ void attention_delta_kernel(const T* __restrict__ out, const T* __res
     s = warp_sum(s);
     if (threadIdx.x % 32 == 0) delta[row] = s;
   }
+}
+
+// Tensor-core backward for BF16, in the same 64-row tiles and lane ownership as the forward.
+// dK/dV: the block's 64 keys (warp w: keys 16w..) loop over the query heads of their group and
+// the query tiles at or below the diagonal; S^T and dP^T are computed on tensor cores and
+// staged in fp32, P^T and dS^T go back to bf16 for the dV += P^T dO and dK += dS^T Q products,
+// whose accumulators stay in fragments for the whole loop. dQ: the block's 64 queries loop over
+// key tiles the same way. No atomics: each output row has one owning warp.
+template <int D>
+struct WmmaBwdLayout {
+  static constexpr int LD = D + 8, LDP = kWmmaCols + 8, LDS = kWmmaCols + 4, LDO = D + 4;
+  static constexpr int SCR = LDS > LDO ? LDS : LDO;
+  static constexpr size_t tile_bytes = sizeof(bf16) * kWmmaRows * LD;
+  static constexpr size_t p_bytes = sizeof(bf16) * kWmmaWarps * 2 * 16 * LDP;  // two bf16 (16, LDP) per warp
+  static constexpr size_t scratch_bytes = sizeof(float) * kWmmaWarps * 2 * 16 * SCR;
+  static constexpr size_t vec_bytes = sizeof(float) * 2 * kWmmaRows;  // lse and delta of a query tile
+  static constexpr size_t bytes = 4 * tile_bytes + p_bytes + scratch_bytes + vec_bytes;
+};
+
+template <int D>
+__global__ void __launch_bounds__(32 * kWmmaWarps) attention_dkdv_wmma_kernel(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+    const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+    const int32_t* __restrict__ cu, bf16* __restrict__ dk, bf16* __restrict__ dv, int64_t h, int64_t kvh,
+    float scale) {
+  using namespace nvcuda;
+  using L = WmmaBwdLayout<D>;
+  constexpr int KD = D / 16, HALF = D / 2, QH = kWmmaRows / 2;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* ks = reinterpret_cast<bf16*>(smem_raw);
+  bf16* vs = ks + kWmmaRows * L::LD;
+  bf16* qs = vs + kWmmaRows * L::LD;
+  bf16* dos = qs + kWmmaRows * L::LD;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  bf16* pt = dos + kWmmaRows * L::LD + warp * 2 * 16 * L::LDP;  // P^T (16, 64)
+  bf16* dst = pt + 16 * L::LDP;                                   // dS^T (16, 64)
+  float* scr_s = reinterpret_cast<float*>(smem_raw + 4 * L::tile_bytes + L::p_bytes) + warp * 2 * 16 * L::SCR;
+  float* scr_p = scr_s + 16 * L::SCR;
+  float* lse_s = reinterpret_cast<float*>(smem_raw + 4 * L::tile_bytes + L::p_bytes + L::scratch_bytes);
+  float* delta_s = lse_s + kWmmaRows;
+
+  const int64_t start = cu[blockIdx.z], len = cu[blockIdx.z + 1] - start;
+  const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kWmmaRows;
+  if (k0 >= len) return;
+  const int64_t kv_head = blockIdx.y, group = h / kvh;
+  const int r = lane / 2, hf = lane % 2;
+  const int64_t kpos = k0 + warp * 16 + r;
+  load_tile_bf16<D>(ks, k + start * kvh * D, k0, kWmmaRows, len, kvh, kv_head);
+  load_tile_bf16<D>(vs, v + start * kvh * D, k0, kWmmaRows, len, kvh, kv_head);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dkf[KD], dvf[KD];
+#pragma unroll
+  for (int jd = 0; jd < KD; ++jd) {
+    wmma::fill_fragment(dkf[jd], 0.0f);
+    wmma::fill_fragment(dvf[jd], 0.0f);
+  }
+  for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
+    for (int64_t q0 = k0; q0 < len; q0 += kWmmaRows) {
+      __syncthreads();  // the previous query tile is no longer read
+      load_tile_bf16<D>(qs, q + start * h * D, q0, kWmmaRows, len, h, head);
+      load_tile_bf16<D>(dos, dout + start * h * D, q0, kWmmaRows, len, h, head);
+      for (int i = threadIdx.x; i < kWmmaRows; i += blockDim.x) {
+        const bool ok = q0 + i < len;
+        lse_s[i] = ok ? lse[(start + q0 + i) * h + head] : 0.0f;
+        delta_s[i] = ok ? delta[(start + q0 + i) * h + head] : 0.0f;
+      }
+      __syncthreads();
+      // S^T = K_w Q^T and dP^T = V_w dO^T, (16, 64) each.
+#pragma unroll
+      for (int j = 0; j < kWmmaRows / 16; ++j) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf, pf;
+        wmma::fill_fragment(sf, 0.0f);
+        wmma::fill_fragment(pf, 0.0f);
+#pragma unroll
+        for (int kk = 0; kk < KD; ++kk) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> af;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> bf;
+          wmma::load_matrix_sync(af, ks + warp * 16 * L::LD + kk * 16, L::LD);
+          wmma::load_matrix_sync(bf, qs + j * 16 * L::LD + kk * 16, L::LD);
+          wmma::mma_sync(sf, af, bf, sf);
+          wmma::load_matrix_sync(af, vs + warp * 16 * L::LD + kk * 16, L::LD);
+          wmma::load_matrix_sync(bf, dos + j * 16 * L::LD + kk * 16, L::LD);
+          wmma::mma_sync(pf, af, bf, pf);
+        }
+        wmma::store_matrix_sync(scr_s + j * 16, sf, L::LDS, wmma::mem_row_major);
+        wmma::store_matrix_sync(scr_p + j * 16, pf, L::LDS, wmma::mem_row_major);
+      }
+      __syncwarp();
+#pragma unroll 8
+      for (int c = 0; c < QH; ++c) {
+        const int col = hf * QH + c;
+        const int64_t qpos = q0 + col;
+        const bool live = kpos <= qpos && qpos < len && kpos < len;
+        const float p = live ? __expf(scr_s[r * L::LDS + col] * scale - lse_s[col]) : 0.0f;
+        pt[r * L::LDP + col] = __float2bfloat16_rn(p);
+        dst[r * L::LDP + col] = __float2bfloat16_rn(p * (scr_p[r * L::LDS + col] - delta_s[col]));
+      }
+      __syncwarp();
+      // dV_w += P^T dO, dK_w += dS^T Q: (16, 64) x (64, D).
+#pragma unroll
+      for (int kk = 0; kk < kWmmaRows / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pa, sa;
+        wmma::load_matrix_sync(pa, pt + kk * 16, L::LDP);
+        wmma::load_matrix_sync(sa, dst + kk * 16, L::LDP);
+#pragma unroll
+        for (int jd = 0; jd < KD; ++jd) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> bf;
+          wmma::load_matrix_sync(bf, dos + kk * 16 * L::LD + jd * 16, L::LD);
+          wmma::mma_sync(dvf[jd], pa, bf, dvf[jd]);
+          wmma::load_matrix_sync(bf, qs + kk * 16 * L::LD + jd * 16, L::LD);
+          wmma::mma_sync(dkf[jd], sa, bf, dkf[jd]);
+        }
+      }
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int jd = 0; jd < KD; ++jd) {
+    wmma::store_matrix_sync(scr_s + jd * 16, dkf[jd], L::LDO, wmma::mem_row_major);
+    wmma::store_matrix_sync(scr_p + jd * 16, dvf[jd], L::LDO, wmma::mem_row_major);
+  }
+  __syncwarp();
+  if (kpos >= len) return;
+  bf16* dkr = dk + ((start + kpos) * kvh + kv_head) * D + hf * HALF;
+  bf16* dvr = dv + ((start + kpos) * kvh + kv_head) * D + hf * HALF;
+#pragma unroll
+  for (int i = 0; i < HALF; ++i) {
+    dkr[i] = __float2bfloat16_rn(scr_s[r * L::LDO + hf * HALF + i] * scale);
+    dvr[i] = __float2bfloat16_rn(scr_p[r * L::LDO + hf * HALF + i]);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(32 * kWmmaWarps) attention_dq_wmma_kernel(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+    const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+    const int32_t* __restrict__ cu, bf16* __restrict__ dq, int64_t h, int64_t kvh, float scale) {
+  using namespace nvcuda;
+  using L = WmmaBwdLayout<D>;
+  constexpr int KD = D / 16, HALF = D / 2, KH = kWmmaCols / 2;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* dos = qs + kWmmaRows * L::LD;
+  bf16* ks = dos + kWmmaRows * L::LD;
+  bf16* vs = ks + kWmmaRows * L::LD;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  bf16* dss = vs + kWmmaRows * L::LD + warp * 2 * 16 * L::LDP;  // dS (16, 64)
+  float* scr_s = reinterpret_cast<float*>(smem_raw + 4 * L::tile_bytes + L::p_bytes) + warp * 2 * 16 * L::SCR;
+  float* scr_p = scr_s + 16 * L::SCR;
+
+  const int64_t start = cu[blockIdx.z], len = cu[blockIdx.z + 1] - start;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kWmmaRows;
+  if (q0 >= len) return;
+  const int64_t head = blockIdx.y, kv_head = head / (h / kvh);
+  const int r = lane / 2, hf = lane % 2;
+  const int64_t qpos = q0 + warp * 16 + r;
+  const bool row_ok = qpos < len;
+  const float row_lse = row_ok ? lse[(start + qpos) * h + head] : 0.0f;
+  const float row_delta = row_ok ? delta[(start + qpos) * h + head] : 0.0f;
+  load_tile_bf16<D>(qs, q + start * h * D, q0, kWmmaRows, len, h, head);
+  load_tile_bf16<D>(dos, dout + start * h * D, q0, kWmmaRows, len, h, head);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dqf[KD];
+#pragma unroll
+  for (int jd = 0; jd < KD; ++jd) wmma::fill_fragment(dqf[jd], 0.0f);
+  const int64_t kv_end = min(len, q0 + kWmmaRows);
+  for (int64_t k0 = 0; k0 < kv_end; k0 += kWmmaCols) {
+    __syncthreads();
+    load_tile_bf16<D>(ks, k + start * kvh * D, k0, kWmmaCols, len, kvh, kv_head);
+    load_tile_bf16<D>(vs, v + start * kvh * D, k0, kWmmaCols, len, kvh, kv_head);
+    __syncthreads();
+    // S = Q_w K^T and dP = dO_w V^T, (16, 64) each.
+#pragma unroll
+    for (int j = 0; j < kWmmaCols / 16; ++j) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf, pf;
+      wmma::fill_fragment(sf, 0.0f);
+      wmma::fill_fragment(pf, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> af;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> bf;
+        wmma::load_matrix_sync(af, qs + warp * 16 * L::LD + kk * 16, L::LD);
+        wmma::load_matrix_sync(bf, ks + j * 16 * L::LD + kk * 16, L::LD);
+        wmma::mma_sync(sf, af, bf, sf);
+        wmma::load_matrix_sync(af, dos + warp * 16 * L::LD + kk * 16, L::LD);
+        wmma::load_matrix_sync(bf, vs + j * 16 * L::LD + kk * 16, L::LD);
+        wmma::mma_sync(pf, af, bf, pf);
+      }
+      wmma::store_matrix_sync(scr_s + j * 16, sf, L::LDS, wmma::mem_row_major);
+      wmma::store_matrix_sync(scr_p + j * 16, pf, L::LDS, wmma::mem_row_major);
+    }
+    __syncwarp();
+#pragma unroll 8
+    for (int c = 0; c < KH; ++c) {
+      const int col = hf * KH + c;
+      const int64_t kpos = k0 + col;
+      const bool live = row_ok && kpos <= qpos && kpos < len;
+      const float p = live ? __expf(scr_s[r * L::LDS + col] * scale - row_lse) : 0.0f;
+      dss[r * L::LDP + col] = __float2bfloat16_rn(p * (scr_p[r * L::LDS + col] - row_delta));
+    }
+    __syncwarp();
+    // dQ_w += dS K: (16, 64) x (64, D).
+#pragma unroll
+    for (int kk = 0; kk < kWmmaCols / 16; ++kk) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> sa;
+      wmma::load_matrix_sync(sa, dss + kk * 16, L::LDP);
+#pragma unroll
+      for (int jd = 0; jd < KD; ++jd) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> bf;
+        wmma::load_matrix_sync(bf, ks + kk * 16 * L::LD + jd * 16, L::LD);
+        wmma::mma_sync(dqf[jd], sa, bf, dqf[jd]);
+      }
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int jd = 0; jd < KD; ++jd) wmma::store_matrix_sync(scr_s + jd * 16, dqf[jd], L::LDO, wmma::mem_row_major);
+  __syncwarp();
+  if (!row_ok) return;
+  bf16* dqr = dq + ((start + qpos) * h + head) * D + hf * HALF;
+#pragma unroll
+  for (int i = 0; i < HALF; ++i) dqr[i] = __float2bfloat16_rn(scr_s[r * L::LDO + hf * HALF + i] * scale);
 }
 
 template <typename T, int D>
@@ -577,16 +797,33 @@ void attention_backward_cuda(Context& ctx, const Tensor& q, const Tensor& k, con
       attention_delta_kernel<T, D><<<grid_for(n * h * 32), kThreads, 0, st>>>(ptr<const T>(out), ptr<const T>(dout),
                                                                              ptr<float>(delta), n * h);
       ONN_CUDA_CHECK_LAUNCH();
-      const size_t smem_kv = sizeof(float) * ((2 * kBwdKeys + 2 * kBwdRows) * (D + 1) +
-                                              2 * kBwdKeys * (kBwdRows + 1) + 2 * kBwdRows);
-      launch_with_smem(attention_dkdv_kernel<T, D>, seq_grid(seqs.max_seqlen, kBwdKeys, kvh, nseq), smem_kv, st,
-                       ptr<const T>(q), ptr<const T>(k), ptr<const T>(v), ptr<const T>(dout), ptr<const float>(lse),
-                       ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens), ptr<T>(dk), ptr<T>(dv), h, kvh,
-                       scale);
-      const size_t smem_q = sizeof(float) * ((2 * kDqRows + 2 * kDqCols) * (D + 1) + kDqRows * (kDqCols + 1));
-      launch_with_smem(attention_dq_kernel<T, D>, seq_grid(seqs.max_seqlen, kDqRows, h, nseq), smem_q, st,
-                       ptr<const T>(q), ptr<const T>(k), ptr<const T>(v), ptr<const T>(dout), ptr<const float>(lse),
-                       ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens), ptr<T>(dq), h, kvh, scale);
+      if constexpr (std::is_same_v<T, bf16>) {
+        const size_t smem = WmmaBwdLayout<D>::bytes;
+        const auto dkdv = attention_dkdv_wmma_kernel<D>;
+        const auto dqk = attention_dq_wmma_kernel<D>;
+        ONN_CUDA_CHECK(cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+        ONN_CUDA_CHECK(cudaFuncSetAttribute(dqk, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+        dkdv<<<seq_grid(seqs.max_seqlen, kWmmaRows, kvh, nseq), 32 * kWmmaWarps, smem, st>>>(
+            ptr<const bf16>(q), ptr<const bf16>(k), ptr<const bf16>(v), ptr<const bf16>(dout), ptr<const float>(lse),
+            ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens), ptr<bf16>(dk), ptr<bf16>(dv), h, kvh, scale);
+        ONN_CUDA_CHECK_LAUNCH();
+        dqk<<<seq_grid(seqs.max_seqlen, kWmmaRows, h, nseq), 32 * kWmmaWarps, smem, st>>>(
+            ptr<const bf16>(q), ptr<const bf16>(k), ptr<const bf16>(v), ptr<const bf16>(dout), ptr<const float>(lse),
+            ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens), ptr<bf16>(dq), h, kvh, scale);
+        ONN_CUDA_CHECK_LAUNCH();
+      } else {
+        const size_t smem_kv = sizeof(float) * ((2 * kBwdKeys + 2 * kBwdRows) * (D + 1) +
+                                                2 * kBwdKeys * (kBwdRows + 1) + 2 * kBwdRows);
+        launch_with_smem(attention_dkdv_kernel<T, D>, seq_grid(seqs.max_seqlen, kBwdKeys, kvh, nseq), smem_kv, st,
+                         ptr<const T>(q), ptr<const T>(k), ptr<const T>(v), ptr<const T>(dout),
+                         ptr<const float>(lse), ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens),
+                         ptr<T>(dk), ptr<T>(dv), h, kvh, scale);
+        const size_t smem_q = sizeof(float) * ((2 * kDqRows + 2 * kDqCols) * (D + 1) + kDqRows * (kDqCols + 1));
+        launch_with_smem(attention_dq_kernel<T, D>, seq_grid(seqs.max_seqlen, kDqRows, h, nseq), smem_q, st,
+                         ptr<const T>(q), ptr<const T>(k), ptr<const T>(v), ptr<const T>(dout),
+                         ptr<const float>(lse), ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens),
+                         ptr<T>(dq), h, kvh, scale);
+      }
     });
   });
 }
