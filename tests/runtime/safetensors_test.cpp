@@ -80,7 +80,7 @@ TEST_CASE("round trip of every dtype with metadata, header is 8-byte aligned") {
     const Tensor y = f.tensor(name);
     CHECK(y.dtype() == x.dtype());
     CHECK(y.shape() == x.shape());
-    CHECK(std::memcmp(y.data(), x.data(), x.nbytes()) == 0);
+    CHECK((x.nbytes() == 0 || std::memcmp(y.data(), x.data(), x.nbytes()) == 0));
   }
   CHECK_THROWS_WITH_AS(f.tensor("nope"), doctest::Contains("no tensor named \"nope\""), InvalidArgument);
 }
