@@ -1,4 +1,5 @@
-// Attention on CUDA, flash-style: scores live only in registers and a small shared tile, never
+// Attention on CUDA, flash-style (the scalar F32 kernels use the accurate expf so F32 keeps
+// its 1e-5 parity; the BF16 tensor-core kernels use __expf): scores live only in registers and a small shared tile, never
 // as a T x T matrix. Tiles are staged in shared memory as fp32 (bf16 data is widened on load),
 // four threads share a score row and each owns D/4 output columns.
 //   forward:   block = 32 queries of one head; loops over 64-key tiles up to the diagonal with
@@ -93,11 +94,11 @@ __global__ void __launch_bounds__(kAttnThreads) attention_forward_kernel(
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
     const float m_new = fmaxf(m, tile_max);
     const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-    const float alpha = m == -INFINITY ? 0.0f : __expf(m - m_use);
+    const float alpha = m == -INFINITY ? 0.0f : expf(m - m_use);
     float row_sum = 0.0f;
 #pragma unroll
     for (int j = 0; j < kFwdCols / 4; ++j) {
-      const float p = __expf(s[j] - m_use);  // exp(-inf) = 0 for masked keys
+      const float p = expf(s[j] - m_use);  // exp(-inf) = 0 for masked keys
       row_sum += p;
       ps[r * PLD + l + 4 * j] = p;
     }
@@ -551,7 +552,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_dkdv_kernel(
         const int rr = l + 4 * j;
         const int64_t qpos = q0 + rr;
         const bool live = kpos <= qpos && qpos < len && kpos < len;
-        const float p = live ? __expf(s[j] * scale - ls[rr]) : 0.0f;
+        const float p = live ? expf(s[j] * scale - ls[rr]) : 0.0f;
         pt[c * PLD + rr] = p;
         dst[c * PLD + rr] = p * (dp[j] - ds[rr]);
       }
@@ -623,7 +624,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_dq_kernel(
     for (int j = 0; j < kDqCols / 4; ++j) {
       const int64_t kpos = k0 + l + 4 * j;
       const bool live = row_ok && kpos <= qpos && kpos < len;
-      const float p = live ? __expf(s[j] * scale - row_lse) : 0.0f;
+      const float p = live ? expf(s[j] * scale - row_lse) : 0.0f;
       dss[r * SLD + l + 4 * j] = p * (dp[j] - row_delta);
     }
     __syncwarp();
@@ -673,8 +674,8 @@ __global__ void attention_decode_kernel(const T* __restrict__ q, const T* __rest
     }
     s = warp_sum(s);
     const float m_new = fmaxf(m, s);
-    const float alpha = m == -INFINITY ? 0.0f : __expf(m - m_new);
-    const float p = __expf(s - m_new);
+    const float alpha = m == -INFINITY ? 0.0f : expf(m - m_new);
+    const float p = expf(s - m_new);
     lsum = lsum * alpha + p;
 #pragma unroll
     for (int e = 0; e < PER_LANE; ++e) {
@@ -699,7 +700,7 @@ __global__ void attention_decode_kernel(const T* __restrict__ q, const T* __rest
     for (int w = 0; w < kDecodeWarps; ++w) mm = fmaxf(mm, wm[w]);
     float o = 0.0f, ll = 0.0f;
     for (int w = 0; w < kDecodeWarps; ++w) {
-      const float f = wm[w] == -INFINITY ? 0.0f : __expf(wm[w] - mm);
+      const float f = wm[w] == -INFINITY ? 0.0f : expf(wm[w] - mm);
       o += wo[w][threadIdx.x] * f;
       ll += wl[w] * f;
     }
@@ -722,7 +723,7 @@ __global__ void attention_decode_merge_kernel(const float* __restrict__ part_o, 
     float o = 0.0f, ll = 0.0f;
     for (int64_t s = 0; s < splits; ++s) {
       if (ml[2 * s] == -INFINITY) continue;
-      const float f = __expf(ml[2 * s] - mm);
+      const float f = expf(ml[2 * s] - mm);
       o += part_o[(row * splits + s) * D + d] * f;
       ll += ml[2 * s + 1] * f;
     }
