@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU checks, run on the GPU machine from the repository root with build/gpu-carry (from
+# scripts/gpu-bundle.sh) carried: the gpu tests, compute-sanitizer memcheck over all of them
+# and racecheck over the kernels with shared-memory tiles, the CUDA benchmarks and the PyTorch
+# timings at the same shapes. Results go to $OUT (or gpu-results/), five files.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+c=build/gpu-carry
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
+step() { echo "== $*"; "$@"; echo "== exit $?"; }
+{
+  nvidia-smi
+  step "$c/onn-info" --hardware
+  step "$c/onn-info" --self-check
+  step "$c/gpu_tests"
+} > "$out/gpu-tests.txt" 2>&1
+{
+  step compute-sanitizer --tool memcheck --error-exitcode 1 "$c/gpu_tests"
+  step compute-sanitizer --tool racecheck --error-exitcode 1 "$c/gpu_tests" \
+    "--test-case=*attention*,*rmsnorm*,*cross-entropy*,*embedding*,*argmax*,*adamw*"
+} > "$out/sanitizer.txt" 2>&1
+"$c/onn_kernels_bench" --benchmark_filter=cuda --benchmark_min_time=0.2 \
+  --benchmark_out="$out/bench.json" --benchmark_out_format=json > "$out/bench.txt" 2>&1
+python3 bench/torch_reference.py --json "$out/torch.json" > "$out/torch.txt" 2>&1
+tail -n 3 "$out"/*.txt
