@@ -187,7 +187,12 @@ void Tensor::copy_from(const Tensor& src, Stream* stream) {
     cuda::memcpy_async(data(), src.data(), n, copy_kind(device_, src.device_), stream->cuda_stream());
     return;
   }
-  Stream s(device_.is_cuda() ? device_ : src.device_);
+  // Without a stream the copy is synchronous with respect to all earlier device work: an op
+  // may still be reading memory the caching allocator has just handed out again (op
+  // temporaries are ordered on their context's compute stream only).
+  const Device d = device_.is_cuda() ? device_ : src.device_;
+  cuda::device_synchronize(d.index);
+  Stream s(d);
   cuda::memcpy_async(data(), src.data(), n, copy_kind(device_, src.device_), s.cuda_stream());
   s.synchronize();
 }
@@ -223,6 +228,7 @@ void Tensor::fill_bytes(int byte, Stream* stream) {
     cuda::memset_async(data(), byte, nbytes(), stream->cuda_stream());
     return;
   }
+  cuda::device_synchronize(device_.index);  // as in copy_from: after all earlier device work
   Stream s(device_);
   cuda::memset_async(data(), byte, nbytes(), s.cuda_stream());
   s.synchronize();

@@ -107,7 +107,8 @@ class Tensor {
   bool shares_storage_with(const Tensor& other) const { return storage_ == other.storage_; }
 
   // A copy on `device` (same dtype). With a stream the copy is enqueued on it and the
-  // caller synchronizes; without one it is synchronous.
+  // caller synchronizes; without one it waits for all earlier work on the device first and
+  // returns when the copy is done.
   Tensor to(Device device, Stream* stream = nullptr) const;
   // Copies src into this tensor: same dtype and numel, any devices.
   void copy_from(const Tensor& src, Stream* stream = nullptr);
