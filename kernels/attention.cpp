@@ -7,6 +7,10 @@
 
 namespace onn {
 
+#if !ONN_HAVE_CUDA
+void attention_cuda_limit_shared_memory(size_t) {}  // no CUDA kernels to limit
+#endif
+
 AttentionSeqs packed_seqs(Context& ctx, const std::vector<int64_t>& lengths) {
   Tensor host = Tensor::empty(Shape{static_cast<int64_t>(lengths.size()) + 1}, DType::i32);
   int32_t* p = static_cast<int32_t*>(host.data());

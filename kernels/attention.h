@@ -6,6 +6,7 @@
 // the T x T score matrix; the CPU reference is the plain formula.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -38,6 +39,11 @@ void attention_backward(Context& ctx, const Tensor& q, const Tensor& k, const Te
 // lens[b] - Tq + j and attends to cache positions 0 .. that position. out (B, Tq, H, D).
 void attention_decode(Context& ctx, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& lens, float scale, Tensor& out);
+
+// Caps the shared memory per block the CUDA attention kernels may use (0: the device's own
+// limit). Kernels pick smaller tiles (or leave the tensor-core backward) to fit: GPUs such as
+// sm_86 / sm_89 allow 99 KiB against Hopper's 227 KiB. Tests use it to run those variants.
+void attention_cuda_limit_shared_memory(size_t bytes);
 
 void attention_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSeqs& seqs, float scale,
                            Tensor& out, Tensor& lse);

@@ -16,6 +16,7 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "kernels/attention.h"
 #include "kernels/cuda/common.cuh"
@@ -28,10 +29,8 @@ namespace {
 
 constexpr int kFwdRows = 32;   // queries per forward block
 constexpr int kFwdCols = 64;   // keys per forward tile
-constexpr int kBwdKeys = 32;   // keys per dk/dv block
-constexpr int kBwdRows = 64;   // queries per dk/dv tile
-constexpr int kDqRows = 32;    // queries per dq block
-constexpr int kDqCols = 64;    // keys per dq tile
+constexpr int kBwdKeys = 32;   // keys per dk/dv block (queries per tile: 64, or 32 on GPUs with
+constexpr int kDqRows = 32;    // queries per dq block  less shared memory; likewise dq's keys)
 constexpr int kAttnThreads = 128;
 constexpr int kDecodeSplit = 256;
 constexpr int kDecodeWarps = 4;
@@ -499,21 +498,21 @@ __global__ void __launch_bounds__(32 * kWmmaWarps) attention_dq_wmma_kernel(
   for (int i = 0; i < HALF; ++i) dqr[i] = __float2bfloat16_rn(scr_s[r * L::LDO + hf * HALF + i] * scale);
 }
 
-template <typename T, int D>
+template <typename T, int D, int QR>
 __global__ void __launch_bounds__(kAttnThreads) attention_dkdv_kernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse, const float* __restrict__ delta, const int32_t* __restrict__ cu,
     T* __restrict__ dk, T* __restrict__ dv, int64_t h, int64_t kvh, float scale) {
-  constexpr int LD = D + 1, PLD = kBwdRows + 1, CPT = D / 4;
+  constexpr int LD = D + 1, PLD = QR + 1, CPT = D / 4;
   extern __shared__ float smem[];
   float* ks = smem;                  // (32, D + 1)
   float* vs = ks + kBwdKeys * LD;    // (32, D + 1)
-  float* qs = vs + kBwdKeys * LD;    // (64, D + 1)
-  float* dos = qs + kBwdRows * LD;   // (64, D + 1)
-  float* pt = dos + kBwdRows * LD;   // (32, 65): P^T
-  float* dst = pt + kBwdKeys * PLD;  // (32, 65): dS^T
-  float* ls = dst + kBwdKeys * PLD;  // (64)
-  float* ds = ls + kBwdRows;         // (64)
+  float* qs = vs + kBwdKeys * LD;    // (QR, D + 1)
+  float* dos = qs + QR * LD;   // (QR, D + 1)
+  float* pt = dos + QR * LD;   // (32, QR + 1): P^T
+  float* dst = pt + kBwdKeys * PLD;  // (32, QR + 1): dS^T
+  float* ls = dst + kBwdKeys * PLD;  // (QR)
+  float* ds = ls + QR;         // (QR)
   const int64_t start = cu[blockIdx.z], len = cu[blockIdx.z + 1] - start;
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kBwdKeys;
   if (k0 >= len) return;
@@ -526,29 +525,29 @@ __global__ void __launch_bounds__(kAttnThreads) attention_dkdv_kernel(
 #pragma unroll
   for (int i = 0; i < CPT; ++i) gk[i] = gv[i] = 0.0f;
   for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
-    for (int64_t q0 = (k0 / kBwdRows) * kBwdRows; q0 < len; q0 += kBwdRows) {
+    for (int64_t q0 = (k0 / QR) * QR; q0 < len; q0 += QR) {
       __syncthreads();
-      load_tile<T, D>(qs, LD, q + start * h * D, q0, kBwdRows, len, h, head);
-      load_tile<T, D>(dos, LD, dout + start * h * D, q0, kBwdRows, len, h, head);
-      for (int i = threadIdx.x; i < kBwdRows; i += blockDim.x) {
+      load_tile<T, D>(qs, LD, q + start * h * D, q0, QR, len, h, head);
+      load_tile<T, D>(dos, LD, dout + start * h * D, q0, QR, len, h, head);
+      for (int i = threadIdx.x; i < QR; i += blockDim.x) {
         const bool ok = q0 + i < len;
         ls[i] = ok ? lse[(start + q0 + i) * h + head] : 0.0f;
         ds[i] = ok ? delta[(start + q0 + i) * h + head] : 0.0f;
       }
       __syncthreads();
-      float s[kBwdRows / 4], dp[kBwdRows / 4];
+      float s[QR / 4], dp[QR / 4];
 #pragma unroll
-      for (int j = 0; j < kBwdRows / 4; ++j) s[j] = dp[j] = 0.0f;
+      for (int j = 0; j < QR / 4; ++j) s[j] = dp[j] = 0.0f;
       for (int d = 0; d < D; ++d) {
         const float kd = ks[c * LD + d], vd = vs[c * LD + d];
 #pragma unroll
-        for (int j = 0; j < kBwdRows / 4; ++j) {
+        for (int j = 0; j < QR / 4; ++j) {
           s[j] += qs[(l + 4 * j) * LD + d] * kd;
           dp[j] += dos[(l + 4 * j) * LD + d] * vd;
         }
       }
 #pragma unroll
-      for (int j = 0; j < kBwdRows / 4; ++j) {
+      for (int j = 0; j < QR / 4; ++j) {
         const int rr = l + 4 * j;
         const int64_t qpos = q0 + rr;
         const bool live = kpos <= qpos && qpos < len && kpos < len;
@@ -557,7 +556,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_dkdv_kernel(
         dst[c * PLD + rr] = p * (dp[j] - ds[rr]);
       }
       __syncwarp();
-      for (int rr = 0; rr < kBwdRows; ++rr) {
+      for (int rr = 0; rr < QR; ++rr) {
         const float p = pt[c * PLD + rr], g = dst[c * PLD + rr];
 #pragma unroll
         for (int i = 0; i < CPT; ++i) {
@@ -577,18 +576,18 @@ __global__ void __launch_bounds__(kAttnThreads) attention_dkdv_kernel(
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, int KC>
 __global__ void __launch_bounds__(kAttnThreads) attention_dq_kernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse, const float* __restrict__ delta, const int32_t* __restrict__ cu,
     T* __restrict__ dq, int64_t h, int64_t kvh, float scale) {
-  constexpr int LD = D + 1, SLD = kDqCols + 1, CPT = D / 4;
+  constexpr int LD = D + 1, SLD = KC + 1, CPT = D / 4;
   extern __shared__ float smem[];
   float* qs = smem;                  // (32, D + 1)
   float* dos = qs + kDqRows * LD;    // (32, D + 1)
-  float* ks = dos + kDqRows * LD;    // (64, D + 1)
-  float* vs = ks + kDqCols * LD;     // (64, D + 1)
-  float* dss = vs + kDqCols * LD;    // (32, 65)
+  float* ks = dos + kDqRows * LD;    // (KC, D + 1)
+  float* vs = ks + KC * LD;     // (KC, D + 1)
+  float* dss = vs + KC * LD;    // (32, KC + 1)
   const int64_t start = cu[blockIdx.z], len = cu[blockIdx.z + 1] - start;
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kDqRows;
   if (q0 >= len) return;
@@ -604,31 +603,31 @@ __global__ void __launch_bounds__(kAttnThreads) attention_dq_kernel(
 #pragma unroll
   for (int i = 0; i < CPT; ++i) g[i] = 0.0f;
   const int64_t kv_end = min(len, q0 + kDqRows);
-  for (int64_t k0 = 0; k0 < kv_end; k0 += kDqCols) {
+  for (int64_t k0 = 0; k0 < kv_end; k0 += KC) {
     __syncthreads();
-    load_tile<T, D>(ks, LD, k + start * kvh * D, k0, kDqCols, len, kvh, kv_head);
-    load_tile<T, D>(vs, LD, v + start * kvh * D, k0, kDqCols, len, kvh, kv_head);
+    load_tile<T, D>(ks, LD, k + start * kvh * D, k0, KC, len, kvh, kv_head);
+    load_tile<T, D>(vs, LD, v + start * kvh * D, k0, KC, len, kvh, kv_head);
     __syncthreads();
-    float s[kDqCols / 4], dp[kDqCols / 4];
+    float s[KC / 4], dp[KC / 4];
 #pragma unroll
-    for (int j = 0; j < kDqCols / 4; ++j) s[j] = dp[j] = 0.0f;
+    for (int j = 0; j < KC / 4; ++j) s[j] = dp[j] = 0.0f;
     for (int d = 0; d < D; ++d) {
       const float qd = qs[r * LD + d], gd = dos[r * LD + d];
 #pragma unroll
-      for (int j = 0; j < kDqCols / 4; ++j) {
+      for (int j = 0; j < KC / 4; ++j) {
         s[j] += qd * ks[(l + 4 * j) * LD + d];
         dp[j] += gd * vs[(l + 4 * j) * LD + d];
       }
     }
 #pragma unroll
-    for (int j = 0; j < kDqCols / 4; ++j) {
+    for (int j = 0; j < KC / 4; ++j) {
       const int64_t kpos = k0 + l + 4 * j;
       const bool live = row_ok && kpos <= qpos && kpos < len;
       const float p = live ? expf(s[j] * scale - row_lse) : 0.0f;
       dss[r * SLD + l + 4 * j] = p * (dp[j] - row_delta);
     }
     __syncwarp();
-    for (int cc = 0; cc < kDqCols; ++cc) {
+    for (int cc = 0; cc < KC; ++cc) {
       const float gs = dss[r * SLD + cc];
 #pragma unroll
       for (int i = 0; i < CPT; ++i) g[i] += gs * ks[cc * LD + l + 4 * i];
@@ -742,8 +741,31 @@ void dispatch_head_dim(int64_t d, F&& f) {
   }
 }
 
+std::atomic<size_t> g_smem_cap{0};
+
+// The shared memory one block may use on `dev` (opt-in maximum), capped for tests.
+size_t shared_memory_limit(int dev) {
+  int optin = 0;
+  ONN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const size_t cap = g_smem_cap.load();
+  return cap > 0 ? std::min(cap, static_cast<size_t>(optin)) : static_cast<size_t>(optin);
+}
+
+constexpr size_t scalar_dkdv_smem(int d, int rows) {
+  return sizeof(float) * ((2 * kBwdKeys + 2 * rows) * (d + 1) + 2 * kBwdKeys * (rows + 1) + 2 * rows);
+}
+constexpr size_t scalar_dq_smem(int d, int cols) {
+  return sizeof(float) * ((2 * kDqRows + 2 * cols) * (d + 1) + kDqRows * (cols + 1));
+}
+
+void require_smem(size_t smem, size_t limit) {
+  ONN_CHECK_ARG(smem <= limit, "attention on CUDA: a kernel needs ", smem, " bytes of shared memory per block; this ",
+                "device allows ", limit);
+}
+
 template <typename K>
-void launch_with_smem(K kernel, dim3 grid, size_t smem, cudaStream_t st, auto... args) {
+void launch_with_smem(K kernel, dim3 grid, size_t smem, size_t limit, cudaStream_t st, auto... args) {
+  require_smem(smem, limit);
   ONN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<grid, kAttnThreads, smem, st>>>(args...);
   ONN_CUDA_CHECK_LAUNCH();
@@ -756,6 +778,8 @@ dim3 seq_grid(int64_t max_seqlen, int rows, int64_t heads, int64_t seqs) {
 
 }  // namespace
 
+void attention_cuda_limit_shared_memory(size_t bytes) { g_smem_cap.store(bytes); }
+
 void attention_forward_cuda(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                             const AttentionSeqs& seqs, float scale, Tensor& out, Tensor& lse) {
   const int64_t n = q.dim(0), h = q.dim(1), kvh = k.dim(1), nseq = seqs.cu_seqlens.dim(0) - 1;
@@ -767,6 +791,7 @@ void attention_forward_cuda(Context& ctx, const Tensor& q, const Tensor& k, cons
       if constexpr (std::is_same_v<T, bf16>) {
         const auto kernel = attention_forward_wmma_kernel<D>;
         const size_t smem = WmmaLayout<D>::bytes;
+        require_smem(smem, shared_memory_limit(ctx.device().index));
         ONN_CUDA_CHECK(
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
         kernel<<<seq_grid(seqs.max_seqlen, kWmmaRows, h, nseq), 32 * kWmmaWarps, smem, stream_of(ctx)>>>(
@@ -776,7 +801,7 @@ void attention_forward_cuda(Context& ctx, const Tensor& q, const Tensor& k, cons
       } else {
         const size_t smem = sizeof(float) * ((kFwdRows + 2 * kFwdCols) * (D + 1) + kFwdRows * (kFwdCols + 1));
         launch_with_smem(attention_forward_kernel<T, D>, seq_grid(seqs.max_seqlen, kFwdRows, h, nseq), smem,
-                         stream_of(ctx), ptr<const T>(q), ptr<const T>(k), ptr<const T>(v),
+                         shared_memory_limit(ctx.device().index), stream_of(ctx), ptr<const T>(q), ptr<const T>(k), ptr<const T>(v),
                          ptr<const int32_t>(seqs.cu_seqlens), ptr<T>(out), ptr<float>(lse), h, kvh, scale);
       }
     });
@@ -798,7 +823,8 @@ void attention_backward_cuda(Context& ctx, const Tensor& q, const Tensor& k, con
       attention_delta_kernel<T, D><<<grid_for(n * h * 32), kThreads, 0, st>>>(ptr<const T>(out), ptr<const T>(dout),
                                                                              ptr<float>(delta), n * h);
       ONN_CUDA_CHECK_LAUNCH();
-      if constexpr (std::is_same_v<T, bf16>) {
+      const size_t limit = shared_memory_limit(ctx.device().index);
+      if (std::is_same_v<T, bf16> && WmmaBwdLayout<D>::bytes <= limit) {
         const size_t smem = WmmaBwdLayout<D>::bytes;
         const auto dkdv = attention_dkdv_wmma_kernel<D>;
         const auto dqk = attention_dq_wmma_kernel<D>;
@@ -813,17 +839,21 @@ void attention_backward_cuda(Context& ctx, const Tensor& q, const Tensor& k, con
             ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens), ptr<bf16>(dq), h, kvh, scale);
         ONN_CUDA_CHECK_LAUNCH();
       } else {
-        const size_t smem_kv = sizeof(float) * ((2 * kBwdKeys + 2 * kBwdRows) * (D + 1) +
-                                                2 * kBwdKeys * (kBwdRows + 1) + 2 * kBwdRows);
-        launch_with_smem(attention_dkdv_kernel<T, D>, seq_grid(seqs.max_seqlen, kBwdKeys, kvh, nseq), smem_kv, st,
-                         ptr<const T>(q), ptr<const T>(k), ptr<const T>(v), ptr<const T>(dout),
-                         ptr<const float>(lse), ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens),
-                         ptr<T>(dk), ptr<T>(dv), h, kvh, scale);
-        const size_t smem_q = sizeof(float) * ((2 * kDqRows + 2 * kDqCols) * (D + 1) + kDqRows * (kDqCols + 1));
-        launch_with_smem(attention_dq_kernel<T, D>, seq_grid(seqs.max_seqlen, kDqRows, h, nseq), smem_q, st,
-                         ptr<const T>(q), ptr<const T>(k), ptr<const T>(v), ptr<const T>(dout),
-                         ptr<const float>(lse), ptr<const float>(delta), ptr<const int32_t>(seqs.cu_seqlens),
-                         ptr<T>(dq), h, kvh, scale);
+        const auto launch = [&](auto rows) {
+          constexpr int R = decltype(rows)::value;
+          launch_with_smem(attention_dkdv_kernel<T, D, R>, seq_grid(seqs.max_seqlen, kBwdKeys, kvh, nseq),
+                           scalar_dkdv_smem(D, R), limit, st, ptr<const T>(q), ptr<const T>(k), ptr<const T>(v),
+                           ptr<const T>(dout), ptr<const float>(lse), ptr<const float>(delta),
+                           ptr<const int32_t>(seqs.cu_seqlens), ptr<T>(dk), ptr<T>(dv), h, kvh, scale);
+          launch_with_smem(attention_dq_kernel<T, D, R>, seq_grid(seqs.max_seqlen, kDqRows, h, nseq),
+                           scalar_dq_smem(D, R), limit, st, ptr<const T>(q), ptr<const T>(k), ptr<const T>(v),
+                           ptr<const T>(dout), ptr<const float>(lse), ptr<const float>(delta),
+                           ptr<const int32_t>(seqs.cu_seqlens), ptr<T>(dq), h, kvh, scale);
+        };
+        if (std::max(scalar_dkdv_smem(D, 64), scalar_dq_smem(D, 64)) <= limit)
+          launch(std::integral_constant<int, 64>{});
+        else
+          launch(std::integral_constant<int, 32>{});
       }
     });
   });

@@ -112,6 +112,45 @@ TEST_CASE("attention_decode CUDA against the CPU: a few queries over a long cach
   }
 }
 
+TEST_CASE("attention CUDA variants for 99 KiB of shared memory (sm_86 / sm_89) match the CPU") {
+  struct Cap {
+    explicit Cap(size_t b) { attention_cuda_limit_shared_memory(b); }
+    ~Cap() { attention_cuda_limit_shared_memory(0); }
+  } cap(99 * 1024);
+  Context ctx(Device::cuda(0)), cpu(Device::cpu());
+  std::mt19937 rng(203);
+  for (DType t : {DType::f32, DType::bf16}) {
+    for (int64_t d : {64, 128}) {
+      CAPTURE(dtype_name(t));
+      CAPTURE(d);
+      const int64_t n = 150, h = 4, kvh = 2;
+      const std::vector<int64_t> lens{90, 60};
+      const AttentionSeqs dseqs = packed_seqs(ctx, lens), hseqs = packed_seqs(cpu, lens);
+      const Input q = make_input(ctx, Shape{n, h, d}, t, rng), k = make_input(ctx, Shape{n, kvh, d}, t, rng);
+      const Input v = make_input(ctx, Shape{n, kvh, d}, t, rng), g = make_input(ctx, Shape{n, h, d}, t, rng);
+      Tensor out = Tensor::empty(q.ref.shape(), t, ctx.device()), lse = Tensor::empty(Shape{n, h}, DType::f32, ctx.device());
+      Tensor dq = Tensor::empty(q.ref.shape(), t, ctx.device()), dk = Tensor::empty(k.ref.shape(), t, ctx.device()),
+             dv = Tensor::empty(v.ref.shape(), t, ctx.device());
+      attention_forward(ctx, q.dev, k.dev, v.dev, dseqs, 0.1f, out, lse);
+      attention_backward(ctx, q.dev, k.dev, v.dev, out, lse, g.dev, dseqs, 0.1f, dq, dk, dv);
+      Tensor oref = Tensor::empty(q.ref.shape(), DType::f64), lref = Tensor::empty(Shape{n, h}, DType::f64);
+      Tensor dqr = Tensor::empty(q.ref.shape(), DType::f64), dkr = Tensor::empty(k.ref.shape(), DType::f64),
+             dvr = Tensor::empty(v.ref.shape(), DType::f64);
+      attention_forward(cpu, q.ref, k.ref, v.ref, hseqs, 0.1f, oref, lref);
+      attention_backward(cpu, q.ref, k.ref, v.ref, oref, lref, g.ref, hseqs, 0.1f, dqr, dkr, dvr);
+      CHECK(parity_error(ctx, out, oref) < parity_tolerance(t));
+      CHECK(parity_error(ctx, dq, dqr) < parity_tolerance(t));
+      CHECK(parity_error(ctx, dk, dkr) < parity_tolerance(t));
+      CHECK(parity_error(ctx, dv, dvr) < parity_tolerance(t));
+    }
+  }
+  attention_cuda_limit_shared_memory(16 * 1024);  // below what any forward variant needs
+  const Tensor q = Tensor::zeros(Shape{4, 2, 128}, DType::f32, ctx.device());
+  Tensor out = Tensor::empty(q.shape(), DType::f32, ctx.device()), lse = Tensor::empty(Shape{4, 2}, DType::f32, ctx.device());
+  CHECK_THROWS_WITH_AS(attention_forward(ctx, q, q, q, uniform_seqs(ctx, 1, 4), 1.0f, out, lse),
+                       doctest::Contains("bytes of shared memory per block"), InvalidArgument);
+}
+
 TEST_CASE("attention CUDA refuses head dims it has no kernel for") {
   Context ctx(Device::cuda(0));
   const Tensor q = Tensor::zeros(Shape{4, 2, 48}, DType::bf16, ctx.device());
