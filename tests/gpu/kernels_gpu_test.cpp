@@ -35,11 +35,7 @@ void expect_close(Context& ctx, const Guarded& g, const Tensor& ref, DType tol_t
   CHECK(g.guards_intact(ctx));
 }
 
-Tensor i32_tensor(Context& ctx, const std::vector<int32_t>& v) {
-  Tensor h = Tensor::empty(Shape{static_cast<int64_t>(v.size())}, DType::i32);
-  if (!v.empty()) std::memcpy(h.data(), v.data(), v.size() * 4);
-  return h.to(ctx.device());
-}
+Tensor i32_tensor(Context& ctx, const std::vector<int32_t>& v) { return onn::test::i32_tensor(v).to(ctx.device()); }
 
 }  // namespace
 

@@ -15,12 +15,6 @@ using namespace onn;
 using namespace onn::test;
 
 namespace {
-Tensor labels_of(std::initializer_list<int32_t> p) {
-  Tensor t = Tensor::empty(Shape{static_cast<int64_t>(p.size())}, DType::i32);
-  int32_t* d = static_cast<int32_t*>(t.data());
-  for (int32_t v : p) *d++ = v;
-  return t;
-}
 
 double mean_ce(Context& ctx, const Tensor& logits, const Tensor& labels) {
   Tensor work = clone(logits);
@@ -40,7 +34,7 @@ TEST_CASE("cross-entropy: loss formula, ignored tokens, gradient in place agains
   std::mt19937 rng(13);
   for (int64_t v : {1, 7, 33}) {
     CAPTURE(v);
-    const Tensor labels = v == 1 ? labels_of({0, -100, 0}) : labels_of({3, -100, 0, 6});
+    const Tensor labels = v == 1 ? i32_tensor({0, -100, 0}) : i32_tensor({3, -100, 0, 6});
     const int64_t n = labels.dim(0);
     Tensor logits = random64(Shape{n, v}, rng, 4.0);
     const double loss = mean_ce(ctx, logits, labels);
@@ -64,10 +58,10 @@ TEST_CASE("cross-entropy: loss formula, ignored tokens, gradient in place agains
     for (int64_t j = 0; j < v; ++j) CHECK(static_cast<double*>(grad.data())[1 * v + j] == 0.0);  // ignored row
   }
   Tensor logits = random64(Shape{2, 4}, rng);
-  CHECK_THROWS_WITH_AS(mean_ce(ctx, logits, labels_of({1, 4})), doctest::Contains("labels[1] = 4 is outside [0, 4)"),
+  CHECK_THROWS_WITH_AS(mean_ce(ctx, logits, i32_tensor({1, 4})), doctest::Contains("labels[1] = 4 is outside [0, 4)"),
                        InvalidArgument);
   // Every label ignored: the loss is 0, not NaN.
-  CHECK(mean_ce(ctx, logits, labels_of({-100, -100})) == 0.0);
+  CHECK(mean_ce(ctx, logits, i32_tensor({-100, -100})) == 0.0);
 }
 
 TEST_CASE("lm_head_cross_entropy in chunks equals the whole computation, dh and dw by finite differences") {
@@ -75,7 +69,7 @@ TEST_CASE("lm_head_cross_entropy in chunks equals the whole computation, dh and 
   std::mt19937 rng(14);
   const int64_t n = 7, c = 5, v = 9;
   Tensor h = random64(Shape{n, c}, rng), w = random64(Shape{v, c}, rng);
-  const Tensor labels = labels_of({1, 8, -100, 0, 4, -100, 2});
+  const Tensor labels = i32_tensor({1, 8, -100, 0, 4, -100, 2});
   Tensor loss = Tensor::empty(Shape{1}, DType::f64);
   // Whole: logits = h W^T, then mean CE.
   Tensor logits = Tensor::empty(Shape{n, v}, DType::f64);

@@ -11,21 +11,12 @@
 using namespace onn;
 using namespace onn::test;
 
-namespace {
-Tensor ids_of(std::initializer_list<int32_t> p) {
-  Tensor t = Tensor::empty(Shape{static_cast<int64_t>(p.size())}, DType::i32);
-  int32_t* d = static_cast<int32_t*>(t.data());
-  for (int32_t v : p) *d++ = v;
-  return t;
-}
-}  // namespace
-
 TEST_CASE("embedding forward copies rows, backward scatter-adds (finite differences, repeated ids)") {
   Context ctx(Device::cpu());
   std::mt19937 rng(7);
   const int64_t v = 6, c = 5;
   Tensor w = random64(Shape{v, c}, rng);
-  const Tensor ids = ids_of({3, 0, 3, 5, 3});
+  const Tensor ids = i32_tensor({3, 0, 3, 5, 3});
   Tensor out = Tensor::empty(Shape{5, c}, DType::f64);
   embedding_forward(ctx, w, ids, out);
   for (int64_t i = 0; i < 5; ++i)
@@ -48,14 +39,14 @@ TEST_CASE("embedding refuses ids outside the vocabulary and wrong dtypes") {
   Context ctx(Device::cpu());
   const Tensor w = Tensor::zeros(Shape{4, 2}, DType::f32);
   Tensor out = Tensor::empty(Shape{2, 2}, DType::f32);
-  CHECK_THROWS_WITH_AS(embedding_forward(ctx, w, ids_of({1, 4}), out),
+  CHECK_THROWS_WITH_AS(embedding_forward(ctx, w, i32_tensor({1, 4}), out),
                        doctest::Contains("ids[1] = 4 is outside the vocabulary [0, 4)"), InvalidArgument);
-  CHECK_THROWS_WITH_AS(embedding_forward(ctx, w, ids_of({-1, 0}), out), doctest::Contains("ids[0] = -1"),
+  CHECK_THROWS_WITH_AS(embedding_forward(ctx, w, i32_tensor({-1, 0}), out), doctest::Contains("ids[0] = -1"),
                        InvalidArgument);
   const Tensor ids64 = Tensor::zeros(Shape{2}, DType::i64);
   CHECK_THROWS_WITH_AS(embedding_forward(ctx, w, ids64, out), doctest::Contains("ids must be I32"), InvalidArgument);
   Tensor dw = Tensor::zeros(Shape{4, 2}, DType::f64);
   const Tensor g = Tensor::zeros(Shape{2, 2}, DType::f32);
-  CHECK_THROWS_WITH_AS(embedding_backward(ctx, ids_of({0, 1}), g, dw), doctest::Contains("dweight must be F32"),
+  CHECK_THROWS_WITH_AS(embedding_backward(ctx, i32_tensor({0, 1}), g, dw), doctest::Contains("dweight must be F32"),
                        InvalidArgument);
 }

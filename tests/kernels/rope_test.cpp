@@ -12,15 +12,6 @@
 using namespace onn;
 using namespace onn::test;
 
-namespace {
-Tensor positions_of(std::initializer_list<int32_t> p) {
-  Tensor t = Tensor::empty(Shape{static_cast<int64_t>(p.size())}, DType::i32);
-  int32_t* d = static_cast<int32_t*>(t.data());
-  for (int32_t v : p) *d++ = v;
-  return t;
-}
-}  // namespace
-
 TEST_CASE("rope forward is HF's q * cos + rotate_half(q) * sin, with partial rotary dims") {
   Context ctx(Device::cpu());
   std::mt19937 rng(5);
@@ -33,7 +24,7 @@ TEST_CASE("rope forward is HF's q * cos + rotate_half(q) * sin, with partial rot
     const int64_t r = rope_rotary_dims(cfg);
     CHECK(r == static_cast<int64_t>(16 * partial));
     const Tensor inv = rope_inv_freq_tensor(ctx, cfg, DType::f64);
-    const Tensor pos = positions_of({0, 1, 7, 0, 3});  // a second document restarts at 0
+    const Tensor pos = i32_tensor({0, 1, 7, 0, 3});  // a second document restarts at 0
     const Tensor x0 = random64(Shape{5, 3, 16}, rng);
     Tensor x = clone(x0);
     rope_forward(ctx, x, pos, inv);
@@ -62,7 +53,7 @@ TEST_CASE("rope backward is the transpose of the forward (finite differences)") 
   cfg.head_dim = 10;
   cfg.partial_rotary_factor = 0.8;
   const Tensor inv = rope_inv_freq_tensor(ctx, cfg, DType::f64);
-  const Tensor pos = positions_of({5, 0, 2});
+  const Tensor pos = i32_tensor({5, 0, 2});
   Tensor x = random64(Shape{3, 2, 10}, rng);
   const Tensor g = random64(Shape{3, 2, 10}, rng);
   const auto loss = [&] {
@@ -110,9 +101,9 @@ TEST_CASE("rope refuses bad shapes and dtypes") {
   cfg.head_dim = 8;
   const Tensor inv = rope_inv_freq_tensor(ctx, cfg);
   Tensor x = Tensor::zeros(Shape{3, 2, 8}, DType::f32);
-  const Tensor pos = positions_of({0, 1});
+  const Tensor pos = i32_tensor({0, 1});
   CHECK_THROWS_WITH_AS(rope_forward(ctx, x, pos, inv), doctest::Contains("positions must be (3,), got (2,)"), InvalidArgument);
   Tensor x4 = Tensor::zeros(Shape{3, 2, 6}, DType::f32);
-  const Tensor pos3 = positions_of({0, 1, 2});
+  const Tensor pos3 = i32_tensor({0, 1, 2});
   CHECK_THROWS_WITH_AS(rope_forward(ctx, x4, pos3, inv), doctest::Contains("R <= D"), InvalidArgument);
 }

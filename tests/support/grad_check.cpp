@@ -53,4 +53,10 @@ Tensor clone(const Tensor& t) {
   return c;
 }
 
+Tensor i32_tensor(const std::vector<int32_t>& values) {
+  Tensor t = Tensor::empty(Shape{static_cast<int64_t>(values.size())}, DType::i32);
+  if (!values.empty()) std::memcpy(t.data(), values.data(), values.size() * sizeof(int32_t));
+  return t;
+}
+
 }  // namespace onn::test

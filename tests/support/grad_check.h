@@ -23,5 +23,7 @@ double rel_error(const Tensor& a, const std::vector<double>& b);
 std::vector<double> numeric_grad(Tensor& x, const std::function<double()>& loss, double h = 1e-5);
 // A copy of a CPU tensor (same dtype).
 Tensor clone(const Tensor& t);
+// A CPU I32 tensor with the given values (ids, positions, labels).
+Tensor i32_tensor(const std::vector<int32_t>& values);
 
 }  // namespace onn::test
