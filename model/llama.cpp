@@ -1,0 +1,193 @@
+// The LLaMA-family model: weight loading by HF names and the packed forward.
+#include "model/llama.h"
+
+#include <cmath>
+
+#include "kernels/cross_entropy.h"
+#include "kernels/elementwise.h"
+#include "kernels/embedding.h"
+#include "kernels/linear.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+#include "runtime/error.h"
+#include "runtime/safetensors.h"
+
+namespace onn {
+
+DType default_compute_dtype(Device device) { return device.is_cuda() ? DType::bf16 : DType::f32; }
+
+namespace {
+
+class WeightLoader {
+ public:
+  WeightLoader(Context& ctx, const SafetensorsModel& st, DType dtype) : ctx_(ctx), st_(st), dtype_(dtype) {}
+
+  bool has(const std::string& name) const { return st_.find(name) != nullptr; }
+
+  Tensor get(const std::string& name, const Shape& want) const {
+    if (!has(name)) throw FormatError(st_.source() + ": tensor \"" + name + "\" is missing");
+    Tensor raw = st_.tensor(name);
+    if (!(raw.shape() == want))
+      throw FormatError(st_.source() + ": tensor \"" + name + "\" has shape " + raw.shape().str() +
+                        " but config.json implies " + want.str());
+    if (!dtype_is_float(raw.dtype()))
+      throw FormatError(st_.source() + ": tensor \"" + name + "\" has dtype " + std::string(dtype_name(raw.dtype())));
+    if (raw.dtype() == DType::f16 || raw.dtype() == DType::f64) raw = raw.to_dtype(DType::f32);
+    Tensor out = Tensor::empty(want, dtype_, ctx_.allocator());
+    if (ctx_.device().is_cpu()) {
+      cast(ctx_, raw, out);
+    } else {
+      const Tensor dev = raw.to(ctx_.device());
+      cast(ctx_, dev, out);
+      ctx_.synchronize();
+    }
+    return out;
+  }
+
+ private:
+  Context& ctx_;
+  const SafetensorsModel& st_;
+  DType dtype_;
+};
+
+
+}  // namespace
+
+LlamaModel LlamaModel::load(Context& ctx, const std::string& dir, std::optional<DType> compute) {
+  LlamaModel m;
+  m.config_ = load_model_config(dir);
+  m.dtype_ = compute.value_or(default_compute_dtype(ctx.device()));
+  const ModelConfig& c = m.config_;
+  const SafetensorsModel st = SafetensorsModel::open(dir);
+  const WeightLoader w(ctx, st, m.dtype_);
+  const int64_t C = c.hidden_size, F = c.intermediate_size, HD = c.num_attention_heads * c.head_dim,
+                KD = c.num_key_value_heads * c.head_dim, V = c.vocab_size;
+  m.weights_.embed = w.get("model.embed_tokens.weight", Shape{V, C});
+  m.weights_.norm = w.get("model.norm.weight", Shape{C});
+  if (c.tie_word_embeddings) {
+    m.weights_.lm_head = m.weights_.embed;
+  } else {
+    m.weights_.lm_head = w.get("lm_head.weight", Shape{V, C});
+  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerWeights L;
+    L.input_norm = w.get(p + "input_layernorm.weight", Shape{C});
+    L.post_attn_norm = w.get(p + "post_attention_layernorm.weight", Shape{C});
+    if (c.fused_qkv) {
+      const Tensor qkv = w.get(p + "self_attn.qkv_proj.weight", Shape{HD + 2 * KD, C});
+      L.wq = qkv.slice(0, HD);
+      L.wk = qkv.slice(HD, HD + KD);
+      L.wv = qkv.slice(HD + KD, HD + 2 * KD);
+    } else {
+      L.wq = w.get(p + "self_attn.q_proj.weight", Shape{HD, C});
+      L.wk = w.get(p + "self_attn.k_proj.weight", Shape{KD, C});
+      L.wv = w.get(p + "self_attn.v_proj.weight", Shape{KD, C});
+    }
+    if (c.attention_bias) {
+      L.bq = w.get(p + "self_attn.q_proj.bias", Shape{HD});
+      L.bk = w.get(p + "self_attn.k_proj.bias", Shape{KD});
+      L.bv = w.get(p + "self_attn.v_proj.bias", Shape{KD});
+    }
+    L.wo = w.get(p + "self_attn.o_proj.weight", Shape{C, HD});
+    if (c.o_bias) L.bo = w.get(p + "self_attn.o_proj.bias", Shape{C});
+    if (c.fused_gate_up) {
+      const Tensor gu = w.get(p + "mlp.gate_up_proj.weight", Shape{2 * F, C});
+      L.wgate = gu.slice(0, F);
+      L.wup = gu.slice(F, 2 * F);
+    } else {
+      L.wgate = w.get(p + "mlp.gate_proj.weight", Shape{F, C});
+      L.wup = w.get(p + "mlp.up_proj.weight", Shape{F, C});
+    }
+    L.wdown = w.get(p + "mlp.down_proj.weight", Shape{C, F});
+    m.weights_.layers.push_back(std::move(L));
+  }
+  m.inv_freq_ = rope_inv_freq_tensor(ctx, c.rope, m.dtype_ == DType::f64 ? DType::f64 : DType::f32);
+  return m;
+}
+
+Tensor LlamaModel::hidden_states(Context& ctx, const Tensor& ids, const Tensor& positions,
+                                 const AttentionSeqs& seqs) const {
+  const ModelConfig& c = config_;
+  ONN_CHECK_ARG(ids.rank() == 1 && ids.dtype() == DType::i32, "model forward: ids must be (N) I32, got ",
+                ids.shape().str());
+  const int64_t N = ids.dim(0), C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads,
+                KVH = c.num_key_value_heads, D = c.head_dim;
+  check_context_length(c, seqs.max_seqlen, "model forward");
+  Allocator& A = ctx.allocator();
+  const auto make = [&](const Shape& s) { return Tensor::empty(s, dtype_, A); };
+  const DType stat = norm_stat_dtype(dtype_);
+  Tensor x = make(Shape{N, C}), h = make(Shape{N, C}), rstd = Tensor::empty(Shape{N}, stat, A);
+  Tensor q = make(Shape{N, H * D}), k = make(Shape{N, KVH * D}), v = make(Shape{N, KVH * D});
+  Tensor att = make(Shape{N, H * D}), lse = Tensor::empty(Shape{N, H}, stat, A);
+  Tensor o = make(Shape{N, C}), gate = make(Shape{N, F}), up = make(Shape{N, F});
+  embedding_forward(ctx, weights_.embed, ids, x);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  bool pending = false;  // o holds a branch output not yet added into the residual x
+  for (const LayerWeights& L : weights_.layers) {
+    if (pending)
+      add_rmsnorm_forward(ctx, x, o, L.input_norm, eps, h, rstd);
+    else
+      rmsnorm_forward(ctx, x, L.input_norm, eps, h, rstd);
+    linear_forward(ctx, h, L.wq, L.bq.defined() ? &L.bq : nullptr, q);
+    linear_forward(ctx, h, L.wk, L.bk.defined() ? &L.bk : nullptr, k);
+    linear_forward(ctx, h, L.wv, L.bv.defined() ? &L.bv : nullptr, v);
+    Tensor q3 = q.reshape(Shape{N, H, D}), k3 = k.reshape(Shape{N, KVH, D});
+    rope_forward(ctx, q3, positions, inv_freq_);
+    rope_forward(ctx, k3, positions, inv_freq_);
+    Tensor att3 = att.reshape(Shape{N, H, D});
+    attention_forward(ctx, q3, k3, v.reshape(Shape{N, KVH, D}), seqs, scale, att3, lse);
+    linear_forward(ctx, att, L.wo, L.bo.defined() ? &L.bo : nullptr, o);
+    add_rmsnorm_forward(ctx, x, o, L.post_attn_norm, eps, h, rstd);
+    linear_forward(ctx, h, L.wgate, nullptr, gate);
+    linear_forward(ctx, h, L.wup, nullptr, up);
+    swiglu_forward(ctx, gate, up, gate);
+    linear_forward(ctx, gate, L.wdown, nullptr, o);
+    pending = true;
+  }
+  if (pending)
+    add_rmsnorm_forward(ctx, x, o, weights_.norm, eps, h, rstd);
+  else
+    rmsnorm_forward(ctx, x, weights_.norm, eps, h, rstd);
+  return h;
+}
+
+Tensor LlamaModel::logits(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs) const {
+  const Tensor h = hidden_states(ctx, ids, positions, seqs);
+  Tensor out = Tensor::empty(Shape{h.dim(0), config_.vocab_size}, dtype_, ctx.allocator());
+  linear_forward(ctx, h, weights_.lm_head, nullptr, out);
+  return out;
+}
+
+double LlamaModel::loss(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs,
+                        const Tensor& labels) const {
+  const Tensor h = hidden_states(ctx, ids, positions, seqs);
+  Tensor loss = Tensor::empty(Shape{1}, loss_dtype(dtype_), ctx.allocator());
+  lm_head_cross_entropy(ctx, h, weights_.lm_head, labels, loss, nullptr, nullptr);
+  ctx.synchronize();
+  const Tensor host = loss.to(Device::cpu());
+  return load_as_double(host.data(), host.dtype(), 0);
+}
+
+Tensor sequence_positions(int64_t batch, int64_t seq_len) {
+  Tensor t = Tensor::empty(Shape{batch * seq_len}, DType::i32);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < seq_len; ++i) t.data_as<int32_t>()[b * seq_len + i] = static_cast<int32_t>(i);
+  return t;
+}
+
+Tensor next_token_labels(const Tensor& ids_host, int64_t batch, int64_t seq_len) {
+  ONN_CHECK_ARG(ids_host.device().is_cpu() && ids_host.dtype() == DType::i32 && ids_host.numel() == batch * seq_len,
+                "next_token_labels: ids must be (B*T) I32 on the CPU");
+  Tensor t = Tensor::empty(Shape{batch * seq_len}, DType::i32);
+  const int32_t* in = ids_host.data_as<int32_t>();
+  int32_t* out = t.data_as<int32_t>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < seq_len; ++i)
+      out[b * seq_len + i] = i + 1 < seq_len ? in[b * seq_len + i + 1] : kIgnoreIndex;
+  return t;
+}
+
+}  // namespace onn

@@ -1,0 +1,71 @@
+// The LLaMA-family transformer (Llama, Mistral, Qwen2, Phi-3) composed from kernels/: weights
+// by their Hugging Face names, converted to the compute dtype (F32 on the CPU, BF16 on CUDA),
+// and the forward for training and prefill over packed sequences.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "model/config.h"
+#include "runtime/context.h"
+#include "runtime/tensor.h"
+
+namespace onn {
+
+struct LayerWeights {
+  Tensor input_norm;      // (C)
+  Tensor post_attn_norm;  // (C)
+  Tensor wq, wk, wv;      // (H*D, C), (KVH*D, C), (KVH*D, C); row views of qkv_proj for Phi-3
+  Tensor bq, bk, bv;      // (H*D), (KVH*D), (KVH*D) or undefined
+  Tensor wo;              // (C, H*D)
+  Tensor bo;              // (C) or undefined
+  Tensor wgate, wup;      // (F, C) each; row views of gate_up_proj for Phi-3
+  Tensor wdown;           // (C, F)
+};
+
+struct ModelWeights {
+  Tensor embed;    // (V, C)
+  Tensor lm_head;  // (V, C): embed itself when tie_word_embeddings
+  Tensor norm;     // (C)
+  std::vector<LayerWeights> layers;
+};
+
+// The default compute dtype of a device: BF16 on CUDA, F32 on the CPU.
+DType default_compute_dtype(Device device);
+
+class LlamaModel {
+ public:
+  // A model folder (config.json + model.safetensors or a sharded index). A missing tensor or
+  // one whose shape differs from what config.json implies is a FormatError naming it.
+  static LlamaModel load(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  DType dtype() const { return dtype_; }
+
+  // ids (N) I32, positions (N) I32 (restarting per sequence), seqs: the packing of the N
+  // tokens. Returns the final-norm hidden states (N, C).
+  Tensor hidden_states(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs) const;
+  // (N, V) logits in the compute dtype.
+  Tensor logits(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs) const;
+  // Mean cross-entropy of labels (N) I32 (-100 ignored) against the logits, through the chunked
+  // LM head; returned on the host.
+  double loss(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs,
+              const Tensor& labels) const;
+
+ private:
+  ModelConfig config_;
+  ModelWeights weights_;
+  DType dtype_ = DType::f32;
+  Tensor inv_freq_;  // (R/2) F32 on the device
+};
+
+// Positions and next-token labels for B sequences of T tokens laid out back to back (ids
+// (B*T) on any device): positions 0..T-1 per sequence, labels[t] = ids[t+1] within a
+// sequence and -100 at each sequence's last token. Host tensors.
+Tensor sequence_positions(int64_t batch, int64_t seq_len);
+Tensor next_token_labels(const Tensor& ids_host, int64_t batch, int64_t seq_len);
+
+}  // namespace onn

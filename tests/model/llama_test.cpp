@@ -1,0 +1,69 @@
+// The LLaMA-family forward on the CPU against transformers: small random LlamaForCausalLM
+// (GQA with llama3 rope scaling and an untied head; MHA with tied embeddings),
+// Qwen2ForCausalLM (q/k/v biases, tied) and Phi3ForCausalLM (fused projections, partial
+// rotary) saved by save_pretrained, with logits and loss recorded by transformers
+// (tests/data/make_model_fixtures.py). Also: missing and mis-shaped weights.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+
+#include "kernels/reference.h"
+#include "model/llama.h"
+#include "runtime/error.h"
+#include "runtime/safetensors.h"
+#include "support/grad_check.h"
+#include "support/test_util.h"
+
+using namespace onn;
+using namespace onn::test;
+
+namespace {
+const std::string kModels = std::string(ONN_TEST_DATA_DIR) + "/models/";
+}  // namespace
+
+TEST_CASE("forward logits and loss match transformers for Llama, Qwen2 and Phi-3 (CPU, F32)") {
+  Context ctx(Device::cpu());
+  for (const char* name : {"llama_gqa", "llama_tied", "qwen2", "phi3"}) {
+    CAPTURE(name);
+    const std::string dir = kModels + name;
+    const LlamaModel model = LlamaModel::load(ctx, dir);
+    const SafetensorsFile ref = SafetensorsFile::open(dir + "/reference.safetensors");
+    const Tensor ids2 = clone(ref.tensor("input_ids"));
+    const int64_t b = ids2.dim(0), t = ids2.dim(1);
+    const Tensor ids = ids2.reshape(Shape{b * t});
+    const Tensor pos = sequence_positions(b, t);
+    const AttentionSeqs seqs = uniform_seqs(ctx, b, t);
+    const Tensor logits = model.logits(ctx, ids, pos, seqs);
+    const double err = rel_error(logits, ref.tensor("logits"));
+    CAPTURE(err);
+    CHECK(err < 1e-4);
+    const double loss = model.loss(ctx, ids, pos, seqs, next_token_labels(ids, b, t));
+    const double want = load_as_double(ref.tensor("loss").data(), DType::f32, 0);
+    CHECK(std::abs(loss - want) / want < 1e-4);
+  }
+}
+
+TEST_CASE("a missing or mis-shaped weight is an error naming the tensor") {
+  Context ctx(Device::cpu());
+  TempDir dir;
+  const std::string src = kModels + "llama_gqa";
+  std::filesystem::copy_file(src + "/config.json", dir.file("config.json"));
+  const SafetensorsFile f = SafetensorsFile::open(src + "/model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> all;
+  for (const TensorInfo& info : f.tensors()) all.emplace_back(info.name, f.tensor(info.name));
+  std::vector<std::pair<std::string, Tensor>> missing;
+  for (const auto& [name, t] : all)
+    if (name != "model.layers.1.mlp.up_proj.weight") missing.emplace_back(name, t);
+  write_safetensors(dir.file("model.safetensors"), missing);
+  CHECK_THROWS_WITH_AS(LlamaModel::load(ctx, dir.path()),
+                       doctest::Contains("tensor \"model.layers.1.mlp.up_proj.weight\" is missing"), FormatError);
+  std::vector<std::pair<std::string, Tensor>> bad = all;
+  for (auto& [name, t] : bad)
+    if (name == "model.norm.weight") t = Tensor::zeros(Shape{63}, DType::f32);
+  write_safetensors(dir.file("model.safetensors"), bad);
+  CHECK_THROWS_WITH_AS(LlamaModel::load(ctx, dir.path()),
+                       doctest::Contains("tensor \"model.norm.weight\" has shape (63,) but config.json implies (64,)"),
+                       FormatError);
+}
