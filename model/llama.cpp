@@ -1,8 +1,10 @@
 // The LLaMA-family model: weight loading by HF names and the packed forward.
 #include "model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
@@ -107,26 +109,23 @@ LlamaModel LlamaModel::load(Context& ctx, const std::string& dir, std::optional<
   return m;
 }
 
-Tensor LlamaModel::hidden_states(Context& ctx, const Tensor& ids, const Tensor& positions,
-                                 const AttentionSeqs& seqs) const {
+Tensor LlamaModel::run_blocks(Context& ctx, const Tensor& ids, const Tensor& positions,
+                              const AttentionFn& attend) const {
   const ModelConfig& c = config_;
   ONN_CHECK_ARG(ids.rank() == 1 && ids.dtype() == DType::i32, "model forward: ids must be (N) I32, got ",
                 ids.shape().str());
   const int64_t N = ids.dim(0), C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads,
                 KVH = c.num_key_value_heads, D = c.head_dim;
-  check_context_length(c, seqs.max_seqlen, "model forward");
   Allocator& A = ctx.allocator();
   const auto make = [&](const Shape& s) { return Tensor::empty(s, dtype_, A); };
-  const DType stat = norm_stat_dtype(dtype_);
-  Tensor x = make(Shape{N, C}), h = make(Shape{N, C}), rstd = Tensor::empty(Shape{N}, stat, A);
+  Tensor x = make(Shape{N, C}), h = make(Shape{N, C}), rstd = Tensor::empty(Shape{N}, norm_stat_dtype(dtype_), A);
   Tensor q = make(Shape{N, H * D}), k = make(Shape{N, KVH * D}), v = make(Shape{N, KVH * D});
-  Tensor att = make(Shape{N, H * D}), lse = Tensor::empty(Shape{N, H}, stat, A);
-  Tensor o = make(Shape{N, C}), gate = make(Shape{N, F}), up = make(Shape{N, F});
+  Tensor att = make(Shape{N, H * D}), o = make(Shape{N, C}), gate = make(Shape{N, F}), up = make(Shape{N, F});
   embedding_forward(ctx, weights_.embed, ids, x);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const float eps = static_cast<float>(c.rms_norm_eps);
   bool pending = false;  // o holds a branch output not yet added into the residual x
-  for (const LayerWeights& L : weights_.layers) {
+  for (size_t l = 0; l < weights_.layers.size(); ++l) {
+    const LayerWeights& L = weights_.layers[l];
     if (pending)
       add_rmsnorm_forward(ctx, x, o, L.input_norm, eps, h, rstd);
     else
@@ -134,11 +133,11 @@ Tensor LlamaModel::hidden_states(Context& ctx, const Tensor& ids, const Tensor& 
     linear_forward(ctx, h, L.wq, L.bq.defined() ? &L.bq : nullptr, q);
     linear_forward(ctx, h, L.wk, L.bk.defined() ? &L.bk : nullptr, k);
     linear_forward(ctx, h, L.wv, L.bv.defined() ? &L.bv : nullptr, v);
-    Tensor q3 = q.reshape(Shape{N, H, D}), k3 = k.reshape(Shape{N, KVH, D});
+    Tensor q3 = q.reshape(Shape{N, H, D}), k3 = k.reshape(Shape{N, KVH, D}), v3 = v.reshape(Shape{N, KVH, D});
     rope_forward(ctx, q3, positions, inv_freq_);
     rope_forward(ctx, k3, positions, inv_freq_);
     Tensor att3 = att.reshape(Shape{N, H, D});
-    attention_forward(ctx, q3, k3, v.reshape(Shape{N, KVH, D}), seqs, scale, att3, lse);
+    attend(l, q3, k3, v3, att3);
     linear_forward(ctx, att, L.wo, L.bo.defined() ? &L.bo : nullptr, o);
     add_rmsnorm_forward(ctx, x, o, L.post_attn_norm, eps, h, rstd);
     linear_forward(ctx, h, L.wgate, nullptr, gate);
@@ -154,11 +153,134 @@ Tensor LlamaModel::hidden_states(Context& ctx, const Tensor& ids, const Tensor& 
   return h;
 }
 
-Tensor LlamaModel::logits(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs) const {
-  const Tensor h = hidden_states(ctx, ids, positions, seqs);
+Tensor LlamaModel::hidden_states(Context& ctx, const Tensor& ids, const Tensor& positions,
+                                 const AttentionSeqs& seqs) const {
+  check_context_length(config_, seqs.max_seqlen, "model forward");
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
+  Tensor lse = Tensor::empty(Shape{ids.dim(0), config_.num_attention_heads}, norm_stat_dtype(dtype_), ctx.allocator());
+  return run_blocks(ctx, ids, positions, [&](size_t, Tensor& q, Tensor& k, Tensor& v, Tensor& out) {
+    attention_forward(ctx, q, k, v, seqs, scale, out, lse);
+  });
+}
+
+Tensor LlamaModel::project(Context& ctx, const Tensor& h) const {
   Tensor out = Tensor::empty(Shape{h.dim(0), config_.vocab_size}, dtype_, ctx.allocator());
   linear_forward(ctx, h, weights_.lm_head, nullptr, out);
   return out;
+}
+
+KVCache LlamaModel::make_cache(Context& ctx, int64_t batch, int64_t max_len) const {
+  ONN_CHECK_ARG(batch >= 1 && max_len >= 1, "KV cache: batch and max_len must be positive, got ", batch, " and ",
+                max_len);
+  check_context_length(config_, max_len, "KV cache");
+  KVCache cache;
+  cache.batch = batch;
+  cache.max_len = max_len;
+  const Shape s{batch, max_len, config_.num_key_value_heads, config_.head_dim};
+  for (size_t l = 0; l < weights_.layers.size(); ++l) {
+    cache.k.push_back(Tensor::empty(s, dtype_, ctx.allocator()));
+    cache.v.push_back(Tensor::empty(s, dtype_, ctx.allocator()));
+  }
+  cache.lens.assign(static_cast<size_t>(batch), 0);
+  cache.lens_dev = Tensor::empty(Shape{batch}, DType::i32, ctx.allocator());
+  return cache;
+}
+
+namespace {
+// Rows [row, row + count) of sequence b of a (B, Tmax, KVH, D) cache, as (count, KVH * D).
+Tensor cache_rows(const Tensor& cache, int64_t b, int64_t row, int64_t count) {
+  const int64_t tmax = cache.dim(1), width = cache.dim(2) * cache.dim(3);
+  return cache.slice(b, b + 1).reshape(Shape{tmax, width}).slice(row, row + count);
+}
+
+void upload_lens(Context& ctx, KVCache& cache) {
+  Tensor host = Tensor::empty(Shape{cache.batch}, DType::i32);
+  std::copy(cache.lens.begin(), cache.lens.end(), host.data_as<int32_t>());
+  cache.lens_dev.copy_from(host, &ctx.compute());
+  ctx.compute().synchronize();  // host is freed on return
+}
+}  // namespace
+
+Tensor LlamaModel::prefill(Context& ctx, KVCache& cache, const std::vector<std::vector<int32_t>>& prompts) const {
+  ONN_CHECK_ARG(static_cast<int64_t>(prompts.size()) == cache.batch, "prefill: ", prompts.size(),
+                " prompts for a cache of ", cache.batch, " sequences");
+  std::vector<int64_t> lens;
+  std::vector<int32_t> ids, pos;
+  for (const auto& p : prompts) {
+    ONN_CHECK_ARG(!p.empty(), "prefill: an empty prompt");
+    ONN_CHECK_ARG(static_cast<int64_t>(p.size()) <= cache.max_len, "prefill: a prompt of ", p.size(),
+                  " tokens does not fit a cache of ", cache.max_len);
+    for (size_t i = 0; i < p.size(); ++i) {
+      ONN_CHECK_ARG(p[i] >= 0 && p[i] < config_.vocab_size, "prefill: token id ", p[i], " is outside the vocabulary [0, ",
+                    config_.vocab_size, ")");
+      ids.push_back(p[i]);
+      pos.push_back(static_cast<int32_t>(i));
+    }
+    lens.push_back(static_cast<int64_t>(p.size()));
+  }
+  const int64_t n = static_cast<int64_t>(ids.size());
+  Tensor hid = Tensor::empty(Shape{n}, DType::i32), hpos = Tensor::empty(Shape{n}, DType::i32);
+  std::copy(ids.begin(), ids.end(), hid.data_as<int32_t>());
+  std::copy(pos.begin(), pos.end(), hpos.data_as<int32_t>());
+  const Tensor d_ids = hid.to(ctx.device()), d_pos = hpos.to(ctx.device());
+  const AttentionSeqs seqs = packed_seqs(ctx, lens);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
+  Tensor lse = Tensor::empty(Shape{n, config_.num_attention_heads}, norm_stat_dtype(dtype_), ctx.allocator());
+  const Tensor h = run_blocks(ctx, d_ids, d_pos, [&](size_t l, Tensor& q, Tensor& k, Tensor& v, Tensor& out) {
+    attention_forward(ctx, q, k, v, seqs, scale, out, lse);
+    int64_t off = 0;
+    const int64_t width = k.dim(1) * k.dim(2);
+    for (int64_t b = 0; b < cache.batch; ++b) {
+      const int64_t len = lens[static_cast<size_t>(b)];
+      cache_rows(cache.k[l], b, 0, len).copy_from(k.reshape(Shape{n, width}).slice(off, off + len), &ctx.compute());
+      cache_rows(cache.v[l], b, 0, len).copy_from(v.reshape(Shape{n, width}).slice(off, off + len), &ctx.compute());
+      off += len;
+    }
+  });
+  // The last token of each prompt.
+  Tensor last = Tensor::empty(Shape{cache.batch, config_.hidden_size}, dtype_, ctx.allocator());
+  int64_t off = 0;
+  for (int64_t b = 0; b < cache.batch; ++b) {
+    off += lens[static_cast<size_t>(b)];
+    last.slice(b, b + 1).copy_from(h.slice(off - 1, off), &ctx.compute());
+    cache.lens[static_cast<size_t>(b)] = static_cast<int32_t>(lens[static_cast<size_t>(b)]);
+  }
+  return project(ctx, last);
+}
+
+Tensor LlamaModel::decode(Context& ctx, KVCache& cache, const std::vector<int32_t>& tokens) const {
+  ONN_CHECK_ARG(static_cast<int64_t>(tokens.size()) == cache.batch, "decode: ", tokens.size(),
+                " tokens for a cache of ", cache.batch, " sequences");
+  const int64_t B = cache.batch;
+  Tensor hid = Tensor::empty(Shape{B}, DType::i32), hpos = Tensor::empty(Shape{B}, DType::i32);
+  for (int64_t b = 0; b < B; ++b) {
+    const int32_t t = tokens[static_cast<size_t>(b)];
+    ONN_CHECK_ARG(t >= 0 && t < config_.vocab_size, "decode: token id ", t, " is outside the vocabulary [0, ",
+                  config_.vocab_size, ")");
+    ONN_CHECK_ARG(cache.lens[static_cast<size_t>(b)] < cache.max_len, "decode: sequence ", b,
+                  " has filled its cache of ", cache.max_len, " tokens");
+    hid.data_as<int32_t>()[b] = t;
+    hpos.data_as<int32_t>()[b] = cache.lens[static_cast<size_t>(b)];
+  }
+  const Tensor d_ids = hid.to(ctx.device()), d_pos = hpos.to(ctx.device());
+  for (auto& len : cache.lens) ++len;  // the new token is attended to as well
+  upload_lens(ctx, cache);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
+  const int64_t H = config_.num_attention_heads, D = config_.head_dim;
+  const Tensor h = run_blocks(ctx, d_ids, d_pos, [&](size_t l, Tensor& q, Tensor& k, Tensor& v, Tensor& out) {
+    const int64_t width = k.dim(1) * k.dim(2);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = cache.lens[static_cast<size_t>(b)] - 1;
+      cache_rows(cache.k[l], b, row, 1).copy_from(k.reshape(Shape{B, width}).slice(b, b + 1), &ctx.compute());
+      cache_rows(cache.v[l], b, row, 1).copy_from(v.reshape(Shape{B, width}).slice(b, b + 1), &ctx.compute());
+    }
+    Tensor out4 = out.reshape(Shape{B, 1, H, D});
+    attention_decode(ctx, q.reshape(Shape{B, 1, H, D}), cache.k[l], cache.v[l], cache.lens_dev, scale, out4);
+  });
+  return project(ctx, h);
+}
+Tensor LlamaModel::logits(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs) const {
+  return project(ctx, hidden_states(ctx, ids, positions, seqs));
 }
 
 double LlamaModel::loss(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs,

@@ -3,6 +3,7 @@
 // and the forward for training and prefill over packed sequences.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +33,15 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 };
 
+// Keys and values of every layer for B sequences of up to Tmax tokens, on the device, in the
+// model's compute dtype.
+struct KVCache {
+  int64_t batch = 0, max_len = 0;
+  std::vector<Tensor> k, v;   // per layer (B, Tmax, KVH, D)
+  std::vector<int32_t> lens;  // tokens cached per sequence
+  Tensor lens_dev;            // (B) I32 on the device: lens, refreshed before each use
+};
+
 // The default compute dtype of a device: BF16 on CUDA, F32 on the CPU.
 DType default_compute_dtype(Device device);
 
@@ -55,7 +65,22 @@ class LlamaModel {
   double loss(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs,
               const Tensor& labels) const;
 
+  // A preallocated cache for `batch` sequences of at most max_len tokens (checked against the
+  // config's context limits).
+  KVCache make_cache(Context& ctx, int64_t batch, int64_t max_len) const;
+  // Runs every prompt (one per cache sequence, each non-empty) through the model in one packed
+  // forward, fills the cache and returns the logits of each prompt's last token, (B, V).
+  Tensor prefill(Context& ctx, KVCache& cache, const std::vector<std::vector<int32_t>>& prompts) const;
+  // One new token per sequence: appends its keys and values and returns its logits, (B, V).
+  Tensor decode(Context& ctx, KVCache& cache, const std::vector<int32_t>& tokens) const;
+
  private:
+  // Attention for layer l over q (N, H, D), k and v (N, KVH, D) after RoPE, into out (N, H, D).
+  using AttentionFn = std::function<void(size_t l, Tensor& q, Tensor& k, Tensor& v, Tensor& out)>;
+  // The blocks over ids (N) at positions (N); returns the final-norm hidden states (N, C).
+  Tensor run_blocks(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionFn& attend) const;
+  Tensor project(Context& ctx, const Tensor& h) const;  // (N, C) -> (N, V)
+
   ModelConfig config_;
   ModelWeights weights_;
   DType dtype_ = DType::f32;

@@ -67,3 +67,55 @@ TEST_CASE("a missing or mis-shaped weight is an error naming the tensor") {
                        doctest::Contains("tensor \"model.norm.weight\" has shape (63,) but config.json implies (64,)"),
                        FormatError);
 }
+
+TEST_CASE("prefill + decode with the KV cache gives the full forward's logits, batched prompts of different lengths") {
+  Context ctx(Device::cpu());
+  for (const char* name : {"llama_gqa", "phi3", "qwen2"}) {
+    CAPTURE(name);
+    const std::string dir = kModels + name;
+    const LlamaModel model = LlamaModel::load(ctx, dir);
+    const SafetensorsFile ref = SafetensorsFile::open(dir + "/reference.safetensors");
+    const Tensor ids2 = clone(ref.tensor("input_ids"));  // (2, 9)
+    const int32_t* row0 = ids2.data_as<int32_t>();
+    const int32_t* row1 = row0 + 9;
+    // Full forward of the two continuations, packed: 9 and 6 tokens.
+    std::vector<int32_t> all(row0, row0 + 9);
+    all.insert(all.end(), row1, row1 + 6);
+    std::vector<int32_t> pos;
+    for (int i = 0; i < 9; ++i) pos.push_back(i);
+    for (int i = 0; i < 6; ++i) pos.push_back(i);
+    const Tensor full = model.logits(ctx, i32_tensor(all), i32_tensor(pos), packed_seqs(ctx, {9, 6}));
+    const int64_t v = model.config().vocab_size;
+    const auto expect_rows = [&](const Tensor& got, int64_t r0, int64_t r1) {
+      Tensor want = Tensor::empty(Shape{2, v}, DType::f32);
+      std::copy(full.data_as<float>() + r0 * v, full.data_as<float>() + (r0 + 1) * v, want.data_as<float>());
+      std::copy(full.data_as<float>() + r1 * v, full.data_as<float>() + (r1 + 1) * v, want.data_as<float>() + v);
+      const double err = rel_error(got, want);
+      CAPTURE(err);
+      CHECK(err < 1e-5);
+    };
+    KVCache cache = model.make_cache(ctx, 2, 12);
+    const Tensor first = model.prefill(ctx, cache, {std::vector<int32_t>(row0, row0 + 5), std::vector<int32_t>(row1, row1 + 2)});
+    expect_rows(first, 4, 9 + 1);
+    for (int s = 0; s < 4; ++s) {
+      const Tensor step = model.decode(ctx, cache, {row0[5 + s], row1[2 + s]});
+      expect_rows(step, 5 + s, 9 + 2 + s);
+    }
+    CHECK(cache.lens == std::vector<int32_t>{9, 6});
+  }
+}
+
+TEST_CASE("prefill and decode refuse what does not fit") {
+  Context ctx(Device::cpu());
+  const LlamaModel model = LlamaModel::load(ctx, kModels + "llama_tied");
+  KVCache cache = model.make_cache(ctx, 1, 3);
+  CHECK_THROWS_WITH_AS(model.prefill(ctx, cache, {{1, 2, 3, 4}}), doctest::Contains("does not fit a cache of 3"),
+                       InvalidArgument);
+  CHECK_THROWS_WITH_AS(model.prefill(ctx, cache, {{1, 500}}), doctest::Contains("token id 500 is outside the vocabulary"),
+                       InvalidArgument);
+  model.prefill(ctx, cache, {{1, 2, 3}});
+  CHECK_THROWS_WITH_AS(model.decode(ctx, cache, {4}), doctest::Contains("has filled its cache of 3 tokens"),
+                       InvalidArgument);
+  CHECK_THROWS_WITH_AS(model.make_cache(ctx, 1, 100000), doctest::Contains("exceeds max_position_embeddings"),
+                       InvalidArgument);
+}
