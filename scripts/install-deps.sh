@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
+  libpcre2-dev libutf8proc-dev   # tokenizer: split regexes with Unicode properties, NFC
   clang libclang-rt-dev   # the libFuzzer target (scripts/fuzz.sh)
 )
 missing=()

@@ -6,6 +6,11 @@ set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)
 
 find_package(CLI11 2.1 CONFIG REQUIRED)
+# Tokenizer: PCRE2 (8-bit, Unicode properties) for tokenizer.json split regexes, utf8proc for
+# NFC/NFKC. Neither ships a CMake package on Debian; pkg-config finds both.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET GLOBAL libpcre2-8)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET GLOBAL libutf8proc)
 
 if(ONN_BUILD_TESTS)
   find_package(doctest 2.4 REQUIRED)
