@@ -10,16 +10,10 @@
 #include "runtime/error.h"
 #include "runtime/hardware.h"
 #include "runtime/safetensors.h"
+#include "tools/cli.h"
 #include "tools/self_check.h"
 
 namespace {
-
-std::string one_line(std::string s) {
-  for (char& c : s) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return s;
-}
 
 // Tensor names and metadata come from the file: keep terminal control bytes out of the
 // human-readable listing (JSON output escapes them instead).
@@ -95,19 +89,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-measure", no_measure, "with --hardware: static facts only, skip the measurements");
   app.add_flag("--self-check", self_check, "run a short check of safetensors I/O, GEMM and (with a GPU) "
                                            "CPU-vs-CUDA parity");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "onn-info: error: " << one_line(e.what()) << " (see onn-info --help)\n";
-    return 2;
-  }
-  const int modes = (path.empty() ? 0 : 1) + (hardware ? 1 : 0) + (self_check ? 1 : 0);
-  if (modes != 1) {
-    std::cerr << "onn-info: error: give exactly one of PATH, --hardware or --self-check (see onn-info --help)\n";
-    return 2;
-  }
-  try {
+  return onn::tools::run_cli(app, "onn-info", argc, argv, [&] {
+    const int modes = (path.empty() ? 0 : 1) + (hardware ? 1 : 0) + (self_check ? 1 : 0);
+    if (modes != 1) throw onn::InvalidArgument("give exactly one of PATH, --hardware or --self-check (see onn-info --help)");
     if (hardware) {
       onn::ProfileOptions opts;
       opts.measure = !no_measure;
@@ -123,11 +107,5 @@ int main(int argc, char** argv) {
     const auto model = onn::SafetensorsModel::open(path);
     print_model(model, json);
     return 0;
-  } catch (const onn::Error& e) {
-    std::cerr << "onn-info: error: " << one_line(e.what()) << "\n";
-    return e.is_user_error() ? 2 : 1;
-  } catch (const std::exception& e) {
-    std::cerr << "onn-info: error: " << one_line(e.what()) << "\n";
-    return 1;
-  }
+  });
 }

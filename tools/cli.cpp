@@ -1,0 +1,37 @@
+// Shared command-line plumbing of the ONN binaries.
+#include "tools/cli.h"
+
+#include <iostream>
+
+#include "runtime/build_config.h"
+#include "runtime/error.h"
+
+namespace onn::tools {
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+int run_cli(CLI::App& app, const std::string& name, int argc, char** argv, const std::function<int()>& body) {
+  app.set_version_flag("--version", name + " " + ONN_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::cerr << name << ": error: " << one_line(e.what()) << " (see " << name << " --help)\n";
+    return 2;
+  }
+  try {
+    return body();
+  } catch (const onn::Error& e) {
+    std::cerr << name << ": error: " << one_line(e.what()) << "\n";
+    return e.is_user_error() ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::cerr << name << ": error: " << one_line(e.what()) << "\n";
+    return 1;
+  }
+}
+
+}  // namespace onn::tools

@@ -1,0 +1,19 @@
+// What every ONN binary shares: --version, parse errors as one line and exit 2, and the
+// mapping of exceptions to exit codes (2: bad usage or input; 1: runtime failure).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace onn::tools {
+
+// Newlines flattened, so an error is one line on stderr.
+std::string one_line(std::string s);
+
+// Adds --version to `app`, parses argv and runs `body`, returning its exit code. Errors print
+// "NAME: error: ..." on one line.
+int run_cli(CLI::App& app, const std::string& name, int argc, char** argv, const std::function<int()>& body);
+
+}  // namespace onn::tools
