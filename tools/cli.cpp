@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "runtime/build_config.h"
+#include "runtime/cuda_backend.h"
 #include "runtime/error.h"
 
 namespace onn::tools {
@@ -12,6 +13,15 @@ std::string one_line(std::string s) {
   for (char& c : s)
     if (c == '\n' || c == '\r') c = ' ';
   return s;
+}
+
+onn::Device device_from_flag(const std::string& flag) {
+  if (flag.empty()) return default_device();
+  const Device d = Device::parse(flag);
+  if (d.is_cuda() && d.index >= cuda_device_count())
+    throw InvalidArgument("--device " + flag + ": no such CUDA device (" + std::to_string(cuda_device_count()) +
+                          " present)");
+  return d;
 }
 
 int run_cli(CLI::App& app, const std::string& name, int argc, char** argv, const std::function<int()>& body) {

@@ -7,7 +7,12 @@
 #include <functional>
 #include <string>
 
+#include "runtime/device.h"
+
 namespace onn::tools {
+
+// --device: "cpu", "cuda" or "cuda:N"; empty means cuda when a device exists, else cpu.
+onn::Device device_from_flag(const std::string& flag);
 
 // Newlines flattened, so an error is one line on stderr.
 std::string one_line(std::string s);

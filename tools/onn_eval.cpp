@@ -1,0 +1,103 @@
+// onn-eval: mean next-token loss and perplexity of a model over a text or JSONL file. Each
+// document is tokenized as the model's tokenizer does (BOS where it adds one), cut into
+// windows of --seq-len tokens, and every next-token prediction inside a window counts.
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "kernels/attention.h"
+#include "kernels/cross_entropy.h"
+#include "model/llama.h"
+#include "model/tokenizer.h"
+#include "runtime/error.h"
+#include "runtime/json.h"
+#include "tools/cli.h"
+
+namespace {
+
+std::vector<std::string> read_documents(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw onn::IoError(path + ": cannot open");
+  std::vector<std::string> docs;
+  if (path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) {
+    std::string line;
+    for (int64_t n = 1; std::getline(f, line); ++n) {
+      if (line.empty() || line == "\r") continue;
+      const std::string where = path + ":" + std::to_string(n);
+      const nlohmann::json j = onn::parse_json_strict(line, where);
+      if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+        throw onn::FormatError(where + ": field \"text\" missing or not a string");
+      docs.push_back(j["text"].get<std::string>());
+    }
+  } else {
+    std::ostringstream s;
+    s << f.rdbuf();
+    docs.push_back(s.str());
+  }
+  return docs;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"onn-eval: mean next-token loss and perplexity of a model over a text file (one document) or a "
+               ".jsonl file of {\"text\": ...} documents"};
+  std::string model_dir, data, device_flag;
+  int64_t seq_len = 1024, batch_tokens = 8192;
+  bool json = false;
+  app.add_option("--model", model_dir, "a Hugging Face model folder (config.json, safetensors, tokenizer.json)")
+      ->required();
+  app.add_option("--data", data, "a .txt/.md file (one document) or a .jsonl file ({\"text\": ...} per line)")
+      ->required();
+  app.add_option("--seq-len", seq_len, "tokens per evaluation window (default 1024)")->check(CLI::Range(2, 1 << 20));
+  app.add_option("--batch-tokens", batch_tokens, "tokens per forward pass (default 8192)")->check(CLI::Range(2, 1 << 24));
+  app.add_option("--device", device_flag, "cpu or cuda[:N] (default: cuda when present)");
+  app.add_flag("--json", json, "print {\"loss\":..., \"perplexity\":..., \"tokens\":N}");
+  return onn::tools::run_cli(app, "onn-eval", argc, argv, [&] {
+    onn::Context ctx(onn::tools::device_from_flag(device_flag));
+    const onn::LlamaModel model = onn::LlamaModel::load(ctx, model_dir);
+    const onn::Tokenizer tok = onn::Tokenizer::load(model_dir);
+    const int64_t window = std::min(seq_len, model.config().max_position_embeddings);
+    // Windows of every document, then forward passes over packs of windows.
+    std::vector<std::vector<int32_t>> windows;
+    for (const std::string& doc : read_documents(data)) {
+      const std::vector<int32_t> ids = tok.encode(doc, true);
+      for (size_t s = 0; s < ids.size(); s += static_cast<size_t>(window)) {
+        const size_t e = std::min(ids.size(), s + static_cast<size_t>(window));
+        if (e - s >= 2) windows.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(s), ids.begin() + static_cast<std::ptrdiff_t>(e));
+      }
+    }
+    if (windows.empty()) throw onn::InvalidArgument(data + ": no window of two or more tokens to evaluate");
+    double total = 0;
+    int64_t count = 0;
+    for (size_t w = 0; w < windows.size();) {
+      std::vector<int32_t> ids, pos, labels;
+      std::vector<int64_t> lens;
+      while (w < windows.size() && (ids.empty() || static_cast<int64_t>(ids.size() + windows[w].size()) <= batch_tokens)) {
+        const auto& win = windows[w++];
+        for (size_t i = 0; i < win.size(); ++i) {
+          ids.push_back(win[i]);
+          pos.push_back(static_cast<int32_t>(i));
+          labels.push_back(i + 1 < win.size() ? win[i + 1] : onn::kIgnoreIndex);
+        }
+        lens.push_back(static_cast<int64_t>(win.size()));
+      }
+      const auto to_dev = [&](const std::vector<int32_t>& v) {
+        onn::Tensor t = onn::Tensor::empty(onn::Shape{static_cast<int64_t>(v.size())}, onn::DType::i32);
+        std::copy(v.begin(), v.end(), t.data_as<int32_t>());
+        return t.to(ctx.device());
+      };
+      const int64_t n = static_cast<int64_t>(ids.size() - lens.size());  // predicted tokens
+      total += model.loss(ctx, to_dev(ids), to_dev(pos), onn::packed_seqs(ctx, lens), to_dev(labels)) * static_cast<double>(n);
+      count += n;
+    }
+    const double loss = total / static_cast<double>(count);
+    if (json) {
+      std::cout << nlohmann::json{{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", count}}.dump() << "\n";
+    } else {
+      std::cout << "loss " << loss << "  perplexity " << std::exp(loss) << "  tokens " << count << "\n";
+    }
+    return 0;
+  });
+}
