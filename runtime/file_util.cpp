@@ -86,6 +86,8 @@ AtomicFile::AtomicFile(std::string target_path) : target_(std::move(target_path)
   fd_ = ::mkstemp(buf.data());
   if (fd_ < 0) throw IoError(target_ + ": cannot create a temporary file in " + dir.string() + ": " + errno_text());
   temp_path_ = buf.data();
+  // mkstemp creates 0600; a written model or checkpoint is an ordinary file (0644).
+  if (::fchmod(fd_, 0644) != 0) throw IoError(target_ + ": cannot set permissions: " + errno_text());
 }
 
 AtomicFile::~AtomicFile() {

@@ -1,0 +1,49 @@
+// onn-init: a randomly initialised Hugging Face model folder from a preset (config.json,
+// model.safetensors, tokenizer.json with merges learned from --tokenizer-text). No downloads.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "model/init.h"
+#include "runtime/error.h"
+#include "tools/cli.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"onn-init: write a randomly initialised model folder (config.json, model.safetensors, "
+               "tokenizer.json) from a preset"};
+  std::string preset, out, dtype = "bfloat16", text_file;
+  uint64_t seed = 0;
+  int64_t tokenizer_vocab = 0;
+  bool list = false;
+  app.add_option("--preset", preset, "tiny, small, stories110m, tinyllama, llama3-8b or phi4 (see --list-presets)");
+  app.add_option("--out", out, "the folder to write (created if missing)");
+  app.add_option("--seed", seed, "random seed for the weights (default 0)");
+  app.add_option("--dtype", dtype, "float32 or bfloat16 (default) weights")->check(CLI::IsMember({"float32", "bfloat16"}));
+  app.add_option("--tokenizer-text", text_file, "a text file the tokenizer's BPE merges are learned from (default: "
+                                                "the byte-level base vocabulary only)");
+  app.add_option("--tokenizer-vocab", tokenizer_vocab, "tokenizer vocabulary size (default: the preset's)")
+      ->check(CLI::Range(int64_t{258}, int64_t{1} << 20));
+  app.add_flag("--list-presets", list, "print the presets and exit");
+  return onn::tools::run_cli(app, "onn-init", argc, argv, [&] {
+    if (list) {
+      for (const auto& p : onn::model_presets()) std::cout << p.name << "\t" << p.description << "\n";
+      return 0;
+    }
+    if (preset.empty() || out.empty()) throw onn::InvalidArgument("--preset and --out are required (see onn-init --help)");
+    const onn::ModelPreset& p = onn::find_preset(preset);
+    onn::InitOptions opt;
+    opt.seed = seed;
+    opt.dtype = dtype == "float32" ? onn::DType::f32 : onn::DType::bf16;
+    opt.tokenizer_vocab = tokenizer_vocab;
+    if (!text_file.empty()) {
+      std::ifstream f(text_file, std::ios::binary);
+      if (!f) throw onn::IoError(text_file + ": cannot open");
+      std::ostringstream s;
+      s << f.rdbuf();
+      opt.tokenizer_text = s.str();
+    }
+    onn::write_random_model(p, out, opt);
+    std::cout << "onn-init: wrote " << out << " (" << p.name << ")\n";
+    return 0;
+  });
+}
