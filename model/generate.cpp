@@ -52,6 +52,7 @@ GenerateResult generate(Context& ctx, const LlamaModel& model, const Tokenizer& 
   std::unordered_set<int32_t> eos;
   for (int64_t e : cfg.eos_token_ids) eos.insert(static_cast<int32_t>(e));
   if (tok.eos_id()) eos.insert(*tok.eos_id());
+  eos.insert(opt.extra_eos.begin(), opt.extra_eos.end());
 
   GenerateResult r;
   KVCache cache = model.make_cache(ctx, 1, std::min(total, cfg.max_position_embeddings));

@@ -20,6 +20,7 @@ struct GenerateOptions {
   uint64_t seed = 0;
   int64_t max_new_tokens = 256;
   std::vector<std::string> stop;    // generation ends before the first occurrence of any of these
+  std::vector<int32_t> extra_eos;   // more end tokens (a chat format's end of turn)
 };
 
 struct GenerateResult {

@@ -5,6 +5,9 @@
 #include <iostream>
 #include <sstream>
 
+#include <unistd.h>
+
+#include "model/chat.h"
 #include "model/generate.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
@@ -21,7 +24,14 @@ int main(int argc, char** argv) {
   auto* in = app.add_option_group("prompt", "the prompt");
   in->add_option("--prompt", prompt, "the prompt text");
   in->add_option("--prompt-file", prompt_file, "a file holding the prompt");
-  in->require_option(1);
+  in->require_option(0, 1);
+  bool chat = false;
+  std::string system, chat_format;
+  app.add_flag("--chat", chat, "format the prompt as a user turn with the model's chat template; without a prompt "
+                               "and on a terminal, an interactive chat");
+  app.add_option("--system", system, "with --chat: a system message first");
+  app.add_option("--chat-format", chat_format, "with --chat: llama3, chatml, qwen3, llama2, phi3 or phi4 instead of "
+                                               "the one the model's chat_template implies");
   app.add_option("--max-new-tokens", opt.max_new_tokens, "tokens to generate at most (default 256)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   app.add_option("--temperature", opt.sampling.temperature, "sampling temperature; 0 is greedy (default 0.8)")
@@ -41,6 +51,10 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "NDJSON events: {\"type\":\"token\",\"text\":...} per token, then "
                                "{\"type\":\"done\",\"tokens\":N,\"ms\":M,\"tok_per_s\":X}");
   return onn::tools::run_cli(app, "onn-generate", argc, argv, [&] {
+    if (!chat && prompt.empty() && prompt_file.empty())
+      throw onn::InvalidArgument("give --prompt or --prompt-file (or --chat on a terminal)");
+    if (!chat && (!system.empty() || !chat_format.empty()))
+      throw onn::InvalidArgument("--system and --chat-format need --chat");
     if (!prompt_file.empty()) {
       std::ifstream f(prompt_file, std::ios::binary);
       if (!f) throw onn::IoError(prompt_file + ": cannot open");
@@ -54,7 +68,6 @@ int main(int argc, char** argv) {
     onn::Context ctx(onn::tools::device_from_flag(device_flag));
     const onn::LlamaModel model = onn::LlamaModel::load(ctx, model_dir);
     const onn::Tokenizer tok = onn::Tokenizer::load(model_dir);
-    const std::vector<int32_t> ids = tok.encode(prompt, true);
     const auto on_token = [&](const std::string& text) {
       if (json) {
         std::cout << nlohmann::ordered_json{{"type", "token"}, {"text", text}}.dump(
@@ -65,16 +78,45 @@ int main(int argc, char** argv) {
       }
       std::cout.flush();
     };
+    // Chat: the model's template family (or --chat-format), its end-of-turn tokens as EOS.
+    std::vector<onn::ChatMessage> messages;
+    onn::ChatFormat format = onn::ChatFormat::chatml;
+    std::string bos_text;
+    if (chat) {
+      format = chat_format.empty() ? onn::detect_chat_format(tok.chat_template()) : onn::chat_format_from_name(chat_format);
+      if (tok.bos_id()) bos_text = tok.id_to_token(*tok.bos_id());
+      for (const std::string& t : onn::chat_end_tokens(format))
+        if (const auto id = tok.token_to_id(t)) opt.extra_eos.push_back(*id);
+      if (!system.empty()) messages.push_back({"system", system});
+    }
+    const auto encode_turn = [&](const std::string& user) {
+      if (!chat) return tok.encode(user, true);
+      messages.push_back({"user", user});
+      return tok.encode(onn::format_chat(format, messages, true, bos_text), false);
+    };
+    if (chat && prompt.empty() && prompt_file.empty()) {
+      if (::isatty(STDIN_FILENO) == 0)
+        throw onn::InvalidArgument("--chat without a prompt is interactive and needs a terminal on stdin");
+      std::string line;
+      while ((std::cerr << "> " << std::flush) && std::getline(std::cin, line)) {
+        if (line.empty()) continue;
+        const onn::GenerateResult r = onn::generate(ctx, model, tok, encode_turn(line), opt, on_token);
+        std::cout << "\n";
+        messages.push_back({"assistant", r.text});
+      }
+      return 0;
+    }
+    const std::vector<int32_t> ids = encode_turn(prompt);
     const onn::GenerateResult r = onn::generate(ctx, model, tok, ids, opt, on_token);
     const double ms = r.prefill_ms + r.decode_ms;
     if (json) {
       const double secs = r.decode_ms / 1000.0;
       std::cout << nlohmann::ordered_json{{"type", "done"},
-                                  {"tokens", r.tokens.size()},
-                                  {"ms", ms},
-                                  {"tok_per_s", secs > 0 ? static_cast<double>(r.tokens.size()) / secs : 0.0},
-                                  {"prompt_tokens", ids.size()},
-                                  {"finish_reason", r.finish_reason}}
+                                          {"tokens", r.tokens.size()},
+                                          {"ms", ms},
+                                          {"tok_per_s", secs > 0 ? static_cast<double>(r.tokens.size()) / secs : 0.0},
+                                          {"prompt_tokens", ids.size()},
+                                          {"finish_reason", r.finish_reason}}
                        .dump()
                 << "\n";
     } else {

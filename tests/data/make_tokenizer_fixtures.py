@@ -113,3 +113,22 @@ write("llama3", llama, None)
 
 sp, sp_cfg = load("sentencepiece-bpe-32k")
 write("sp32k", sp, sp_cfg)
+
+# What transformers' apply_chat_template renders with Qwen3's own chat_template (chatml family).
+from transformers import PreTrainedTokenizerFast  # noqa: E402
+
+fast = PreTrainedTokenizerFast(tokenizer_file=os.path.join(here, "qwen3", "tokenizer.json"))
+fast.chat_template = small_cfg["chat_template"]
+CHATS = [
+    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi!"},
+     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "What is 2+2?\nThink."}],
+    [{"role": "user", "content": "Hi!"}],
+    [{"role": "user", "content": "Ünïcode 日本 😀"}, {"role": "assistant", "content": "ok"}],
+]
+chat_cases = [{"messages": m, "add_generation_prompt": g,
+               "text": fast.apply_chat_template(m, tokenize=False, add_generation_prompt=g)}
+              for m in CHATS for g in (True, False)]
+with open(os.path.join(here, "qwen3", "chat_expected.json"), "w", encoding="utf-8") as f:
+    json.dump({"producer": "transformers " + __import__("transformers").__version__, "cases": chat_cases}, f,
+              ensure_ascii=False, indent=1)
+print("qwen3 chat cases", len(chat_cases))

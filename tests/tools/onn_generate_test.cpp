@@ -60,6 +60,15 @@ TEST_CASE("onn-generate streams text from an onn-init model, deterministic greed
   CHECK(done["tokens"].get<size_t>() == lines.size() - 1);
   CHECK(done["tok_per_s"].get<double>() > 0);
   CHECK(text + "\n" == s1.out);  // the same text as the plain stream, which ends with a newline
+  // --chat: the prompt becomes a user turn of the chosen format (the tiny tokenizer has no
+  // chat_template of its own, so the format must be named).
+  const ProcessResult c = with({"--chat", "--chat-format", "chatml", "--system", "Be brief.", "--json"});
+  REQUIRE(c.exit_code == 0);
+  const nlohmann::json cdone = parse_json_strict(lines_of(c.out).back(), "done");
+  CHECK(cdone["prompt_tokens"].get<int64_t>() > 30);  // the chatml markup is in the prompt
+  const ProcessResult nc = with({"--chat"});
+  CHECK(nc.exit_code == 2);
+  CHECK(nc.err.find("no chat_template; pick one with --chat-format (llama3, chatml") != std::string::npos);
 }
 
 TEST_CASE("onn-init and onn-generate: bad usage gives one line on stderr and exit 2") {
@@ -71,6 +80,8 @@ TEST_CASE("onn-init and onn-generate: bad usage gives one line on stderr and exi
       {{kGen, "--prompt", "hi"}, "--model is required"},
       {{kGen, "--model", dir.file("none"), "--prompt", "a", "--prompt-file", "b"}, "Exactly 1 option"},
       {{kGen, "--model", dir.file("none"), "--prompt", "a", "--top-p", "2"}, "--top-p"},
+      {{kGen, "--model", dir.file("none")}, "give --prompt or --prompt-file"},
+      {{kGen, "--model", dir.file("none"), "--prompt", "a", "--system", "s"}, "--system and --chat-format need --chat"},
   };
   for (const auto& [argv, message] : cases) {
     CAPTURE(message);
