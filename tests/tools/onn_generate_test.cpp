@@ -78,7 +78,7 @@ TEST_CASE("onn-init and onn-generate: bad usage gives one line on stderr and exi
       {{kInit, "--out", dir.file("x")}, "--preset and --out are required"},
       {{kGen, "--model", dir.file("none"), "--prompt", "hi", "--device", "cpu"}, "no such file"},
       {{kGen, "--prompt", "hi"}, "--model is required"},
-      {{kGen, "--model", dir.file("none"), "--prompt", "a", "--prompt-file", "b"}, "Exactly 1 option"},
+      {{kGen, "--model", dir.file("none"), "--prompt", "a", "--prompt-file", "b"}, "at most 1 options be given from [--prompt,--prompt-file]"},
       {{kGen, "--model", dir.file("none"), "--prompt", "a", "--top-p", "2"}, "--top-p"},
       {{kGen, "--model", dir.file("none")}, "give --prompt or --prompt-file"},
       {{kGen, "--model", dir.file("none"), "--prompt", "a", "--system", "s"}, "--system and --chat-format need --chat"},
