@@ -9,11 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /usr/local/cuda/bin/nvcc ] && export PATH="$PATH:/usr/local/cuda/bin"
 cmake --preset dev >/dev/null
-cmake --build --preset dev --target gpu_tests onn_kernels_bench onn-info
+cmake --build --preset dev --target gpu_tests onn_kernels_bench onn-info onn-init
 out=build/gpu-carry
 rm -rf "$out"
 mkdir -p "$out/lib"
-bins="build/dev/tests/gpu_tests build/dev/bench/onn_kernels_bench build/dev/tools/onn-info"
+bins="build/dev/tests/gpu_tests build/dev/bench/onn_kernels_bench build/dev/tools/onn-info build/dev/tools/onn-init"
 for b in $bins; do strip -o "$out/$(basename "$b")" "$b"; done
 # Every resolved library except the C/C++ runtime (present on any Linux) and CUDA's own
 # (the GPU machine's toolkit provides the matching ones).

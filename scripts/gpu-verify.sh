@@ -23,5 +23,8 @@ step() { echo "== $*"; "$@"; echo "== exit $?"; }
 } > "$out/sanitizer.txt" 2>&1
 "$c/onn_kernels_bench" --benchmark_filter=cuda --benchmark_min_time=0.2 \
   --benchmark_out="$out/bench.json" --benchmark_out_format=json > "$out/bench.txt" 2>&1
-python3 bench/torch_reference.py --json "$out/torch.json" > "$out/torch.txt" 2>&1
+{
+  python3 bench/torch_reference.py --json "$out/torch.json"
+  "$c/onn-init" --preset tinyllama --out /tmp/onn-tinyllama --seed 1 && python3 bench/hf_generate.py --model /tmp/onn-tinyllama
+} > "$out/torch.txt" 2>&1
 tail -n 3 "$out"/*.txt

@@ -1,0 +1,134 @@
+// Generation: prefill tokens/s and batch-1 decode tokens/s of a randomly initialised model
+// (onn-init presets: tiny on the CPU, TinyLlama-1.1B-like on CUDA), with the roofline beside
+// decode: every token reads every weight once, so tokens/s cannot beat memory bandwidth /
+// weight bytes (the device copy rate from the hardware profile on CUDA).
+#include <filesystem>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "model/init.h"
+#include "model/llama.h"
+#include "runtime/stream.h"
+
+namespace onn::bench {
+
+namespace {
+
+struct Loaded {
+  std::unique_ptr<Context> ctx;
+  std::unique_ptr<LlamaModel> model;
+  double weight_bytes = 0;
+};
+
+// Removes the temporary model folders when the process ends.
+struct TempFolders {
+  std::vector<std::filesystem::path> dirs;
+  ~TempFolders() {
+    std::error_code ec;
+    for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+  }
+};
+
+// One random model folder per preset per process, written to a temporary directory.
+Loaded load(const std::string& preset, Device device) {
+  static TempFolders folders;
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("onn-bench-" + preset + "-" + std::to_string(::getpid()));
+  if (!std::filesystem::exists(dir / "model.safetensors")) {
+    folders.dirs.push_back(dir);
+    InitOptions opt;
+    opt.seed = 1;
+    opt.dtype = DType::bf16;
+    write_random_model(find_preset(preset), dir.string(), opt);
+  }
+  Loaded l;
+  l.ctx = std::make_unique<Context>(device);
+  l.model = std::make_unique<LlamaModel>(LlamaModel::load(*l.ctx, dir.string()));
+  const ModelWeights& w = l.model->weights();
+  const auto bytes = [](const Tensor& t) { return t.defined() ? static_cast<double>(t.nbytes()) : 0.0; };
+  l.weight_bytes = bytes(w.lm_head) + bytes(w.norm);  // the embedding is a lookup, not a full read
+  for (const LayerWeights& L : w.layers)
+    for (const Tensor* t : {&L.input_norm, &L.post_attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.bo,
+                            &L.wgate, &L.wup, &L.wdown})
+      l.weight_bytes += bytes(*t);
+  return l;
+}
+
+std::vector<int32_t> prompt_of(int64_t n, int64_t vocab) {
+  std::vector<int32_t> p(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7919) % (vocab - 2));
+  return p;
+}
+
+double elapsed(Context& ctx, const std::function<void()>& f) {
+  Event a(ctx.device()), b(ctx.device());
+  a.record(ctx.compute());
+  f();
+  b.record(ctx.compute());
+  b.synchronize();
+  return Event::elapsed_ms(a, b) * 1e-3;
+}
+
+void bm_prefill(benchmark::State& state, std::string preset, Device device, int64_t tokens) {
+  Loaded l = load(preset, device);
+  const std::vector<int32_t> prompt = prompt_of(tokens, l.model->config().vocab_size);
+  double total = 0;
+  for (auto _ : state) {
+    KVCache cache = l.model->make_cache(*l.ctx, 1, tokens);
+    const double s = elapsed(*l.ctx, [&] { l.model->prefill(*l.ctx, cache, {prompt}); });
+    state.SetIterationTime(s);
+    total += s;
+  }
+  state.counters["tok/s"] = static_cast<double>(tokens) * static_cast<double>(state.iterations()) / total;
+}
+
+void bm_decode(benchmark::State& state, std::string preset, Device device, int64_t context) {
+  Loaded l = load(preset, device);
+  const int64_t steps = state.max_iterations;
+  KVCache cache = l.model->make_cache(*l.ctx, 1, context + steps + 1);
+  const std::vector<int32_t> prompt = prompt_of(context, l.model->config().vocab_size);
+  l.model->prefill(*l.ctx, cache, {prompt});
+  l.ctx->synchronize();
+  double total = 0;
+  int32_t token = 5;
+  for (auto _ : state) {
+    const double s = elapsed(*l.ctx, [&] { l.model->decode(*l.ctx, cache, {token}); });
+    state.SetIterationTime(s);
+    total += s;
+    token = (token * 31 + 7) % static_cast<int32_t>(l.model->config().vocab_size - 2);
+  }
+  const double tok_s = static_cast<double>(state.iterations()) / total;
+  state.counters["tok/s"] = tok_s;
+  state.counters["weight_MB"] = l.weight_bytes / 1e6;
+  if (device.is_cuda() && profiled_copy_gbs() > 0) {
+    const double roofline = profiled_copy_gbs() * 1e9 / l.weight_bytes;
+    state.counters["roofline_tok/s"] = roofline;
+    state.counters["pct_of_roofline"] = 100.0 * tok_s / roofline;
+  }
+}
+
+void register_generate(bool cuda) {
+  benchmark::RegisterBenchmark("generate_prefill/cpu_f32/tiny_T128", bm_prefill, "tiny", Device::cpu(), int64_t{128})
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("generate_decode/cpu_f32/tiny_ctx128", bm_decode, "tiny", Device::cpu(), int64_t{128})
+      ->UseManualTime()
+      ->Iterations(64)
+      ->Unit(benchmark::kMillisecond);
+  if (!cuda) return;
+  benchmark::RegisterBenchmark("generate_prefill/cuda_bf16/tinyllama_T512", bm_prefill, "tinyllama", Device::cuda(0),
+                               int64_t{512})
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("generate_decode/cuda_bf16/tinyllama_ctx512", bm_decode, "tinyllama", Device::cuda(0),
+                               int64_t{512})
+      ->UseManualTime()
+      ->Iterations(128)
+      ->Unit(benchmark::kMillisecond);
+}
+
+const RegisterOp kRegister(register_generate);
+
+}  // namespace
+
+}  // namespace onn::bench
