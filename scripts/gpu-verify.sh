@@ -9,6 +9,7 @@ c=build/gpu-carry
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
+export ONN_TEST_DATA_DIR="$PWD/tests/data"  # the carried binaries were built in another checkout
 step() { echo "== $*"; "$@"; echo "== exit $?"; }
 {
   nvidia-smi
