@@ -132,3 +132,13 @@ with open(os.path.join(here, "qwen3", "chat_expected.json"), "w", encoding="utf-
     json.dump({"producer": "transformers " + __import__("transformers").__version__, "cases": chat_cases}, f,
               ensure_ascii=False, indent=1)
 print("qwen3 chat cases", len(chat_cases))
+
+# The 32k vocabulary behind Digits + Metaspace pre-tokenizers and the Metaspace decoder (the
+# Llama-2 / Mistral layout of older tokenizer.json files), instead of Prepend + Replace.
+meta = json.loads(json.dumps(sp))
+meta["normalizer"] = None
+meta["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "Digits", "individual_digits": True},
+    {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}]}
+meta["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+write("sp32k_metaspace", meta, None)

@@ -1,6 +1,6 @@
 // tokenizer.json against the Hugging Face `tokenizers` package (tests/data/tokenizers, from
-// make_tokenizer_fixtures.py): Qwen3 byte-level BPE, a Llama-3-style regex, and a 32k
-// SentencePiece-style BPE, on code, numbers, CJK, emoji, combining marks, whitespace runs,
+// make_tokenizer_fixtures.py): Qwen3 byte-level BPE, a Llama-3-style regex, a 32k
+// SentencePiece-style BPE (and the same behind Digits + Metaspace), on code, numbers, CJK, emoji, combining marks, whitespace runs,
 // newlines and special-token strings; round trips on random Unicode and random bytes;
 // streaming decode; errors.
 #include <doctest/doctest.h>
@@ -21,7 +21,7 @@ std::vector<int32_t> ids_of(const nlohmann::json& j) { return j.get<std::vector<
 }  // namespace
 
 TEST_CASE("encode and decode match the tokenizers package on every test text") {
-  for (const char* name : {"qwen3", "llama3", "sp32k"}) {
+  for (const char* name : {"qwen3", "llama3", "sp32k", "sp32k_metaspace"}) {
     CAPTURE(name);
     const Tokenizer tok = Tokenizer::load(kTok + name);
     const nlohmann::json expected = read_json_file(kTok + name + "/expected.json");
