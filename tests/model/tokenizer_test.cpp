@@ -1,8 +1,8 @@
 // tokenizer.json against the Hugging Face `tokenizers` package (tests/data/tokenizers, from
 // make_tokenizer_fixtures.py): Qwen3 byte-level BPE, a Llama-3-style regex, a 32k
-// SentencePiece-style BPE (and the same behind Digits + Metaspace), on code, numbers, CJK, emoji, combining marks, whitespace runs,
-// newlines and special-token strings; round trips on random Unicode and random bytes;
-// streaming decode; errors.
+// SentencePiece-style BPE (and the same behind Digits + Metaspace), on code, numbers, CJK,
+// emoji, combining marks, whitespace runs, newlines and special-token strings; round trips on
+// random Unicode and random bytes; streaming decode; errors.
 #include <doctest/doctest.h>
 
 #include <random>
