@@ -134,20 +134,23 @@ struct Prepend final : Normalizer {
   }
 };
 
+// Every match of `re` in s replaced by `content`.
+void replace_all(const Regex& re, const std::string& content, std::string& s) {
+  std::string out;
+  size_t last = 0;
+  for (const auto& [b, e] : re.find_all(s)) {
+    out.append(s, last, b - last);
+    out += content;
+    last = e;
+  }
+  out.append(s, last, std::string::npos);
+  s = std::move(out);
+}
+
 struct Replace final : Normalizer {
   std::unique_ptr<Regex> pattern;
   std::string content;
-  void apply(std::string& s) const override {
-    std::string out;
-    size_t last = 0;
-    for (const auto& [b, e] : pattern->find_all(s)) {
-      out.append(s, last, b - last);
-      out += content;
-      last = e;
-    }
-    out.append(s, last, std::string::npos);
-    s = std::move(out);
-  }
+  void apply(std::string& s) const override { replace_all(*pattern, content, s); }
 };
 
 struct Lowercase final : Normalizer {
@@ -300,17 +303,7 @@ struct DecReplace final : Decoder {
   std::unique_ptr<Regex> pattern;
   std::string content;
   void apply(std::vector<std::string>& t) const override {
-    for (std::string& s : t) {
-      std::string out;
-      size_t last = 0;
-      for (const auto& [b, e] : pattern->find_all(s)) {
-        out.append(s, last, b - last);
-        out += content;
-        last = e;
-      }
-      out.append(s, last, std::string::npos);
-      s = std::move(out);
-    }
+    for (std::string& s : t) replace_all(*pattern, content, s);
   }
 };
 
