@@ -156,11 +156,15 @@ Tensor LlamaModel::run_blocks(Context& ctx, const Tensor& ids, const Tensor& pos
 Tensor LlamaModel::hidden_states(Context& ctx, const Tensor& ids, const Tensor& positions,
                                  const AttentionSeqs& seqs) const {
   check_context_length(config_, seqs.max_seqlen, "model forward");
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
+  const float scale = attention_scale();
   Tensor lse = Tensor::empty(Shape{ids.dim(0), config_.num_attention_heads}, norm_stat_dtype(dtype_), ctx.allocator());
   return run_blocks(ctx, ids, positions, [&](size_t, Tensor& q, Tensor& k, Tensor& v, Tensor& out) {
     attention_forward(ctx, q, k, v, seqs, scale, out, lse);
   });
+}
+
+float LlamaModel::attention_scale() const {
+  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
 }
 
 Tensor LlamaModel::project(Context& ctx, const Tensor& h) const {
@@ -193,6 +197,13 @@ Tensor cache_rows(const Tensor& cache, int64_t b, int64_t row, int64_t count) {
   return cache.slice(b, b + 1).reshape(Shape{tmax, width}).slice(row, row + count);
 }
 
+// Host ints as an I32 tensor on ctx's device.
+Tensor device_i32(Context& ctx, const std::vector<int32_t>& v) {
+  Tensor host = Tensor::empty(Shape{static_cast<int64_t>(v.size())}, DType::i32);
+  std::copy(v.begin(), v.end(), host.data_as<int32_t>());
+  return host.to(ctx.device());
+}
+
 void upload_lens(Context& ctx, KVCache& cache) {
   Tensor host = Tensor::empty(Shape{cache.batch}, DType::i32);
   std::copy(cache.lens.begin(), cache.lens.end(), host.data_as<int32_t>());
@@ -219,12 +230,9 @@ Tensor LlamaModel::prefill(Context& ctx, KVCache& cache, const std::vector<std::
     lens.push_back(static_cast<int64_t>(p.size()));
   }
   const int64_t n = static_cast<int64_t>(ids.size());
-  Tensor hid = Tensor::empty(Shape{n}, DType::i32), hpos = Tensor::empty(Shape{n}, DType::i32);
-  std::copy(ids.begin(), ids.end(), hid.data_as<int32_t>());
-  std::copy(pos.begin(), pos.end(), hpos.data_as<int32_t>());
-  const Tensor d_ids = hid.to(ctx.device()), d_pos = hpos.to(ctx.device());
+  const Tensor d_ids = device_i32(ctx, ids), d_pos = device_i32(ctx, pos);
   const AttentionSeqs seqs = packed_seqs(ctx, lens);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
+  const float scale = attention_scale();
   Tensor lse = Tensor::empty(Shape{n, config_.num_attention_heads}, norm_stat_dtype(dtype_), ctx.allocator());
   const Tensor h = run_blocks(ctx, d_ids, d_pos, [&](size_t l, Tensor& q, Tensor& k, Tensor& v, Tensor& out) {
     attention_forward(ctx, q, k, v, seqs, scale, out, lse);
@@ -252,20 +260,19 @@ Tensor LlamaModel::decode(Context& ctx, KVCache& cache, const std::vector<int32_
   ONN_CHECK_ARG(static_cast<int64_t>(tokens.size()) == cache.batch, "decode: ", tokens.size(),
                 " tokens for a cache of ", cache.batch, " sequences");
   const int64_t B = cache.batch;
-  Tensor hid = Tensor::empty(Shape{B}, DType::i32), hpos = Tensor::empty(Shape{B}, DType::i32);
+  std::vector<int32_t> pos(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     const int32_t t = tokens[static_cast<size_t>(b)];
     ONN_CHECK_ARG(t >= 0 && t < config_.vocab_size, "decode: token id ", t, " is outside the vocabulary [0, ",
                   config_.vocab_size, ")");
     ONN_CHECK_ARG(cache.lens[static_cast<size_t>(b)] < cache.max_len, "decode: sequence ", b,
                   " has filled its cache of ", cache.max_len, " tokens");
-    hid.data_as<int32_t>()[b] = t;
-    hpos.data_as<int32_t>()[b] = cache.lens[static_cast<size_t>(b)];
+    pos[static_cast<size_t>(b)] = cache.lens[static_cast<size_t>(b)];
   }
-  const Tensor d_ids = hid.to(ctx.device()), d_pos = hpos.to(ctx.device());
+  const Tensor d_ids = device_i32(ctx, tokens), d_pos = device_i32(ctx, pos);
   for (auto& len : cache.lens) ++len;  // the new token is attended to as well
   upload_lens(ctx, cache);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
+  const float scale = attention_scale();
   const int64_t H = config_.num_attention_heads, D = config_.head_dim;
   const Tensor h = run_blocks(ctx, d_ids, d_pos, [&](size_t l, Tensor& q, Tensor& k, Tensor& v, Tensor& out) {
     const int64_t width = k.dim(1) * k.dim(2);
@@ -279,6 +286,7 @@ Tensor LlamaModel::decode(Context& ctx, KVCache& cache, const std::vector<int32_
   });
   return project(ctx, h);
 }
+
 Tensor LlamaModel::logits(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs) const {
   return project(ctx, hidden_states(ctx, ids, positions, seqs));
 }

@@ -80,6 +80,7 @@ class LlamaModel {
   // The blocks over ids (N) at positions (N); returns the final-norm hidden states (N, C).
   Tensor run_blocks(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionFn& attend) const;
   Tensor project(Context& ctx, const Tensor& h) const;  // (N, C) -> (N, V)
+  float attention_scale() const;                         // 1 / sqrt(D)
 
   ModelConfig config_;
   ModelWeights weights_;

@@ -260,29 +260,33 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
   return repair_utf8(decode_bytes(ids, skip_special));
 }
 
+std::string StreamDecoder::decode_from_prefix(size_t end) const {
+  return tok_.decode_bytes(std::span<const int32_t>(ids_).subspan(prefix_, end - prefix_), skip_);
+}
+
 std::string StreamDecoder::push(int32_t id) {
   ids_.push_back(id);
-  const std::string bytes = tok_.decode_bytes(ids_, skip_);
-  if (bytes.size() < emitted_) emitted_ = bytes.size();  // a decoder rewrote earlier text
-  // Hold back a trailing sequence that could still become a complete character.
-  size_t end = bytes.size();
-  for (size_t back = 1; back <= 3 && back <= bytes.size() - emitted_; ++back) {
-    const auto c = static_cast<unsigned char>(bytes[bytes.size() - back]);
+  const std::string done = decode_from_prefix(read_), now = decode_from_prefix(ids_.size());
+  if (now.size() <= done.size() || now.compare(0, done.size(), done) != 0) return "";
+  const std::string_view tail = std::string_view(now).substr(done.size());
+  // Hold the whole tail back while it ends inside a UTF-8 character.
+  for (size_t back = 1; back <= 3 && back <= tail.size(); ++back) {
+    const auto c = static_cast<unsigned char>(tail[tail.size() - back]);
     if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
     const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-    if (need > back) end = bytes.size() - back;
+    if (need > back) return "";
     break;
   }
-  std::string out = repair_utf8(std::string_view(bytes).substr(emitted_, end - emitted_));
-  emitted_ = end;
-  return out;
+  prefix_ = read_;
+  read_ = ids_.size();
+  return repair_utf8(tail);
 }
 
 std::string StreamDecoder::finish() {
-  const std::string bytes = tok_.decode_bytes(ids_, skip_);
-  std::string out = emitted_ < bytes.size() ? repair_utf8(std::string_view(bytes).substr(emitted_)) : "";
-  emitted_ = bytes.size();
-  return out;
+  const std::string done = decode_from_prefix(read_), now = decode_from_prefix(ids_.size());
+  prefix_ = read_ = ids_.size();
+  if (now.size() <= done.size() || now.compare(0, done.size(), done) != 0) return "";
+  return repair_utf8(std::string_view(now).substr(done.size()));
 }
 
 }  // namespace onn

@@ -80,10 +80,14 @@ class StreamDecoder {
   std::string finish();  // whatever is left (incomplete bytes become U+FFFD)
 
  private:
+  // Only a window of ids is decoded per push (as tokenizers' DecodeStream does): the text of
+  // ids_[prefix_, read_) was handed out already, and decoding from prefix_ keeps decoders that
+  // treat the first token specially (Strip, Metaspace) consistent between the two decodes.
+  std::string decode_from_prefix(size_t end) const;
   const Tokenizer& tok_;
   bool skip_;
   std::vector<int32_t> ids_;
-  size_t emitted_ = 0;  // bytes of decode_bytes(ids_) already returned
+  size_t prefix_ = 0, read_ = 0;
 };
 
 // Each invalid UTF-8 byte of `s` replaced by U+FFFD.

@@ -18,6 +18,12 @@ namespace onn::tok {
 
 void fail(const std::string& where, const std::string& why) { throw FormatError(where + ": " + why); }
 
+size_t char_len(std::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
+  return i + n <= s.size() ? n : 1;
+}
+
 namespace {
 
 using nlohmann::json;
@@ -37,13 +43,6 @@ bool bool_field(const json& j, const char* name, bool fallback, const std::strin
   if (it == j.end() || it->is_null()) return fallback;
   if (!it->is_boolean()) fail(where, std::string("\"") + name + "\" must be true or false");
   return it->get<bool>();
-}
-
-// Length of the UTF-8 character starting at s[i] (1 for a stray byte).
-size_t char_len(std::string_view s, size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
-  return i + n <= s.size() ? n : 1;
 }
 
 class Regex {

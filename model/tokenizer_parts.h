@@ -16,6 +16,9 @@ namespace onn::tok {
 // Errors name the file and the JSON path: "tokenizer.json: normalizer.normalizers[1]: ...".
 [[noreturn]] void fail(const std::string& where, const std::string& why);
 
+// Length of the UTF-8 character starting at s[i] (1 for a stray byte).
+size_t char_len(std::string_view s, size_t i);
+
 struct Normalizer {
   virtual ~Normalizer() = default;
   virtual void apply(std::string& s) const = 0;

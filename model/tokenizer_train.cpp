@@ -1,6 +1,5 @@
 // Byte-level BPE training: words from the GPT-2 split regex, counted; merges chosen greedily
 // by pair frequency (ties broken by the pair's strings, so the result is deterministic).
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include "model/tokenizer_train.h"
 
 #include <map>
@@ -14,12 +13,7 @@ namespace {
 // Splits UTF-8 text into characters.
 std::vector<std::string> chars_of(const std::string& s) {
   std::vector<std::string> out;
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : 4;
-    out.push_back(s.substr(i, n));
-    i += n;
-  }
+  for (size_t i = 0; i < s.size(); i += out.back().size()) out.push_back(s.substr(i, tok::char_len(s, i)));
   return out;
 }
 }  // namespace

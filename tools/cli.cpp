@@ -1,11 +1,13 @@
 // Shared command-line plumbing of the ONN binaries.
 #include "tools/cli.h"
 
+#include <fstream>
 #include <iostream>
 
 #include "runtime/build_config.h"
 #include "runtime/cuda_backend.h"
 #include "runtime/error.h"
+#include "runtime/json.h"
 
 namespace onn::tools {
 
@@ -22,6 +24,22 @@ onn::Device device_from_flag(const std::string& flag) {
     throw InvalidArgument("--device " + flag + ": no such CUDA device (" + std::to_string(cuda_device_count()) +
                           " present)");
   return d;
+}
+
+std::vector<std::string> read_jsonl_texts(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw IoError(path + ": cannot open");
+  std::vector<std::string> texts;
+  std::string line;
+  for (int64_t n = 1; std::getline(f, line); ++n) {
+    if (line.empty() || line == "\r") continue;
+    const std::string where = path + ":" + std::to_string(n);
+    const nlohmann::json j = parse_json_strict(line, where);
+    if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+      throw FormatError(where + ": field \"text\" missing or not a string");
+    texts.push_back(j["text"].get<std::string>());
+  }
+  return texts;
 }
 
 int run_cli(CLI::App& app, const std::string& name, int argc, char** argv, const std::function<int()>& body) {

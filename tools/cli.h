@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "runtime/device.h"
 
@@ -13,6 +14,9 @@ namespace onn::tools {
 
 // --device: "cpu", "cuda" or "cuda:N"; empty means cuda when a device exists, else cpu.
 onn::Device device_from_flag(const std::string& flag);
+
+// The "text" field of each non-empty line of a JSONL file; errors name "file:line".
+std::vector<std::string> read_jsonl_texts(const std::string& path);
 
 // Newlines flattened, so an error is one line on stderr.
 std::string one_line(std::string s);

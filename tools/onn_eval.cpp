@@ -2,40 +2,22 @@
 // document is tokenized as the model's tokenizer does (BOS where it adds one), cut into
 // windows of --seq-len tokens, and every next-token prediction inside a window counts.
 #include <cmath>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "runtime/error.h"
-#include "runtime/json.h"
+#include "runtime/file_util.h"
 #include "tools/cli.h"
 
 namespace {
 
+// A .jsonl file's {"text": ...} records, or any other file as one document.
 std::vector<std::string> read_documents(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw onn::IoError(path + ": cannot open");
-  std::vector<std::string> docs;
-  if (path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) {
-    std::string line;
-    for (int64_t n = 1; std::getline(f, line); ++n) {
-      if (line.empty() || line == "\r") continue;
-      const std::string where = path + ":" + std::to_string(n);
-      const nlohmann::json j = onn::parse_json_strict(line, where);
-      if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-        throw onn::FormatError(where + ": field \"text\" missing or not a string");
-      docs.push_back(j["text"].get<std::string>());
-    }
-  } else {
-    std::ostringstream s;
-    s << f.rdbuf();
-    docs.push_back(s.str());
-  }
-  return docs;
+  if (path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) return onn::tools::read_jsonl_texts(path);
+  return {onn::read_file(path, size_t{1} << 32)};
 }
 
 }  // namespace

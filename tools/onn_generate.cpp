@@ -1,15 +1,14 @@
 // onn-generate: text from a Hugging Face model folder, streamed as it is generated; greedy
 // (--temperature 0) or sampled, with NDJSON events under --json.
 #include <chrono>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include <unistd.h>
 
 #include "model/chat.h"
 #include "model/generate.h"
 #include "runtime/error.h"
+#include "runtime/file_util.h"
 #include "tools/cli.h"
 
 int main(int argc, char** argv) {
@@ -55,13 +54,7 @@ int main(int argc, char** argv) {
       throw onn::InvalidArgument("give --prompt or --prompt-file (or --chat on a terminal)");
     if (!chat && (!system.empty() || !chat_format.empty()))
       throw onn::InvalidArgument("--system and --chat-format need --chat");
-    if (!prompt_file.empty()) {
-      std::ifstream f(prompt_file, std::ios::binary);
-      if (!f) throw onn::IoError(prompt_file + ": cannot open");
-      std::ostringstream s;
-      s << f.rdbuf();
-      prompt = s.str();
-    }
+    if (!prompt_file.empty()) prompt = onn::read_file(prompt_file, size_t{1} << 30);
     for (const std::string& s : opt.stop)
       if (s.empty()) throw onn::InvalidArgument("--stop: an empty string");
     if (opt.sampling.top_p <= 0.0f) throw onn::InvalidArgument("--top-p must be above 0");

@@ -1,11 +1,10 @@
 // onn-init: a randomly initialised Hugging Face model folder from a preset (config.json,
 // model.safetensors, tokenizer.json with merges learned from --tokenizer-text). No downloads.
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "model/init.h"
 #include "runtime/error.h"
+#include "runtime/file_util.h"
 #include "tools/cli.h"
 
 int main(int argc, char** argv) {
@@ -35,13 +34,7 @@ int main(int argc, char** argv) {
     opt.seed = seed;
     opt.dtype = dtype == "float32" ? onn::DType::f32 : onn::DType::bf16;
     opt.tokenizer_vocab = tokenizer_vocab;
-    if (!text_file.empty()) {
-      std::ifstream f(text_file, std::ios::binary);
-      if (!f) throw onn::IoError(text_file + ": cannot open");
-      std::ostringstream s;
-      s << f.rdbuf();
-      opt.tokenizer_text = s.str();
-    }
+    if (!text_file.empty()) opt.tokenizer_text = onn::read_file(text_file, size_t{1} << 32);
     onn::write_random_model(p, out, opt);
     std::cout << "onn-init: wrote " << out << " (" << p.name << ")\n";
     return 0;

@@ -1,23 +1,14 @@
 // onn-tokenize: token ids of a text, a file or JSONL records with a model's tokenizer.json, or
 // (--decode) the text of a JSON array of ids.
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "model/tokenizer.h"
 #include "runtime/error.h"
+#include "runtime/file_util.h"
 #include "runtime/json.h"
 #include "tools/cli.h"
 
 namespace {
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw onn::IoError(path + ": cannot open");
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 std::string ids_json(const std::vector<int32_t>& ids) {
   std::string out = "[";
@@ -48,7 +39,7 @@ int main(int argc, char** argv) {
     if (decode) {
       if (!jsonl.empty()) throw onn::InvalidArgument("--decode reads --text or --file, not --jsonl");
       const std::string source = file.empty() ? "--text" : file;
-      const nlohmann::json j = onn::parse_json_strict(file.empty() ? text : read_all(file), source);
+      const nlohmann::json j = onn::parse_json_strict(file.empty() ? text : onn::read_file(file, size_t{1} << 32), source);
       if (!j.is_array()) throw onn::InvalidArgument(source + ": expected a JSON array of token ids");
       std::vector<int32_t> ids;
       for (const auto& x : j) {
@@ -60,20 +51,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!jsonl.empty()) {
-      std::ifstream f(jsonl, std::ios::binary);
-      if (!f) throw onn::IoError(jsonl + ": cannot open");
-      std::string line;
-      for (int64_t n = 1; std::getline(f, line); ++n) {
-        const std::string where = jsonl + ":" + std::to_string(n);
-        if (line.empty() || line == "\r") continue;
-        const nlohmann::json j = onn::parse_json_strict(line, where);
-        if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-          throw onn::FormatError(where + ": field \"text\" missing or not a string");
-        std::cout << ids_json(tok.encode(j["text"].get<std::string>(), !no_special)) << "\n";
-      }
+      for (const std::string& t : onn::tools::read_jsonl_texts(jsonl)) std::cout << ids_json(tok.encode(t, !no_special)) << "\n";
       return 0;
     }
-    std::cout << ids_json(tok.encode(file.empty() ? text : read_all(file), !no_special)) << "\n";
+    std::cout << ids_json(tok.encode(file.empty() ? text : onn::read_file(file, size_t{1} << 32), !no_special)) << "\n";
     return 0;
   });
 }
