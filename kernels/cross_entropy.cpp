@@ -69,8 +69,12 @@ void lm_head_cross_entropy(Context& ctx, const Tensor& h, const Tensor& w, const
     chk.require(dw->dtype() == h.dtype() || dw->dtype() == DType::f32, "dw must be h's dtype or F32");
   }
   const DType ld = loss_dtype(h.dtype());
-  Tensor valid = Tensor::empty(Shape{1}, ld, ctx.allocator());
-  count_valid_labels(ctx, labels, opt.ignore_index, valid);
+  if (opt.valid) {
+    chk.shape(*opt.valid, "valid", Shape{1});
+    chk.dtype(*opt.valid, "valid", ld);
+  }
+  Tensor valid = opt.valid ? *opt.valid : Tensor::empty(Shape{1}, ld, ctx.allocator());
+  if (!opt.valid) count_valid_labels(ctx, labels, opt.ignore_index, valid);
   Tensor token_loss = Tensor::empty(Shape{n}, ld, ctx.allocator());
   const int64_t chunk = std::min(opt.chunk_tokens, std::max<int64_t>(n, 1));
   Tensor buffer = Tensor::empty(Shape{chunk, v}, h.dtype(), ctx.allocator());

@@ -38,6 +38,10 @@ struct LmHeadLossOptions {
   int64_t chunk_tokens = 1024;  // tokens per projection: the (chunk, V) logits buffer
   int32_t ignore_index = kIgnoreIndex;
   bool accumulate_dw = false;
+  // (1) of loss_dtype on the device: the count the loss and gradients are divided by, e.g. the
+  // whole optimizer step's valid tokens across gradient accumulation (the loss returned is
+  // then this call's share of the step's mean). Null: this call's own count.
+  const Tensor* valid = nullptr;
 };
 // h (N, C), w (V, C), labels (N) -> loss (1) of loss_dtype(h). dh (N, C) (written) and dw
 // (V, C) (h's dtype or F32; written, or added to with accumulate_dw) may be null.

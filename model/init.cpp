@@ -1,9 +1,12 @@
 // onn-init's presets and the writer of random model folders.
 #include "model/init.h"
 
+#include <cmath>
 #include <filesystem>
-#include <random>
+#include <functional>
+#include <thread>
 
+#include "kernels/counter_rng.h"
 #include "model/tokenizer_train.h"
 #include "runtime/error.h"
 #include "runtime/file_util.h"
@@ -31,6 +34,29 @@ ModelConfig shape(Architecture arch, int64_t c, int64_t layers, int64_t heads, i
   m.max_position_embeddings = max_pos;
   m.fused_qkv = m.fused_gate_up = arch == Architecture::phi3;
   return m;
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : s) h = (h ^ ch) * 0x100000001b3ull;
+  return h;
+}
+
+// N(0, 1) by Box-Muller from two counter-based uniforms.
+double counter_normal(uint64_t key, uint64_t i) {
+  const uint64_t h = counter_hash(key, i);
+  const double u1 = (static_cast<double>(h >> 11) + 0.5) * (1.0 / 9007199254740992.0);  // (0, 1)
+  const double u2 = static_cast<double>(counter_hash(key ^ 0x5bd1e995ull, i) >> 11) * (1.0 / 9007199254740992.0);
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+}
+
+// Splits [0, n) over the hardware threads.
+void parallel_for(size_t n, const std::function<void(size_t, size_t)>& body) {
+  const size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), 1 + n / 65536);
+  if (threads <= 1) return body(0, n);
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) pool.emplace_back(body, n * t / threads, n * (t + 1) / threads);
+  for (std::thread& th : pool) th.join();
 }
 
 }  // namespace
@@ -69,7 +95,11 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
   const int64_t vocab = opt.tokenizer_vocab > 0 ? opt.tokenizer_vocab : c.vocab_size;
   const nlohmann::json tok = train_byte_level_bpe(opt.tokenizer_text, vocab, specials);
   const int64_t n_tokens = static_cast<int64_t>(tok["model"]["vocab"].size() + tok["added_tokens"].size());
-  c.vocab_size = n_tokens;  // the model's embedding rows match the tokenizer exactly
+  // By default the model's embedding rows match the tokenizer exactly; real checkpoints often
+  // pad them (Phi-4: 100352 rows), which --vocab-size reproduces for shape-faithful runs.
+  ONN_CHECK_ARG(opt.vocab_size == 0 || opt.vocab_size >= n_tokens, "the vocabulary size ", opt.vocab_size,
+                " is smaller than the tokenizer's ", n_tokens, " tokens");
+  c.vocab_size = opt.vocab_size > 0 ? opt.vocab_size : n_tokens;
   const int64_t bos = tok["added_tokens"][0]["id"].get<int64_t>(), eos = tok["added_tokens"][1]["id"].get<int64_t>();
   fs::create_directories(dir);
 
@@ -95,6 +125,45 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
     f.write(text.data(), text.size());
     f.commit();
   };
+  const int64_t C = c.hidden_size, F = c.intermediate_size, HD = c.num_attention_heads * c.head_dim,
+                KD = c.num_key_value_heads * c.head_dim, V = c.vocab_size;
+  std::vector<TensorSpec> specs;
+  const auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    specs.push_back(TensorSpec{name, opt.dtype, std::move(shape)});
+  };
+  add("model.embed_tokens.weight", {V, C});
+  add("lm_head.weight", {V, C});
+  add("model.norm.weight", {C});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {C});
+    add(p + "post_attention_layernorm.weight", {C});
+    if (c.fused_qkv) {
+      add(p + "self_attn.qkv_proj.weight", {HD + 2 * KD, C});
+      add(p + "mlp.gate_up_proj.weight", {2 * F, C});
+    } else {
+      add(p + "self_attn.q_proj.weight", {HD, C});
+      add(p + "self_attn.k_proj.weight", {KD, C});
+      add(p + "self_attn.v_proj.weight", {KD, C});
+      add(p + "mlp.gate_proj.weight", {F, C});
+      add(p + "mlp.up_proj.weight", {F, C});
+    }
+    add(p + "self_attn.o_proj.weight", {C, HD});
+    add(p + "mlp.down_proj.weight", {C, F});
+  }
+  // Tensors are produced one at a time (a Phi-4-sized model is larger than host memory) from
+  // a counter-based generator keyed by (seed, tensor name, index), so the values do not
+  // depend on the order, the thread count or the sharding.
+  write_sharded_safetensors(dir, std::move(specs), [&](const TensorSpec& t, std::span<uint8_t> out) {
+    const size_t n = out.size() / dtype_size(t.dtype);
+    const bool norm = t.shape.size() == 1;
+    const uint64_t key = counter_hash(opt.seed, fnv1a(t.name));
+    parallel_for(n, [&](size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i)
+        store_from_double(out.data(), t.dtype, i, norm ? 1.0 : 0.02 * counter_normal(key, i));
+    });
+  }, opt.max_shard_bytes, {{"format", "pt"}, {"producer", "onn-init"}});
+  // The text files last: a folder whose weights failed to write has no config.json either.
   write_text("config.json", cfg.dump(2) + "\n");
   write_text("tokenizer.json", tok.dump() + "\n");
   write_text("tokenizer_config.json",
@@ -102,42 +171,6 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
                      .dump(2) +
                  "\n");
 
-  std::mt19937_64 rng(opt.seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  const auto random = [&](const std::string& name, const Shape& s) {
-    Tensor t = Tensor::empty(s, opt.dtype);
-    for (int64_t i = 0; i < t.numel(); ++i) store_from_double(t.data(), opt.dtype, static_cast<size_t>(i), normal(rng));
-    tensors.emplace_back(name, std::move(t));
-  };
-  const auto ones = [&](const std::string& name, int64_t n) {
-    Tensor t = Tensor::empty(Shape{n}, opt.dtype);
-    for (int64_t i = 0; i < n; ++i) store_from_double(t.data(), opt.dtype, static_cast<size_t>(i), 1.0);
-    tensors.emplace_back(name, std::move(t));
-  };
-  const int64_t C = c.hidden_size, F = c.intermediate_size, HD = c.num_attention_heads * c.head_dim,
-                KD = c.num_key_value_heads * c.head_dim, V = c.vocab_size;
-  random("model.embed_tokens.weight", Shape{V, C});
-  random("lm_head.weight", Shape{V, C});
-  ones("model.norm.weight", C);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    ones(p + "input_layernorm.weight", C);
-    ones(p + "post_attention_layernorm.weight", C);
-    if (c.fused_qkv) {
-      random(p + "self_attn.qkv_proj.weight", Shape{HD + 2 * KD, C});
-      random(p + "mlp.gate_up_proj.weight", Shape{2 * F, C});
-    } else {
-      random(p + "self_attn.q_proj.weight", Shape{HD, C});
-      random(p + "self_attn.k_proj.weight", Shape{KD, C});
-      random(p + "self_attn.v_proj.weight", Shape{KD, C});
-      random(p + "mlp.gate_proj.weight", Shape{F, C});
-      random(p + "mlp.up_proj.weight", Shape{F, C});
-    }
-    random(p + "self_attn.o_proj.weight", Shape{C, HD});
-    random(p + "mlp.down_proj.weight", Shape{C, F});
-  }
-  write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}, {"producer", "onn-init"}});
 }
 
 }  // namespace onn

@@ -78,10 +78,10 @@ LlamaModel LlamaModel::load(Context& ctx, const std::string& dir, std::optional<
     L.input_norm = w.get(p + "input_layernorm.weight", Shape{C});
     L.post_attn_norm = w.get(p + "post_attention_layernorm.weight", Shape{C});
     if (c.fused_qkv) {
-      const Tensor qkv = w.get(p + "self_attn.qkv_proj.weight", Shape{HD + 2 * KD, C});
-      L.wq = qkv.slice(0, HD);
-      L.wk = qkv.slice(HD, HD + KD);
-      L.wv = qkv.slice(HD + KD, HD + 2 * KD);
+      L.qkv = w.get(p + "self_attn.qkv_proj.weight", Shape{HD + 2 * KD, C});
+      L.wq = L.qkv.slice(0, HD);
+      L.wk = L.qkv.slice(HD, HD + KD);
+      L.wv = L.qkv.slice(HD + KD, HD + 2 * KD);
     } else {
       L.wq = w.get(p + "self_attn.q_proj.weight", Shape{HD, C});
       L.wk = w.get(p + "self_attn.k_proj.weight", Shape{KD, C});
@@ -95,9 +95,9 @@ LlamaModel LlamaModel::load(Context& ctx, const std::string& dir, std::optional<
     L.wo = w.get(p + "self_attn.o_proj.weight", Shape{C, HD});
     if (c.o_bias) L.bo = w.get(p + "self_attn.o_proj.bias", Shape{C});
     if (c.fused_gate_up) {
-      const Tensor gu = w.get(p + "mlp.gate_up_proj.weight", Shape{2 * F, C});
-      L.wgate = gu.slice(0, F);
-      L.wup = gu.slice(F, 2 * F);
+      L.gate_up = w.get(p + "mlp.gate_up_proj.weight", Shape{2 * F, C});
+      L.wgate = L.gate_up.slice(0, F);
+      L.wup = L.gate_up.slice(F, 2 * F);
     } else {
       L.wgate = w.get(p + "mlp.gate_proj.weight", Shape{F, C});
       L.wup = w.get(p + "mlp.up_proj.weight", Shape{F, C});
@@ -299,6 +299,87 @@ double LlamaModel::loss(Context& ctx, const Tensor& ids, const Tensor& positions
   ctx.synchronize();
   const Tensor host = loss.to(Device::cpu());
   return load_as_double(host.data(), host.dtype(), 0);
+}
+
+std::vector<std::pair<std::string, Tensor>> named_weights(const ModelConfig& cfg, const ModelWeights& w) {
+  std::vector<std::pair<std::string, Tensor>> out = {{"model.embed_tokens.weight", w.embed},
+                                                     {"model.norm.weight", w.norm}};
+  if (!cfg.tie_word_embeddings) out.emplace_back("lm_head.weight", w.lm_head);
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& L = w.layers[l];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const auto add = [&](const char* name, const Tensor& t) {
+      if (t.defined()) out.emplace_back(p + name, t);
+    };
+    add("input_layernorm.weight", L.input_norm);
+    add("post_attention_layernorm.weight", L.post_attn_norm);
+    if (L.qkv.defined()) {
+      add("self_attn.qkv_proj.weight", L.qkv);
+    } else {
+      add("self_attn.q_proj.weight", L.wq);
+      add("self_attn.k_proj.weight", L.wk);
+      add("self_attn.v_proj.weight", L.wv);
+    }
+    add("self_attn.q_proj.bias", L.bq);
+    add("self_attn.k_proj.bias", L.bk);
+    add("self_attn.v_proj.bias", L.bv);
+    add("self_attn.o_proj.weight", L.wo);
+    add("self_attn.o_proj.bias", L.bo);
+    if (L.gate_up.defined()) {
+      add("mlp.gate_up_proj.weight", L.gate_up);
+    } else {
+      add("mlp.gate_proj.weight", L.wgate);
+      add("mlp.up_proj.weight", L.wup);
+    }
+    add("mlp.down_proj.weight", L.wdown);
+  }
+  return out;
+}
+
+ModelWeights weights_like(Context& ctx, const ModelConfig& cfg, const ModelWeights& w, DType dtype) {
+  const auto like = [&](const Tensor& t) {
+    if (!t.defined()) return Tensor();
+    Tensor n = Tensor::empty(t.shape(), dtype, ctx.allocator());
+    n.fill_bytes(0, &ctx.compute());
+    return n;
+  };
+  ModelWeights g;
+  g.embed = like(w.embed);
+  g.norm = like(w.norm);
+  g.lm_head = cfg.tie_word_embeddings ? g.embed : like(w.lm_head);
+  for (const LayerWeights& L : w.layers) {
+    LayerWeights G;
+    G.input_norm = like(L.input_norm);
+    G.post_attn_norm = like(L.post_attn_norm);
+    if (L.qkv.defined()) {
+      G.qkv = like(L.qkv);
+      const int64_t hd = L.wq.dim(0), kd = L.wk.dim(0);
+      G.wq = G.qkv.slice(0, hd);
+      G.wk = G.qkv.slice(hd, hd + kd);
+      G.wv = G.qkv.slice(hd + kd, hd + 2 * kd);
+    } else {
+      G.wq = like(L.wq);
+      G.wk = like(L.wk);
+      G.wv = like(L.wv);
+    }
+    G.bq = like(L.bq);
+    G.bk = like(L.bk);
+    G.bv = like(L.bv);
+    G.wo = like(L.wo);
+    G.bo = like(L.bo);
+    if (L.gate_up.defined()) {
+      G.gate_up = like(L.gate_up);
+      const int64_t f = L.wgate.dim(0);
+      G.wgate = G.gate_up.slice(0, f);
+      G.wup = G.gate_up.slice(f, 2 * f);
+    } else {
+      G.wgate = like(L.wgate);
+      G.wup = like(L.wup);
+    }
+    G.wdown = like(L.wdown);
+    g.layers.push_back(std::move(G));
+  }
+  return g;
 }
 
 Tensor sequence_positions(int64_t batch, int64_t seq_len) {

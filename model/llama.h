@@ -24,6 +24,7 @@ struct LayerWeights {
   Tensor bo;              // (C) or undefined
   Tensor wgate, wup;      // (F, C) each; row views of gate_up_proj for Phi-3
   Tensor wdown;           // (C, F)
+  Tensor qkv, gate_up;    // (H*D + 2*KVH*D, C), (2F, C): Phi-3's fused originals, else undefined
 };
 
 struct ModelWeights {
@@ -32,6 +33,13 @@ struct ModelWeights {
   Tensor norm;     // (C)
   std::vector<LayerWeights> layers;
 };
+
+// Every tensor of `w` by its Hugging Face name (fused tensors whole, a tied head once), in
+// the layout config.json implies.
+std::vector<std::pair<std::string, Tensor>> named_weights(const ModelConfig& cfg, const ModelWeights& w);
+// The same structure with fresh tensors of `dtype` on ctx's device (zeroed): gradients or
+// fp32 master copies. Fused tensors are allocated whole, with the per-projection row views.
+ModelWeights weights_like(Context& ctx, const ModelConfig& cfg, const ModelWeights& w, DType dtype);
 
 // Keys and values of every layer for B sequences of up to Tmax tokens, on the device, in the
 // model's compute dtype.
@@ -53,6 +61,8 @@ class LlamaModel {
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
+  // For full training: the optimizer writes the compute weights in place.
+  ModelWeights& mutable_weights() { return weights_; }
   DType dtype() const { return dtype_; }
 
   // ids (N) I32, positions (N) I32 (restarting per sequence), seqs: the packing of the N

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -87,6 +88,29 @@ struct TensorBytes {
   const void* data = nullptr;
   uint64_t nbytes = 0;
 };
+
+// A tensor to be written by a fill callback: name, dtype and shape, no data.
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+};
+// Produces one tensor's bytes into `out` (exactly its size). Called once per tensor, in name
+// order, so only one tensor is held in memory at a time.
+using TensorFill = std::function<void(const TensorSpec&, std::span<uint8_t> out)>;
+
+// Writes tensors streamed from `fill` atomically, holding one tensor at a time (models larger
+// than host memory). Same validation, ordering and layout as write_safetensors.
+void write_safetensors_streamed(const std::string& path, std::vector<TensorSpec> specs, const TensorFill& fill,
+                                const std::map<std::string, std::string>& metadata = {});
+
+// Writes a model's weights into `dir` as transformers does: model.safetensors when everything
+// fits in one shard of `max_shard_bytes`, else model-0000i-of-0000n.safetensors plus
+// model.safetensors.index.json (written last). Weight files of the other layout left in `dir`
+// are removed, so the folder loads unambiguously. Returns the file names written.
+std::vector<std::string> write_sharded_safetensors(const std::string& dir, std::vector<TensorSpec> specs,
+                                                   const TensorFill& fill, uint64_t max_shard_bytes,
+                                                   const std::map<std::string, std::string>& metadata = {});
 
 // Writes tensors (sorted by name) atomically; the header is padded with spaces so the data
 // starts 8-byte aligned. Throws InvalidArgument for duplicate or reserved names, or a size

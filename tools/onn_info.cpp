@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
                "hardware profile, or run a self-check"};
   std::string path;
   bool json = false, hardware = false, no_measure = false, self_check = false;
-  app.add_option("path", path, "a .safetensors file, or a folder with model.safetensors or "
+  app.add_option("path,--model", path, "a .safetensors file, or a folder with model.safetensors or "
                                "model.safetensors.index.json");
   app.add_flag("--json", json, "machine-readable JSON output");
   app.add_flag("--hardware", hardware, "print the hardware profile (CPU, RAM, CUDA devices with measured "

@@ -6,10 +6,12 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
 #include "kernels/reference.h"
+#include "model/init.h"
 #include "model/llama.h"
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
@@ -118,4 +120,53 @@ TEST_CASE("prefill and decode refuse what does not fit") {
                        InvalidArgument);
   CHECK_THROWS_WITH_AS(model.make_cache(ctx, 1, 100000), doctest::Contains("exceeds max_position_embeddings"),
                        InvalidArgument);
+}
+
+TEST_CASE("onn-init folders: weights N(0, 0.02) and norms 1, the same values whether sharded or not") {
+  Context ctx(Device::cpu());
+  TempDir dir;
+  InitOptions opt;
+  opt.seed = 7;
+  opt.dtype = DType::f32;
+  write_random_model(find_preset("tiny"), dir.file("one"), opt);
+  opt.max_shard_bytes = 100'000;  // the tiny model is ~0.5 MB: several shards
+  write_random_model(find_preset("tiny"), dir.file("sharded"), opt);
+  CHECK(std::filesystem::exists(dir.file("sharded") + "/model.safetensors.index.json"));
+  const SafetensorsModel one = SafetensorsModel::open(dir.file("one"));
+  const SafetensorsModel sharded = SafetensorsModel::open(dir.file("sharded"));
+  CHECK(one.files().size() == 1);
+  CHECK(sharded.files().size() > 2);
+  REQUIRE(one.tensors().size() == sharded.tensors().size());
+  for (const auto& [name, entry] : one.tensors()) {
+    CAPTURE(name);
+    const Tensor a = one.tensor(name), b = sharded.tensor(name);
+    REQUIRE(a.nbytes() == b.nbytes());
+    CHECK(std::memcmp(a.data(), b.data(), a.nbytes()) == 0);
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      sum += a.data_as<float>()[i];
+      sq += double(a.data_as<float>()[i]) * a.data_as<float>()[i];
+    }
+    const double n = static_cast<double>(a.numel()), mean = sum / n, sd = std::sqrt(sq / n - mean * mean);
+    if (a.shape().rank() == 1) {
+      CHECK(mean == 1.0);
+      CHECK(sd == 0.0);
+    } else {  // thousands of samples: the estimates are within a few percent
+      CHECK(std::abs(mean) < 0.002);
+      CHECK(sd == doctest::Approx(0.02).epsilon(0.05));
+    }
+  }
+  // Different tensors get different values, and the seed changes them.
+  CHECK(std::memcmp(one.tensor("model.layers.0.mlp.gate_proj.weight").data(),
+                    one.tensor("model.layers.0.mlp.up_proj.weight").data(), 1024) != 0);
+  opt.seed = 8;
+  write_random_model(find_preset("tiny"), dir.file("other"), opt);
+  CHECK(std::memcmp(one.tensor("lm_head.weight").data(),
+                    SafetensorsModel::open(dir.file("other")).tensor("lm_head.weight").data(), 1024) != 0);
+  // Both load as models and agree.
+  const LlamaModel m1 = LlamaModel::load(ctx, dir.file("one")), m2 = LlamaModel::load(ctx, dir.file("sharded"));
+  const Tensor ids = i32_tensor({1, 5, 9, 200});
+  const Tensor pos = sequence_positions(1, 4);
+  const AttentionSeqs seqs = uniform_seqs(ctx, 1, 4);
+  CHECK(rel_error(m1.logits(ctx, ids, pos, seqs), m2.logits(ctx, ids, pos, seqs)) == 0.0);
 }

@@ -9,6 +9,8 @@
 #include <random>
 
 #include "runtime/error.h"
+#include "runtime/file_util.h"
+#include "runtime/json.h"
 #include "runtime/safetensors.h"
 #include "support/crafted.h"
 #include "support/test_util.h"
@@ -160,6 +162,54 @@ TEST_CASE("sharded models load through the index") {
   CHECK(m.parameter_count() == 6);
   CHECK(m.tensor("c").data_as<float>()[1] == 2.0f);
   CHECK(m.metadata().at("total_size") == "16");
+}
+
+TEST_CASE("streamed and sharded writes: one tensor at a time, transformers' layout, reloadable") {
+  TempDir dir;
+  // Four 64-byte tensors; the fill writes each tensor's index into every byte.
+  std::vector<TensorSpec> specs;
+  for (const char* n : {"d", "b", "a", "c"}) specs.push_back(TensorSpec{n, DType::f32, {4, 4}});
+  std::vector<std::string> order;
+  const TensorFill fill = [&](const TensorSpec& t, std::span<uint8_t> out) {
+    CHECK(out.size() == 4 * static_cast<size_t>(t.shape[0] * (t.shape.size() > 1 ? t.shape[1] : 1)));
+    order.push_back(t.name);
+    std::memset(out.data(), t.name[0], out.size());
+  };
+  write_safetensors_streamed(dir.file("one.safetensors"), specs, fill, {{"k", "v"}});
+  CHECK(order == std::vector<std::string>{"a", "b", "c", "d"});
+  const SafetensorsFile one = SafetensorsFile::open(dir.file("one.safetensors"));
+  CHECK(one.metadata().at("k") == "v");
+  CHECK(one.bytes(one.info("c"))[63] == 'c');
+
+  // 150-byte shards hold two tensors each.
+  const fs::path model = dir.path() / "model";
+  const std::vector<std::string> names = write_sharded_safetensors(model.string(), specs, fill, 150);
+  CHECK(names == std::vector<std::string>{"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"});
+  CHECK(!fs::exists(model / "model.safetensors"));
+  const nlohmann::json index = nlohmann::json::parse(read_file((model / "model.safetensors.index.json").string(), 1 << 20));
+  CHECK(index["metadata"]["total_size"] == 256);
+  CHECK(index["weight_map"]["c"] == "model-00002-of-00002.safetensors");
+  {
+    const SafetensorsModel m = SafetensorsModel::open(model.string());
+    CHECK(m.files().size() == 2);
+    CHECK(static_cast<const uint8_t*>(m.tensor("b").data())[5] == 'b');
+    CHECK(static_cast<const uint8_t*>(m.tensor("d").data())[0] == 'd');
+  }
+  // Three shards, then one file: stale shards and the index go, so the folder stays unambiguous.
+  CHECK(write_sharded_safetensors(model.string(), specs, fill, 64).size() == 4);
+  CHECK(write_sharded_safetensors(model.string(), specs, fill, 100).size() == 4);
+  CHECK(!fs::exists(model / "model-00001-of-00002.safetensors"));
+  CHECK(write_sharded_safetensors(model.string(), specs, fill, 1000) == std::vector<std::string>{"model.safetensors"});
+  size_t files = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(model)) ++files;
+  CHECK(files == 1);
+  CHECK(static_cast<const uint8_t*>(SafetensorsModel::open(model.string()).tensor("a").data())[1] == 'a');
+  // A tensor that does not fit a shard gets one of its own; duplicate names are refused.
+  specs.push_back(TensorSpec{"big", DType::f32, {100}});
+  CHECK(write_sharded_safetensors(model.string(), specs, fill, 150).size() == 3);
+  specs.push_back(TensorSpec{"a", DType::f32, {1}});
+  CHECK_THROWS_WITH_AS(write_sharded_safetensors(model.string(), specs, fill, 150),
+                       doctest::Contains("duplicate tensor name \"a\""), InvalidArgument);
 }
 
 TEST_CASE("hostile shard names are refused") {

@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <stdexcept>
 
 extern char** environ;
@@ -27,12 +29,17 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-ProcessResult run_process(const std::vector<std::string>& argv) {
+namespace {
+
+// Spawns argv with stdin from `stdin_path`, stdout and stderr into files; `feed` runs while
+// the child does.
+ProcessResult spawn_and_wait(const std::vector<std::string>& argv, const char* stdin_path,
+                             const std::function<void()>& feed) {
   TempDir dir;
   const std::string out_path = dir.file("stdout"), err_path = dir.file("stderr");
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 0, stdin_path, O_RDWR | O_NOCTTY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   std::vector<char*> args;
@@ -42,6 +49,7 @@ ProcessResult run_process(const std::vector<std::string>& argv) {
   const int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error("posix_spawn " + argv[0] + ": " + std::strerror(rc));
+  if (feed) feed();
   int status = 0;
   waitpid(pid, &status, 0);
   ProcessResult r;
@@ -52,6 +60,36 @@ ProcessResult run_process(const std::vector<std::string>& argv) {
   };
   r.out = slurp(out_path);
   r.err = slurp(err_path);
+  return r;
+}
+
+}  // namespace
+
+ProcessResult run_process(const std::vector<std::string>& argv) { return spawn_and_wait(argv, "/dev/null", {}); }
+
+ProcessResult run_in_terminal(const std::vector<std::string>& argv, const std::string& input) {
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0)
+    throw std::runtime_error(std::string("cannot open a pseudo-terminal: ") + std::strerror(errno));
+  const std::string slave = ::ptsname(master);
+  // Canonical mode: each line reaches the child when its newline is typed, and Ctrl-D at the
+  // start of a line is end-of-file. The echo is turned off so the master needs no draining.
+  termios tio{};
+  const int s = ::open(slave.c_str(), O_RDWR | O_NOCTTY);
+  if (s < 0 || ::tcgetattr(s, &tio) != 0) throw std::runtime_error("cannot configure " + slave);
+  tio.c_lflag |= ICANON;
+  tio.c_lflag &= ~static_cast<tcflag_t>(ECHO | ECHONL);
+  ::tcsetattr(s, TCSANOW, &tio);
+  const ProcessResult r = spawn_and_wait(argv, slave.c_str(), [&] {
+    const std::string all = input + "\x04";
+    for (size_t done = 0; done < all.size();) {
+      const ssize_t n = ::write(master, all.data() + done, all.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+  });
+  ::close(s);
+  ::close(master);
   return r;
 }
 

@@ -33,6 +33,9 @@ struct ProcessResult {
   std::string err;
 };
 ProcessResult run_process(const std::vector<std::string>& argv);
+// As run_process, but stdin is a pseudo-terminal (isatty is true) that receives `input`,
+// followed by end-of-file (Ctrl-D). The terminal's echo of the input is discarded.
+ProcessResult run_in_terminal(const std::vector<std::string>& argv, const std::string& input);
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
 

@@ -69,6 +69,29 @@ TEST_CASE("onn-generate streams text from an onn-init model, deterministic greed
   const ProcessResult nc = with({"--chat"});
   CHECK(nc.exit_code == 2);
   CHECK(nc.err.find("no chat_template; pick one with --chat-format (llama3, chatml") != std::string::npos);
+
+  // Interactive chat on a terminal: one "> " prompt per turn on stderr, one answer per line
+  // on stdout, history kept between turns; ends at end-of-file.
+  const std::vector<std::string> chat = {kGen, "--model", model, "--device", "cpu", "--max-new-tokens", "8",
+                                         "--temperature", "0", "--chat", "--chat-format", "chatml"};
+  const ProcessResult t = run_in_terminal(chat, "The quick brown\n\nover the lazy\n");
+  REQUIRE(t.exit_code == 0);
+  CHECK(t.err == "> > > > ");  // the empty line is asked again; the last prompt meets end-of-file
+  const std::vector<std::string> answers = lines_of(t.out);
+  REQUIRE(answers.size() == 2);
+  // The first turn is exactly a one-shot --chat --prompt; the second sees the history, so it
+  // differs from the same prompt asked alone.
+  std::vector<std::string> one_shot = chat;
+  one_shot.insert(one_shot.end(), {"--prompt", "The quick brown"});
+  CHECK(run_process(one_shot).out == answers[0] + "\n");
+  one_shot.back() = "over the lazy";
+  const ProcessResult alone = run_process(one_shot);
+  CHECK(alone.exit_code == 0);
+  CHECK(alone.out != answers[1] + "\n");
+  // Not a terminal: a clear refusal.
+  const ProcessResult piped = run_process(chat);
+  CHECK(piped.exit_code == 2);
+  CHECK(piped.err.find("needs a terminal on stdin") != std::string::npos);
 }
 
 TEST_CASE("onn-init and onn-generate: bad usage gives one line on stderr and exit 2") {
