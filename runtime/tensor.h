@@ -133,6 +133,8 @@ namespace detail {
 template <typename T> constexpr bool dtype_matches(DType) { return false; }
 template <> constexpr bool dtype_matches<float>(DType t) { return t == DType::f32; }
 template <> constexpr bool dtype_matches<const float>(DType t) { return t == DType::f32; }
+template <> constexpr bool dtype_matches<double>(DType t) { return t == DType::f64; }
+template <> constexpr bool dtype_matches<const double>(DType t) { return t == DType::f64; }
 template <> constexpr bool dtype_matches<uint16_t>(DType t) { return t == DType::f16 || t == DType::bf16; }
 template <> constexpr bool dtype_matches<const uint16_t>(DType t) { return t == DType::f16 || t == DType::bf16; }
 template <> constexpr bool dtype_matches<int8_t>(DType t) { return t == DType::i8; }

@@ -1,0 +1,365 @@
+// LoRA adapters: target and layer parsing, PEFT's initialisation and its file layout.
+#include "model/lora.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "kernels/counter_rng.h"
+#include "kernels/elementwise.h"
+#include "model/llama.h"
+#include "runtime/error.h"
+#include "runtime/file_util.h"
+#include "runtime/json.h"
+#include "runtime/safetensors.h"
+
+namespace onn {
+
+namespace {
+
+constexpr const char* kKeyPrefix = "base_model.model.model.layers.";
+
+// (out, in) of target t in a block.
+std::pair<int64_t, int64_t> target_shape(const ModelConfig& c, int t) {
+  const int64_t C = c.hidden_size, F = c.intermediate_size, HD = c.num_attention_heads * c.head_dim,
+                KD = c.num_key_value_heads * c.head_dim;
+  switch (static_cast<LoraTarget>(t)) {
+    case LoraTarget::q: return {HD, C};
+    case LoraTarget::k:
+    case LoraTarget::v: return {KD, C};
+    case LoraTarget::o: return {C, HD};
+    case LoraTarget::gate:
+    case LoraTarget::up: return {F, C};
+    case LoraTarget::down: return {C, F};
+  }
+  return {0, 0};
+}
+
+// A module of the architecture: its PEFT name and the targets it covers (fused: several).
+struct ModuleKind {
+  std::string name;
+  std::vector<int> targets;
+};
+
+std::vector<ModuleKind> module_kinds(const ModelConfig& c) {
+  std::vector<ModuleKind> m;
+  if (c.fused_qkv)
+    m.push_back({"self_attn.qkv_proj", {0, 1, 2}});
+  else
+    m.insert(m.end(), {{"self_attn.q_proj", {0}}, {"self_attn.k_proj", {1}}, {"self_attn.v_proj", {2}}});
+  m.push_back({"self_attn.o_proj", {3}});
+  if (c.fused_gate_up)
+    m.push_back({"mlp.gate_up_proj", {4, 5}});
+  else
+    m.insert(m.end(), {{"mlp.gate_proj", {4}}, {"mlp.up_proj", {5}}});
+  m.push_back({"mlp.down_proj", {6}});
+  return m;
+}
+
+std::string short_name(const std::string& module) { return module.substr(module.find('.') + 1); }
+
+}  // namespace
+
+LoraTargets parse_lora_targets(const std::string& text) {
+  LoraTargets t{};
+  if (text == "all-linear" || text == "all") {
+    t.fill(true);
+    return t;
+  }
+  const std::map<std::string, std::vector<int>> names = {
+      {"q", {0}}, {"k", {1}}, {"v", {2}}, {"o", {3}}, {"gate", {4}}, {"up", {5}}, {"down", {6}},
+      {"q_proj", {0}}, {"k_proj", {1}}, {"v_proj", {2}}, {"o_proj", {3}}, {"gate_proj", {4}},
+      {"up_proj", {5}}, {"down_proj", {6}}, {"qkv_proj", {0, 1, 2}}, {"gate_up_proj", {4, 5}}};
+  size_t start = 0;
+  bool any = false;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string name = text.substr(start, comma - start);
+    const auto it = names.find(name);
+    if (it == names.end())
+      throw InvalidArgument("unknown LoRA target \"" + name +
+                            "\"; targets: q, k, v, o, gate, up, down (comma-separated) or all-linear");
+    for (int i : it->second) t[static_cast<size_t>(i)] = true;
+    any = true;
+    start = comma + 1;
+  }
+  ONN_CHECK_ARG(any, "no LoRA targets given");
+  return t;
+}
+
+std::vector<int64_t> parse_layer_ranges(const std::string& text, int64_t num_layers) {
+  std::set<int64_t> layers;
+  size_t start = 0;
+  const auto number = [&](const std::string& s) {
+    ONN_CHECK_ARG(!s.empty() && s.size() <= 9 && s.find_first_not_of("0123456789") == std::string::npos,
+                  "layer range \"", text, "\": \"", s, "\" is not a layer number");
+    const int64_t v = std::stoll(s);
+    ONN_CHECK_ARG(v < num_layers, "layer range \"", text, "\": layer ", v, " is past the model's ", num_layers,
+                  " layers (0-", num_layers - 1, ")");
+    return v;
+  };
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string part = text.substr(start, comma - start);
+    const size_t dash = part.find('-');
+    const int64_t lo = number(part.substr(0, dash));
+    const int64_t hi = dash == std::string::npos ? lo : number(part.substr(dash + 1));
+    ONN_CHECK_ARG(lo <= hi, "layer range \"", text, "\": ", lo, "-", hi, " is empty");
+    for (int64_t l = lo; l <= hi; ++l) layers.insert(l);
+    start = comma + 1;
+  }
+  return {layers.begin(), layers.end()};
+}
+
+DType lora_master_dtype(DType compute) { return compute == DType::f64 ? DType::f64 : DType::f32; }
+
+double LoraSpec::scale() const {
+  return rslora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank);
+}
+
+bool LoraSpec::on_layer(int64_t l) const {
+  return layers.empty() || std::find(layers.begin(), layers.end(), l) != layers.end();
+}
+
+int64_t LoraAdapter::parameter_count() const {
+  int64_t n = 0;
+  for (const LoraModule& m : modules) n += m.a.numel() + m.b.numel();
+  return n;
+}
+
+void LoraAdapter::bind(const ModelConfig& cfg) {
+  a.assign(static_cast<size_t>(cfg.num_hidden_layers), {});
+  b.assign(static_cast<size_t>(cfg.num_hidden_layers), {});
+  const std::vector<ModuleKind> kinds = module_kinds(cfg);
+  for (const LoraModule& m : modules) {
+    const auto kind = std::find_if(kinds.begin(), kinds.end(), [&](const ModuleKind& k) { return k.name == m.name; });
+    ONN_ASSERT(kind != kinds.end());
+    int64_t row = 0;
+    for (int t : kind->targets) {
+      const int64_t out = target_shape(cfg, t).first;
+      a[static_cast<size_t>(m.layer)][static_cast<size_t>(t)] = m.a_c;
+      b[static_cast<size_t>(m.layer)][static_cast<size_t>(t)] = m.b_c.slice(row, row + out);
+      row += out;
+    }
+  }
+}
+
+void LoraAdapter::sync_compute_copies(Context& ctx) {
+  for (LoraModule& m : modules) {
+    if (m.a_c.data() == m.a.data()) continue;
+    cast(ctx, m.a, m.a_c);
+    cast(ctx, m.b, m.b_c);
+  }
+}
+
+namespace {
+
+// Allocates a module's tensors (masters F32, compute copies in the model's dtype).
+LoraModule new_module(Context& ctx, const LlamaModel& model, int64_t layer, const ModuleKind& kind, int64_t rank) {
+  const ModelConfig& c = model.config();
+  int64_t out = 0;
+  for (int t : kind.targets) out += target_shape(c, t).first;
+  const int64_t in = target_shape(c, kind.targets[0]).second;
+  LoraModule m;
+  m.layer = layer;
+  m.name = kind.name;
+  const DType master = lora_master_dtype(model.dtype());
+  m.a = Tensor::empty(Shape{rank, in}, master, ctx.allocator());
+  m.b = Tensor::empty(Shape{out, rank}, master, ctx.allocator());
+  const bool same = model.dtype() == master;
+  m.a_c = same ? m.a : Tensor::empty(m.a.shape(), model.dtype(), ctx.allocator());
+  m.b_c = same ? m.b : Tensor::empty(m.b.shape(), model.dtype(), ctx.allocator());
+  return m;
+}
+
+void check_spec(const ModelConfig& c, const LoraSpec& spec) {
+  ONN_CHECK_ARG(spec.rank >= 1 && spec.rank <= 4096, "LoRA rank must be in [1, 4096], got ", spec.rank);
+  ONN_CHECK_ARG(std::isfinite(spec.alpha) && spec.alpha > 0, "LoRA alpha must be positive, got ", spec.alpha);
+  ONN_CHECK_ARG(spec.dropout >= 0 && spec.dropout < 1, "LoRA dropout must be in [0, 1), got ", spec.dropout);
+  ONN_CHECK_ARG(std::any_of(spec.targets.begin(), spec.targets.end(), [](bool b) { return b; }),
+                "no LoRA targets selected");
+  for (int64_t l : spec.layers)
+    ONN_CHECK_ARG(l >= 0 && l < c.num_hidden_layers, "LoRA layer ", l, " is past the model's ", c.num_hidden_layers,
+                  " layers");
+  for (const ModuleKind& k : module_kinds(c)) {
+    if (k.targets.size() < 2) continue;
+    const bool first = spec.targets[static_cast<size_t>(k.targets[0])];
+    for (int t : k.targets)
+      ONN_CHECK_ARG(spec.targets[static_cast<size_t>(t)] == first, c.architecture, " fuses ",
+                    k.targets.size() == 3 ? "q, k and v" : "gate and up", " into ", short_name(k.name),
+                    ": target all of them or none");
+  }
+}
+
+}  // namespace
+
+LoraAdapter make_lora_adapter(Context& ctx, const LlamaModel& model, const LoraSpec& spec, uint64_t seed) {
+  const ModelConfig& c = model.config();
+  check_spec(c, spec);
+  LoraAdapter ad;
+  ad.spec = spec;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (!spec.on_layer(l)) continue;
+    for (const ModuleKind& kind : module_kinds(c)) {
+      if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
+      LoraModule m = new_module(ctx, model, l, kind, spec.rank);
+      // Kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in)), from a counter-based
+      // generator keyed by (seed, module number), so layers differ and runs repeat.
+      Tensor host = Tensor::empty(m.a.shape(), m.a.dtype());
+      const double bound = 1.0 / std::sqrt(static_cast<double>(m.a.dim(1)));
+      const uint64_t key = counter_hash(seed, ad.modules.size());
+      for (int64_t i = 0; i < host.numel(); ++i)
+        store_from_double(host.data(), host.dtype(), static_cast<size_t>(i),
+                          static_cast<float>((2.0 * counter_uniform(key, static_cast<uint64_t>(i)) - 1.0) * bound));
+      m.a.copy_from(host, &ctx.compute());
+      m.b.fill_bytes(0, &ctx.compute());
+      ctx.compute().synchronize();  // host is freed on return
+      ad.modules.push_back(std::move(m));
+    }
+  }
+  ad.sync_compute_copies(ctx);
+  ad.bind(c);
+  return ad;
+}
+
+void save_peft_adapter(const LoraAdapter& adapter, const ModelConfig& cfg, const std::string& dir,
+                       const std::string& base_model) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  std::set<std::string> modules;
+  for (const LoraModule& m : adapter.modules) {
+    const std::string key = kKeyPrefix + std::to_string(m.layer) + "." + m.name;
+    tensors.emplace_back(key + ".lora_A.weight", m.a);
+    tensors.emplace_back(key + ".lora_B.weight", m.b);
+    modules.insert(short_name(m.name));
+  }
+  write_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+  const LoraSpec& s = adapter.spec;
+  nlohmann::ordered_json layers = nullptr;
+  if (!s.layers.empty()) layers = s.layers;
+  const nlohmann::ordered_json config = {
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"base_model_name_or_path", base_model},
+      {"r", s.rank},
+      {"lora_alpha", s.alpha},
+      {"lora_dropout", s.dropout},
+      {"use_rslora", s.rslora},
+      {"target_modules", std::vector<std::string>(modules.begin(), modules.end())},
+      {"layers_to_transform", layers},
+      {"layers_pattern", s.layers.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json("layers")},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"modules_to_save", nullptr},
+      {"rank_pattern", nlohmann::ordered_json::object()},
+      {"alpha_pattern", nlohmann::ordered_json::object()},
+      {"use_dora", false},
+      {"revision", nullptr},
+      {"producer", "onn " + std::to_string(cfg.num_hidden_layers) + "-layer " + cfg.architecture}};
+  const std::string text = config.dump(2) + "\n";
+  AtomicFile f((fs::path(dir) / "adapter_config.json").string());
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::string& dir) {
+  namespace fs = std::filesystem;
+  const ModelConfig& c = model.config();
+  const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
+  const nlohmann::json doc = read_json_file(cfg_path, 1 << 20);
+  const auto field = [&](const char* name) -> const nlohmann::json& {
+    if (!doc.is_object() || !doc.contains(name)) throw FormatError(cfg_path + ": field \"" + name + "\" missing");
+    return doc[name];
+  };
+  const auto bad = [&](const char* name, const std::string& why) {
+    return FormatError(cfg_path + ": field \"" + name + "\" " + why);
+  };
+  if (field("peft_type") != "LORA") throw bad("peft_type", "must be \"LORA\" (only LoRA adapters are supported)");
+  LoraSpec spec;
+  if (!field("r").is_number_integer()) throw bad("r", "must be an integer");
+  spec.rank = field("r").get<int64_t>();
+  if (!field("lora_alpha").is_number()) throw bad("lora_alpha", "must be a number");
+  spec.alpha = field("lora_alpha").get<double>();
+  spec.dropout = doc.value("lora_dropout", 0.0);
+  spec.rslora = doc.value("use_rslora", false);
+  if (doc.value("use_dora", false)) throw bad("use_dora", "is set; DoRA adapters are not supported");
+  for (const char* f : {"rank_pattern", "alpha_pattern"})
+    if (doc.contains(f) && !doc[f].is_null() && !doc[f].empty()) throw bad(f, "is set; per-module ranks are not supported");
+  if (doc.contains("layers_to_transform") && !doc["layers_to_transform"].is_null()) {
+    const nlohmann::json& l = doc["layers_to_transform"];
+    if (l.is_number_integer()) {
+      spec.layers = {l.get<int64_t>()};
+    } else if (l.is_array()) {
+      for (const auto& x : l) {
+        if (!x.is_number_integer()) throw bad("layers_to_transform", "must hold integers");
+        spec.layers.push_back(x.get<int64_t>());
+      }
+    } else {
+      throw bad("layers_to_transform", "must be an integer or a list of integers");
+    }
+  }
+  spec.targets.fill(false);
+  const nlohmann::json& tm = field("target_modules");
+  std::vector<std::string> names;
+  if (tm.is_string()) {
+    names.push_back(tm.get<std::string>());
+  } else if (tm.is_array()) {
+    for (const auto& x : tm) {
+      if (!x.is_string()) throw bad("target_modules", "must hold strings");
+      names.push_back(x.get<std::string>());
+    }
+  } else {
+    throw bad("target_modules", "must be a list of module names");
+  }
+  for (const std::string& n : names) {
+    const LoraTargets t = parse_lora_targets(n == "all-linear" ? n : n.substr(n.rfind('.') + 1));
+    for (int i = 0; i < kLoraTargets; ++i) spec.targets[static_cast<size_t>(i)] |= t[static_cast<size_t>(i)];
+  }
+  try {
+    check_spec(c, spec);
+  } catch (const InvalidArgument& e) {
+    throw FormatError(cfg_path + ": " + e.what());
+  }
+
+  const std::string st_path = (fs::path(dir) / "adapter_model.safetensors").string();
+  const SafetensorsFile st = SafetensorsFile::open(st_path);
+  LoraAdapter ad;
+  ad.spec = spec;
+  std::set<std::string> used;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (!spec.on_layer(l)) continue;
+    for (const ModuleKind& kind : module_kinds(c)) {
+      if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
+      LoraModule m = new_module(ctx, model, l, kind, spec.rank);
+      const std::string key = kKeyPrefix + std::to_string(l) + "." + kind.name;
+      for (auto [suffix, dst] : {std::pair<const char*, Tensor*>{".lora_A.weight", &m.a}, {".lora_B.weight", &m.b}}) {
+        const std::string name = key + suffix;
+        const TensorInfo* info = st.find(name);
+        if (!info) throw FormatError(st_path + ": tensor \"" + name + "\" is missing");
+        Tensor raw = st.tensor(name);
+        if (!(raw.shape() == dst->shape()))
+          throw FormatError(st_path + ": tensor \"" + name + "\" has shape " + raw.shape().str() + " but the model needs " +
+                            dst->shape().str());
+        if (!dtype_is_float(raw.dtype()))
+          throw FormatError(st_path + ": tensor \"" + name + "\" has dtype " + std::string(dtype_name(raw.dtype())));
+        dst->copy_from(raw.to_dtype(dst->dtype()), &ctx.compute());
+        ctx.compute().synchronize();
+        used.insert(name);
+      }
+      ad.modules.push_back(std::move(m));
+    }
+  }
+  for (const TensorInfo& t : st.tensors())
+    if (!used.count(t.name))
+      throw FormatError(st_path + ": tensor \"" + t.name + "\" does not belong to the adapter adapter_config.json describes");
+  ad.sync_compute_copies(ctx);
+  ad.bind(c);
+  return ad;
+}
+
+}  // namespace onn

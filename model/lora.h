@@ -1,0 +1,83 @@
+// LoRA adapters for the LLaMA-family model in PEFT's layout: which projections and layers are
+// adapted, the A/B matrices (fp32 masters plus compute-dtype copies), their initialisation as
+// PEFT does it, and adapter_model.safetensors + adapter_config.json in and out.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "runtime/context.h"
+#include "runtime/tensor.h"
+
+namespace onn {
+
+class LlamaModel;
+
+// The seven adaptable projections of a block, in the order the CLI names them.
+enum class LoraTarget : int { q, k, v, o, gate, up, down };
+inline constexpr int kLoraTargets = 7;
+using LoraTargets = std::array<bool, kLoraTargets>;
+
+// "q,k,v,o,gate,up,down" in any order and subset, or "all-linear" (also accepts the PEFT
+// module names q_proj, ..., qkv_proj, gate_up_proj). InvalidArgument lists the valid names.
+LoraTargets parse_lora_targets(const std::string& text);
+// "0-3,36-39,20" -> sorted distinct layer indices, each below num_layers.
+std::vector<int64_t> parse_layer_ranges(const std::string& text, int64_t num_layers);
+
+struct LoraSpec {
+  int64_t rank = 8;        // R
+  double alpha = 16.0;
+  double dropout = 0.0;    // on the input of the LoRA branch, as PEFT
+  bool rslora = false;     // scale alpha / sqrt(R) instead of alpha / R
+  LoraTargets targets = {true, true, true, true, true, true, true};
+  std::vector<int64_t> layers;  // adapted layers; empty: every layer
+
+  double scale() const;
+  bool on_layer(int64_t l) const;
+};
+
+// The dtype of trained parameters, their gradients and optimizer state: F32 (F64 for the CPU
+// F64 reference used by gradient checks).
+DType lora_master_dtype(DType compute);
+
+// One adapted module as PEFT sees it: Llama's q_proj, ..., down_proj; Phi-3's fused qkv_proj
+// and gate_up_proj are one module each (one A, and B's rows split between q, k and v).
+struct LoraModule {
+  int64_t layer = 0;
+  std::string name;  // "self_attn.q_proj", "mlp.gate_up_proj", ...
+  Tensor a, b;       // (R, in), (out, R) lora_master_dtype: the trained masters
+  Tensor a_c, b_c;   // the same in the model's compute dtype (the masters themselves for F32)
+};
+
+struct LoraAdapter {
+  LoraSpec spec;
+  std::vector<LoraModule> modules;  // by layer, then projection order
+  // Per layer and target: the A and B the forward uses (compute dtype), undefined where the
+  // target is not adapted. For a fused module, q, k and v share A and take row views of B.
+  std::vector<std::array<Tensor, kLoraTargets>> a, b;
+
+  int64_t parameter_count() const;
+  // Recomputes a/b views after the modules' compute copies were replaced.
+  void bind(const ModelConfig& cfg);
+  // Refreshes a_c, b_c from the masters (after loading or an update outside AdamW).
+  void sync_compute_copies(Context& ctx);
+};
+
+// A fresh adapter for `model`: A Kaiming-uniform (bound 1/sqrt(in), as PEFT's
+// kaiming_uniform_(a=sqrt(5))), B zeros, so the adapted model starts equal to the base.
+// Deterministic in `seed`. InvalidArgument when the spec does not fit the model (rank, a
+// layer past the end, Phi-3 q/k/v or gate/up not targeted together).
+LoraAdapter make_lora_adapter(Context& ctx, const LlamaModel& model, const LoraSpec& spec, uint64_t seed);
+
+// PEFT files: adapter_model.safetensors (keys base_model.model.model.layers.L.<module>.lora_A.weight
+// (R, in) and lora_B.weight (out, R), F32) and adapter_config.json. Written atomically.
+void save_peft_adapter(const LoraAdapter& adapter, const ModelConfig& cfg, const std::string& dir,
+                       const std::string& base_model);
+// Reads a PEFT LoRA folder for `model`: checks peft_type, the modules against the model's
+// shapes, and that every tensor the config implies is present (FormatError naming the file).
+LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::string& dir);
+
+}  // namespace onn

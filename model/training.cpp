@@ -1,0 +1,323 @@
+// The training forward/backward of the LLaMA-family block stack, LoRA or full weights.
+#include "model/training.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/counter_rng.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/elementwise.h"
+#include "kernels/embedding.h"
+#include "kernels/linear.h"
+#include "kernels/lora.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+#include "runtime/error.h"
+
+namespace onn {
+
+Gradients make_gradients(Context& ctx, const LlamaModel& model, const LoraAdapter* adapter) {
+  Gradients g;
+  if (adapter) {
+    g.lora.spec = adapter->spec;
+    for (const LoraModule& m : adapter->modules) {
+      LoraModule d;
+      d.layer = m.layer;
+      d.name = m.name;
+      d.a = Tensor::empty(m.a.shape(), m.a.dtype(), ctx.allocator());
+      d.b = Tensor::empty(m.b.shape(), m.b.dtype(), ctx.allocator());
+      d.a_c = d.a;
+      d.b_c = d.b;
+      g.lora.modules.push_back(std::move(d));
+    }
+    g.lora.bind(model.config());
+  } else {
+    g.full = weights_like(ctx, model.config(), model.weights(), lora_master_dtype(model.dtype()));
+  }
+  zero_gradients(ctx, g);
+  return g;
+}
+
+std::vector<Tensor> gradient_tensors(const Gradients& g) {
+  std::vector<Tensor> out;
+  for (const LoraModule& m : g.lora.modules) {
+    out.push_back(m.a);
+    out.push_back(m.b);
+  }
+  if (g.full) {
+    // named_weights lists each tensor once (fused whole, a tied head once).
+    ModelConfig cfg;
+    cfg.tie_word_embeddings = g.full->lm_head.data() == g.full->embed.data();
+    for (const auto& [name, t] : named_weights(cfg, *g.full)) out.push_back(t);
+  }
+  return out;
+}
+
+void zero_gradients(Context& ctx, Gradients& g) {
+  for (Tensor& t : gradient_tensors(g)) t.fill_bytes(0, &ctx.compute());
+}
+
+namespace {
+
+constexpr int kQ = 0, kK = 1, kV = 2, kO = 3, kGate = 4, kUp = 5, kDown = 6;
+
+// One layer's forward internals, kept for its backward.
+struct LayerActs {
+  Tensor h1, rstd1;            // (N, C), (N): input norm
+  Tensor q, k, v;              // (N, H, D), (N, KVH, D), (N, KVH, D); q and k after RoPE
+  Tensor att, lse;             // (N, H, D), (N, H)
+  Tensor x2;                   // (N, C): the residual after attention
+  Tensor h2, rstd2;            // (N, C), (N): post-attention norm
+  Tensor g, u, s;              // (N, F): gate, up, silu(gate) * up
+  std::array<Tensor, kLoraTargets> xa;  // (N, R) per adapted target
+};
+
+class Pass {
+ public:
+  Pass(Context& ctx, const LlamaModel& model, const PassOptions& opt, int64_t n)
+      : ctx_(ctx), model_(model), c_(model.config()), opt_(opt), n_(n) {
+    inv_freq_ = rope_inv_freq_tensor(ctx, c_.rope, model.dtype() == DType::f64 ? DType::f64 : DType::f32);
+    scale_ = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c_.head_dim)));
+  }
+
+  Tensor make(const Shape& s) const { return Tensor::empty(s, model_.dtype(), ctx_.allocator()); }
+  Tensor stat(const Shape& s) const { return Tensor::empty(s, norm_stat_dtype(model_.dtype()), ctx_.allocator()); }
+
+  bool adapted(size_t l, int t) const {
+    return opt_.lora && opt_.lora->a[l][static_cast<size_t>(t)].defined();
+  }
+
+  LoraConfig lora_config(size_t l, int t) const {
+    LoraConfig cfg;
+    cfg.scale = static_cast<float>(opt_.lora->spec.scale());
+    cfg.dropout = opt_.dropout ? static_cast<float>(opt_.lora->spec.dropout) : 0.0f;
+    // A fused module (Phi-3 qkv_proj, gate_up_proj) applies one dropout mask to its input.
+    const int module = (c_.fused_qkv && t <= kV) ? kQ : (c_.fused_gate_up && t == kUp) ? kGate : t;
+    cfg.seed = counter_hash(opt_.dropout_seed, l * 8 + static_cast<uint64_t>(module));
+    return cfg;
+  }
+
+  void project(size_t l, int t, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, LayerActs& a) const {
+    if (adapted(l, t)) {
+      a.xa[static_cast<size_t>(t)] = make(Shape{n_, opt_.lora->spec.rank});
+      lora_forward(ctx_, x, w, bias.defined() ? &bias : nullptr, opt_.lora->a[l][static_cast<size_t>(t)],
+                   opt_.lora->b[l][static_cast<size_t>(t)], lora_config(l, t), y, a.xa[static_cast<size_t>(t)]);
+    } else {
+      linear_forward(ctx_, x, w, bias.defined() ? &bias : nullptr, y);
+    }
+  }
+
+  // Gradient of a projection y = proj(x): dx written or accumulated (null: not needed), the
+  // weight's (full) or the adapter's (LoRA) gradients accumulated.
+  void project_backward(size_t l, int t, const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool acc_dx,
+                        const LayerActs& a, Gradients& g, Tensor* dw, Tensor* dbias) const {
+    if (adapted(l, t) && !g.lora.modules.empty()) {
+      LoraGrads lg;
+      lg.dx = dx;
+      lg.accumulate_dx = acc_dx;
+      lg.da = &g.lora.a[l][static_cast<size_t>(t)];
+      lg.db = &g.lora.b[l][static_cast<size_t>(t)];
+      lg.accumulate_ab = true;
+      lora_backward(ctx_, x, w, opt_.lora->a[l][static_cast<size_t>(t)], opt_.lora->b[l][static_cast<size_t>(t)],
+                    a.xa[static_cast<size_t>(t)], dy, lora_config(l, t), lg);
+      return;
+    }
+    LinearGrads lg;
+    lg.dx = dx;
+    lg.accumulate_dx = acc_dx;
+    lg.dw = dw;
+    lg.accumulate_dw = true;
+    lg.dbias = dbias;
+    linear_backward(ctx_, x, w, dy, lg);
+  }
+
+  // x (N, C) -> out (N, C); internals into a.
+  void layer_forward(size_t l, const Tensor& x, LayerActs& a, Tensor& out) const {
+    const LayerWeights& L = model_.weights().layers[l];
+    const int64_t C = c_.hidden_size, F = c_.intermediate_size, H = c_.num_attention_heads,
+                  KVH = c_.num_key_value_heads, D = c_.head_dim;
+    const float eps = static_cast<float>(c_.rms_norm_eps);
+    a.h1 = make(Shape{n_, C});
+    a.rstd1 = stat(Shape{n_});
+    rmsnorm_forward(ctx_, x, L.input_norm, eps, a.h1, a.rstd1);
+    Tensor q = make(Shape{n_, H * D}), k = make(Shape{n_, KVH * D}), v = make(Shape{n_, KVH * D});
+    project(l, kQ, a.h1, L.wq, L.bq, q, a);
+    project(l, kK, a.h1, L.wk, L.bk, k, a);
+    project(l, kV, a.h1, L.wv, L.bv, v, a);
+    a.q = q.reshape(Shape{n_, H, D});
+    a.k = k.reshape(Shape{n_, KVH, D});
+    a.v = v.reshape(Shape{n_, KVH, D});
+    rope_forward(ctx_, a.q, batch_->positions, inv_freq_);
+    rope_forward(ctx_, a.k, batch_->positions, inv_freq_);
+    a.att = make(Shape{n_, H, D});
+    a.lse = stat(Shape{n_, H});
+    attention_forward(ctx_, a.q, a.k, a.v, batch_->seqs, scale_, a.att, a.lse);
+    Tensor o = make(Shape{n_, C});
+    project(l, kO, a.att.reshape(Shape{n_, H * D}), L.wo, L.bo, o, a);
+    a.x2 = make(Shape{n_, C});
+    add(ctx_, x, o, a.x2);
+    a.h2 = make(Shape{n_, C});
+    a.rstd2 = stat(Shape{n_});
+    rmsnorm_forward(ctx_, a.x2, L.post_attn_norm, eps, a.h2, a.rstd2);
+    a.g = make(Shape{n_, F});
+    a.u = make(Shape{n_, F});
+    project(l, kGate, a.h2, L.wgate, Tensor(), a.g, a);
+    project(l, kUp, a.h2, L.wup, Tensor(), a.u, a);
+    a.s = make(Shape{n_, F});
+    swiglu_forward(ctx_, a.g, a.u, a.s);
+    project(l, kDown, a.s, L.wdown, Tensor(), o, a);
+    add(ctx_, a.x2, o, out);
+  }
+
+  // dx (N, C): the gradient at the layer's output in, at its input out (in place); null
+  // need_dx: the input gradient is not needed (the lowest trained layer).
+  void layer_backward(size_t l, const Tensor& x, const LayerActs& a, Tensor& dx, bool need_dx, Gradients& g) const {
+    const LayerWeights& L = model_.weights().layers[l];
+    LayerWeights* G = g.full ? &g.full->layers[l] : nullptr;
+    const auto gp = [&](Tensor LayerWeights::*field) -> Tensor* {
+      return G && (G->*field).defined() ? &(G->*field) : nullptr;
+    };
+    const int64_t C = c_.hidden_size, F = c_.intermediate_size, H = c_.num_attention_heads,
+                  KVH = c_.num_key_value_heads, D = c_.head_dim;
+    // MLP: out = x2 + down(swiglu(gate(h2), up(h2))).
+    Tensor ds = make(Shape{n_, F}), dg = make(Shape{n_, F}), du = make(Shape{n_, F}), dh = make(Shape{n_, C});
+    project_backward(l, kDown, a.s, L.wdown, dx, &ds, false, a, g, gp(&LayerWeights::wdown), nullptr);
+    swiglu_backward(ctx_, a.g, a.u, ds, dg, du);
+    project_backward(l, kGate, a.h2, L.wgate, dg, &dh, false, a, g, gp(&LayerWeights::wgate), nullptr);
+    project_backward(l, kUp, a.h2, L.wup, du, &dh, true, a, g, gp(&LayerWeights::wup), nullptr);
+    norm_backward(a.x2, L.post_attn_norm, a.rstd2, dh, dx, gp(&LayerWeights::post_attn_norm));
+    // Attention: x2 = x + o(attention(rope(q(h1)), rope(k(h1)), v(h1))).
+    Tensor datt = make(Shape{n_, H * D});
+    project_backward(l, kO, a.att.reshape(Shape{n_, H * D}), L.wo, dx, &datt, false, a, g, gp(&LayerWeights::wo),
+                     gp(&LayerWeights::bo));
+    Tensor dq = make(Shape{n_, H, D}), dk = make(Shape{n_, KVH, D}), dv = make(Shape{n_, KVH, D});
+    attention_backward(ctx_, a.q, a.k, a.v, a.att, a.lse, datt.reshape(Shape{n_, H, D}), batch_->seqs, scale_, dq, dk,
+                       dv);
+    rope_backward(ctx_, dq, batch_->positions, inv_freq_);
+    rope_backward(ctx_, dk, batch_->positions, inv_freq_);
+    Tensor* dh1 = need_dx ? &dh : nullptr;
+    project_backward(l, kQ, a.h1, L.wq, dq.reshape(Shape{n_, H * D}), dh1, false, a, g, gp(&LayerWeights::wq),
+                     gp(&LayerWeights::bq));
+    project_backward(l, kK, a.h1, L.wk, dk.reshape(Shape{n_, KVH * D}), dh1, true, a, g, gp(&LayerWeights::wk),
+                     gp(&LayerWeights::bk));
+    project_backward(l, kV, a.h1, L.wv, dv.reshape(Shape{n_, KVH * D}), dh1, true, a, g, gp(&LayerWeights::wv),
+                     gp(&LayerWeights::bv));
+    if (need_dx || G) norm_backward(x, L.input_norm, a.rstd1, dh, dx, gp(&LayerWeights::input_norm));
+  }
+
+  // dx += rmsnorm backward; the weight's gradient (written by the kernel) added into dweight.
+  void norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, Tensor& dx,
+                     Tensor* dweight) const {
+    if (!dweight) {
+      rmsnorm_backward(ctx_, x, w, rstd, dy, dx, nullptr, true);
+      return;
+    }
+    Tensor tmp = stat(w.shape());
+    rmsnorm_backward(ctx_, x, w, rstd, dy, dx, &tmp, true);
+    if (tmp.dtype() == dweight->dtype()) {
+      add(ctx_, *dweight, tmp, *dweight);
+    } else {
+      Tensor cast_tmp = Tensor::empty(tmp.shape(), dweight->dtype(), ctx_.allocator());
+      cast(ctx_, tmp, cast_tmp);
+      add(ctx_, *dweight, cast_tmp, *dweight);
+    }
+  }
+
+  double run(const TrainBatch& batch, Gradients* grads) {
+    batch_ = &batch;
+    const size_t L = model_.weights().layers.size();
+    const ModelWeights& W = model_.weights();
+    const int64_t C = c_.hidden_size;
+    check_context_length(c_, batch.seqs.max_seqlen, "training");
+    // The lowest layer whose backward produces a gradient: LoRA stops there.
+    size_t lowest = 0;
+    if (grads && !grads->full) {
+      lowest = L;
+      for (const LoraModule& m : grads->lora.modules) lowest = std::min(lowest, static_cast<size_t>(m.layer));
+    }
+    std::vector<Tensor> xs(L + 1);  // layer inputs, then the last layer's output
+    std::vector<LayerActs> acts(grads && !opt_.recompute ? L : 0);
+    xs[0] = make(Shape{n_, C});
+    embedding_forward(ctx_, W.embed, batch.ids, xs[0]);
+    for (size_t l = 0; l < L; ++l) {
+      LayerActs scratch;
+      xs[l + 1] = make(Shape{n_, C});
+      layer_forward(l, xs[l], acts.empty() ? scratch : acts[l], xs[l + 1]);
+      if (!grads || l < lowest) xs[l] = Tensor();  // no backward reaches below `lowest`
+    }
+    Tensor hf = make(Shape{n_, C}), rstd = stat(Shape{n_});
+    rmsnorm_forward(ctx_, xs[L], W.norm, static_cast<float>(c_.rms_norm_eps), hf, rstd);
+    Tensor loss = Tensor::empty(Shape{1}, loss_dtype(model_.dtype()), ctx_.allocator());
+    LmHeadLossOptions lo;
+    lo.accumulate_dw = true;
+    Tensor valid;
+    if (opt_.loss_tokens > 0) {
+      valid = Tensor::empty(Shape{1}, loss_dtype(model_.dtype()), ctx_.allocator());
+      fill(ctx_, valid, static_cast<float>(opt_.loss_tokens));
+      lo.valid = &valid;
+    }
+    if (!grads || lowest == L) {  // evaluation, or nothing to train
+      lm_head_cross_entropy(ctx_, hf, W.lm_head, batch.labels, loss, nullptr, nullptr, lo);
+    } else {
+      Tensor dh = make(Shape{n_, C});
+      Tensor* dhead = grads->full ? &grads->full->lm_head : nullptr;
+      lm_head_cross_entropy(ctx_, hf, W.lm_head, batch.labels, loss, &dh, dhead, lo);
+      Tensor dx = make(Shape{n_, C});
+      dx.fill_bytes(0, &ctx_.compute());
+      norm_backward(xs[L], W.norm, rstd, dh, dx, grads->full ? &grads->full->norm : nullptr);
+      for (size_t l = L; l-- > lowest;) {
+        LayerActs recomputed;
+        if (opt_.recompute) {
+          Tensor scratch_out = make(Shape{n_, C});
+          layer_forward(l, xs[l], recomputed, scratch_out);
+        }
+        layer_backward(l, xs[l], opt_.recompute ? recomputed : acts[l], dx, l > lowest || grads->full.has_value(),
+                       *grads);
+        if (!opt_.recompute) acts[l] = LayerActs();  // free as we go
+      }
+      if (grads->full) embedding_backward(ctx_, batch.ids, dx, grads->full->embed);
+    }
+    ctx_.synchronize();
+    const Tensor host = loss.to(Device::cpu());
+    return load_as_double(host.data(), host.dtype(), 0);
+  }
+
+ private:
+  Context& ctx_;
+  const LlamaModel& model_;
+  const ModelConfig& c_;
+  PassOptions opt_;
+  int64_t n_;
+  Tensor inv_freq_;
+  float scale_ = 1.0f;
+  const TrainBatch* batch_ = nullptr;
+};
+
+void check_batch(const TrainBatch& b) {
+  ONN_CHECK_ARG(b.ids.rank() == 1 && b.ids.dtype() == DType::i32 && b.positions.shape() == b.ids.shape() &&
+                    b.positions.dtype() == DType::i32 && b.labels.shape() == b.ids.shape() &&
+                    b.labels.dtype() == DType::i32,
+                "training batch: ids, positions and labels must be (N) I32");
+}
+
+}  // namespace
+
+double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch, Gradients& grads,
+                        const PassOptions& opt) {
+  check_batch(batch);
+  ONN_CHECK_ARG(grads.full.has_value() != (opt.lora != nullptr),
+                "forward_backward: LoRA gradients need the adapter, full gradients none");
+  Pass pass(ctx, model, opt, batch.ids.dim(0));
+  return pass.run(batch, &grads);
+}
+
+double forward_loss(Context& ctx, const LlamaModel& model, const TrainBatch& batch, const PassOptions& opt) {
+  check_batch(batch);
+  PassOptions o = opt;
+  o.dropout = false;
+  Pass pass(ctx, model, o, batch.ids.dim(0));
+  return pass.run(batch, nullptr);
+}
+
+}  // namespace onn

@@ -1,0 +1,54 @@
+// The training pass of the LLaMA-family model: a forward that keeps what the backward needs
+// (every layer's internals, or only the layer inputs with --recompute), the backward through
+// every block into LoRA or full-weight gradients, and the evaluation loss with an adapter.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "kernels/attention.h"
+#include "model/llama.h"
+#include "model/lora.h"
+
+namespace onn {
+
+// One micro-batch of packed documents on the device.
+struct TrainBatch {
+  Tensor ids;        // (N) I32
+  Tensor positions;  // (N) I32, restarting per document
+  Tensor labels;     // (N) I32: the next token, or kIgnoreIndex
+  AttentionSeqs seqs;
+};
+
+// What receives gradients: the adapter's modules, or every model weight.
+struct Gradients {
+  LoraAdapter lora;                  // LoRA: F32 dA, dB laid out as the adapter (views included)
+  std::optional<ModelWeights> full;  // full training: F32, the model's structure
+};
+
+// Zeroed gradients for an adapter (LoRA) or for every weight of the model (adapter null).
+Gradients make_gradients(Context& ctx, const LlamaModel& model, const LoraAdapter* adapter);
+void zero_gradients(Context& ctx, Gradients& g);
+// Every gradient tensor once (for the norm, clipping and the optimizer), in a fixed order.
+std::vector<Tensor> gradient_tensors(const Gradients& g);
+
+struct PassOptions {
+  const LoraAdapter* lora = nullptr;  // applied in the forward (and trained when grads are LoRA)
+  bool recompute = false;             // keep only layer inputs; rebuild internals in the backward
+  bool dropout = true;                // LoRA dropout (off for evaluation)
+  uint64_t dropout_seed = 0;          // fresh per micro-batch: masks from (seed, layer, module)
+  // The token count the loss is divided by (the whole optimizer step's valid labels across
+  // gradient accumulation); 0: this micro-batch's own count.
+  int64_t loss_tokens = 0;
+};
+
+// Forward and backward over one micro-batch, gradients added into `grads`. Returns the
+// micro-batch's loss (its token losses summed over loss_tokens), on the host. LoRA training
+// stops the backward at the lowest adapted layer: nothing below it runs backward.
+double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch, Gradients& grads,
+                        const PassOptions& opt);
+
+// The loss without gradients (evaluation), with the adapter when opt.lora is set.
+double forward_loss(Context& ctx, const LlamaModel& model, const TrainBatch& batch, const PassOptions& opt);
+
+}  // namespace onn

@@ -1,0 +1,267 @@
+// The training pass against finite differences in F64 on the CPU: full-weight gradients of
+// every tensor kind and LoRA gradients, for Llama (GQA, untied), tied embeddings, Qwen2
+// (q/k/v biases) and Phi-3 (fused qkv/gate_up, partial rotary), over packed documents with
+// ignored labels; recomputation gives the same bits; LoRA backward stops at the lowest
+// adapted layer and still gets that layer right; PEFT files round trip.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "kernels/cross_entropy.h"
+#include "model/llama.h"
+#include "model/lora.h"
+#include "model/training.h"
+#include "runtime/error.h"
+#include "runtime/file_util.h"
+#include "runtime/json.h"
+#include "runtime/safetensors.h"
+#include "support/grad_check.h"
+#include "support/test_util.h"
+
+using namespace onn;
+using namespace onn::test;
+
+namespace {
+
+const std::string kModels = std::string(ONN_TEST_DATA_DIR) + "/models/";
+
+// Two documents (7 and 4 tokens) packed into one micro-batch, with a few ignored labels.
+TrainBatch make_batch(Context& ctx, int64_t vocab, std::mt19937& rng) {
+  const std::vector<int64_t> lens = {7, 4};
+  std::vector<int32_t> ids, pos, labels;
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(vocab) - 1);
+  for (int64_t len : lens) {
+    const size_t start = ids.size();
+    for (int64_t i = 0; i < len; ++i) {
+      ids.push_back(tok(rng));
+      pos.push_back(static_cast<int32_t>(i));
+    }
+    for (int64_t i = 0; i < len; ++i)
+      labels.push_back(i + 1 < len && i != 1 ? ids[start + static_cast<size_t>(i) + 1] : kIgnoreIndex);
+  }
+  TrainBatch b;
+  b.ids = i32_tensor(ids);
+  b.positions = i32_tensor(pos);
+  b.labels = i32_tensor(labels);
+  b.seqs = packed_seqs(ctx, lens);
+  return b;
+}
+
+// Central differences on `count` random elements of t against the analytic gradient g.
+void check_elements(Tensor& t, const Tensor& g, const std::function<double()>& loss, std::mt19937& rng, int count) {
+  REQUIRE(t.dtype() == DType::f64);
+  REQUIRE(g.dtype() == DType::f64);
+  std::uniform_int_distribution<int64_t> pick(0, t.numel() - 1);
+  double* x = t.data_as<double>();
+  for (int i = 0; i < count; ++i) {
+    const int64_t j = pick(rng);
+    const double keep = x[j], h = 1e-5;
+    x[j] = keep + h;
+    const double up = loss();
+    x[j] = keep - h;
+    const double down = loss();
+    x[j] = keep;
+    const double numeric = (up - down) / (2 * h), analytic = g.data_as<double>()[j];
+    CAPTURE(j);
+    CHECK(std::abs(numeric - analytic) <= 1e-6 * std::max(1.0, std::abs(numeric)) + 1e-9);
+  }
+}
+
+void randomize(Tensor& t, std::mt19937& rng, double scale) {
+  const Tensor r = random64(t.shape(), rng, scale);
+  t.copy_from(r);
+}
+
+}  // namespace
+
+TEST_CASE("full-weight gradients match finite differences (F64) for every tensor of every architecture") {
+  Context ctx(Device::cpu());
+  for (const char* name : {"llama_gqa", "llama_tied", "qwen2", "phi3"}) {
+    CAPTURE(name);
+    std::mt19937 rng(11);
+    LlamaModel model = LlamaModel::load(ctx, kModels + name, DType::f64);
+    const TrainBatch batch = make_batch(ctx, model.config().vocab_size, rng);
+    Gradients g = make_gradients(ctx, model, nullptr);
+    PassOptions opt;
+    const double loss = forward_backward(ctx, model, batch, g, opt);
+    CHECK(std::abs(loss - forward_loss(ctx, model, batch, opt)) < 1e-12);
+    const auto f = [&] { return forward_loss(ctx, model, batch, opt); };
+    const auto weights = named_weights(model.config(), model.mutable_weights());
+    const auto grads = named_weights(model.config(), *g.full);
+    REQUIRE(weights.size() == grads.size());
+    for (size_t i = 0; i < weights.size(); ++i) {
+      CAPTURE(weights[i].first);
+      Tensor w = weights[i].second;
+      check_elements(w, grads[i].second, f, rng, 3);
+    }
+    // Recomputation rebuilds the same internals: the same gradient bits.
+    Gradients g2 = make_gradients(ctx, model, nullptr);
+    opt.recompute = true;
+    CHECK(forward_backward(ctx, model, batch, g2, opt) == loss);
+    const std::vector<Tensor> a = gradient_tensors(g), b = gradient_tensors(g2);
+    for (size_t i = 0; i < a.size(); ++i) CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].nbytes()) == 0);
+  }
+}
+
+TEST_CASE("LoRA gradients match finite differences, and the backward stops at the lowest adapted layer") {
+  Context ctx(Device::cpu());
+  for (const char* name : {"llama_gqa", "qwen2", "phi3"}) {
+    CAPTURE(name);
+    std::mt19937 rng(5);
+    LlamaModel model = LlamaModel::load(ctx, kModels + name, DType::f64);
+    const TrainBatch batch = make_batch(ctx, model.config().vocab_size, rng);
+    for (const std::vector<int64_t>& layers : {std::vector<int64_t>{}, std::vector<int64_t>{1}}) {
+      CAPTURE(layers.size());
+      LoraSpec spec;
+      spec.rank = 3;
+      spec.alpha = 6;
+      spec.layers = layers;
+      LoraAdapter ad = make_lora_adapter(ctx, model, spec, 3);
+      for (LoraModule& m : ad.modules) randomize(m.b, rng, 0.05);  // B starts at zero: no signal for A
+      ad.sync_compute_copies(ctx);
+      Gradients g = make_gradients(ctx, model, &ad);
+      PassOptions opt;
+      opt.lora = &ad;
+      forward_backward(ctx, model, batch, g, opt);
+      const auto f = [&] { return forward_loss(ctx, model, batch, opt); };
+      REQUIRE(g.lora.modules.size() == ad.modules.size());
+      for (size_t i = 0; i < ad.modules.size(); ++i) {
+        CAPTURE(ad.modules[i].name);
+        CAPTURE(ad.modules[i].layer);
+        check_elements(ad.modules[i].a, g.lora.modules[i].a, f, rng, 2);
+        check_elements(ad.modules[i].b, g.lora.modules[i].b, f, rng, 2);
+      }
+      // Frozen weights get no gradient storage at all.
+      CHECK(!g.full.has_value());
+    }
+  }
+}
+
+TEST_CASE("LoRA dropout: the backward regenerates the forward's masks (finite differences through a fixed mask)") {
+  Context ctx(Device::cpu());
+  std::mt19937 rng(9);
+  LlamaModel model = LlamaModel::load(ctx, kModels + "phi3", DType::f64);
+  const TrainBatch batch = make_batch(ctx, model.config().vocab_size, rng);
+  LoraSpec spec;
+  spec.rank = 2;
+  spec.dropout = 0.3;
+  LoraAdapter ad = make_lora_adapter(ctx, model, spec, 1);
+  for (LoraModule& m : ad.modules) randomize(m.b, rng, 0.05);
+  Gradients g = make_gradients(ctx, model, &ad);
+  PassOptions opt;
+  opt.lora = &ad;
+  opt.dropout_seed = 42;
+  const double with_dropout = forward_backward(ctx, model, batch, g, opt);
+  CHECK(with_dropout != forward_loss(ctx, model, batch, opt));  // evaluation has no dropout
+  // The loss with dropout as a function of the weights: forward_backward into scratch grads.
+  const auto f = [&] {
+    Gradients scratch = make_gradients(ctx, model, &ad);
+    return forward_backward(ctx, model, batch, scratch, opt);
+  };
+  for (size_t i = 0; i < ad.modules.size(); i += 2) {
+    CAPTURE(ad.modules[i].name);
+    check_elements(ad.modules[i].a, g.lora.modules[i].a, f, rng, 2);
+    check_elements(ad.modules[i].b, g.lora.modules[i].b, f, rng, 2);
+  }
+}
+
+TEST_CASE("targets and layer ranges parse, and refuse what does not fit") {
+  CHECK(parse_lora_targets("all-linear") == LoraTargets{true, true, true, true, true, true, true});
+  CHECK(parse_lora_targets("q,v") == LoraTargets{true, false, true, false, false, false, false});
+  CHECK(parse_lora_targets("qkv_proj,down") == LoraTargets{true, true, true, false, false, false, true});
+  CHECK_THROWS_WITH_AS(parse_lora_targets("q,attn"), doctest::Contains("unknown LoRA target \"attn\"; targets: q, k"),
+                       InvalidArgument);
+  CHECK(parse_layer_ranges("0-3,36-39", 40) == std::vector<int64_t>{0, 1, 2, 3, 36, 37, 38, 39});
+  CHECK(parse_layer_ranges("5,2,2-3", 8) == std::vector<int64_t>{2, 3, 5});
+  CHECK_THROWS_WITH_AS(parse_layer_ranges("0-40", 40), doctest::Contains("layer 40 is past the model's 40 layers"),
+                       InvalidArgument);
+  CHECK_THROWS_WITH_AS(parse_layer_ranges("3-1", 40), doctest::Contains("3-1 is empty"), InvalidArgument);
+  CHECK_THROWS_WITH_AS(parse_layer_ranges("a", 40), doctest::Contains("\"a\" is not a layer number"), InvalidArgument);
+  Context ctx(Device::cpu());
+  const LlamaModel phi3 = LlamaModel::load(ctx, kModels + "phi3");
+  LoraSpec spec;
+  spec.targets = parse_lora_targets("q,v");
+  CHECK_THROWS_WITH_AS(make_lora_adapter(ctx, phi3, spec, 0),
+                       doctest::Contains("fuses q, k and v into qkv_proj: target all of them or none"), InvalidArgument);
+  spec.targets = parse_lora_targets("all-linear");
+  spec.rank = 0;
+  CHECK_THROWS_WITH_AS(make_lora_adapter(ctx, phi3, spec, 0), doctest::Contains("LoRA rank"), InvalidArgument);
+}
+
+TEST_CASE("PEFT adapter files: names, shapes and config as PEFT writes them, and they load back bit for bit") {
+  Context ctx(Device::cpu());
+  TempDir dir;
+  for (const char* name : {"llama_gqa", "phi3"}) {
+    CAPTURE(name);
+    const LlamaModel model = LlamaModel::load(ctx, kModels + name);
+    LoraSpec spec;
+    spec.rank = 4;
+    spec.alpha = 8;
+    spec.dropout = 0.05;
+    spec.rslora = true;
+    spec.layers = {1};
+    spec.targets = parse_lora_targets(std::string(name) == "phi3" ? "qkv_proj,o" : "q,v,down");
+    LoraAdapter ad = make_lora_adapter(ctx, model, spec, 7);
+    std::mt19937 rng(1);
+    for (LoraModule& m : ad.modules)
+      for (int64_t i = 0; i < m.b.numel(); ++i) m.b.data_as<float>()[i] = static_cast<float>(rng() % 100) / 100.0f;
+    const std::string out = dir.file(name);
+    save_peft_adapter(ad, model.config(), out, "base/" + std::string(name));
+    const nlohmann::json cfg = read_json_file(out + "/adapter_config.json", 1 << 20);
+    CHECK(cfg["peft_type"] == "LORA");
+    CHECK(cfg["task_type"] == "CAUSAL_LM");
+    CHECK(cfg["r"] == 4);
+    CHECK(cfg["lora_alpha"] == 8.0);
+    CHECK(cfg["use_rslora"] == true);
+    CHECK(cfg["layers_to_transform"] == nlohmann::json::array({1}));
+    CHECK(cfg["base_model_name_or_path"] == "base/" + std::string(name));
+    const SafetensorsFile st = SafetensorsFile::open(out + "/adapter_model.safetensors");
+    const int64_t C = model.config().hidden_size;
+    if (std::string(name) == "phi3") {
+      CHECK(cfg["target_modules"] == nlohmann::json::array({"o_proj", "qkv_proj"}));
+      const TensorInfo& b = st.info("base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight");
+      const ModelConfig& c = model.config();
+      CHECK(b.shape == std::vector<int64_t>{(c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim, 4});
+      CHECK(st.tensors().size() == 4);
+    } else {
+      CHECK(cfg["target_modules"] == nlohmann::json::array({"down_proj", "q_proj", "v_proj"}));
+      const TensorInfo& a = st.info("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight");
+      CHECK(a.shape == std::vector<int64_t>{4, C});
+      CHECK(a.dtype == DType::f32);
+      CHECK(st.info("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight").shape ==
+            std::vector<int64_t>{4, model.config().intermediate_size});
+      CHECK(st.find("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") == nullptr);
+      CHECK(st.tensors().size() == 6);
+    }
+    const LoraAdapter back = load_peft_adapter(ctx, model, out);
+    CHECK(back.spec.rank == 4);
+    CHECK(back.spec.rslora);
+    CHECK(back.spec.layers == std::vector<int64_t>{1});
+    REQUIRE(back.modules.size() == ad.modules.size());
+    for (size_t i = 0; i < ad.modules.size(); ++i) {
+      CHECK(std::memcmp(back.modules[i].a.data(), ad.modules[i].a.data(), ad.modules[i].a.nbytes()) == 0);
+      CHECK(std::memcmp(back.modules[i].b.data(), ad.modules[i].b.data(), ad.modules[i].b.nbytes()) == 0);
+    }
+    // A damaged adapter names the file and the problem.
+    std::filesystem::copy_file(out + "/adapter_config.json", dir.file("cfg.bak"),
+                               std::filesystem::copy_options::overwrite_existing);
+    nlohmann::json bad = cfg;
+    bad["r"] = 5;
+    std::ofstream(out + "/adapter_config.json") << bad.dump();
+    CHECK_THROWS_WITH_AS(load_peft_adapter(ctx, model, out), doctest::Contains("has shape (4, "), FormatError);
+    bad["r"] = 4;
+    bad["peft_type"] = "IA3";
+    std::ofstream(out + "/adapter_config.json") << bad.dump();
+    CHECK_THROWS_WITH_AS(load_peft_adapter(ctx, model, out), doctest::Contains("field \"peft_type\" must be \"LORA\""),
+                         FormatError);
+    bad["peft_type"] = "LORA";
+    bad["layers_to_transform"] = {0, 1};
+    std::ofstream(out + "/adapter_config.json") << bad.dump();
+    CHECK_THROWS_WITH_AS(load_peft_adapter(ctx, model, out), doctest::Contains("layers.0."), FormatError);
+  }
+}
