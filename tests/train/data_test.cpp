@@ -1,0 +1,256 @@
+// Training data: every record layout and file type, each kind of bad record with its file,
+// line and field (or skipped and reported), loss masks for prompts and chat turns, packing
+// with document boundaries, the split, the epoch order and the corpus cache.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "kernels/cross_entropy.h"
+#include "model/tokenizer.h"
+#include "runtime/error.h"
+#include "support/test_util.h"
+#include "train/data.h"
+#include "train/dataset.h"
+
+using namespace onn;
+using namespace onn::test;
+
+namespace {
+
+std::string write(TempDir& dir, const std::string& name, const std::string& text) {
+  const std::string p = dir.file(name);
+  std::ofstream(p, std::ios::binary) << text;
+  return p;
+}
+
+std::vector<Example> read(const std::string& path, bool skip = false) {
+  ReadOptions o;
+  o.skip_bad_records = skip;
+  DataReport r;
+  return read_examples(path, o, r);
+}
+
+
+Tokenizer qwen() { return Tokenizer::load(std::string(ONN_TEST_DATA_DIR) + "/tokenizers/qwen3"); }
+
+}  // namespace
+
+TEST_CASE("every record layout and file type reads") {
+  TempDir dir;
+  const auto io = read(write(dir, "a.jsonl", "{\"input\":\"12+7=\",\"output\":\"19\"}\n\n{\"input\":\"1+1=\",\"output\":\"2\"}\n"));
+  REQUIRE(io.size() == 2);
+  CHECK(io[0].kind == Example::Kind::pair);
+  CHECK(io[0].prompt == "12+7=");
+  CHECK(io[1].completion == "2");
+  CHECK(io[1].where == dir.file("a.jsonl") + ":3");  // blank lines count
+  const auto pc = read(write(dir, "b.jsonl", "{\"prompt\":\"Q\",\"completion\":\"A\"}"));
+  CHECK(pc[0].prompt == "Q");
+  const auto ins = read(write(dir, "c.jsonl", "{\"instruction\":\"Add\",\"input\":\"1 2\",\"output\":\"3\"}\n"
+                                              "{\"instruction\":\"Say hi\",\"output\":\"hi\"}\n"));
+  CHECK(ins[0].prompt == "### Instruction:\nAdd\n\n### Input:\n1 2\n\n### Response:\n");
+  CHECK(ins[1].prompt == "### Instruction:\nSay hi\n\n### Response:\n");
+  const auto txt = read(write(dir, "d.jsonl", "{\"text\":\"hello world\"}\n"));
+  CHECK(txt[0].kind == Example::Kind::text);
+  const auto chat = read(write(dir, "e.json",
+                               R"([{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},
+                                   {"role":"assistant","content":"a"}]}])"));
+  REQUIRE(chat[0].messages.size() == 3);
+  CHECK(chat[0].messages[2].role == "assistant");
+  CHECK(chat[0].where == dir.file("e.json") + ": record 1");
+  const auto plain = read(write(dir, "f.md", "# Title\n\nSome text.\n"));
+  CHECK(plain[0].text == "# Title\n\nSome text.\n");
+  // A folder: the supported files in name order, others and hidden files left out.
+  std::filesystem::create_directory(dir.file("folder"));
+  write(dir, "folder/2.txt", "second");
+  write(dir, "folder/1.jsonl", "{\"text\":\"first\"}");
+  write(dir, "folder/notes.csv", "a,b");
+  write(dir, "folder/.hidden.txt", "x");
+  const auto folder = read(dir.file("folder"));
+  REQUIRE(folder.size() == 2);
+  CHECK(folder[0].text == "first");
+  CHECK(folder[1].text == "second");
+}
+
+TEST_CASE("bad records: file, line and field, or skipped and reported") {
+  TempDir dir;
+  struct Case {
+    std::string name, text, message;
+  };
+  const std::vector<Case> cases = {
+      {"m.jsonl", "{\"input\":\"a\",\"output\":\"b\"}\n{\"input\":\"c\"}\n", "m.jsonl:2: field \"output\" missing"},
+      {"t.jsonl", "{\"input\":\"a\",\"output\":7}\n", "t.jsonl:1: field \"output\" must be a string"},
+      {"j.jsonl", "{\"text\":\"a\"}\n{\"text\": \"b\"\n", "j.jsonl:2: invalid JSON"},
+      {"u.jsonl", "{\"foo\":1}\n", "u.jsonl:1: no known fields; records are {\"text\"}"},
+      {"e.jsonl", "{\"prompt\":\"a\",\"completion\":\"\"}\n", "e.jsonl:1: field \"completion\" is empty"},
+      {"r.jsonl", "[1,2]\n", "r.jsonl:1: a record must be a JSON object"},
+      {"c.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n",
+       "c.jsonl:1: field \"messages\" has no assistant turn"},
+      {"c2.jsonl", "{\"messages\":[{\"role\":\"bot\",\"content\":\"hi\"}]}\n",
+       "c2.jsonl:1: field \"messages[0].role\" is \"bot\"; roles: system, user, assistant"},
+      {"c3.jsonl", "{\"messages\":[{\"role\":\"user\"}]}\n", "c3.jsonl:1: field \"messages[0].content\" missing"},
+      {"d.jsonl", "{\"text\":\"a\",\"text\":\"b\"}\n", "d.jsonl:1: invalid JSON: duplicate key"},
+      {"a.json", "{\"text\":\"a\"}", "a.json: a .json data file must hold an array of records"},
+      {"r.json", "[{\"input\":\"a\",\"output\":\"b\"},{\"input\":\"a\"}]", "r.json: record 2: field \"output\" missing"},
+      {"x.csv", "a,b", "x.csv: unsupported data file type \".csv\""},
+      {"bad.txt", std::string("ok \xff\xfe"), "bad.txt: invalid UTF-8 at byte 3"},
+      {"empty.jsonl", "\n\n", "empty.jsonl: no usable records"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    const std::string path = write(dir, c.name, c.text);
+    CHECK_THROWS_WITH_AS(read(path), doctest::Contains(c.message.c_str()), InvalidArgument);
+  }
+  CHECK_THROWS_AS(read(dir.file("missing.jsonl")), IoError);
+  // Skipping: the good records stay, the bad ones are listed.
+  const std::string mixed = write(dir, "mixed.jsonl",
+                                  "{\"input\":\"a\",\"output\":\"b\"}\n{\"input\":\"c\"}\nnot json\n"
+                                  "{\"input\":\"d\",\"output\":\"e\"}\n");
+  ReadOptions o;
+  o.skip_bad_records = true;
+  DataReport r;
+  const auto kept = read_examples(mixed, o, r);
+  CHECK(kept.size() == 2);
+  CHECK(r.records == 2);
+  REQUIRE(r.skipped.size() == 2);
+  CHECK(r.skipped[0] == mixed + ":2: field \"output\" missing");
+  CHECK(r.skipped[1].find(mixed + ":3: invalid JSON") == 0);
+}
+
+TEST_CASE("loss masks: answers only by default, everything with train_on_inputs, chat assistant turns") {
+  const Tokenizer tok = qwen();
+  TokenizeOptions opt;
+  opt.seq_len = 256;
+  Example pair;
+  pair.kind = Example::Kind::pair;
+  pair.prompt = "What is 12+7?";
+  pair.completion = " 19";
+  const Corpus c = tokenize_examples(tok, {pair}, opt);
+  const std::vector<int32_t> p = tok.encode(pair.prompt, true), a = tok.encode(pair.completion, false);
+  REQUIRE(c.documents() == 1);
+  REQUIRE(c.length(0) == static_cast<int64_t>(p.size() + a.size() + 1));  // + EOS
+  for (size_t i = 0; i < c.ids.size(); ++i) CHECK(c.target[i] == (i >= p.size() ? 1 : 0));
+  CHECK(c.ids.back() == *tok.eos_id());
+  CHECK(c.target_tokens() == static_cast<int64_t>(a.size() + 1));
+  opt.train_on_inputs = true;
+  CHECK(tokenize_examples(tok, {pair}, opt).target_tokens() == c.length(0) - 1);
+  opt.train_on_inputs = false;
+
+  // Chat: the assistant turns and their end tokens are targets, the rest is prompt.
+  Example chat;
+  chat.kind = Example::Kind::chat;
+  chat.messages = {{"user", "hi"}, {"assistant", "hello"}, {"user", "bye"}, {"assistant", "see you"}};
+  const Corpus cc = tokenize_examples(tok, {chat}, opt);
+  std::string targets;
+  for (size_t i = 0; i < cc.ids.size(); ++i)
+    if (cc.target[i]) targets += tok.decode(std::span<const int32_t>(&cc.ids[i], 1));
+  CHECK(targets.find("hello<|im_end|>") != std::string::npos);
+  CHECK(targets.find("see you<|im_end|>") != std::string::npos);
+  CHECK(targets.find("hi") == std::string::npos);
+  CHECK(targets.find("bye") == std::string::npos);
+  CHECK(tok.decode(cc.ids) == format_chat(detect_chat_format(tok.chat_template()), chat.messages, false));
+
+  // Without a template: a clear error naming the record.
+  TempDir dir;
+  const Tokenizer plain = Tokenizer::load(std::string(ONN_TEST_DATA_DIR) + "/tokenizers/sp32k");
+  chat.where = "chat.jsonl:4";
+  CHECK_THROWS_WITH_AS(tokenize_examples(plain, {chat}, opt),
+                       doctest::Contains("chat.jsonl:4: chat records need a chat template"), InvalidArgument);
+  opt.chat_format = ChatFormat::llama2;
+  CHECK(tokenize_examples(plain, {chat}, opt).target_tokens() > 0);
+}
+
+TEST_CASE("long documents: text continues in the next window, answers are cut and counted") {
+  const Tokenizer tok = qwen();
+  TokenizeOptions opt;
+  opt.seq_len = 8;
+  Example text;
+  text.kind = Example::Kind::text;
+  for (int i = 0; i < 30; ++i) text.text += "word" + std::to_string(i) + " ";
+  const Corpus c = tokenize_examples(tok, {text}, opt);
+  CHECK(c.documents() > 3);
+  for (int64_t d = 0; d < c.documents(); ++d) CHECK(c.length(d) <= 8);
+  CHECK(c.truncated == 0);
+  Example pair;
+  pair.kind = Example::Kind::pair;
+  pair.prompt = text.text;
+  pair.completion = "end";
+  const Corpus p = tokenize_examples(tok, {pair, pair}, opt);
+  CHECK(p.documents() == 2);
+  CHECK(p.length(0) == 8);
+  CHECK(p.truncated == 2);
+}
+
+TEST_CASE("packing keeps documents whole, restarts positions, and labels only targets inside a document") {
+  Corpus c;
+  c.offsets = {0};
+  for (int d = 0; d < 5; ++d) {
+    for (int t = 0; t < 3 + d; ++t) {
+      c.ids.push_back(100 * d + t);
+      c.target.push_back(t >= 1 ? 1 : 0);
+    }
+    c.offsets.push_back(static_cast<int64_t>(c.ids.size()));
+  }
+  PackOptions o;
+  o.seq_len = 8;
+  o.micro_batch = 2;
+  std::vector<int64_t> all = {0, 1, 2, 3, 4};
+  const auto batches = plan_epoch(c, all, o, 1, 0);
+  std::multiset<int64_t> seen;
+  for (const auto& b : batches) {
+    // rows of 8: the documents of a micro-batch fit micro_batch rows
+    int64_t tokens = 0;
+    for (int64_t d : b) tokens += c.length(d), seen.insert(d);
+    CHECK(tokens <= 16);
+  }
+  CHECK(seen == std::multiset<int64_t>{0, 1, 2, 3, 4});  // every document exactly once
+  CHECK(plan_epoch(c, all, o, 1, 0) == batches);        // a pure function of (seed, epoch)
+  CHECK(plan_epoch(c, all, o, 1, 1) != batches);
+  o.packing = false;
+  CHECK(plan_epoch(c, all, o, 1, 0).size() == 3);  // one document per row: 2 + 2 + 1
+  Context ctx(Device::cpu());
+  const TrainBatch b = make_batch(ctx, c, {1, 3});
+  const std::vector<int32_t> ids(b.ids.data_as<int32_t>(), b.ids.data_as<int32_t>() + b.ids.numel());
+  CHECK(ids == std::vector<int32_t>{100, 101, 102, 103, 300, 301, 302, 303, 304, 305});
+  const std::vector<int32_t> pos(b.positions.data_as<int32_t>(), b.positions.data_as<int32_t>() + 10);
+  CHECK(pos == std::vector<int32_t>{0, 1, 2, 3, 0, 1, 2, 3, 4, 5});
+  const std::vector<int32_t> labels(b.labels.data_as<int32_t>(), b.labels.data_as<int32_t>() + 10);
+  CHECK(labels == std::vector<int32_t>{101, 102, 103, kIgnoreIndex, 301, 302, 303, 304, 305, kIgnoreIndex});
+  CHECK(batch_target_tokens(c, {1, 3}) == 8);
+  CHECK(b.seqs.max_seqlen == 6);
+}
+
+TEST_CASE("validation split and the corpus cache") {
+  Corpus c;
+  c.offsets = {0};
+  for (int d = 0; d < 40; ++d) {
+    c.ids.insert(c.ids.end(), {d, d + 1, d + 2});
+    c.target.insert(c.target.end(), {0, 1, 1});
+    c.offsets.push_back(static_cast<int64_t>(c.ids.size()));
+  }
+  std::vector<int64_t> train, val;
+  split_documents(c, 0.1, 3, train, val);
+  CHECK(val.size() == 4);
+  CHECK(train.size() == 36);
+  std::vector<int64_t> t2, v2;
+  split_documents(c, 0.1, 3, t2, v2);
+  CHECK(v2 == val);
+  split_documents(c, 0.01, 3, t2, v2);
+  CHECK(v2.size() == 1);  // at least one validation document
+  CHECK_THROWS_AS(split_documents(c, 1.0, 3, t2, v2), InvalidArgument);
+
+  TempDir dir;
+  const nlohmann::json fp = {{"data", "x.jsonl"}, {"seq_len", 8}};
+  c.truncated = 3;
+  save_corpus(c, dir.file("corpus"), fp);
+  const std::optional<Corpus> back = load_corpus(dir.file("corpus"), fp);
+  REQUIRE(back.has_value());
+  CHECK(back->ids == c.ids);
+  CHECK(back->target == c.target);
+  CHECK(back->offsets == c.offsets);
+  CHECK(back->truncated == 3);
+  CHECK(!load_corpus(dir.file("corpus"), nlohmann::json{{"data", "x.jsonl"}, {"seq_len", 9}}).has_value());
+  write(dir, "corpus.safetensors", "garbage");
+  CHECK(!load_corpus(dir.file("corpus"), fp).has_value());  // damaged: rebuilt, never trusted
+}

@@ -1,0 +1,243 @@
+// Reading and validating training records.
+#include "train/data.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "runtime/error.h"
+#include "runtime/file_util.h"
+#include "runtime/json.h"
+
+namespace onn {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The record layouts, recognised by their keys.
+enum class Schema { none, text, input_output, prompt_completion, instruction, messages };
+
+Schema schema_of(const nlohmann::json& r) {
+  if (!r.is_object()) return Schema::none;
+  if (r.contains("messages")) return Schema::messages;
+  if (r.contains("instruction")) return Schema::instruction;
+  if (r.contains("prompt") || r.contains("completion")) return Schema::prompt_completion;
+  if (r.contains("input") || r.contains("output")) return Schema::input_output;
+  if (r.contains("text")) return Schema::text;
+  return Schema::none;
+}
+
+const char* schema_name(Schema s) {
+  switch (s) {
+    case Schema::text: return "{\"text\"}";
+    case Schema::input_output: return "{\"input\", \"output\"}";
+    case Schema::prompt_completion: return "{\"prompt\", \"completion\"}";
+    case Schema::instruction: return "{\"instruction\", \"input\"?, \"output\"}";
+    case Schema::messages: return "{\"messages\"}";
+    case Schema::none: break;
+  }
+  return "none";
+}
+
+// Thrown for one bad record; the caller adds the position.
+struct BadRecord {
+  std::string why;
+};
+
+std::string string_field(const nlohmann::json& r, const char* name, bool required = true) {
+  if (!r.contains(name)) {
+    if (required) throw BadRecord{"field \"" + std::string(name) + "\" missing"};
+    return {};
+  }
+  const nlohmann::json& v = r[name];
+  if (!v.is_string()) throw BadRecord{"field \"" + std::string(name) + "\" must be a string"};
+  return v.get<std::string>();
+}
+
+Example parse_record(const nlohmann::json& r, Schema schema) {
+  if (!r.is_object()) throw BadRecord{"a record must be a JSON object"};
+  Example e;
+  switch (schema) {
+    case Schema::text:
+      e.kind = Example::Kind::text;
+      e.text = string_field(r, "text");
+      if (e.text.empty()) throw BadRecord{"field \"text\" is empty"};
+      break;
+    case Schema::input_output:
+      e.kind = Example::Kind::pair;
+      e.prompt = string_field(r, "input");
+      e.completion = string_field(r, "output");
+      break;
+    case Schema::prompt_completion:
+      e.kind = Example::Kind::pair;
+      e.prompt = string_field(r, "prompt");
+      e.completion = string_field(r, "completion");
+      break;
+    case Schema::instruction: {
+      e.kind = Example::Kind::pair;
+      const std::string instruction = string_field(r, "instruction");
+      e.prompt = instruction_prompt(instruction, string_field(r, "input", false));
+      e.completion = string_field(r, "output");
+      break;
+    }
+    case Schema::messages: {
+      e.kind = Example::Kind::chat;
+      const nlohmann::json& m = r["messages"];
+      if (!m.is_array()) throw BadRecord{"field \"messages\" must be a list"};
+      bool assistant = false;
+      for (size_t i = 0; i < m.size(); ++i) {
+        const std::string at = "messages[" + std::to_string(i) + "]";
+        if (!m[i].is_object()) throw BadRecord{"field \"" + at + "\" must be an object"};
+        for (const char* f : {"role", "content"}) {
+          if (!m[i].contains(f)) throw BadRecord{"field \"" + at + "." + f + "\" missing"};
+          if (!m[i][f].is_string()) throw BadRecord{"field \"" + at + "." + f + "\" must be a string"};
+        }
+        const std::string role = m[i]["role"].get<std::string>();
+        if (role != "system" && role != "user" && role != "assistant")
+          throw BadRecord{"field \"" + at + ".role\" is \"" + role + "\"; roles: system, user, assistant"};
+        assistant |= role == "assistant";
+        e.messages.push_back({role, m[i]["content"].get<std::string>()});
+      }
+      if (!assistant) throw BadRecord{"field \"messages\" has no assistant turn to learn from"};
+      break;
+    }
+    case Schema::none:
+      throw BadRecord{"no known fields; records are " + std::string(schema_name(Schema::text)) + ", " +
+                      schema_name(Schema::input_output) + ", " + schema_name(Schema::prompt_completion) + ", " +
+                      schema_name(Schema::instruction) + " or " + schema_name(Schema::messages)};
+  }
+  if (schema != Schema::messages && schema != Schema::text && e.completion.empty())
+    throw BadRecord{std::string("field \"") + (schema == Schema::prompt_completion ? "completion" : "output") +
+                    "\" is empty"};
+  return e;
+}
+
+class Reader {
+ public:
+  Reader(const ReadOptions& opt, DataReport& report, std::vector<Example>& out)
+      : opt_(opt), report_(report), out_(out) {}
+
+  // One record at `where`; the file's schema is the first record's.
+  void record(const std::string& where, const nlohmann::json* r, const std::string& parse_error, Schema& schema) {
+    try {
+      if (!r) throw BadRecord{parse_error};
+      if (schema == Schema::none) schema = schema_of(*r);
+      Example e = parse_record(*r, schema);
+      e.where = where;
+      out_.push_back(std::move(e));
+      ++report_.records;
+    } catch (const BadRecord& b) {
+      const std::string msg = where + ": " + b.why;
+      if (!opt_.skip_bad_records) throw InvalidArgument(msg);
+      report_.skipped.push_back(msg);
+    }
+  }
+
+  void jsonl(const std::string& path, const std::string& text) {
+    Schema schema = Schema::none;
+    size_t line = 0;
+    for (size_t start = 0; start < text.size();) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      ++line;
+      const std::string_view l(text.data() + start, end - start);
+      start = end + 1;
+      if (l.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank lines
+      const std::string where = path + ":" + std::to_string(line);
+      try {
+        const nlohmann::json r = parse_json_strict(l, where);
+        record(where, &r, "", schema);
+      } catch (const FormatError& e) {
+        // parse_json_strict names the source itself; keep only the reason.
+        std::string why = e.what();
+        if (why.rfind(where + ": ", 0) == 0) why = why.substr(where.size() + 2);
+        record(where, nullptr, "invalid JSON: " + why, schema);
+      }
+    }
+  }
+
+  void json(const std::string& path, const std::string& text) {
+    nlohmann::json doc;
+    try {
+      doc = parse_json_strict(text, path);
+    } catch (const FormatError& e) {
+      throw InvalidArgument(e.what());  // the whole file is unusable: never skipped
+    }
+    if (!doc.is_array()) throw InvalidArgument(path + ": a .json data file must hold an array of records");
+    Schema schema = Schema::none;
+    for (size_t i = 0; i < doc.size(); ++i)
+      record(path + ": record " + std::to_string(i + 1), &doc[i], "", schema);
+  }
+
+  void plain(const std::string& path, const std::string& text) {
+    const size_t bad = find_invalid_utf8(text);
+    if (bad != std::string::npos)
+      throw InvalidArgument(path + ": invalid UTF-8 at byte " + std::to_string(bad));
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      const std::string msg = path + ": the file is empty";
+      if (!opt_.skip_bad_records) throw InvalidArgument(msg);
+      report_.skipped.push_back(msg);
+      return;
+    }
+    Example e;
+    e.kind = Example::Kind::text;
+    e.text = text;
+    e.where = path;
+    out_.push_back(std::move(e));
+    ++report_.records;
+  }
+
+  void file(const fs::path& p) {
+    const std::string ext = p.extension().string(), path = p.string();
+    if (ext != ".jsonl" && ext != ".json" && ext != ".txt" && ext != ".md")
+      throw InvalidArgument(path + ": unsupported data file type \"" + ext + "\" (use .jsonl, .json, .txt or .md)");
+    const std::string text = read_file(path, static_cast<size_t>(opt_.max_file_bytes));
+    report_.files.push_back(path);
+    if (ext == ".jsonl")
+      jsonl(path, text);
+    else if (ext == ".json")
+      json(path, text);
+    else
+      plain(path, text);
+  }
+
+ private:
+  const ReadOptions& opt_;
+  DataReport& report_;
+  std::vector<Example>& out_;
+};
+
+}  // namespace
+
+std::string instruction_prompt(const std::string& instruction, const std::string& input) {
+  std::string p = "### Instruction:\n" + instruction + "\n\n";
+  if (!input.empty()) p += "### Input:\n" + input + "\n\n";
+  return p + "### Response:\n";
+}
+
+std::vector<Example> read_examples(const std::string& path, const ReadOptions& opt, DataReport& report) {
+  std::vector<Example> out;
+  Reader reader(opt, report, out);
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(path)) {
+      const std::string name = e.path().filename().string(), ext = e.path().extension().string();
+      if (name.empty() || name[0] == '.' || !e.is_regular_file()) continue;
+      if (ext == ".jsonl" || ext == ".json" || ext == ".txt" || ext == ".md") files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    if (files.empty()) throw InvalidArgument(path + ": no .jsonl, .json, .txt or .md files in the folder");
+    for (const fs::path& f : files) reader.file(f);
+  } else {
+    if (!fs::exists(path, ec)) throw IoError(path + ": no such file or folder");
+    reader.file(path);
+  }
+  if (out.empty())
+    throw InvalidArgument(path + ": no usable records" +
+                          (report.skipped.empty() ? std::string() : " (" + std::to_string(report.skipped.size()) +
+                                                                        " skipped; the first: " + report.skipped[0] + ")"));
+  return out;
+}
+
+}  // namespace onn

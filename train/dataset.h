@@ -1,0 +1,70 @@
+// From examples to micro-batches: tokenization with loss masks (answers only by default),
+// the tokenized corpus and its cache file, the train/validation split, and the packing of
+// documents into --seq-len rows with document boundaries kept (positions and attention
+// restart per document), in an order that is a pure function of (seed, epoch).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/chat.h"
+#include "model/tokenizer.h"
+#include "model/training.h"
+#include "runtime/json.h"
+#include "train/data.h"
+
+namespace onn {
+
+struct TokenizeOptions {
+  int64_t seq_len = 512;                  // longer documents: text is split, others truncated
+  bool train_on_inputs = false;           // loss on prompts and user turns too
+  std::optional<ChatFormat> chat_format;  // for chat records; else the tokenizer's template
+};
+
+// Documents back to back: document d is tokens [offsets[d], offsets[d+1]).
+struct Corpus {
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> target;   // 1: token t is predicted (its label counts), 0: prompt
+  std::vector<int64_t> offsets;  // documents + 1
+  int64_t truncated = 0;         // prompt/chat documents cut at seq_len
+
+  int64_t documents() const { return static_cast<int64_t>(offsets.size()) - 1; }
+  int64_t length(int64_t d) const { return offsets[static_cast<size_t>(d) + 1] - offsets[static_cast<size_t>(d)]; }
+  int64_t target_tokens() const;  // labels that count, over every document
+};
+
+// Tokenizes every example (text: BOS as the tokenizer adds it, EOS appended; pairs: prompt
+// then completion + EOS; chat: the template, assistant turns and their end tokens as
+// targets). InvalidArgument naming the record when chat data has no usable template.
+Corpus tokenize_examples(const Tokenizer& tok, const std::vector<Example>& examples, const TokenizeOptions& opt);
+
+// The cache beside a run: <path>.safetensors (ids, target, offsets) and <path>.json (the
+// fingerprint it was made for). Loaded only when the fingerprint matches exactly.
+void save_corpus(const Corpus& c, const std::string& path, const nlohmann::json& fingerprint);
+std::optional<Corpus> load_corpus(const std::string& path, const nlohmann::json& fingerprint);
+
+// The documents of `c` split into train and validation: a shuffled `fraction` (at least one
+// document when fraction > 0 and there are two or more) goes to validation, fixed by seed.
+void split_documents(const Corpus& c, double fraction, uint64_t seed, std::vector<int64_t>& train,
+                     std::vector<int64_t>& val);
+
+struct PackOptions {
+  int64_t seq_len = 512;
+  int64_t micro_batch = 1;  // rows per micro-batch
+  bool packing = true;      // false: one document per row
+  bool shuffle = true;
+};
+// One epoch's micro-batches (each a list of documents) over `docs`, shuffled by (seed, epoch).
+// Rows are filled in order; a document that does not fit the current row starts the next.
+std::vector<std::vector<int64_t>> plan_epoch(const Corpus& c, const std::vector<int64_t>& docs, const PackOptions& opt,
+                                             uint64_t seed, int64_t epoch);
+
+// The micro-batch's ids, positions, labels (next token where it is a target, else ignored)
+// and document packing, on ctx's device.
+TrainBatch make_batch(Context& ctx, const Corpus& c, const std::vector<int64_t>& docs);
+// The labels that count in a micro-batch (host arithmetic, no device work).
+int64_t batch_target_tokens(const Corpus& c, const std::vector<int64_t>& docs);
+
+}  // namespace onn
