@@ -163,14 +163,14 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
         store_from_double(out.data(), t.dtype, i, norm ? 1.0 : 0.02 * counter_normal(key, i));
     });
   }, opt.max_shard_bytes, {{"format", "pt"}, {"producer", "onn-init"}});
-  // The text files last: a folder whose weights failed to write has no config.json either.
-  write_text("config.json", cfg.dump(2) + "\n");
+  // The text files last, config.json the very last: a folder whose writing was interrupted has
+  // no config.json, so it never loads half-written.
   write_text("tokenizer.json", tok.dump() + "\n");
   write_text("tokenizer_config.json",
              nlohmann::json{{"bos_token", specials[0]}, {"eos_token", specials[1]}, {"model_max_length", c.max_position_embeddings}}
                      .dump(2) +
                  "\n");
-
+  write_text("config.json", cfg.dump(2) + "\n");  // last: the folder is a model once it exists
 }
 
 }  // namespace onn

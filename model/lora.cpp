@@ -9,6 +9,7 @@
 
 #include "kernels/counter_rng.h"
 #include "kernels/elementwise.h"
+#include "kernels/matmul.h"
 #include "model/llama.h"
 #include "runtime/error.h"
 #include "runtime/file_util.h"
@@ -222,6 +223,23 @@ LoraAdapter make_lora_adapter(Context& ctx, const LlamaModel& model, const LoraS
   ad.sync_compute_copies(ctx);
   ad.bind(c);
   return ad;
+}
+
+void merge_lora(Context& ctx, LlamaModel& model, const LoraAdapter& adapter) {
+  const float scale = static_cast<float>(adapter.spec.scale());
+  for (size_t l = 0; l < adapter.a.size(); ++l) {
+    LayerWeights& L = model.mutable_weights().layers[l];
+    Tensor* w[kLoraTargets] = {&L.wq, &L.wk, &L.wv, &L.wo, &L.wgate, &L.wup, &L.wdown};
+    for (int t = 0; t < kLoraTargets; ++t) {
+      const Tensor& a = adapter.a[l][static_cast<size_t>(t)];
+      if (!a.defined()) continue;
+      MatmulOptions o;  // (out, R) @ (R, in), added into W
+      o.alpha = scale;
+      o.beta = 1.0f;
+      matmul(ctx, adapter.b[l][static_cast<size_t>(t)], a, *w[t], o);
+    }
+  }
+  ctx.synchronize();
 }
 
 void save_peft_adapter(const LoraAdapter& adapter, const ModelConfig& cfg, const std::string& dir,

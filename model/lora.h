@@ -80,4 +80,9 @@ void save_peft_adapter(const LoraAdapter& adapter, const ModelConfig& cfg, const
 // shapes, and that every tensor the config implies is present (FormatError naming the file).
 LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::string& dir);
 
+// Folds the adapter into the model's weights: W += scale * B A for every adapted target (in
+// the compute dtype), as PEFT's merge_and_unload. Generation and evaluation then run the
+// plain forward at full speed.
+void merge_lora(Context& ctx, LlamaModel& model, const LoraAdapter& adapter);
+
 }  // namespace onn

@@ -1,0 +1,171 @@
+// onn-train: LoRA or full training of a Hugging Face model folder (or a model initialised
+// from an onn-init preset), with a progress line on a terminal, NDJSON events (--json on
+// stdout, --log-file), checkpoints and --resume; --demo runs the built-in demo.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "model/lora.h"
+#include "runtime/error.h"
+#include "tools/cli.h"
+#include "tools/train_demo.h"
+#include "train/trainer.h"
+
+namespace {
+
+// Events to stdout (--json) and/or a log file, and a progress line on a terminal.
+class Reporter {
+ public:
+  Reporter(bool json, const std::string& log_file, bool quiet) : json_(json), quiet_(quiet) {
+    if (!log_file.empty()) {
+      log_.open(log_file, std::ios::app);
+      if (!log_) throw onn::IoError(log_file + ": cannot open the log file");
+    }
+    tty_ = ::isatty(STDERR_FILENO) != 0 && !json;
+  }
+
+  void operator()(const nlohmann::ordered_json& e) {
+    const std::string line = e.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    if (json_) std::cout << line << "\n" << std::flush;
+    if (log_.is_open()) log_ << line << "\n" << std::flush;
+    if (quiet_ || json_) return;
+    const std::string type = e["type"];
+    if (type == "init") {
+      total_ = e["steps"];
+      std::cerr << "onn-train: " << e["architecture"].get<std::string>() << " on " << e["device"].get<std::string>()
+                << ", " << e["mode"].get<std::string>() << ", " << e["parameters_trainable"].get<int64_t>() << " of "
+                << e["parameters_total"].get<int64_t>() << " parameters trained, " << total_ << " steps"
+                << (e["resumed_at"].get<int64_t>() > 0 ? ", resumed at step " + e["resumed_at"].dump() : "") << "\n";
+      if (!e["data"]["skipped_records"].empty())
+        std::cerr << "onn-train: skipped " << e["data"]["skipped_records"].size()
+                  << " bad records, the first: " << e["data"]["skipped_records"][0].get<std::string>() << "\n";
+      start_ = std::chrono::steady_clock::now();
+    } else if (type == "step") {
+      const int64_t step = e["step"];
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      ++seen_;
+      const double eta = seen_ > 0 ? elapsed / static_cast<double>(seen_) * static_cast<double>(total_ - step) : 0;
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %s  lr %.2e  %.0f tok/s  ETA %d:%02d  mem %.1f MiB",
+                    static_cast<long long>(step), static_cast<long long>(total_),
+                    e["loss"].is_null() ? "skipped" : std::to_string(e["loss"].get<double>()).substr(0, 6).c_str(),
+                    e["lr"].get<double>(), e["tokens_per_s"].get<double>(), static_cast<int>(eta) / 60,
+                    static_cast<int>(eta) % 60, static_cast<double>(e["mem_bytes"].get<size_t>()) / (1 << 20));
+      if (tty_) {
+        std::cerr << "\r" << buf << "\x1b[K" << std::flush;
+      } else if (step == total_ || step % std::max<int64_t>(1, total_ / 10) == 0) {
+        std::cerr << buf << "\n";
+      }
+    } else if (type == "val") {
+      if (tty_) std::cerr << "\n";
+      std::cerr << "validation at step " << e["step"].get<int64_t>() << ": loss " << e["loss"].get<double>()
+                << ", perplexity " << e["perplexity"].get<double>() << "\n";
+    } else if (type == "checkpoint") {
+      if (tty_) std::cerr << "\n";
+      std::cerr << "checkpoint: " << e["path"].get<std::string>() << "\n";
+    }
+  }
+
+ private:
+  bool json_, quiet_, tty_ = false;
+  std::ofstream log_;
+  int64_t total_ = 0, seen_ = 0;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"onn-train: fine-tune a Hugging Face model folder with LoRA (default) or train it fully; "
+               "--demo runs the built-in demo"};
+  onn::TrainConfig c;
+  std::string targets = "all-linear", layers, resume, log_file;
+  bool json = false, demo = false, no_packing = false;
+  app.add_flag("--demo", demo, "train a small model from scratch on synthetic arithmetic, then LoRA-tune it on a "
+                               "second task (no downloads; a few minutes on a CPU)");
+  app.add_option("--model", c.model_dir, "a Hugging Face model folder (config.json, safetensors, tokenizer.json)");
+  app.add_option("--init", c.init_preset, "train from scratch: an onn-init preset (tiny, small, ...); implies --full");
+  app.add_option("--init-tokenizer-vocab", c.init_tokenizer_vocab,
+                 "with --init: the tokenizer's vocabulary, merges learned from --data (default: the preset's)");
+  app.add_option("--data", c.data, ".jsonl, .json, .txt/.md file or a folder of them");
+  app.add_option("--val-data", c.val_data, "validation data (instead of --val-split)");
+  app.add_option("--val-split", c.val_split, "fraction of --data held out for validation (default 0)");
+  app.add_option("--out", c.out_dir, "the run folder: checkpoints, adapter/ or model/, logs");
+  app.add_option("--resume", resume, "continue the run in this folder from its last checkpoint");
+  app.add_option("--device", c.device, "cpu or cuda[:N] (default: cuda when present)");
+  app.add_flag("--full", c.full, "train every weight instead of a LoRA adapter");
+  app.add_option("--lora-rank", c.lora.rank, "LoRA rank r (default 8)");
+  app.add_option("--lora-alpha", c.lora.alpha, "LoRA alpha (default 16)");
+  app.add_option("--lora-dropout", c.lora.dropout, "dropout on the LoRA input (default 0)");
+  app.add_option("--lora-targets", targets, "q,k,v,o,gate,up,down or all-linear (default)");
+  app.add_flag("--rslora", c.lora.rslora, "scale alpha/sqrt(r) instead of alpha/r");
+  app.add_option("--train-layers", layers, "adapt only these layers, e.g. 0-3,36-39 (default: all)");
+  app.add_option("--seq-len", c.seq_len, "tokens per row (default 512)");
+  app.add_option("--micro-batch", c.micro_batch, "rows per forward/backward (default 4)");
+  app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (default 1)");
+  app.add_flag("--no-packing", no_packing, "one document per row instead of packing several");
+  app.add_flag("--train-on-inputs", c.train_on_inputs, "loss on prompts and user turns too");
+  app.add_flag("--skip-bad-records", c.skip_bad_records, "skip invalid records (reported) instead of stopping");
+  app.add_option("--chat-format", c.chat_format, "chat template for messages data: llama3, chatml, qwen3, llama2, "
+                                                 "phi3, phi4 (default: the tokenizer's)");
+  auto* steps = app.add_option("--steps", c.steps, "optimizer steps (default: --epochs over the data)");
+  app.add_option("--epochs", c.epochs, "passes over the data when --steps is not given (default 1)")->excludes(steps);
+  app.add_option("--lr", c.lr, "peak learning rate (default 2e-4)");
+  app.add_option("--min-lr", c.min_lr, "learning rate at the end of the decay (default 0)");
+  app.add_option("--schedule", c.schedule, "cosine (default), linear or constant after warmup");
+  app.add_option("--warmup-steps", c.warmup_steps, "linear warmup steps (default 0)");
+  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay (default 0; norms and biases never)");
+  app.add_option("--max-grad-norm", c.max_grad_norm, "clip the global gradient norm (default 1; 0: off)");
+  app.add_flag("--recompute", c.recompute, "keep only layer inputs and recompute each layer in the backward");
+  app.add_option("--eval-every", c.eval_every, "validation every N steps (default: at the end)");
+  app.add_option("--save-every", c.save_every, "checkpoint every N steps (default: at the end)");
+  app.add_option("--keep-last", c.keep_last, "checkpoints kept (default 2)");
+  app.add_option("--max-bad-steps", c.max_bad_steps, "NaN/Inf steps in a row before stopping (default 5)");
+  app.add_option("--seed", c.seed, "seed of data order, LoRA init and dropout (default 0)");
+  app.add_flag("--json", json, "NDJSON events on stdout (init, step, val, checkpoint, done, error)");
+  app.add_option("--log-file", log_file, "append the NDJSON events to this file");
+  return onn::tools::run_cli(app, "onn-train", argc, argv, [&] {
+    if (demo) return onn::tools::run_train_demo(c.out_dir, c.device, json);
+    const bool resuming = !resume.empty();
+    if (resuming) {
+      if (!c.data.empty() || !c.model_dir.empty() || !c.init_preset.empty())
+        throw onn::InvalidArgument("--resume takes the run's own configuration; give no --model, --init or --data");
+      const std::string device = c.device;
+      c = onn::load_run_config(resume);
+      c.out_dir = resume;
+      if (!device.empty()) c.device = device;
+    } else {
+      if (c.data.empty()) throw onn::InvalidArgument("--data is required (or --demo, or --resume RUN_DIR)");
+      if (c.model_dir.empty() == c.init_preset.empty()) throw onn::InvalidArgument("give --model DIR or --init PRESET");
+      if (c.out_dir.empty()) throw onn::InvalidArgument("--out RUN_DIR is required");
+      c.lora.targets = onn::parse_lora_targets(targets);
+      c.packing = !no_packing;
+      if (!layers.empty()) {
+        if (!c.model_dir.empty()) {
+          c.lora.layers = onn::parse_layer_ranges(layers, onn::load_model_config(c.model_dir).num_hidden_layers);
+        } else {
+          throw onn::InvalidArgument("--train-layers is for LoRA on an existing --model");
+        }
+      }
+    }
+    onn::tools::device_from_flag(c.device);  // a clear error for a missing CUDA device
+    Reporter reporter(json, log_file, false);
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      const onn::TrainResult r = onn::train(c, resuming, [&](const nlohmann::ordered_json& e) { reporter(e); });
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      reporter({{"type", "done"}, {"steps", r.steps}, {"skipped_steps", r.skipped_steps}, {"loss", r.last_loss},
+                {"val_loss", r.val_loss >= 0 ? nlohmann::ordered_json(r.val_loss) : nlohmann::ordered_json(nullptr)},
+                {"ms", ms}, {"output", r.output}});
+      if (!json) std::cout << "onn-train: done; " << (c.full ? "model" : "adapter") << " in " << r.output << "\n";
+    } catch (const onn::Error& e) {
+      reporter({{"type", "error"}, {"message", onn::tools::one_line(e.what())}});
+      throw;
+    }
+    return 0;
+  });
+}

@@ -1,0 +1,634 @@
+// The training loop, its checkpoints and exact resume.
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "kernels/adamw.h"
+#include "kernels/counter_rng.h"
+#include "kernels/elementwise.h"
+#include "model/init.h"
+#include "model/llama.h"
+#include "model/tokenizer.h"
+#include "model/training.h"
+#include "runtime/error.h"
+#include "runtime/allocator.h"
+#include "runtime/file_util.h"
+#include "runtime/safetensors.h"
+#include "train/data.h"
+#include "train/dataset.h"
+
+namespace onn {
+
+namespace fs = std::filesystem;
+
+// --- configuration ------------------------------------------------------------------------
+
+nlohmann::ordered_json TrainConfig::to_json() const {
+  nlohmann::ordered_json targets = nlohmann::ordered_json::array();
+  const char* names[kLoraTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
+  for (int i = 0; i < kLoraTargets; ++i)
+    if (lora.targets[static_cast<size_t>(i)]) targets.push_back(names[i]);
+  return {{"model", model_dir}, {"init", init_preset}, {"init_tokenizer_vocab", init_tokenizer_vocab},
+          {"data", data}, {"val_data", val_data}, {"out", out_dir}, {"device", device}, {"full", full},
+          {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha}, {"lora_dropout", lora.dropout},
+          {"rslora", lora.rslora}, {"lora_targets", targets}, {"train_layers", lora.layers},
+          {"recompute", recompute}, {"seq_len", seq_len}, {"micro_batch", micro_batch},
+          {"grad_accum", grad_accum}, {"packing", packing}, {"train_on_inputs", train_on_inputs},
+          {"skip_bad_records", skip_bad_records}, {"chat_format", chat_format}, {"val_split", val_split},
+          {"steps", steps}, {"epochs", epochs}, {"lr", lr}, {"min_lr", min_lr}, {"weight_decay", weight_decay},
+          {"max_grad_norm", max_grad_norm}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps},
+          {"warmup_steps", warmup_steps}, {"schedule", schedule}, {"eval_every", eval_every},
+          {"save_every", save_every}, {"keep_last", keep_last}, {"max_bad_steps", max_bad_steps}, {"seed", seed}};
+}
+
+TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  TrainConfig c;
+  try {
+    c.model_dir = j.at("model");
+    c.init_preset = j.at("init");
+    c.init_tokenizer_vocab = j.at("init_tokenizer_vocab");
+    c.data = j.at("data");
+    c.val_data = j.at("val_data");
+    c.out_dir = j.at("out");
+    c.device = j.at("device");
+    c.full = j.at("full");
+    c.lora.rank = j.at("lora_rank");
+    c.lora.alpha = j.at("lora_alpha");
+    c.lora.dropout = j.at("lora_dropout");
+    c.lora.rslora = j.at("rslora");
+    std::string t;
+    for (const auto& x : j.at("lora_targets")) t += (t.empty() ? "" : ",") + x.get<std::string>();
+    c.lora.targets = parse_lora_targets(t);
+    c.lora.layers = j.at("train_layers").get<std::vector<int64_t>>();
+    c.recompute = j.at("recompute");
+    c.seq_len = j.at("seq_len");
+    c.micro_batch = j.at("micro_batch");
+    c.grad_accum = j.at("grad_accum");
+    c.packing = j.at("packing");
+    c.train_on_inputs = j.at("train_on_inputs");
+    c.skip_bad_records = j.at("skip_bad_records");
+    c.chat_format = j.at("chat_format");
+    c.val_split = j.at("val_split");
+    c.steps = j.at("steps");
+    c.epochs = j.at("epochs");
+    c.lr = j.at("lr");
+    c.min_lr = j.at("min_lr");
+    c.weight_decay = j.at("weight_decay");
+    c.max_grad_norm = j.at("max_grad_norm");
+    c.beta1 = j.at("beta1");
+    c.beta2 = j.at("beta2");
+    c.eps = j.at("eps");
+    c.warmup_steps = j.at("warmup_steps");
+    c.schedule = j.at("schedule");
+    c.eval_every = j.at("eval_every");
+    c.save_every = j.at("save_every");
+    c.keep_last = j.at("keep_last");
+    c.max_bad_steps = j.at("max_bad_steps");
+    c.seed = j.at("seed");
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(source + ": the run configuration is damaged (" + e.what() + ")");
+  }
+  return c;
+}
+
+double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total) {
+  if (step < cfg.warmup_steps) return cfg.lr * static_cast<double>(step + 1) / static_cast<double>(cfg.warmup_steps);
+  if (cfg.schedule == "constant") return cfg.lr;
+  const int64_t span = std::max<int64_t>(1, total - cfg.warmup_steps);
+  const double progress = std::min(1.0, static_cast<double>(step - cfg.warmup_steps) / static_cast<double>(span));
+  const double shape = cfg.schedule == "linear" ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
+  return cfg.min_lr + (cfg.lr - cfg.min_lr) * shape;
+}
+
+namespace {
+
+void check_config(const TrainConfig& c) {
+  ONN_CHECK_ARG(!c.data.empty(), "--data is required");
+  ONN_CHECK_ARG(!c.out_dir.empty(), "--out is required");
+  ONN_CHECK_ARG(c.model_dir.empty() != c.init_preset.empty(), "give exactly one of --model and --init");
+  ONN_CHECK_ARG(c.seq_len >= 2, "--seq-len must be at least 2");
+  ONN_CHECK_ARG(c.micro_batch >= 1 && c.grad_accum >= 1, "--micro-batch and --grad-accum must be at least 1");
+  ONN_CHECK_ARG(c.steps >= 0 && c.epochs >= 1, "--steps must be >= 0 and --epochs >= 1");
+  ONN_CHECK_ARG(std::isfinite(c.lr) && c.lr > 0, "--lr must be positive");
+  ONN_CHECK_ARG(c.min_lr >= 0 && c.min_lr <= c.lr, "--min-lr must be in [0, --lr]");
+  ONN_CHECK_ARG(c.weight_decay >= 0, "--weight-decay must be >= 0");
+  ONN_CHECK_ARG(c.warmup_steps >= 0, "--warmup-steps must be >= 0");
+  ONN_CHECK_ARG(c.schedule == "cosine" || c.schedule == "linear" || c.schedule == "constant",
+                "--schedule must be cosine, linear or constant");
+  ONN_CHECK_ARG(c.keep_last >= 1, "--keep-last must be at least 1");
+  ONN_CHECK_ARG(c.max_bad_steps >= 1, "--max-bad-steps must be at least 1");
+  ONN_CHECK_ARG(c.val_split >= 0 && c.val_split < 1, "--val-split must be in [0, 1)");
+  ONN_CHECK_ARG(c.val_split == 0 || c.val_data.empty(), "--val-split and --val-data exclude each other");
+}
+
+// A fingerprint of the inputs a tokenized corpus depends on: files (path, size, mtime), the
+// tokenizer file's bytes and the tokenization options.
+nlohmann::json corpus_fingerprint(const std::string& data, const std::string& model_dir, const TrainConfig& c) {
+  nlohmann::json files = nlohmann::json::array();
+  std::vector<fs::path> paths;
+  if (fs::is_directory(data)) {
+    for (const auto& e : fs::directory_iterator(data)) paths.push_back(e.path());
+    std::sort(paths.begin(), paths.end());
+  } else {
+    paths.push_back(data);
+  }
+  for (const fs::path& p : paths) {
+    std::error_code ec;
+    const auto size = fs::file_size(p, ec);
+    const auto time = fs::last_write_time(p, ec).time_since_epoch().count();
+    files.push_back({p.string(), ec ? -1 : static_cast<int64_t>(size), static_cast<int64_t>(time)});
+  }
+  const std::string tok = read_file((fs::path(model_dir) / "tokenizer.json").string(), size_t{1} << 30);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : tok) h = (h ^ ch) * 0x100000001b3ull;
+  std::string cfg_text;
+  std::error_code ec;
+  if (fs::exists(fs::path(model_dir) / "tokenizer_config.json", ec))
+    cfg_text = read_file((fs::path(model_dir) / "tokenizer_config.json").string(), size_t{1} << 26);
+  for (unsigned char ch : cfg_text) h = (h ^ ch) * 0x100000001b3ull;
+  return {{"files", files}, {"tokenizer_fnv1a", std::to_string(h)}, {"seq_len", c.seq_len},
+          {"train_on_inputs", c.train_on_inputs}, {"chat_format", c.chat_format},
+          {"skip_bad_records", c.skip_bad_records}, {"version", 1}};
+}
+
+// Reads (or loads from the run's cache) the tokenized corpus of `data`.
+Corpus load_data(const std::string& data, const std::string& cache, const std::string& model_dir, const Tokenizer& tok,
+                 const TrainConfig& c, DataReport& report, bool& from_cache) {
+  const nlohmann::json fp = corpus_fingerprint(data, model_dir, c);
+  if (std::optional<Corpus> cached = load_corpus(cache, fp)) {
+    from_cache = true;
+    return *cached;
+  }
+  from_cache = false;
+  ReadOptions ro;
+  ro.skip_bad_records = c.skip_bad_records;
+  const std::vector<Example> examples = read_examples(data, ro, report);
+  TokenizeOptions to;
+  to.seq_len = c.seq_len;
+  to.train_on_inputs = c.train_on_inputs;
+  if (!c.chat_format.empty()) to.chat_format = chat_format_from_name(c.chat_format);
+  Corpus corpus = tokenize_examples(tok, examples, to);
+  if (corpus.documents() == 0) throw InvalidArgument(data + ": no document of two or more tokens");
+  fs::create_directories(fs::path(cache).parent_path());
+  save_corpus(corpus, cache, fp);
+  return corpus;
+}
+
+// A trained tensor with its gradient, AdamW moments and compute copy.
+struct Param {
+  std::string name;
+  Tensor value;  // F32 master (the model weight itself on the CPU)
+  Tensor copy;   // the compute-dtype weight refreshed by AdamW, or undefined
+  Tensor grad;
+  Tensor m, v;
+  bool decay = true;
+};
+
+std::string step_name(int64_t step) {
+  char b[32];
+  std::snprintf(b, sizeof b, "step-%08lld", static_cast<long long>(step));
+  return b;
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  AtomicFile f(path.string());
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+void copy_model_files(const std::string& from, const fs::path& to) {
+  for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                        "special_tokens_map.json"}) {
+    std::error_code ec;
+    if (fs::exists(fs::path(from) / f, ec))
+      fs::copy_file(fs::path(from) / f, to / f, fs::copy_options::overwrite_existing);
+  }
+}
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& cfg, bool resume, const EventSink& events)
+      : cfg_(cfg), resume_(resume), events_(events), ctx_(device_from(cfg.device)) {}
+
+  TrainResult run();
+
+ private:
+  static Device device_from(const std::string& flag) {
+    if (flag.empty()) return default_device();
+    return Device::parse(flag);
+  }
+  void setup();
+  void load_checkpoint(const fs::path& dir);
+  void save_checkpoint();
+  void save_weights(const fs::path& dir);
+  double evaluate();
+  // Peak bytes of the device allocator (a caching allocator reports it; the CPU's does not).
+  size_t device_peak_bytes() const {
+    const auto* c = dynamic_cast<const CachingAllocator*>(&ctx_.allocator());
+    return c ? c->stats().peak_in_use : 0;
+  }
+  std::vector<int64_t> next_micro_batch();
+
+  TrainConfig cfg_;
+  bool resume_;
+  const EventSink& events_;
+  Context ctx_;
+  std::string model_dir_;
+  std::optional<LlamaModel> model_;
+  std::optional<Tokenizer> tok_;
+  Corpus train_, val_corpus_;
+  std::vector<int64_t> train_docs_, val_docs_;
+  LoraAdapter adapter_;
+  std::optional<Gradients> grads_;
+  std::vector<Param> params_;
+  int64_t total_steps_ = 0;
+  // Run state (trainer_state.json).
+  int64_t step_ = 0, optimizer_steps_ = 0, epoch_ = 0, cursor_ = 0, skipped_ = 0, bad_in_row_ = 0;
+  double last_loss_ = 0, val_loss_ = -1;
+  std::vector<std::vector<int64_t>> epoch_plan_;
+  int64_t planned_epoch_ = -1;
+};
+
+std::vector<int64_t> Trainer::next_micro_batch() {
+  PackOptions po;
+  po.seq_len = cfg_.seq_len;
+  po.micro_batch = cfg_.micro_batch;
+  po.packing = cfg_.packing;
+  for (;;) {
+    if (planned_epoch_ != epoch_) {
+      epoch_plan_ = plan_epoch(train_, train_docs_, po, cfg_.seed, epoch_);
+      planned_epoch_ = epoch_;
+    }
+    if (cursor_ < static_cast<int64_t>(epoch_plan_.size())) return epoch_plan_[static_cast<size_t>(cursor_++)];
+    ++epoch_;
+    cursor_ = 0;
+  }
+}
+
+void Trainer::setup() {
+  check_config(cfg_);
+  const fs::path out(cfg_.out_dir);
+  const fs::path ckpts = out / "checkpoints";
+  std::error_code ec;
+  // Killed before its first checkpoint: continuing the run is starting it again.
+  if (resume_ && !fs::exists(ckpts / "latest", ec)) resume_ = false;
+  else if (!resume_ && fs::exists(ckpts / "latest", ec))
+    throw InvalidArgument(cfg_.out_dir + " already holds a run; continue it with --resume " + cfg_.out_dir +
+                          " or choose another --out");
+  // A from-scratch model is written into the run folder first (from the training text).
+  model_dir_ = cfg_.model_dir;
+  if (!cfg_.init_preset.empty()) {
+    model_dir_ = (out / "init-model").string();
+    if (!fs::exists(fs::path(model_dir_) / "config.json", ec)) {
+      DataReport r;
+      ReadOptions ro;
+      ro.skip_bad_records = cfg_.skip_bad_records;
+      std::string text;
+      for (const Example& e : read_examples(cfg_.data, ro, r))
+        text += e.kind == Example::Kind::text ? e.text : e.prompt + e.completion + "\n";
+      InitOptions io;
+      io.seed = cfg_.seed;
+      io.dtype = DType::f32;
+      io.tokenizer_text = text;
+      io.tokenizer_vocab = cfg_.init_tokenizer_vocab;
+      write_random_model(find_preset(cfg_.init_preset), model_dir_, io);
+    }
+  }
+  tok_.emplace(Tokenizer::load(model_dir_));
+  DataReport report;
+  bool cached = false;
+  train_ = load_data(cfg_.data, (out / "data" / "train-corpus").string(), model_dir_, *tok_, cfg_, report, cached);
+  if (!cfg_.val_data.empty()) {
+    DataReport vr;
+    bool vc = false;
+    val_corpus_ = load_data(cfg_.val_data, (out / "data" / "val-corpus").string(), model_dir_, *tok_, cfg_, vr, vc);
+    train_docs_.resize(static_cast<size_t>(train_.documents()));
+    std::iota(train_docs_.begin(), train_docs_.end(), 0);
+    val_docs_.resize(static_cast<size_t>(val_corpus_.documents()));
+    std::iota(val_docs_.begin(), val_docs_.end(), 0);
+  } else {
+    split_documents(train_, cfg_.val_split, cfg_.seed, train_docs_, val_docs_);
+    val_corpus_ = train_;
+  }
+  ONN_CHECK_ARG(!train_docs_.empty(), cfg_.data, ": no training documents left after the validation split");
+
+  // The model and what is trained.
+  const bool full = cfg_.full || !cfg_.init_preset.empty();
+  cfg_.full = full;
+  const fs::path latest_file = ckpts / "latest";
+  fs::path ckpt;
+  if (resume_) {
+    std::string name = read_file(latest_file.string(), 256);
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    ckpt = ckpts / name;
+  }
+  // Full training resumes from the checkpoint's weights; LoRA from the base model.
+  model_.emplace(LlamaModel::load(ctx_, resume_ && full ? ckpt.string() : model_dir_));
+  const ModelConfig& mc = model_->config();
+  ONN_CHECK_ARG(cfg_.seq_len <= mc.max_position_embeddings, "--seq-len ", cfg_.seq_len,
+                " is longer than the model's max_position_embeddings ", mc.max_position_embeddings);
+  if (full) {
+    grads_.emplace(make_gradients(ctx_, *model_, nullptr));
+    const auto weights = named_weights(mc, model_->weights());
+    const auto grads = named_weights(mc, *grads_->full);
+    const DType master = lora_master_dtype(model_->dtype());
+    for (size_t i = 0; i < weights.size(); ++i) {
+      Param p;
+      p.name = weights[i].first;
+      if (weights[i].second.dtype() == master) {
+        p.value = weights[i].second;
+      } else {
+        p.value = Tensor::empty(weights[i].second.shape(), master, ctx_.allocator());
+        cast(ctx_, weights[i].second, p.value);
+        p.copy = weights[i].second;
+      }
+      p.grad = grads[i].second;
+      p.decay = p.value.rank() >= 2;
+      params_.push_back(std::move(p));
+    }
+  } else {
+    adapter_ = resume_ ? load_peft_adapter(ctx_, *model_, (ckpt / "adapter").string())
+                       : make_lora_adapter(ctx_, *model_, cfg_.lora, cfg_.seed);
+    grads_.emplace(make_gradients(ctx_, *model_, &adapter_));
+    for (size_t i = 0; i < adapter_.modules.size(); ++i) {
+      LoraModule& m = adapter_.modules[i];
+      const std::string key = "base_model.model.model.layers." + std::to_string(m.layer) + "." + m.name;
+      for (int ab = 0; ab < 2; ++ab) {
+        Param p;
+        p.name = key + (ab == 0 ? ".lora_A.weight" : ".lora_B.weight");
+        p.value = ab == 0 ? m.a : m.b;
+        const Tensor& c = ab == 0 ? m.a_c : m.b_c;
+        if (c.data() != p.value.data()) p.copy = c;
+        p.grad = ab == 0 ? grads_->lora.modules[i].a : grads_->lora.modules[i].b;
+        params_.push_back(std::move(p));
+      }
+    }
+  }
+  for (Param& p : params_) {
+    p.m = Tensor::empty(p.value.shape(), p.value.dtype(), ctx_.allocator());
+    p.v = Tensor::empty(p.value.shape(), p.value.dtype(), ctx_.allocator());
+    p.m.fill_bytes(0, &ctx_.compute());
+    p.v.fill_bytes(0, &ctx_.compute());
+  }
+
+  // Length: --steps, or every micro-batch of --epochs epochs once.
+  if (cfg_.steps > 0) {
+    total_steps_ = cfg_.steps;
+  } else {
+    PackOptions po;
+    po.seq_len = cfg_.seq_len;
+    po.micro_batch = cfg_.micro_batch;
+    po.packing = cfg_.packing;
+    int64_t micro = 0;
+    for (int64_t e = 0; e < cfg_.epochs; ++e)
+      micro += static_cast<int64_t>(plan_epoch(train_, train_docs_, po, cfg_.seed, e).size());
+    total_steps_ = std::max<int64_t>(1, micro / cfg_.grad_accum);
+  }
+  if (resume_) load_checkpoint(ckpt);
+
+  // The run's configuration, before any step: --resume reads it back.
+  fs::create_directories(ckpts);
+  for (const auto& e : fs::directory_iterator(ckpts))  // a checkpoint a kill interrupted
+    if (e.path().filename().string().ends_with(".tmp")) fs::remove_all(e.path());
+  if (!resume_) write_text(out / "run_config.json", cfg_.to_json().dump(2) + "\n");
+
+  int64_t total_params = 0;
+  for (const auto& [name, t] : named_weights(mc, model_->weights())) total_params += t.numel();
+  int64_t trainable = 0;
+  for (const Param& p : params_) trainable += p.value.numel();
+  nlohmann::ordered_json skipped = report.skipped;
+  events_({{"type", "init"},
+           {"model", model_dir_},
+           {"architecture", mc.architecture},
+           {"device", ctx_.device().str()},
+           {"dtype", std::string(dtype_name(model_->dtype()))},
+           {"mode", full ? "full" : "lora"},
+           {"parameters_total", total_params},
+           {"parameters_trainable", trainable},
+           {"steps", total_steps_},
+           {"resumed_at", step_},
+           {"data", {{"records", report.records}, {"skipped_records", skipped}, {"from_cache", cached},
+                     {"train_documents", train_docs_.size()}, {"val_documents", val_docs_.size()},
+                     {"target_tokens", train_.target_tokens()}, {"truncated", train_.truncated}}},
+           {"plan", {{"resident", true}, {"micro_batch", cfg_.micro_batch}, {"grad_accum", cfg_.grad_accum},
+                     {"seq_len", cfg_.seq_len}, {"recompute", cfg_.recompute}}},
+           {"config", cfg_.to_json()}});
+}
+
+double Trainer::evaluate() {
+  if (val_docs_.empty()) return -1;
+  PackOptions po;
+  po.seq_len = cfg_.seq_len;
+  po.micro_batch = cfg_.micro_batch;
+  po.packing = cfg_.packing;
+  po.shuffle = false;
+  const auto batches = plan_epoch(val_corpus_, val_docs_, po, 0, 0);
+  int64_t total = 0;
+  for (const auto& b : batches) total += batch_target_tokens(val_corpus_, b);
+  if (total == 0) return -1;
+  double loss = 0;
+  PassOptions opt;
+  opt.lora = cfg_.full ? nullptr : &adapter_;
+  opt.loss_tokens = total;
+  for (const auto& b : batches) loss += forward_loss(ctx_, *model_, make_batch(ctx_, val_corpus_, b), opt);
+  return loss;
+}
+
+void Trainer::save_weights(const fs::path& dir) {
+  if (cfg_.full) {
+    std::vector<std::pair<std::string, Tensor>> t;
+    for (const Param& p : params_) t.emplace_back(p.name, p.value);
+    write_safetensors((dir / "model.safetensors").string(), t, {{"format", "pt"}, {"producer", "onn-train"}});
+    copy_model_files(model_dir_, dir);
+    // The weights are F32 masters.
+    nlohmann::json c = read_json_file((dir / "config.json").string());
+    c["torch_dtype"] = "float32";
+    write_text(dir / "config.json", c.dump(2) + "\n");
+  } else {
+    save_peft_adapter(adapter_, model_->config(), dir.string(), fs::absolute(model_dir_).string());
+  }
+}
+
+void Trainer::save_checkpoint() {
+  const fs::path ckpts = fs::path(cfg_.out_dir) / "checkpoints";
+  const std::string name = step_name(step_);
+  const fs::path tmp = ckpts / (name + ".tmp"), final_dir = ckpts / name;
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_weights(cfg_.full ? tmp : tmp / "adapter");
+  std::vector<std::pair<std::string, Tensor>> opt;
+  for (const Param& p : params_) {
+    opt.emplace_back(p.name + ".exp_avg", p.m);
+    opt.emplace_back(p.name + ".exp_avg_sq", p.v);
+  }
+  write_safetensors((tmp / "optimizer.safetensors").string(), opt, {{"optimizer", "adamw"}});
+  const nlohmann::ordered_json state = {
+      {"step", step_},
+      {"optimizer_steps", optimizer_steps_},
+      {"epoch", epoch_},
+      {"data_position", cursor_},
+      {"skipped_steps", skipped_},
+      {"bad_steps_in_row", bad_in_row_},
+      {"last_loss", last_loss_},
+      {"val_loss", val_loss_},
+      {"total_steps", total_steps_},
+      {"lr", learning_rate(cfg_, std::max<int64_t>(0, step_ - 1), total_steps_)},
+      // Every random choice is a counter-based function of the seed: nothing else to restore.
+      {"rng", {{"seed", cfg_.seed},
+               {"data_order", "counter_hash(seed, epoch)"},
+               {"lora_dropout", "counter_hash(counter_hash(seed, step * grad_accum + micro), layer * 8 + module)"},
+               {"lora_init", "counter_hash(seed, module)"}}},
+      {"config", cfg_.to_json()}};
+  write_text(tmp / "trainer_state.json", state.dump(2) + "\n");
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  write_text(ckpts / "latest", name + "\n");  // last: a checkpoint counts once complete
+  // Keep the last K.
+  std::vector<fs::path> all;
+  for (const auto& e : fs::directory_iterator(ckpts)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.starts_with("step-") && !n.ends_with(".tmp")) all.push_back(e.path());
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + static_cast<size_t>(cfg_.keep_last) < all.size(); ++i) fs::remove_all(all[i]);
+  events_({{"type", "checkpoint"}, {"step", step_}, {"path", final_dir.string()}});
+}
+
+void Trainer::load_checkpoint(const fs::path& dir) {
+  const nlohmann::json state = read_json_file((dir / "trainer_state.json").string());
+  try {
+    step_ = state.at("step");
+    optimizer_steps_ = state.at("optimizer_steps");
+    epoch_ = state.at("epoch");
+    cursor_ = state.at("data_position");
+    skipped_ = state.at("skipped_steps");
+    bad_in_row_ = state.at("bad_steps_in_row");
+    last_loss_ = state.at("last_loss");
+    val_loss_ = state.at("val_loss");
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError((dir / "trainer_state.json").string() + ": " + e.what());
+  }
+  const std::string opt_path = (dir / "optimizer.safetensors").string();
+  const SafetensorsFile opt = SafetensorsFile::open(opt_path);
+  for (Param& p : params_) {
+    for (auto [suffix, t] : {std::pair<const char*, Tensor*>{".exp_avg", &p.m}, {".exp_avg_sq", &p.v}}) {
+      const Tensor h = opt.tensor(p.name + suffix);
+      if (!(h.shape() == t->shape()) || h.dtype() != t->dtype())
+        throw FormatError(opt_path + ": tensor \"" + p.name + suffix + "\" does not match the model");
+      t->copy_from(h, &ctx_.compute());
+      ctx_.compute().synchronize();
+    }
+  }
+}
+
+TrainResult Trainer::run() {
+  setup();
+  using clock = std::chrono::steady_clock;
+  const int64_t save_every = cfg_.save_every, eval_every = cfg_.eval_every;
+  while (step_ < total_steps_) {
+    const auto t0 = clock::now();
+    std::vector<std::vector<int64_t>> micro;
+    int64_t targets = 0, tokens = 0;
+    for (int64_t i = 0; i < cfg_.grad_accum; ++i) {
+      micro.push_back(next_micro_batch());
+      targets += batch_target_tokens(train_, micro.back());
+      for (int64_t d : micro.back()) tokens += train_.length(d);
+    }
+    zero_gradients(ctx_, *grads_);
+    double loss = 0;
+    if (targets > 0) {
+      for (size_t i = 0; i < micro.size(); ++i) {
+        PassOptions opt;
+        opt.lora = cfg_.full ? nullptr : &adapter_;
+        opt.recompute = cfg_.recompute;
+        opt.dropout_seed = counter_hash(cfg_.seed, static_cast<uint64_t>(step_ * cfg_.grad_accum) + i);
+        opt.loss_tokens = targets;
+        loss += forward_backward(ctx_, *model_, make_batch(ctx_, train_, micro[i]), *grads_, opt);
+      }
+    }
+    std::vector<const Tensor*> gp;
+    for (const Param& p : params_) gp.push_back(&p.grad);
+    const double norm = targets > 0 ? global_grad_norm(ctx_, gp) : 0.0;
+    const double lr = learning_rate(cfg_, step_, total_steps_);
+    const bool bad = !std::isfinite(loss) || !std::isfinite(norm);
+    if (bad) {
+      ++skipped_;
+      ++bad_in_row_;
+    } else if (targets > 0) {
+      bad_in_row_ = 0;
+      ++optimizer_steps_;
+      AdamWConfig ac;
+      ac.lr = lr;
+      ac.beta1 = cfg_.beta1;
+      ac.beta2 = cfg_.beta2;
+      ac.eps = cfg_.eps;
+      ac.step = optimizer_steps_;
+      ac.grad_scale = clip_scale(norm, cfg_.max_grad_norm);
+      for (Param& p : params_) {
+        ac.weight_decay = p.decay ? cfg_.weight_decay : 0.0;
+        adamw_step(ctx_, p.value, p.grad, p.m, p.v, ac, p.copy.defined() ? &p.copy : nullptr);
+      }
+      last_loss_ = loss;
+    }
+    ctx_.synchronize();
+    ++step_;
+    const double ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+    events_(nlohmann::ordered_json{{"type", "step"},
+             {"step", step_},
+             {"loss", bad ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(loss)},
+             {"lr", lr},
+             {"grad_norm", std::isfinite(norm) ? nlohmann::ordered_json(norm) : nlohmann::ordered_json(nullptr)},
+             {"tokens", tokens},
+             {"tokens_per_s", ms > 0 ? static_cast<double>(tokens) * 1000.0 / ms : 0.0},
+             {"ms", ms},
+             {"mem_bytes", device_peak_bytes()},
+             {"epoch", epoch_},
+             {"skipped", bad}});
+    if (bad && bad_in_row_ >= cfg_.max_bad_steps) {
+      const fs::path latest = fs::path(cfg_.out_dir) / "checkpoints" / "latest";
+      std::error_code ec;
+      throw Error("training stopped: " + std::to_string(bad_in_row_) +
+                  " steps in a row had a NaN or Inf loss or gradient" +
+                  (fs::exists(latest, ec) ? "; the last good checkpoint is in " + latest.parent_path().string()
+                                          : std::string("; no checkpoint was written yet")));
+    }
+    const bool last = step_ == total_steps_;
+    if ((eval_every > 0 && step_ % eval_every == 0) || last) {
+      val_loss_ = evaluate();
+      if (val_loss_ >= 0)
+        events_({{"type", "val"}, {"step", step_}, {"loss", val_loss_}, {"perplexity", std::exp(val_loss_)}});
+    }
+    if (!bad && ((save_every > 0 && step_ % save_every == 0) || last)) save_checkpoint();
+  }
+  TrainResult r;
+  r.steps = step_;
+  r.skipped_steps = skipped_;
+  r.last_loss = last_loss_;
+  r.val_loss = val_loss_;
+  const fs::path out = fs::path(cfg_.out_dir) / (cfg_.full ? "model" : "adapter");
+  fs::create_directories(out);
+  save_weights(out);
+  r.output = out.string();
+  return r;
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg, bool resume, const EventSink& events) {
+  Trainer t(cfg, resume, events);
+  return t.run();
+}
+
+TrainConfig load_run_config(const std::string& run_dir) {
+  const std::string path = (fs::path(run_dir) / "run_config.json").string();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw InvalidArgument(run_dir + ": not a run folder (run_config.json is missing)");
+  return TrainConfig::from_json(read_json_file(path), path);
+}
+
+}  // namespace onn

@@ -1,0 +1,81 @@
+// The trainer: LoRA or full training of a Hugging Face model folder (or one initialised from
+// an onn-init preset) on a dataset, with AdamW, a warmup + decay schedule, gradient
+// accumulation and clipping, evaluation, NaN/Inf step skipping, and checkpoints that resume
+// the same run exactly (same batches, same dropout masks, bitwise on the CPU).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "model/chat.h"
+#include "model/lora.h"
+#include "runtime/json.h"
+
+namespace onn {
+
+struct TrainConfig {
+  // What and where.
+  std::string model_dir;    // an HF folder; or empty with init_preset
+  std::string init_preset;  // train from scratch: an onn-init preset (implies full)
+  std::string init_tokenizer_text;  // with init_preset: text the tokenizer's merges are learned from
+  int64_t init_tokenizer_vocab = 0;
+  std::string data, val_data;       // files or folders
+  std::string out_dir;
+  std::string device;               // "cpu", "cuda[:N]", "" (cuda when present)
+  // Model.
+  bool full = false;
+  LoraSpec lora;
+  bool recompute = false;
+  // Data.
+  int64_t seq_len = 512;
+  int64_t micro_batch = 4;  // rows of seq_len per micro-batch
+  int64_t grad_accum = 1;
+  bool packing = true;
+  bool train_on_inputs = false;
+  bool skip_bad_records = false;
+  std::string chat_format;  // "" = the tokenizer's template
+  double val_split = 0.0;
+  // Length.
+  int64_t steps = 0;   // 0: epochs over the data
+  int64_t epochs = 1;
+  // Optimizer and schedule.
+  double lr = 2e-4, min_lr = 0.0, weight_decay = 0.0, max_grad_norm = 1.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t warmup_steps = 0;
+  std::string schedule = "cosine";  // cosine, linear or constant (after warmup)
+  // Bookkeeping.
+  int64_t eval_every = 0;  // 0: at the end only (when there is validation data)
+  int64_t save_every = 0;  // 0: at the end only
+  int64_t keep_last = 2;
+  int64_t max_bad_steps = 5;  // NaN/Inf steps in a row before stopping
+  uint64_t seed = 0;
+
+  // The whole configuration as JSON (trainer_state.json, the init event) and back.
+  nlohmann::ordered_json to_json() const;
+  static TrainConfig from_json(const nlohmann::json& j, const std::string& source);
+};
+
+// The learning rate of 0-based step `step` of `total`: linear warmup to lr over warmup_steps
+// ((step + 1) / warmup_steps of it), then cosine or linear decay to min_lr, or constant.
+double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total);
+
+// Events as NDJSON objects: init, step, val, checkpoint, done (error is the caller's).
+using EventSink = std::function<void(const nlohmann::ordered_json&)>;
+
+struct TrainResult {
+  int64_t steps = 0;          // optimizer steps done in total (this run and before a resume)
+  int64_t skipped_steps = 0;  // NaN/Inf
+  double last_loss = 0, val_loss = -1;
+  std::string output;         // the adapter folder (LoRA) or model folder (full)
+};
+
+// Runs (or, with resume, continues) the training described by cfg. Bad configuration or
+// data: InvalidArgument before anything is written to out_dir's checkpoints.
+TrainResult train(const TrainConfig& cfg, bool resume, const EventSink& events);
+
+// The configuration a run folder was started with (for --resume RUN_DIR).
+TrainConfig load_run_config(const std::string& run_dir);
+
+}  // namespace onn
