@@ -175,7 +175,9 @@ LoraModule new_module(Context& ctx, const LlamaModel& model, int64_t layer, cons
   return m;
 }
 
-void check_spec(const ModelConfig& c, const LoraSpec& spec) {
+}  // namespace
+
+void check_lora_spec(const ModelConfig& c, const LoraSpec& spec) {
   ONN_CHECK_ARG(spec.rank >= 1 && spec.rank <= 4096, "LoRA rank must be in [1, 4096], got ", spec.rank);
   ONN_CHECK_ARG(std::isfinite(spec.alpha) && spec.alpha > 0, "LoRA alpha must be positive, got ", spec.alpha);
   ONN_CHECK_ARG(spec.dropout >= 0 && spec.dropout < 1, "LoRA dropout must be in [0, 1), got ", spec.dropout);
@@ -194,11 +196,9 @@ void check_spec(const ModelConfig& c, const LoraSpec& spec) {
   }
 }
 
-}  // namespace
-
 LoraAdapter make_lora_adapter(Context& ctx, const LlamaModel& model, const LoraSpec& spec, uint64_t seed) {
   const ModelConfig& c = model.config();
-  check_spec(c, spec);
+  check_lora_spec(c, spec);
   LoraAdapter ad;
   ad.spec = spec;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -339,7 +339,7 @@ LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::
     for (int i = 0; i < kLoraTargets; ++i) spec.targets[static_cast<size_t>(i)] |= t[static_cast<size_t>(i)];
   }
   try {
-    check_spec(c, spec);
+    check_lora_spec(c, spec);
   } catch (const InvalidArgument& e) {
     throw FormatError(cfg_path + ": " + e.what());
   }

@@ -43,6 +43,10 @@ struct LoraSpec {
 // F64 reference used by gradient checks).
 DType lora_master_dtype(DType compute);
 
+// InvalidArgument when the spec does not fit the model (rank, alpha, dropout, a layer past the
+// end, Phi-3's fused q/k/v or gate/up not targeted together).
+void check_lora_spec(const ModelConfig& cfg, const LoraSpec& spec);
+
 // One adapted module as PEFT sees it: Llama's q_proj, ..., down_proj; Phi-3's fused qkv_proj
 // and gate_up_proj are one module each (one A, and B's rows split between q, k and v).
 struct LoraModule {

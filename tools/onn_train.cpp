@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
   app.add_option("--lora-targets", targets, "q,k,v,o,gate,up,down or all-linear (default)");
   app.add_flag("--rslora", c.lora.rslora, "scale alpha/sqrt(r) instead of alpha/r");
   app.add_option("--train-layers", layers, "adapt only these layers, e.g. 0-3,36-39 (default: all)");
-  app.add_option("--seq-len", c.seq_len, "tokens per row (default 512)");
+  app.add_option("--seq-len", c.seq_len, "tokens per row (default: 512, or the model's context when shorter)");
   app.add_option("--micro-batch", c.micro_batch, "rows per forward/backward (default 4)");
   app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (default 1)");
   app.add_flag("--no-packing", no_packing, "one document per row instead of packing several");

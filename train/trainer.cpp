@@ -111,7 +111,7 @@ void check_config(const TrainConfig& c) {
   ONN_CHECK_ARG(!c.data.empty(), "--data is required");
   ONN_CHECK_ARG(!c.out_dir.empty(), "--out is required");
   ONN_CHECK_ARG(c.model_dir.empty() != c.init_preset.empty(), "give exactly one of --model and --init");
-  ONN_CHECK_ARG(c.seq_len >= 2, "--seq-len must be at least 2");
+  ONN_CHECK_ARG(c.seq_len == 0 || c.seq_len >= 2, "--seq-len must be at least 2");
   ONN_CHECK_ARG(c.micro_batch >= 1 && c.grad_accum >= 1, "--micro-batch and --grad-accum must be at least 1");
   ONN_CHECK_ARG(c.steps >= 0 && c.epochs >= 1, "--steps must be >= 0 and --epochs >= 1");
   ONN_CHECK_ARG(std::isfinite(c.lr) && c.lr > 0, "--lr must be positive");
@@ -280,9 +280,18 @@ void Trainer::setup() {
   else if (!resume_ && fs::exists(ckpts / "latest", ec))
     throw InvalidArgument(cfg_.out_dir + " already holds a run; continue it with --resume " + cfg_.out_dir +
                           " or choose another --out");
+  // Everything that can be checked from config.json is, before any data is read or written.
+  {
+    const ModelConfig mc0 = cfg_.init_preset.empty() ? load_model_config(cfg_.model_dir) : find_preset(cfg_.init_preset).config;
+    if (cfg_.seq_len == 0) cfg_.seq_len = std::min<int64_t>(512, mc0.max_position_embeddings);
+    ONN_CHECK_ARG(cfg_.seq_len <= mc0.max_position_embeddings, "--seq-len ", cfg_.seq_len,
+                  " is longer than the model's max_position_embeddings ", mc0.max_position_embeddings);
+    if (!cfg_.full && cfg_.init_preset.empty()) check_lora_spec(mc0, cfg_.lora);
+  }
   // A from-scratch model is written into the run folder first (from the training text).
   model_dir_ = cfg_.model_dir;
   if (!cfg_.init_preset.empty()) {
+    (void)find_preset(cfg_.init_preset);  // an unknown preset before anything is written
     model_dir_ = (out / "init-model").string();
     if (!fs::exists(fs::path(model_dir_) / "config.json", ec)) {
       DataReport r;

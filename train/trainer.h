@@ -29,7 +29,7 @@ struct TrainConfig {
   LoraSpec lora;
   bool recompute = false;
   // Data.
-  int64_t seq_len = 512;
+  int64_t seq_len = 0;      // 0: min(512, the model's max_position_embeddings)
   int64_t micro_batch = 4;  // rows of seq_len per micro-batch
   int64_t grad_accum = 1;
   bool packing = true;

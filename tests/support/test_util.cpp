@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -31,6 +32,8 @@ TempDir::~TempDir() {
 
 namespace {
 
+pid_t last_child = 0;  // the process spawn_and_wait is waiting for (a zombie until reaped)
+
 // Spawns argv with stdin from `stdin_path`, stdout and stderr into files; `feed` runs while
 // the child does.
 ProcessResult spawn_and_wait(const std::vector<std::string>& argv, const char* stdin_path,
@@ -49,6 +52,7 @@ ProcessResult spawn_and_wait(const std::vector<std::string>& argv, const char* s
   const int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error("posix_spawn " + argv[0] + ": " + std::strerror(rc));
+  last_child = pid;
   if (feed) feed();
   int status = 0;
   waitpid(pid, &status, 0);
@@ -66,6 +70,14 @@ ProcessResult spawn_and_wait(const std::vector<std::string>& argv, const char* s
 }  // namespace
 
 ProcessResult run_process(const std::vector<std::string>& argv) { return spawn_and_wait(argv, "/dev/null", {}); }
+
+ProcessResult run_process_killed_after(const std::vector<std::string>& argv, int ms) {
+  // The feed runs while the child does: sleep, then SIGKILL the newest child if alive.
+  return spawn_and_wait(argv, "/dev/null", [ms] {
+    ::usleep(static_cast<useconds_t>(ms) * 1000);
+    ::kill(last_child, SIGKILL);
+  });
+}
 
 ProcessResult run_in_terminal(const std::vector<std::string>& argv, const std::string& input) {
   const int master = ::posix_openpt(O_RDWR | O_NOCTTY);

@@ -35,6 +35,9 @@ struct ProcessResult {
 ProcessResult run_process(const std::vector<std::string>& argv);
 // As run_process, but stdin is a pseudo-terminal (isatty is true) that receives `input`,
 // followed by end-of-file (Ctrl-D). The terminal's echo of the input is discarded.
+// As run_process, but the process is killed with SIGKILL after `ms` milliseconds if it is
+// still running (exit_code is then -9).
+ProcessResult run_process_killed_after(const std::vector<std::string>& argv, int ms);
 ProcessResult run_in_terminal(const std::vector<std::string>& argv, const std::string& input);
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);

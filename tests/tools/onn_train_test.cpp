@@ -1,0 +1,237 @@
+// onn-train as a user runs it, on the CPU: a LoRA run's events, checkpoints and PEFT adapter;
+// bad data and bad flags (one line, exit 2, nothing written); kill -9 at random moments and
+// --resume giving bitwise the same losses and weights as an uninterrupted run (LoRA with
+// dropout and gradient accumulation, and full training from an onn-init preset); the demo.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "runtime/file_util.h"
+#include "runtime/json.h"
+#include "runtime/safetensors.h"
+#include "support/test_util.h"
+
+using namespace onn;
+using namespace onn::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kTrain = ONN_TRAIN_PATH;
+const std::string kModel = std::string(ONN_TEST_DATA_DIR) + "/models/llama_gqa";
+
+std::string write_data(TempDir& dir, int n) {
+  const std::string path = dir.file("data.jsonl");
+  std::ofstream f(path);
+  for (int i = 0; i < n; ++i)
+    f << nlohmann::json{{"input", "Q" + std::to_string(i) + " is"}, {"output", " A" + std::to_string(i * 7 % 13)}}.dump()
+      << "\n";
+  return path;
+}
+
+std::vector<nlohmann::json> events_of(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) out.push_back(nlohmann::json::parse(l));
+  return out;
+}
+
+// step -> loss as printed (the last report of each step: a resumed run repeats some).
+std::map<int64_t, std::string> step_losses(const std::string& log) {
+  std::map<int64_t, std::string> m;
+  for (const nlohmann::json& e : events_of(log))
+    if (e["type"] == "step") m[e["step"].get<int64_t>()] = e["loss"].dump();
+  return m;
+}
+
+std::string slurp(const std::string& p) { return read_file(p, size_t{1} << 30); }
+
+}  // namespace
+
+TEST_CASE("onn-train LoRA: events, checkpoints kept, and a PEFT adapter") {
+  TempDir dir;
+  const std::string data = write_data(dir, 24), out = dir.file("run");
+  const ProcessResult r = run_process({kTrain, "--model", kModel, "--data", data, "--out", out, "--device", "cpu",
+                                       "--steps", "6", "--save-every", "2", "--keep-last", "2", "--eval-every", "3",
+                                       "--val-split", "0.25", "--lora-rank", "4", "--lora-targets", "q,v,down",
+                                       "--micro-batch", "16", "--seq-len", "32", "--lr", "1e-2", "--json"});
+  REQUIRE(r.exit_code == 0);
+  const std::vector<nlohmann::json> ev = events_of(r.out);
+  REQUIRE(ev.size() > 8);
+  CHECK(ev.front()["type"] == "init");
+  CHECK(ev.front()["mode"] == "lora");
+  CHECK(ev.front()["data"]["val_documents"] == 6);
+  CHECK(ev.front()["parameters_trainable"].get<int64_t>() < ev.front()["parameters_total"].get<int64_t>() / 4);
+  CHECK(ev.back()["type"] == "done");
+  std::vector<double> losses;
+  int vals = 0, ckpts = 0;
+  for (const nlohmann::json& e : ev) {
+    if (e["type"] == "step") {
+      losses.push_back(e["loss"].get<double>());
+      for (const char* f : {"lr", "grad_norm", "tokens_per_s", "ms", "mem_bytes"}) CHECK(e.contains(f));
+    }
+    vals += e["type"] == "val";
+    ckpts += e["type"] == "checkpoint";
+  }
+  REQUIRE(losses.size() == 6);
+  CHECK(losses.back() < losses.front());  // one micro-batch holds every document: it learns them
+  CHECK(vals == 2);
+  CHECK(ckpts == 3);
+  // The last two checkpoints remain, `latest` names the newest.
+  CHECK(!fs::exists(out + "/checkpoints/step-00000002"));
+  CHECK(fs::exists(out + "/checkpoints/step-00000004/adapter/adapter_model.safetensors"));
+  CHECK(slurp(out + "/checkpoints/latest") == "step-00000006\n");
+  const nlohmann::json state = read_json_file(out + "/checkpoints/step-00000006/trainer_state.json");
+  CHECK(state["step"] == 6);
+  CHECK(state["config"]["lora_rank"] == 4);
+  CHECK(state.contains("rng"));
+  const SafetensorsFile opt = SafetensorsFile::open(out + "/checkpoints/step-00000006/optimizer.safetensors");
+  CHECK(opt.find("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight.exp_avg") != nullptr);
+  // The adapter: PEFT names, shapes and config.
+  const SafetensorsFile ad = SafetensorsFile::open(out + "/adapter/adapter_model.safetensors");
+  CHECK(ad.tensors().size() == 2 * 3 * 2);  // A and B, 3 targets, 2 layers
+  CHECK(ad.info("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight").shape[1] == 4);
+  const nlohmann::json cfg = read_json_file(out + "/adapter/adapter_config.json");
+  CHECK(cfg["peft_type"] == "LORA");
+  CHECK(cfg["target_modules"] == nlohmann::json::array({"down_proj", "q_proj", "v_proj"}));
+  CHECK(cfg["base_model_name_or_path"] == fs::absolute(kModel).string());
+  // A second run into the same folder is refused; the tokenized data was cached.
+  CHECK(fs::exists(out + "/data/train-corpus.safetensors"));
+  const ProcessResult again = run_process({kTrain, "--model", kModel, "--data", data, "--out", out, "--device", "cpu"});
+  CHECK(again.exit_code == 2);
+  CHECK(again.err.find("already holds a run; continue it with --resume") != std::string::npos);
+}
+
+TEST_CASE("onn-train: bad data and bad flags give one line and exit 2, and write nothing") {
+  TempDir dir;
+  const std::string good = write_data(dir, 4);
+  const auto file = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir.file(name)) << text;
+    return dir.file(name);
+  };
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--data", file("a.jsonl", "{\"input\":\"x\",\"output\":\"y\"}\n{\"input\":\"x\"}\n")},
+       "a.jsonl:2: field \"output\" missing"},
+      {{"--data", file("b.jsonl", "{\"input\":\"x\",\"output\":5}\n")}, "b.jsonl:1: field \"output\" must be a string"},
+      {{"--data", file("c.jsonl", "{oops\n")}, "c.jsonl:1: invalid JSON"},
+      {{"--data", file("d.json", "{}")}, "d.json: a .json data file must hold an array"},
+      {{"--data", file("e.csv", "a,b")}, "unsupported data file type \".csv\""},
+      {{"--data", file("f.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n")},
+       "f.jsonl:1: field \"messages\" has no assistant turn"},
+      {{"--data", dir.file("missing.jsonl")}, "no such file"},
+      {{"--data", good, "--lora-targets", "q,attn"}, "unknown LoRA target \"attn\""},
+      {{"--data", good, "--train-layers", "0-5"}, "layer 5 is past the model's 2 layers"},
+      {{"--data", good, "--lora-rank", "0"}, "LoRA rank"},
+      {{"--data", good, "--schedule", "step"}, "--schedule must be cosine, linear or constant"},
+      {{"--data", good, "--val-split", "1.5"}, "--val-split must be in [0, 1)"},
+      {{"--data", good, "--seq-len", "100000"}, "longer than the model's max_position_embeddings"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.message);
+    const std::string out = dir.file("run");
+    std::vector<std::string> argv = {kTrain, "--model", kModel, "--out", out, "--device", "cpu", "--steps", "1"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    const ProcessResult r = run_process(argv);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(c.message) != std::string::npos);
+    CHECK(r.err.find('\n') == r.err.size() - 1);
+    CHECK(!fs::exists(out + "/checkpoints"));
+    CHECK(!fs::exists(out + "/adapter"));
+    fs::remove_all(out);
+  }
+  // Skipping bad records: the run goes on and says which were left out.
+  const std::string mixed = file("mixed.jsonl", "{\"input\":\"a\",\"output\":\"b\"}\n{\"input\":\"c\"}\n"
+                                                "{\"input\":\"d\",\"output\":\"e\"}\n");
+  const ProcessResult r = run_process({kTrain, "--model", kModel, "--data", mixed, "--out", dir.file("skip"), "--device",
+                                       "cpu", "--steps", "1", "--skip-bad-records", "--json"});
+  REQUIRE(r.exit_code == 0);
+  const nlohmann::json init = events_of(r.out).front();
+  CHECK(init["data"]["records"] == 2);
+  CHECK(init["data"]["skipped_records"] == nlohmann::json::array({mixed + ":2: field \"output\" missing"}));
+}
+
+TEST_CASE("kill -9 at random moments, then --resume: bitwise the same losses and weights as an uninterrupted run") {
+  TempDir dir;
+  const std::string data = write_data(dir, 40);
+  struct Mode {
+    std::string name, weights;
+    std::vector<std::string> args;
+  };
+  const std::vector<Mode> modes = {
+      {"lora", "adapter/adapter_model.safetensors",
+       {"--model", kModel, "--lora-rank", "4", "--lora-dropout", "0.1", "--grad-accum", "2", "--micro-batch", "2"}},
+      {"full", "model/model.safetensors",
+       {"--init", "tiny", "--init-tokenizer-vocab", "300", "--micro-batch", "3", "--weight-decay", "0.1"}},
+  };
+  std::mt19937 rng(2024);
+  for (const Mode& m : modes) {
+    CAPTURE(m.name);
+    const auto command = [&](const std::string& out) {
+      std::vector<std::string> a = {kTrain, "--data", data, "--out", out, "--device", "cpu", "--steps", "14",
+                                    "--save-every", "1", "--keep-last", "2", "--seq-len", "16", "--lr", "5e-3",
+                                    "--warmup-steps", "3", "--val-split", "0.1", "--eval-every", "5",
+                                    "--log-file", out + ".log"};
+      a.insert(a.end(), m.args.begin(), m.args.end());
+      return a;
+    };
+    const std::string ref = dir.file(m.name + "-ref");
+    const auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(run_process(command(ref)).exit_code == 0);
+    const int span_ms = static_cast<int>(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+
+    const std::string run = dir.file(m.name + "-killed");
+    int kills = 0;
+    bool finished = false;
+    for (int attempt = 0; attempt < 12 && !finished; ++attempt) {
+      // The first attempt starts the run; later ones resume it (or start it again if it was
+      // killed before writing its configuration).
+      std::vector<std::string> argv = command(run);
+      if (attempt > 0 && fs::exists(run + "/run_config.json"))
+        argv = {kTrain, "--resume", run, "--device", "cpu", "--log-file", run + ".log"};
+      const int delay = std::uniform_int_distribution<int>(0, span_ms)(rng);
+      const ProcessResult r = attempt < 8 ? run_process_killed_after(argv, delay) : run_process(argv);
+      if (r.exit_code == -9) {
+        ++kills;
+      } else {
+        CHECK(r.exit_code == 0);
+        CHECK(r.err.find("error") == std::string::npos);
+        finished = r.exit_code == 0;
+      }
+    }
+    REQUIRE(finished);
+    CHECK(kills >= 1);
+    const auto want = step_losses(slurp(ref + ".log")), got = step_losses(slurp(run + ".log"));
+    CHECK(want.size() == 14);
+    CHECK(got == want);
+    CHECK(slurp(ref + "/" + m.weights) == slurp(run + "/" + m.weights));
+  }
+}
+
+#if !defined(__SANITIZE_ADDRESS__)
+TEST_CASE("the README's demo learns: held-out accuracy far above chance") {
+  TempDir dir;
+  const ProcessResult r = run_process({kTrain, "--demo", "--out", dir.file("demo"), "--device", "cpu", "--json"});
+  REQUIRE(r.exit_code == 0);
+  double add = -1, sub_base = -1, sub = -1;
+  for (const nlohmann::json& e : events_of(r.out))
+    if (e["type"] == "demo") {
+      if (e["task"] == "addition") add = e["heldout_accuracy"];
+      if (e["task"] == "subtraction") sub_base = e["heldout_accuracy_base"], sub = e["heldout_accuracy"];
+    }
+  CHECK(add > 0.8);
+  CHECK(sub > 0.5);
+  CHECK(sub > sub_base + 0.4);  // the adapter taught it
+  CHECK(fs::exists(dir.file("demo") + "/lora/adapter/adapter_config.json"));
+}
+#endif
