@@ -22,8 +22,15 @@ class Reporter {
  public:
   Reporter(bool json, const std::string& log_file, bool quiet) : json_(json), quiet_(quiet) {
     if (!log_file.empty()) {
+      // A run killed in the middle of a line left it unfinished: start on a fresh line.
+      bool partial = false;
+      if (std::ifstream in{log_file, std::ios::binary | std::ios::ate}; in && in.tellg() > 0) {
+        in.seekg(-1, std::ios::end);
+        partial = in.get() != '\n';
+      }
       log_.open(log_file, std::ios::app);
       if (!log_) throw onn::IoError(log_file + ": cannot open the log file");
+      if (partial) log_ << "\n";
     }
     tty_ = ::isatty(STDERR_FILENO) != 0 && !json;
   }
