@@ -64,6 +64,8 @@ class LlamaModel {
   // For full training: the optimizer writes the compute weights in place.
   ModelWeights& mutable_weights() { return weights_; }
   DType dtype() const { return dtype_; }
+  const Tensor& inv_freq() const { return inv_freq_; }  // (R/2) RoPE frequencies on the device
+  float attention_scale() const;                         // 1 / sqrt(D)
 
   // ids (N) I32, positions (N) I32 (restarting per sequence), seqs: the packing of the N
   // tokens. Returns the final-norm hidden states (N, C).
@@ -90,7 +92,6 @@ class LlamaModel {
   // The blocks over ids (N) at positions (N); returns the final-norm hidden states (N, C).
   Tensor run_blocks(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionFn& attend) const;
   Tensor project(Context& ctx, const Tensor& h) const;  // (N, C) -> (N, V)
-  float attention_scale() const;                         // 1 / sqrt(D)
 
   ModelConfig config_;
   ModelWeights weights_;

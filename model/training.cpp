@@ -76,10 +76,13 @@ struct LayerActs {
 class Pass {
  public:
   Pass(Context& ctx, const LlamaModel& model, const PassOptions& opt, int64_t n)
-      : ctx_(ctx), model_(model), c_(model.config()), opt_(opt), n_(n) {
-    inv_freq_ = rope_inv_freq_tensor(ctx, c_.rope, model.dtype() == DType::f64 ? DType::f64 : DType::f32);
-    scale_ = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c_.head_dim)));
-  }
+      : ctx_(ctx),
+        model_(model),
+        c_(model.config()),
+        opt_(opt),
+        n_(n),
+        inv_freq_(model.inv_freq()),
+        scale_(model.attention_scale()) {}
 
   Tensor make(const Shape& s) const { return Tensor::empty(s, model_.dtype(), ctx_.allocator()); }
   Tensor stat(const Shape& s) const { return Tensor::empty(s, norm_stat_dtype(model_.dtype()), ctx_.allocator()); }
@@ -289,8 +292,8 @@ class Pass {
   const ModelConfig& c_;
   PassOptions opt_;
   int64_t n_;
-  Tensor inv_freq_;
-  float scale_ = 1.0f;
+  const Tensor& inv_freq_;
+  float scale_;
   const TrainBatch* batch_ = nullptr;
 };
 
