@@ -248,4 +248,15 @@ void check_context_length(const ModelConfig& cfg, int64_t context, const std::st
                           std::to_string(cfg.max_position_embeddings) + ")");
 }
 
+void copy_model_side_files(const std::string& from, const std::string& to) {
+  namespace fs = std::filesystem;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                        "chat_template.jinja", "tokenizer.model"}) {
+    std::error_code ec;
+    if (!fs::exists(fs::path(from) / f, ec)) continue;
+    fs::copy_file(fs::path(from) / f, fs::path(to) / f, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw IoError((fs::path(to) / f).string() + ": cannot copy from " + from + ": " + ec.message());
+  }
+}
+
 }  // namespace onn

@@ -54,4 +54,9 @@ ModelConfig load_model_config(const std::string& path);
 // shorter than `context` (ONN's attention is full causal) or max_position_embeddings.
 void check_context_length(const ModelConfig& cfg, int64_t context, const std::string& source);
 
+// Copies the files that travel with a model's weights, other than config.json (which a
+// writer puts last): tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+// generation_config.json, chat_template.jinja and tokenizer.model, those present in `from`.
+void copy_model_side_files(const std::string& from, const std::string& to);
+
 }  // namespace onn

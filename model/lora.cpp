@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -158,20 +159,20 @@ void LoraAdapter::sync_compute_copies(Context& ctx) {
 namespace {
 
 // Allocates a module's tensors (masters F32, compute copies in the model's dtype).
-LoraModule new_module(Context& ctx, const LlamaModel& model, int64_t layer, const ModuleKind& kind, int64_t rank) {
-  const ModelConfig& c = model.config();
+LoraModule new_module(Context& ctx, const ModelConfig& c, DType compute, int64_t layer, const ModuleKind& kind,
+                      int64_t rank) {
   int64_t out = 0;
   for (int t : kind.targets) out += target_shape(c, t).first;
   const int64_t in = target_shape(c, kind.targets[0]).second;
   LoraModule m;
   m.layer = layer;
   m.name = kind.name;
-  const DType master = lora_master_dtype(model.dtype());
+  const DType master = lora_master_dtype(compute);
   m.a = Tensor::empty(Shape{rank, in}, master, ctx.allocator());
   m.b = Tensor::empty(Shape{out, rank}, master, ctx.allocator());
-  const bool same = model.dtype() == master;
-  m.a_c = same ? m.a : Tensor::empty(m.a.shape(), model.dtype(), ctx.allocator());
-  m.b_c = same ? m.b : Tensor::empty(m.b.shape(), model.dtype(), ctx.allocator());
+  const bool same = compute == master;
+  m.a_c = same ? m.a : Tensor::empty(m.a.shape(), compute, ctx.allocator());
+  m.b_c = same ? m.b : Tensor::empty(m.b.shape(), compute, ctx.allocator());
   return m;
 }
 
@@ -205,7 +206,7 @@ LoraAdapter make_lora_adapter(Context& ctx, const LlamaModel& model, const LoraS
     if (!spec.on_layer(l)) continue;
     for (const ModuleKind& kind : module_kinds(c)) {
       if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
-      LoraModule m = new_module(ctx, model, l, kind, spec.rank);
+      LoraModule m = new_module(ctx, c, model.dtype(), l, kind, spec.rank);
       // Kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in)), from a counter-based
       // generator keyed by (seed, module number), so layers differ and runs repeat.
       Tensor host = Tensor::empty(m.a.shape(), m.a.dtype());
@@ -286,8 +287,11 @@ void save_peft_adapter(const LoraAdapter& adapter, const ModelConfig& cfg, const
 }
 
 LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::string& dir) {
+  return load_peft_adapter(ctx, model.config(), model.dtype(), dir);
+}
+
+LoraAdapter load_peft_adapter(Context& ctx, const ModelConfig& c, DType compute, const std::string& dir) {
   namespace fs = std::filesystem;
-  const ModelConfig& c = model.config();
   const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
   const nlohmann::json doc = read_json_file(cfg_path, 1 << 20);
   const auto field = [&](const char* name) -> const nlohmann::json& {
@@ -353,7 +357,7 @@ LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::
     if (!spec.on_layer(l)) continue;
     for (const ModuleKind& kind : module_kinds(c)) {
       if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
-      LoraModule m = new_module(ctx, model, l, kind, spec.rank);
+      LoraModule m = new_module(ctx, c, compute, l, kind, spec.rank);
       const std::string key = kKeyPrefix + std::to_string(l) + "." + kind.name;
       for (auto [suffix, dst] : {std::pair<const char*, Tensor*>{".lora_A.weight", &m.a}, {".lora_B.weight", &m.b}}) {
         const std::string name = key + suffix;
@@ -378,6 +382,73 @@ LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::
   ad.sync_compute_copies(ctx);
   ad.bind(c);
   return ad;
+}
+
+MergeResult merge_adapter_folder(const std::string& model_dir, const std::string& adapter_dir,
+                                 const std::string& out_dir, uint64_t max_shard_bytes) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path out = fs::absolute(out_dir).lexically_normal();
+  for (const std::string& in : {model_dir, adapter_dir})
+    ONN_CHECK_ARG(!fs::equivalent(out, in, ec), "--out ", out_dir, " is the input folder ", in,
+                  "; write the merged model to a new folder");
+  ONN_CHECK_ARG(!fs::exists(out, ec) || (fs::is_directory(out, ec) && fs::is_empty(out, ec)), out_dir,
+                " already exists and is not empty; give a new folder");
+  const ModelConfig cfg = load_model_config(model_dir);
+  const SafetensorsModel base = SafetensorsModel::open(model_dir);
+  Context ctx(Device::cpu());
+  const LoraAdapter adapter = load_peft_adapter(ctx, cfg, DType::f32, adapter_dir);
+  const float scale = static_cast<float>(adapter.spec.scale());
+
+  // The base tensor each adapted module folds into, checked before anything is written.
+  std::map<std::string, const LoraModule*> folds;
+  for (const LoraModule& m : adapter.modules) {
+    const std::string name = "model.layers." + std::to_string(m.layer) + "." + m.name + ".weight";
+    const SafetensorsModel::Entry* e = base.find(name);
+    if (!e) throw FormatError(base.source() + ": tensor \"" + name + "\" that the adapter changes is missing");
+    const std::vector<int64_t> want = {m.b.dim(0), m.a.dim(1)};
+    if (e->info->shape != want)
+      throw FormatError(base.source() + ": tensor \"" + name + "\" has shape " + Shape(e->info->shape.begin(), e->info->shape.end()).str() +
+                        " but the adapter's B A is " + Shape(want.begin(), want.end()).str());
+    if (!dtype_is_float(e->info->dtype))
+      throw FormatError(base.source() + ": tensor \"" + name + "\" is not floating point");
+    folds[name] = &m;
+  }
+  std::vector<TensorSpec> specs;
+  for (const auto& [name, e] : base.tensors()) specs.push_back({name, e.info->dtype, e.info->shape});
+
+  const fs::path tmp = out.parent_path() / (out.filename().string() + ".onn-merge.tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  MergeResult r;
+  try {
+    const TensorFill fill = [&](const TensorSpec& spec, std::span<uint8_t> bytes) {
+      const auto it = folds.find(spec.name);
+      Tensor t = base.tensor(spec.name);
+      if (it != folds.end()) {
+        Tensor w = t.to_dtype(DType::f32);  // a fresh copy
+        MatmulOptions o;  // W += scale * (out, R) @ (R, in)
+        o.alpha = scale;
+        o.beta = 1.0f;
+        matmul(ctx, it->second->b, it->second->a, w, o);
+        t = w.to_dtype(spec.dtype);
+        ++r.merged;
+      }
+      ONN_ASSERT(t.nbytes() == bytes.size());
+      std::memcpy(bytes.data(), t.data(), bytes.size());
+      ++r.tensors;
+    };
+    r.files = write_sharded_safetensors(tmp.string(), specs, fill, max_shard_bytes,
+                                        {{"format", "pt"}, {"producer", "onn-merge"}});
+    copy_model_side_files(model_dir, tmp.string());
+    fs::copy_file(fs::path(model_dir) / "config.json", tmp / "config.json");
+    if (fs::exists(out, ec)) fs::remove(out);  // the empty folder
+    fs::rename(tmp, out);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  return r;
 }
 
 }  // namespace onn

@@ -83,10 +83,27 @@ void save_peft_adapter(const LoraAdapter& adapter, const ModelConfig& cfg, const
 // Reads a PEFT LoRA folder for `model`: checks peft_type, the modules against the model's
 // shapes, and that every tensor the config implies is present (FormatError naming the file).
 LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::string& dir);
+// The same for a model known by its config alone (no weights loaded); compute copies in `compute`.
+LoraAdapter load_peft_adapter(Context& ctx, const ModelConfig& cfg, DType compute, const std::string& dir);
 
 // Folds the adapter into the model's weights: W += scale * B A for every adapted target (in
 // the compute dtype), as PEFT's merge_and_unload. Generation and evaluation then run the
 // plain forward at full speed.
 void merge_lora(Context& ctx, LlamaModel& model, const LoraAdapter& adapter);
+
+struct MergeResult {
+  int64_t tensors = 0;  // written
+  int64_t merged = 0;   // of which had an adapter folded in
+  std::vector<std::string> files;  // weight files written
+};
+// onn-merge: reads the base model folder tensor by tensor (one in memory at a time), adds
+// scale * B A in F32 to every adapted weight, rounds back to the weight's own dtype and writes
+// a Hugging Face folder: sharded safetensors (max_shard_bytes each, with the index), the
+// tokenizer and generation files, and config.json. Everything is written into a temporary
+// sibling folder renamed to `out_dir` at the end, so an interrupted merge leaves no folder.
+// InvalidArgument when `out_dir` exists and is not empty, or is the model or adapter folder;
+// FormatError when the adapter does not fit the model.
+MergeResult merge_adapter_folder(const std::string& model_dir, const std::string& adapter_dir,
+                                 const std::string& out_dir, uint64_t max_shard_bytes);
 
 }  // namespace onn

@@ -7,6 +7,7 @@
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "model/llama.h"
+#include "model/lora.h"
 #include "model/tokenizer.h"
 #include "runtime/error.h"
 #include "runtime/file_util.h"
@@ -25,11 +26,13 @@ std::vector<std::string> read_documents(const std::string& path) {
 int main(int argc, char** argv) {
   CLI::App app{"onn-eval: mean next-token loss and perplexity of a model over a text file (one document) or a "
                ".jsonl file of {\"text\": ...} documents"};
-  std::string model_dir, data, device_flag;
+  std::string model_dir, adapter_dir, data, device_flag;
   int64_t seq_len = 1024, batch_tokens = 8192;
   bool json = false;
   app.add_option("--model", model_dir, "a Hugging Face model folder (config.json, safetensors, tokenizer.json)")
       ->required();
+  app.add_option("--adapter", adapter_dir, "a LoRA adapter folder (PEFT layout, e.g. onn-train's adapter/) applied "
+                                        "to the model");
   app.add_option("--data", data, "a .txt/.md file (one document) or a .jsonl file ({\"text\": ...} per line)")
       ->required();
   app.add_option("--seq-len", seq_len, "tokens per evaluation window (default 1024)")->check(CLI::Range(2, 1 << 20));
@@ -38,7 +41,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "print {\"loss\":..., \"perplexity\":..., \"tokens\":N}");
   return onn::tools::run_cli(app, "onn-eval", argc, argv, [&] {
     onn::Context ctx(onn::tools::device_from_flag(device_flag));
-    const onn::LlamaModel model = onn::LlamaModel::load(ctx, model_dir);
+    onn::LlamaModel model = onn::LlamaModel::load(ctx, model_dir);
+    // An adapter is folded into the weights once, so the forward runs at full speed.
+    if (!adapter_dir.empty()) onn::merge_lora(ctx, model, onn::load_peft_adapter(ctx, model, adapter_dir));
     const onn::Tokenizer tok = onn::Tokenizer::load(model_dir);
     const int64_t window = std::min(seq_len, model.config().max_position_embeddings);
     // Windows of every document, then forward passes over packs of windows.

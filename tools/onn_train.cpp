@@ -139,8 +139,16 @@ int main(int argc, char** argv) {
     if (demo) return onn::tools::run_train_demo(c.out_dir, c.device, json);
     const bool resuming = !resume.empty();
     if (resuming) {
-      if (!c.data.empty() || !c.model_dir.empty() || !c.init_preset.empty())
-        throw onn::InvalidArgument("--resume takes the run's own configuration; give no --model, --init or --data");
+      // The run continues with the configuration it was started with (same batches, same
+      // schedule); only where it runs and how it reports may change.
+      for (const CLI::Option* o : app.get_options()) {
+        const std::string name = o->get_name();
+        if (o->count() == 0 || name == "--resume" || name == "--device" || name == "--json" || name == "--log-file")
+          continue;
+        throw onn::InvalidArgument("--resume continues the run with its own configuration (" + resume +
+                                   "/run_config.json); " + name +
+                                   " cannot be given with it (only --device, --json and --log-file can)");
+      }
       const std::string device = c.device;
       c = onn::load_run_config(resume);
       c.out_dir = resume;

@@ -202,12 +202,8 @@ void write_text(const fs::path& path, const std::string& text) {
 }
 
 void copy_model_files(const std::string& from, const fs::path& to) {
-  for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                        "special_tokens_map.json"}) {
-    std::error_code ec;
-    if (fs::exists(fs::path(from) / f, ec))
-      fs::copy_file(fs::path(from) / f, to / f, fs::copy_options::overwrite_existing);
-  }
+  fs::copy_file(fs::path(from) / "config.json", to / "config.json", fs::copy_options::overwrite_existing);
+  copy_model_side_files(from, to.string());
 }
 
 class Trainer {

@@ -110,6 +110,11 @@ TEST_CASE("onn-train LoRA: events, checkpoints kept, and a PEFT adapter") {
   const ProcessResult again = run_process({kTrain, "--model", kModel, "--data", data, "--out", out, "--device", "cpu"});
   CHECK(again.exit_code == 2);
   CHECK(again.err.find("already holds a run; continue it with --resume") != std::string::npos);
+  // --resume keeps the run's configuration: a training flag beside it is refused, not ignored.
+  const ProcessResult lr = run_process({kTrain, "--resume", out, "--lr", "1e-3", "--device", "cpu"});
+  CHECK(lr.exit_code == 2);
+  CHECK(lr.err.find("--lr cannot be given with it") != std::string::npos);
+  CHECK(read_json_file(out + "/checkpoints/step-00000006/trainer_state.json")["step"] == 6);
 }
 
 TEST_CASE("onn-train: bad data and bad flags give one line and exit 2, and write nothing") {
