@@ -309,7 +309,12 @@ LoraAdapter load_peft_adapter(Context& ctx, const ModelConfig& c, DType compute,
   spec.alpha = field("lora_alpha").get<double>();
   spec.dropout = doc.value("lora_dropout", 0.0);
   spec.rslora = doc.value("use_rslora", false);
-  if (doc.value("use_dora", false)) throw bad("use_dora", "is set; DoRA adapters are not supported");
+  // PEFT features that change what the adapter computes beyond W + s B A.
+  for (const char* f : {"use_dora", "lora_bias", "use_qalora", "fan_in_fan_out"})
+    if (doc.contains(f) && !doc[f].is_null() && doc[f] != false) throw bad(f, "is set; only plain LoRA is supported");
+  for (const char* f : {"modules_to_save", "trainable_token_indices", "target_parameters", "layer_replication"})
+    if (doc.contains(f) && !doc[f].is_null() && !doc[f].empty())
+      throw bad(f, "is set; adapters that train or add other modules are not supported");
   for (const char* f : {"rank_pattern", "alpha_pattern"})
     if (doc.contains(f) && !doc[f].is_null() && !doc[f].empty()) throw bad(f, "is set; per-module ranks are not supported");
   if (doc.contains("layers_to_transform") && !doc["layers_to_transform"].is_null()) {

@@ -263,5 +263,16 @@ TEST_CASE("PEFT adapter files: names, shapes and config as PEFT writes them, and
     bad["layers_to_transform"] = {0, 1};
     std::ofstream(out + "/adapter_config.json") << bad.dump();
     CHECK_THROWS_WITH_AS(load_peft_adapter(ctx, model, out), doctest::Contains("layers.0."), FormatError);
+    // PEFT options that change what the adapter computes are refused, not ignored.
+    bad["layers_to_transform"] = {1};
+    for (const auto& [field, value] : {std::pair<const char*, nlohmann::json>{"use_dora", true}, {"lora_bias", true},
+                                       {"modules_to_save", {"lm_head"}}}) {
+      CAPTURE(field);
+      nlohmann::json b = bad;
+      b[field] = value;
+      std::ofstream(out + "/adapter_config.json") << b.dump();
+      const std::string message = std::string("field \"") + field + "\" is set";
+      CHECK_THROWS_WITH_AS(load_peft_adapter(ctx, model, out), doctest::Contains(message.c_str()), FormatError);
+    }
   }
 }
