@@ -31,6 +31,8 @@ DeviceProps properties(int dev);
 void mem_info(int dev, size_t* free_bytes, size_t* total_bytes);
 std::string driver_version_string();
 std::string runtime_version_string();
+// "0000:65:00.0": how NVML finds the same device; empty when unknown (never throws).
+std::string pci_bus_id(int dev);
 
 // Raw allocation. malloc returns nullptr when the device is out of memory (so the caching
 // allocator can free its cache and retry); other failures throw.

@@ -17,6 +17,7 @@ DeviceProps properties(int) { no_cuda(); }
 void mem_info(int, size_t*, size_t*) { no_cuda(); }
 std::string driver_version_string() { return "none"; }
 std::string runtime_version_string() { return "none"; }
+std::string pci_bus_id(int) { return ""; }
 void* device_malloc(int, size_t) { no_cuda(); }
 void device_free(int, void*) { no_cuda(); }
 void* host_malloc_pinned(size_t) { no_cuda(); }

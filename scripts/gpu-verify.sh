@@ -2,7 +2,8 @@
 # The GPU checks, run on the GPU machine from the repository root with build/gpu-carry (from
 # scripts/gpu-bundle.sh) carried: the gpu tests, compute-sanitizer memcheck over all of them
 # and racecheck over the kernels with shared-memory tiles, the CUDA benchmarks and the PyTorch
-# timings at the same shapes. Results go to $OUT (or gpu-results/), five files.
+# timings at the same shapes, and onn-bench train beside transformers + PEFT (train.txt).
+# Results go to $OUT (or gpu-results/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 c=build/gpu-carry
@@ -28,4 +29,11 @@ step() { echo "== $*"; "$@"; echo "== exit $?"; }
   python3 bench/torch_reference.py --json "$out/torch.json"
   "$c/onn-init" --preset tinyllama --out /tmp/onn-tinyllama --seed 1 && python3 bench/hf_generate.py --model /tmp/onn-tinyllama
 } > "$out/torch.txt" 2>&1
+{
+  # LoRA r16 and full training of the TinyLlama-1.1B shape, ONN then transformers (+ PEFT).
+  for mode in "" "--full"; do
+    step "$c/onn-bench" train --preset tinyllama --seq-len 1024 --micro-batch 4 $mode --json
+    step python3 bench/hf_train.py --model /tmp/onn-tinyllama --seq-len 1024 --micro-batch 4 $mode
+  done
+} > "$out/train.txt" 2>&1
 tail -n 3 "$out"/*.txt

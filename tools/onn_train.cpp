@@ -175,7 +175,11 @@ int main(int argc, char** argv) {
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       reporter({{"type", "done"}, {"steps", r.steps}, {"skipped_steps", r.skipped_steps}, {"loss", r.last_loss},
                 {"val_loss", r.val_loss >= 0 ? nlohmann::ordered_json(r.val_loss) : nlohmann::ordered_json(nullptr)},
-                {"ms", ms}, {"output", r.output}});
+                {"ms", ms},
+                {"energy_j", r.energy_j >= 0 ? nlohmann::ordered_json(r.energy_j) : nlohmann::ordered_json(nullptr)},
+                {"j_per_token", r.energy_j_per_token >= 0 ? nlohmann::ordered_json(r.energy_j_per_token)
+                                                          : nlohmann::ordered_json(nullptr)},
+                {"output", r.output}, {"tensorboard", r.tensorboard}});
       if (!json) std::cout << "onn-train: done; " << (c.full ? "model" : "adapter") << " in " << r.output << "\n";
     } catch (const onn::Error& e) {
       reporter({{"type", "error"}, {"message", onn::tools::one_line(e.what())}});

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <numeric>
 
 #include "kernels/adamw.h"
@@ -17,10 +18,12 @@
 #include "model/training.h"
 #include "runtime/error.h"
 #include "runtime/allocator.h"
+#include "runtime/energy.h"
 #include "runtime/file_util.h"
 #include "runtime/safetensors.h"
 #include "train/data.h"
 #include "train/dataset.h"
+#include "train/tensorboard.h"
 
 namespace onn {
 
@@ -246,6 +249,11 @@ class Trainer {
   // Run state (trainer_state.json).
   int64_t step_ = 0, optimizer_steps_ = 0, epoch_ = 0, cursor_ = 0, skipped_ = 0, bad_in_row_ = 0;
   double last_loss_ = 0, val_loss_ = -1;
+  // This process's measurements (not part of the run state).
+  std::unique_ptr<TensorBoardWriter> tb_;
+  std::optional<EnergyMeter> energy_;
+  double energy_j_ = 0;
+  int64_t energy_tokens_ = 0;
   std::vector<std::vector<int64_t>> epoch_plan_;
   int64_t planned_epoch_ = -1;
 };
@@ -533,10 +541,14 @@ void Trainer::load_checkpoint(const fs::path& dir) {
 
 TrainResult Trainer::run() {
   setup();
+  // Opened once the run is known to be valid, so a refused run writes nothing.
+  tb_ = std::make_unique<TensorBoardWriter>((fs::path(cfg_.out_dir) / "tensorboard").string());
+  energy_.emplace(ctx_.device());
   using clock = std::chrono::steady_clock;
   const int64_t save_every = cfg_.save_every, eval_every = cfg_.eval_every;
   while (step_ < total_steps_) {
     const auto t0 = clock::now();
+    const double j0 = energy_->joules();
     std::vector<std::vector<int64_t>> micro;
     int64_t targets = 0, tokens = 0;
     for (int64_t i = 0; i < cfg_.grad_accum; ++i) {
@@ -583,17 +595,35 @@ TrainResult Trainer::run() {
     ctx_.synchronize();
     ++step_;
     const double ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+    const double tokens_per_s = ms > 0 ? static_cast<double>(tokens) * 1000.0 / ms : 0.0;
+    nlohmann::ordered_json joules = nullptr, j_per_token = nullptr;
+    if (energy_->available()) {
+      const double j = energy_->joules() - j0;
+      energy_j_ += j;
+      energy_tokens_ += tokens;
+      joules = j;
+      if (tokens > 0) j_per_token = j / static_cast<double>(tokens);
+    }
     events_(nlohmann::ordered_json{{"type", "step"},
              {"step", step_},
              {"loss", bad ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(loss)},
              {"lr", lr},
              {"grad_norm", std::isfinite(norm) ? nlohmann::ordered_json(norm) : nlohmann::ordered_json(nullptr)},
              {"tokens", tokens},
-             {"tokens_per_s", ms > 0 ? static_cast<double>(tokens) * 1000.0 / ms : 0.0},
+             {"tokens_per_s", tokens_per_s},
              {"ms", ms},
              {"mem_bytes", device_peak_bytes()},
+             {"energy_j", joules},
+             {"j_per_token", j_per_token},
              {"epoch", epoch_},
              {"skipped", bad}});
+    if (!bad) {
+      tb_->scalar("train/loss", step_, loss);
+      tb_->scalar("train/grad_norm", step_, norm);
+    }
+    tb_->scalar("train/lr", step_, lr);
+    tb_->scalar("train/tokens_per_s", step_, tokens_per_s);
+    if (!joules.is_null()) tb_->scalar("train/energy_j", step_, joules.get<double>());
     if (bad && bad_in_row_ >= cfg_.max_bad_steps) {
       const fs::path latest = fs::path(cfg_.out_dir) / "checkpoints" / "latest";
       std::error_code ec;
@@ -605,20 +635,30 @@ TrainResult Trainer::run() {
     const bool last = step_ == total_steps_;
     if ((eval_every > 0 && step_ % eval_every == 0) || last) {
       val_loss_ = evaluate();
-      if (val_loss_ >= 0)
+      if (val_loss_ >= 0) {
         events_({{"type", "val"}, {"step", step_}, {"loss", val_loss_}, {"perplexity", std::exp(val_loss_)}});
+        tb_->scalar("val/loss", step_, val_loss_);
+        tb_->scalar("val/perplexity", step_, std::exp(val_loss_));
+      }
     }
-    if (!bad && ((save_every > 0 && step_ % save_every == 0) || last)) save_checkpoint();
+    if (cfg_.write_outputs && !bad && ((save_every > 0 && step_ % save_every == 0) || last)) save_checkpoint();
   }
   TrainResult r;
   r.steps = step_;
   r.skipped_steps = skipped_;
   r.last_loss = last_loss_;
   r.val_loss = val_loss_;
-  const fs::path out = fs::path(cfg_.out_dir) / (cfg_.full ? "model" : "adapter");
-  fs::create_directories(out);
-  save_weights(out);
-  r.output = out.string();
+  if (energy_->available()) {
+    r.energy_j = energy_j_;
+    r.energy_j_per_token = energy_tokens_ > 0 ? energy_j_ / static_cast<double>(energy_tokens_) : -1;
+  }
+  r.tensorboard = tb_->path();
+  if (cfg_.write_outputs) {
+    const fs::path out = fs::path(cfg_.out_dir) / (cfg_.full ? "model" : "adapter");
+    fs::create_directories(out);
+    save_weights(out);
+    r.output = out.string();
+  }
   return r;
 }
 

@@ -51,6 +51,9 @@ struct TrainConfig {
   int64_t keep_last = 2;
   int64_t max_bad_steps = 5;  // NaN/Inf steps in a row before stopping
   uint64_t seed = 0;
+  // Not part of the saved configuration: false skips checkpoints and the final adapter/model
+  // (onn-bench times the training loop without writing gigabytes).
+  bool write_outputs = true;
 
   // The whole configuration as JSON (trainer_state.json, the init event) and back.
   nlohmann::ordered_json to_json() const;
@@ -69,6 +72,10 @@ struct TrainResult {
   int64_t skipped_steps = 0;  // NaN/Inf
   double last_loss = 0, val_loss = -1;
   std::string output;         // the adapter folder (LoRA) or model folder (full)
+  // Device energy of this process's steps (NVML, CUDA only): joules and joules per trained
+  // token; negative when the device does not report it.
+  double energy_j = -1, energy_j_per_token = -1;
+  std::string tensorboard;    // the event file this process wrote
 };
 
 // Runs (or, with resume, continues) the training described by cfg. Bad configuration or

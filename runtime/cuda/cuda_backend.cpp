@@ -114,6 +114,12 @@ std::string driver_version_string() {
   return version_string(v);
 }
 
+std::string pci_bus_id(int dev) {
+  char id[32] = {};
+  if (cudaDeviceGetPCIBusId(id, sizeof id, dev) != cudaSuccess) return "";
+  return id;
+}
+
 std::string runtime_version_string() {
   int v = 0;
   if (cudaRuntimeGetVersion(&v) != cudaSuccess) return "unknown";

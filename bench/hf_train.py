@@ -1,0 +1,83 @@
+"""Hugging Face transformers (+ PEFT for LoRA) side of `onn-bench train`, on the GPU machine:
+the same model shape (the config.json `onn-init --preset P` writes), batch, sequence length,
+LoRA rank and targets, timed the same way (median of the timed steps after warm-up steps), so
+the two give a ratio of tokens/s and of peak memory.
+
+  LoRA: base weights bf16, adapters fp32 (PEFT's default) under bf16 autocast, AdamW (fused).
+  Full: fp32 master weights under bf16 autocast, AdamW (fused): HF Trainer's bf16=True.
+  Attention: SDPA. --recompute turns on gradient checkpointing.
+
+  onn-init --preset tinyllama --out /tmp/m --seed 1
+  python3 bench/hf_train.py --model /tmp/m [--full] [--seq-len 512] [--micro-batch 4] [--lora-rank 16]
+Prints one JSON object with the keys onn-bench train --json uses.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True, help="a folder with config.json (weights are not read)")
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--micro-batch", type=int, default=4)
+    ap.add_argument("--lora-rank", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--recompute", action="store_true")
+    args = ap.parse_args()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = AutoConfig.from_pretrained(args.model)
+    torch.manual_seed(0)
+    dtype = torch.float32 if args.full else torch.bfloat16
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa").to(dev)
+    if args.recompute:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if not args.full:
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank,
+                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=1e-5, fused=dev == "cuda")
+    ids = torch.randint(0, cfg.vocab_size, (args.micro_batch, args.seq_len), device=dev)
+
+    def step():
+        with torch.autocast(dev, dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    if dev == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    ms = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        ms.append((time.perf_counter() - t0) * 1000)
+    med = statistics.median(ms)
+    print(json.dumps({
+        "bench": "train", "impl": "transformers" + ("" if args.full else "+peft"), "mode": "full" if args.full else "lora",
+        "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+        "parameters_total": sum(p.numel() for p in model.parameters()),
+        "parameters_trained": sum(p.numel() for p in trained),
+        "seq_len": args.seq_len, "micro_batch": args.micro_batch, "recompute": args.recompute,
+        "steps_timed": len(ms), "ms_per_step": med, "tokens_per_s": args.micro_batch * args.seq_len * 1000 / med,
+        "peak_device_bytes": torch.cuda.max_memory_allocated() if dev == "cuda" else None,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+// onn-bench: end-to-end figures. `onn-bench train` times onn-train's own loop (the trainer
+// library, not a copy) on a model shape (an onn-init preset written to a temporary folder, or
+// --model DIR) with synthetic text: ms/step, tokens/s, peak memory, MFU, energy on CUDA.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+#include "kernels/matmul.h"
+#include "model/init.h"
+#include "model/lora.h"
+#include "runtime/context.h"
+#include "runtime/cuda_backend.h"
+#include "runtime/error.h"
+#include "tools/cli.h"
+#include "train/flops.h"
+#include "train/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A folder removed when the process ends.
+struct TempFolder {
+  fs::path path;
+  TempFolder() {
+    path = fs::temp_directory_path() / ("onn-bench-" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempFolder() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Datasheet dense BF16 tensor-core peaks (TFLOP/s) of the GPUs MFU is usually quoted on.
+double nominal_bf16_tflops(const std::string& name) {
+  const struct {
+    const char* key;
+    double tflops;
+  } table[] = {{"H100 PCIe", 756.0}, {"H100 NVL", 835.0}, {"H100", 989.4}, {"H200", 989.4}, {"GH200", 989.4},
+               {"A100", 312.0}};
+  for (const auto& t : table)
+    if (name.find(t.key) != std::string::npos) return t.tflops;
+  return 0.0;
+}
+
+// The CPU backend's measured F32 GEMM rate (1024^3 through ONN's matmul), TFLOP/s.
+double measured_cpu_tflops() {
+  onn::Context ctx(onn::Device::cpu());
+  const int64_t n = 1024;
+  onn::Tensor a = onn::Tensor::zeros(onn::Shape{n, n}, onn::DType::f32), b = onn::Tensor::zeros(onn::Shape{n, n}, onn::DType::f32),
+              c = onn::Tensor::zeros(onn::Shape{n, n}, onn::DType::f32);
+  std::vector<double> s;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    onn::matmul(ctx, a, b, c);
+    s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(s.begin(), s.end());
+  return 2.0 * n * n * n / s[2] / 1e12;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"onn-bench: end-to-end figures of ONN's training loop"};
+  app.require_subcommand(1);
+  CLI::App* train = app.add_subcommand("train", "time training steps of a model shape: ms/step, tokens/s, peak "
+                                                "memory, MFU (and energy on CUDA)");
+  std::string preset = "tiny", model_dir, device_flag, targets = "all-linear";
+  onn::TrainConfig c;
+  c.seq_len = 512;
+  c.micro_batch = 4;
+  c.lora.rank = 16;
+  c.lora.alpha = 32;
+  int64_t steps = 10, warmup = 3;
+  bool json = false;
+  auto* p = train->add_option("--preset", preset, "an onn-init preset, random weights (default tiny)");
+  train->add_option("--model", model_dir, "a model folder instead of a preset")->excludes(p);
+  train->add_option("--seq-len", c.seq_len, "tokens per row (default 512)")->check(CLI::Range(2, 1 << 20));
+  train->add_option("--micro-batch", c.micro_batch, "rows per micro-batch (default 4)")->check(CLI::Range(1, 1 << 16));
+  train->add_option("--grad-accum", c.grad_accum, "micro-batches per step (default 1)")->check(CLI::Range(1, 1 << 16));
+  train->add_option("--steps", steps, "timed steps (default 10)")->check(CLI::Range(1, 1 << 20));
+  train->add_option("--warmup", warmup, "untimed steps first (default 3)")->check(CLI::Range(0, 1 << 20));
+  train->add_flag("--full", c.full, "full training instead of LoRA");
+  train->add_option("--lora-rank", c.lora.rank, "LoRA rank (default 16)");
+  train->add_option("--lora-targets", targets, "LoRA targets (default all-linear)");
+  train->add_flag("--recompute", c.recompute, "recompute layer internals in the backward");
+  train->add_option("--device", device_flag, "cpu or cuda[:N] (default: cuda when present)");
+  train->add_flag("--json", json, "one JSON object instead of text");
+  return onn::tools::run_cli(app, "onn-bench", argc, argv, [&] {
+    const onn::Device device = onn::tools::device_from_flag(device_flag);
+    TempFolder tmp;
+    const std::string label = model_dir.empty() ? preset : model_dir;
+    if (model_dir.empty()) {
+      onn::InitOptions io;
+      io.seed = 1;
+      io.dtype = device.is_cuda() ? onn::DType::bf16 : onn::DType::f32;
+      model_dir = (tmp.path / "model").string();
+      onn::write_random_model(onn::find_preset(preset), model_dir, io);
+    }
+    const onn::ModelConfig mc = onn::load_model_config(model_dir);
+    c.seq_len = std::min<int64_t>(c.seq_len, mc.max_position_embeddings);
+    // Synthetic text: enough for every step (a window per row), at least one token per byte.
+    const int64_t tokens = (steps + warmup) * c.grad_accum * c.micro_batch * c.seq_len;
+    {
+      std::ofstream f(tmp.path / "data.jsonl");
+      std::mt19937 rng(7);
+      const char* words[] = {"the", "model", "learns", "from", "data", "tokens", "stream", "across", "layers", "fast"};
+      for (int64_t written = 0; written < 4 * tokens;) {
+        std::string text;
+        while (static_cast<int64_t>(text.size()) < 8 * c.seq_len) text += std::string(words[rng() % 10]) + " ";
+        written += static_cast<int64_t>(text.size());
+        f << nlohmann::json{{"text", text}}.dump() << "\n";
+      }
+    }
+    c.model_dir = model_dir;
+    c.data = (tmp.path / "data.jsonl").string();
+    c.out_dir = (tmp.path / "run").string();
+    c.device = device.str();
+    c.steps = steps + warmup;
+    c.lora.targets = onn::parse_lora_targets(targets);
+    c.lr = 1e-5;
+    c.write_outputs = false;
+    std::vector<double> ms, tok_s, joules_per_token;
+    size_t peak = 0;
+    int64_t params_total = 0, params_trained = 0;
+    onn::train(c, false, [&](const nlohmann::ordered_json& e) {
+      if (e["type"] == "init") {
+        params_total = e["parameters_total"];
+        params_trained = e["parameters_trainable"];
+      }
+      if (e["type"] != "step" || e["step"].get<int64_t>() <= warmup) return;
+      ms.push_back(e["ms"]);
+      tok_s.push_back(e["tokens_per_s"]);
+      peak = std::max(peak, e["mem_bytes"].get<size_t>());
+      if (!e["j_per_token"].is_null()) joules_per_token.push_back(e["j_per_token"]);
+    });
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    const double tps = median(tok_s);
+    const double flops = onn::training_flops_per_token(mc, (static_cast<double>(c.seq_len) + 1) / 2, c.full);
+    double nominal = 0, measured = 0;
+    std::string device_name = "cpu";
+    if (device.is_cuda()) {
+      device_name = onn::cuda::properties(device.index).name;
+      nominal = nominal_bf16_tflops(device_name);
+      measured = onn::cuda::measure_bf16_gemm_tflops(device.index, 8192, 10);
+    } else {
+      measured = measured_cpu_tflops();
+    }
+    const auto mfu = [&](double peak_tflops) {
+      return peak_tflops > 0 ? nlohmann::ordered_json(tps * flops / (peak_tflops * 1e12)) : nlohmann::ordered_json(nullptr);
+    };
+    nlohmann::ordered_json r = {
+        {"bench", "train"},
+        {"model", label},
+        {"architecture", mc.architecture},
+        {"mode", c.full ? "full" : "lora"},
+        {"lora_rank", c.full ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.lora.rank)},
+        {"device", device_name},
+        {"parameters_total", params_total},
+        {"parameters_trained", params_trained},
+        {"seq_len", c.seq_len},
+        {"micro_batch", c.micro_batch},
+        {"grad_accum", c.grad_accum},
+        {"recompute", c.recompute},
+        {"steps_timed", ms.size()},
+        {"ms_per_step", median(ms)},
+        {"tokens_per_s", tps},
+        {"model_flops_per_token", flops},
+        {"peak_device_bytes", device.is_cuda() ? nlohmann::ordered_json(peak) : nlohmann::ordered_json(nullptr)},
+        {"peak_rss_bytes", static_cast<int64_t>(ru.ru_maxrss) * 1024},
+        {"nominal_peak_tflops", nominal > 0 ? nlohmann::ordered_json(nominal) : nlohmann::ordered_json(nullptr)},
+        {"measured_gemm_tflops", measured},
+        {"mfu", mfu(nominal)},
+        {"mfu_vs_measured_gemm", mfu(measured)},
+        {"j_per_token", joules_per_token.empty() ? nlohmann::ordered_json(nullptr)
+                                                  : nlohmann::ordered_json(median(joules_per_token))}};
+    if (json) {
+      std::cout << r.dump() << "\n";
+      return 0;
+    }
+    std::cout << "onn-bench train: " << r["model"].get<std::string>() << " (" << mc.architecture << "), "
+              << r["mode"].get<std::string>() << " on " << device_name << ", " << c.micro_batch << " x " << c.seq_len
+              << " tokens x " << c.grad_accum << " per step\n"
+              << "  " << median(ms) << " ms/step, " << tps << " tokens/s (median of " << ms.size() << " steps)\n"
+              << "  peak memory: " << (device.is_cuda() ? std::to_string(peak >> 20) + " MiB device, " : "")
+              << (ru.ru_maxrss >> 10) << " MiB host RSS\n"
+              << "  MFU " << (r["mfu"].is_null() ? "n/a (no datasheet peak for this device)" : r["mfu"].dump())
+              << ", " << r["mfu_vs_measured_gemm"].dump() << " of the measured GEMM rate (" << measured
+              << " TFLOP/s)\n";
+    if (!r["j_per_token"].is_null()) std::cout << "  energy " << r["j_per_token"].dump() << " J/token\n";
+    return 0;
+  });
+}
