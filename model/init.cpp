@@ -154,7 +154,7 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
   // Tensors are produced one at a time (a Phi-4-sized model is larger than host memory) from
   // a counter-based generator keyed by (seed, tensor name, index), so the values do not
   // depend on the order, the thread count or the sharding.
-  write_sharded_safetensors(dir, std::move(specs), [&](const TensorSpec& t, std::span<uint8_t> out) {
+  if (!opt.config_only) write_sharded_safetensors(dir, std::move(specs), [&](const TensorSpec& t, std::span<uint8_t> out) {
     const size_t n = out.size() / dtype_size(t.dtype);
     const bool norm = t.shape.size() == 1;
     const uint64_t key = counter_hash(opt.seed, fnv1a(t.name));

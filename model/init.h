@@ -26,6 +26,7 @@ struct InitOptions {
   int64_t tokenizer_vocab = 0;   // 0: the preset's vocab_size
   int64_t vocab_size = 0;        // embedding rows, >= the tokenizer's size; 0: the tokenizer's size
   uint64_t max_shard_bytes = 5'000'000'000;  // larger models are sharded, as save_pretrained does
+  bool config_only = false;      // config.json and the tokenizer, no weights (for --plan)
 };
 
 // Writes the folder (created if missing; existing files are replaced atomically). Weights are

@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-shard-size", shard, "largest weight file, e.g. 5GB (default) or 500MiB; larger models are "
                                             "sharded with a model.safetensors.index.json as save_pretrained does")
       ->transform(CLI::AsSizeValue(false));
+  bool config_only = false;
+  app.add_flag("--config-only", config_only, "write config.json and the tokenizer without weights (enough for "
+                                             "onn-train --plan)");
   app.add_flag("--list-presets", list, "print the presets and exit");
   return onn::tools::run_cli(app, "onn-init", argc, argv, [&] {
     if (list) {
@@ -47,6 +50,7 @@ int main(int argc, char** argv) {
     opt.vocab_size = preset_vocab ? p.config.vocab_size : vocab_size;
     if (shard == 0) throw onn::InvalidArgument("--max-shard-size must be positive");
     opt.max_shard_bytes = shard;
+    opt.config_only = config_only;
     if (!text_file.empty()) opt.tokenizer_text = onn::read_file(text_file, size_t{1} << 32);
     onn::write_random_model(p, out, opt);
     std::cout << "onn-init: wrote " << out << " (" << p.name << ")\n";

@@ -9,10 +9,14 @@
 #include <fstream>
 #include <iostream>
 
+#include "model/init.h"
 #include "model/lora.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
 #include "tools/train_demo.h"
+#include "runtime/cuda_backend.h"
+#include "runtime/hardware.h"
+#include "train/planner.h"
 #include "train/trainer.h"
 
 namespace {
@@ -84,6 +88,49 @@ class Reporter {
   std::chrono::steady_clock::time_point start_;
 };
 
+// --plan: the planner's decision for this configuration on this machine's device (or, with
+// --device cuda where none is present, on assumed GPU figures and the given budget).
+void print_plan(const onn::TrainConfig& c, const std::string& targets, const std::string& layers, uint64_t budget,
+                uint64_t host_ram, bool json) {
+  if (c.model_dir.empty() == c.init_preset.empty()) throw onn::InvalidArgument("--plan needs --model DIR or --init PRESET");
+  onn::PlanRequest req;
+  req.model = c.model_dir.empty() ? onn::find_preset(c.init_preset).config : onn::load_model_config(c.model_dir);
+  req.full = c.full || !c.init_preset.empty();
+  req.lora = c.lora;
+  req.lora.targets = onn::parse_lora_targets(targets);
+  if (!layers.empty()) req.lora.layers = onn::parse_layer_ranges(layers, req.model.num_hidden_layers);
+  req.seq_len = c.seq_len > 0 ? c.seq_len : std::min<int64_t>(512, req.model.max_position_embeddings);
+  req.batch_rows = c.micro_batch * c.grad_accum;
+  req.budget = budget;
+  const onn::Device device = c.device.empty() ? onn::default_device() : onn::Device::parse(c.device);
+  onn::PlanHardware hw;
+  if (device.is_cuda() && device.index >= onn::cuda_device_count()) {
+    if (budget == 0) throw onn::InvalidArgument("no CUDA device here to plan for: give --vram-budget");
+    onn::HardwareProfile none;
+    none.ram_available = onn::profile_hardware({.measure = false}).ram_available;
+    none.devices.push_back({});
+    none.devices.back().name = "an absent CUDA device";
+    hw = onn::plan_hardware(none, 0);
+  } else {
+    onn::ProfileOptions o;
+    o.reps = 3;
+    o.gemm_n = 4096;
+    hw = onn::plan_hardware(onn::profile_hardware(o), device.is_cuda() ? device.index : -1);
+  }
+  if (host_ram > 0) hw.host_available = host_ram;
+  req.dtype = device.is_cuda() ? onn::DType::bf16 : onn::DType::f32;
+  const onn::Plan p = onn::plan_training(req, hw);
+  if (json) {
+    nlohmann::ordered_json j = {{"type", "plan"}, {"device", hw.name}, {"measured", hw.measured}};
+    j.update(p.to_json());
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << "onn-train --plan: " << req.model.architecture << ", " << req.model.num_hidden_layers << " layers, "
+              << (req.full ? "full training" : "LoRA rank " + std::to_string(req.lora.rank)) << " on " << hw.name
+              << "\n" << p.to_text();
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -91,7 +138,8 @@ int main(int argc, char** argv) {
                "--demo runs the built-in demo"};
   onn::TrainConfig c;
   std::string targets = "all-linear", layers, resume, log_file;
-  bool json = false, demo = false, no_packing = false;
+  bool json = false, demo = false, no_packing = false, plan = false;
+  uint64_t vram_budget = 0, host_ram = 0;
   app.add_flag("--demo", demo, "train a small model from scratch on synthetic arithmetic, then LoRA-tune it on a "
                                "second task (no downloads; a few minutes on a CPU)");
   app.add_option("--model", c.model_dir, "a Hugging Face model folder (config.json, safetensors, tokenizer.json)");
@@ -133,21 +181,35 @@ int main(int argc, char** argv) {
   app.add_option("--keep-last", c.keep_last, "checkpoints kept (default 2)");
   app.add_option("--max-bad-steps", c.max_bad_steps, "NaN/Inf steps in a row before stopping (default 5)");
   app.add_option("--seed", c.seed, "seed of data order, LoRA init and dropout (default 0)");
+  app.add_flag("--plan", plan, "print how the run would fit the device (resident or streamed, micro-batch, "
+                               "predicted peak memory and step time) from config.json alone, and exit");
+  app.add_option("--vram-budget", vram_budget, "device memory the run may use, e.g. 4GiB (default: the free memory "
+                                               "less a margin)")
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--host-ram", host_ram, "with --plan: host memory the plan may use, e.g. 64GiB (default: what this "
+                                       "machine has available)")
+      ->transform(CLI::AsSizeValue(false));
   app.add_flag("--json", json, "NDJSON events on stdout (init, step, val, checkpoint, done, error)");
   app.add_option("--log-file", log_file, "append the NDJSON events to this file");
   return onn::tools::run_cli(app, "onn-train", argc, argv, [&] {
     if (demo) return onn::tools::run_train_demo(c.out_dir, c.device, json);
+    if (host_ram > 0 && !plan) throw onn::InvalidArgument("--host-ram is for --plan");
+    if (plan) {
+      print_plan(c, targets, layers, vram_budget, host_ram, json);
+      return 0;
+    }
     const bool resuming = !resume.empty();
     if (resuming) {
       // The run continues with the configuration it was started with (same batches, same
       // schedule); only where it runs and how it reports may change.
       for (const CLI::Option* o : app.get_options()) {
         const std::string name = o->get_name();
-        if (o->count() == 0 || name == "--resume" || name == "--device" || name == "--json" || name == "--log-file")
+        if (o->count() == 0 || name == "--resume" || name == "--device" || name == "--json" || name == "--log-file" ||
+            name == "--vram-budget")
           continue;
         throw onn::InvalidArgument("--resume continues the run with its own configuration (" + resume +
                                    "/run_config.json); " + name +
-                                   " cannot be given with it (only --device, --json and --log-file can)");
+                                   " cannot be given with it (only --device, --vram-budget, --json and --log-file can)");
       }
       const std::string device = c.device;
       c = onn::load_run_config(resume);
@@ -168,6 +230,7 @@ int main(int argc, char** argv) {
       }
     }
     onn::tools::device_from_flag(c.device);  // a clear error for a missing CUDA device
+    c.vram_budget = vram_budget;
     Reporter reporter(json, log_file, false);
     const auto t0 = std::chrono::steady_clock::now();
     try {

@@ -212,7 +212,13 @@ void copy_model_files(const std::string& from, const fs::path& to) {
 class Trainer {
  public:
   Trainer(const TrainConfig& cfg, bool resume, const EventSink& events)
-      : cfg_(cfg), resume_(resume), events_(events), ctx_(device_from(cfg.device)) {}
+      : cfg_(cfg), resume_(resume), events_(events), ctx_(device_from(cfg.device)) {
+    if (cfg.vram_budget > 0) {
+      auto* caching = dynamic_cast<CachingAllocator*>(&ctx_.allocator());
+      if (!caching) throw InvalidArgument("--vram-budget applies to a CUDA device; this run is on " + ctx_.device().str());
+      caching->set_budget(cfg.vram_budget);
+    }
+  }
 
   TrainResult run();
 

@@ -54,6 +54,9 @@ struct TrainConfig {
   // Not part of the saved configuration: false skips checkpoints and the final adapter/model
   // (onn-bench times the training loop without writing gigabytes).
   bool write_outputs = true;
+  // Device bytes the run's allocator may hold (0: no limit beyond the device's). Not saved:
+  // a resumed run may run under another budget.
+  uint64_t vram_budget = 0;
 
   // The whole configuration as JSON (trainer_state.json, the init event) and back.
   nlohmann::ordered_json to_json() const;

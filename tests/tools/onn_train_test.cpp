@@ -252,3 +252,25 @@ TEST_CASE("the README's demo learns: held-out accuracy far above chance") {
   CHECK(fs::exists(dir.file("demo") + "/lora/adapter/adapter_config.json"));
 }
 #endif
+
+TEST_CASE("onn-train --plan: from config.json alone, a Phi-4-shaped plan under 4 GiB, and a refused budget") {
+  TempDir dir;
+  const std::string cfg = dir.file("phi4");
+  REQUIRE(run_process({ONN_INIT_PATH, "--preset", "phi4", "--preset-vocab", "--config-only", "--out", cfg}).exit_code == 0);
+  CHECK(!fs::exists(cfg + "/model.safetensors"));
+  const std::vector<std::string> base = {kTrain, "--plan", "--model", cfg, "--lora-rank", "16", "--device", "cuda",
+                                         "--host-ram", "64GiB", "--json"};
+  std::vector<std::string> argv = base;
+  argv.insert(argv.end(), {"--vram-budget", "4GiB"});
+  const ProcessResult ok = run_process(argv);
+  REQUIRE_MESSAGE(ok.exit_code == 0, ok.err);
+  const nlohmann::json plan = nlohmann::json::parse(ok.out);
+  CHECK(plan["type"] == "plan");
+  CHECK(plan["streamed"] == true);
+  CHECK(plan["predicted_peak_bytes"].get<uint64_t>() <= uint64_t{4} << 30);
+  argv = base;
+  argv.insert(argv.end(), {"--vram-budget", "1GiB"});
+  const ProcessResult no = run_process(argv);
+  CHECK(no.exit_code == 2);
+  CHECK(no.err.find("would fit with a budget of") != std::string::npos);
+}

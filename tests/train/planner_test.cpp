@@ -1,0 +1,88 @@
+// The planner on real model shapes with assumed GPU figures: a Phi-4-shaped LoRA run fits a
+// 4 GiB budget streamed, with its predicted peak under the budget; impossible budgets and too
+// little host RAM are refused saying what would fit; small models stay resident; sparse
+// layers shorten the backward's copies; a larger budget never predicts a slower step.
+#include <doctest/doctest.h>
+
+#include "model/init.h"
+#include "runtime/error.h"
+#include "train/planner.h"
+
+using namespace onn;
+
+namespace {
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+
+PlanHardware gpu(uint64_t host) {
+  PlanHardware h;
+  h.name = "assumed";
+  h.h2d_gbs = h.d2h_gbs = 25;
+  h.gemm_tflops = 600;
+  h.device_free = 80 * kGiB;
+  h.host_available = host;
+  h.measured = true;
+  return h;
+}
+
+PlanRequest phi4(uint64_t budget) {
+  PlanRequest r;
+  r.model = find_preset("phi4").config;  // 100352 vocabulary rows, as the real model
+  r.lora.rank = 16;
+  r.seq_len = 512;
+  r.batch_rows = 32;
+  r.budget = budget;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("planner: Phi-4-shaped LoRA under 4 GiB is streamed and predicted under the budget") {
+  const Plan p = plan_training(phi4(4 * kGiB), gpu(64 * kGiB));
+  CHECK(p.streamed);
+  CHECK(p.peak <= 4 * kGiB);
+  CHECK(p.peak == p.resident_weights + p.chunk_buffers + p.trainable_state + p.activations + p.workspace + p.margin);
+  CHECK(p.micro_batch * p.grad_accum == 32);
+  CHECK(p.host_pinned > 27 * kGiB);  // the bf16 weights live in pinned host memory
+  CHECK(p.step_ms > 0);
+  CHECK(p.step_ms >= std::max(p.compute_ms, p.transfer_ms));
+  CHECK(p.to_json()["predicted_peak_bytes"] == p.peak);
+  CHECK(p.to_text().find("streamed") != std::string::npos);
+}
+
+TEST_CASE("planner: impossible budgets and short host RAM are refused with what would fit") {
+  CHECK_THROWS_WITH_AS(plan_training(phi4(kGiB), gpu(64 * kGiB)), doctest::Contains("would fit with a budget of"),
+                       InvalidArgument);
+  CHECK_THROWS_WITH_AS(plan_training(phi4(4 * kGiB), gpu(16 * kGiB)), doctest::Contains("of host RAM"),
+                       InvalidArgument);
+  PlanRequest full = phi4(4 * kGiB);
+  full.full = true;
+  CHECK_THROWS_WITH_AS(plan_training(full, gpu(64 * kGiB)), doctest::Contains("LoRA instead of full training"),
+                       InvalidArgument);
+}
+
+TEST_CASE("planner: a small model stays resident, sparse layers copy less, more budget is never slower") {
+  PlanRequest small;
+  small.model = find_preset("tinyllama").config;
+  small.budget = 40 * kGiB;
+  const Plan r = plan_training(small, gpu(64 * kGiB));
+  CHECK_FALSE(r.streamed);
+  CHECK(r.transfer_ms == 0);
+
+  PlanRequest sparse = phi4(4 * kGiB);
+  sparse.lora.layers = {36, 37, 38, 39};
+  const Plan s = plan_training(sparse, gpu(64 * kGiB));
+  const Plan d = plan_training(phi4(4 * kGiB), gpu(64 * kGiB));
+  CHECK(s.lowest_trained_layer == 36);
+  CHECK(s.weight_bytes_per_micro_batch < d.weight_bytes_per_micro_batch);
+  CHECK(s.trainable_state * 10 == doctest::Approx(d.trainable_state));  // 4 of 40 layers
+
+  double last = 1e300;
+  for (uint64_t gb : {4, 6, 8, 16, 32, 64}) {
+    CAPTURE(gb);
+    const Plan p = plan_training(phi4(gb * kGiB), gpu(64 * kGiB));
+    CHECK(p.peak <= gb * kGiB);
+    CHECK(p.step_ms <= last * 1.0001);
+    last = p.step_ms;
+  }
+}

@@ -1,0 +1,281 @@
+// The planner's memory and time model (docs/design.md § Planner).
+#include "train/planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <sstream>
+
+#include "runtime/error.h"
+#include "train/flops.h"
+
+namespace onn {
+
+namespace {
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+constexpr double kGemmEfficiency = 0.6;  // of the GEMM rate, for a whole layer (attention, norms, launches)
+
+std::string gib(double bytes) {
+  std::ostringstream o;
+  o.setf(std::ios::fixed);
+  o.precision(2);
+  o << bytes / double(uint64_t{1} << 30) << " GiB";
+  return o.str();
+}
+
+// The shape of the model as the planner needs it, in elements.
+struct ModelDims {
+  double C, F, HD, KD, V, L;
+  double layer_params;  // every weight of one block (projections, biases, the two norms)
+  double head_params;   // the LM head (the embedding's rows when tied)
+  explicit ModelDims(const ModelConfig& c)
+      : C(double(c.hidden_size)), F(double(c.intermediate_size)),
+        HD(double(c.num_attention_heads * c.head_dim)), KD(double(c.num_key_value_heads * c.head_dim)),
+        V(double(c.vocab_size)), L(double(c.num_hidden_layers)) {
+    layer_params = C * HD + 2 * C * KD + HD * C + 3 * C * F + 2 * C;
+    if (c.attention_bias) layer_params += HD + 2 * KD;
+    if (c.o_bias) layer_params += C;
+    head_params = V * C;
+  }
+};
+
+// Trained LoRA parameters (A and B of every adapted module; fused modules share A).
+double lora_parameters(const ModelConfig& c, const LoraSpec& s) {
+  const ModelDims m(c);
+  const auto on = [&](LoraTarget t) { return s.targets[static_cast<size_t>(t)]; };
+  const double r = double(s.rank);
+  double per_layer = 0;
+  if (c.fused_qkv) {
+    if (on(LoraTarget::q)) per_layer += r * (m.C + m.HD + 2 * m.KD);
+  } else {
+    if (on(LoraTarget::q)) per_layer += r * (m.C + m.HD);
+    if (on(LoraTarget::k)) per_layer += r * (m.C + m.KD);
+    if (on(LoraTarget::v)) per_layer += r * (m.C + m.KD);
+  }
+  if (on(LoraTarget::o)) per_layer += r * (m.HD + m.C);
+  if (c.fused_gate_up) {
+    if (on(LoraTarget::gate)) per_layer += r * (m.C + 2 * m.F);
+  } else {
+    if (on(LoraTarget::gate)) per_layer += r * (m.C + m.F);
+    if (on(LoraTarget::up)) per_layer += r * (m.C + m.F);
+  }
+  if (on(LoraTarget::down)) per_layer += r * (m.F + m.C);
+  const double layers = s.layers.empty() ? m.L : double(s.layers.size());
+  return per_layer * layers;
+}
+
+struct Candidate {
+  Plan plan;
+  bool fits = false;
+  uint64_t short_by = 0;
+};
+
+}  // namespace
+
+PlanHardware plan_hardware(const HardwareProfile& p, int cuda_index) {
+  PlanHardware h;
+  h.host_available = p.ram_available;
+  if (cuda_index < 0 || cuda_index >= static_cast<int>(p.devices.size())) {
+    h.name = "cpu";
+    h.h2d_gbs = h.d2h_gbs = p.host_memcpy_gbs > 0 ? p.host_memcpy_gbs / 2 : 5.0;
+    h.gemm_tflops = 0.2;
+    h.device_free = p.ram_available;
+    h.measured = p.host_memcpy_gbs > 0;
+    return h;
+  }
+  const CudaDeviceProfile& d = p.devices[static_cast<size_t>(cuda_index)];
+  h.name = d.name;
+  h.device_free = d.vram_free;
+  h.measured = d.measured;
+  h.h2d_gbs = d.measured ? d.h2d_pinned_gbs : 20.0;
+  h.d2h_gbs = d.measured ? d.d2h_pinned_gbs : 20.0;
+  h.gemm_tflops = d.measured ? d.bf16_gemm_tflops : 100.0;
+  return h;
+}
+
+Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
+  const ModelConfig& c = req.model;
+  ONN_CHECK_ARG(req.seq_len >= 2, "the sequence length must be at least 2");
+  ONN_CHECK_ARG(req.batch_rows >= 1, "the batch must hold at least one row");
+  if (!req.full) check_lora_spec(c, req.lora);
+  const ModelDims m(c);
+  const double s = double(dtype_size(req.dtype));
+  const double layer_bytes = m.layer_params * s, head_bytes = m.head_params * s;
+  const double embed_bytes = c.tie_word_embeddings ? 0.0 : m.V * m.C * s;
+  const double all_weights = m.L * layer_bytes + head_bytes + embed_bytes + m.C * s;
+  const int64_t L = c.num_hidden_layers;
+  const int64_t lowest = req.full || req.lora.layers.empty() ? 0 : req.lora.layers.front();
+  const double trained_layers = double(L - lowest);
+  // Trained parameters: value, gradient and two AdamW moments in F32, plus the compute copy.
+  const double trained = req.full ? all_weights / s : lora_parameters(c, req.lora);
+  const double state = trained * (16.0 + (req.full ? 0.0 : s));
+  const uint64_t budget_margin = 256 * kMiB;
+  const uint64_t budget = req.budget > 0 ? req.budget
+                          : hw.device_free > budget_margin ? hw.device_free - budget_margin : 0;
+  ONN_CHECK_ARG(budget > 0, "no device memory to plan with (free: ", hw.device_free, " bytes)");
+  const double lm_chunk = 1024;
+
+  const auto evaluate = [&](bool streamed, int64_t micro, int64_t k, bool offload) {
+    Candidate cand;
+    Plan& p = cand.plan;
+    p.streamed = streamed;
+    p.layers = L;
+    p.layers_per_chunk = streamed ? k : L;
+    p.chunks = streamed ? (L + k - 1) / k : 1;
+    p.lowest_trained_layer = lowest;
+    p.micro_batch = micro;
+    p.grad_accum = req.batch_rows / micro;
+    p.seq_len = req.seq_len;
+    p.activations_on_host = offload;
+    p.recompute = streamed || offload;
+    const double N = double(micro * req.seq_len);
+    p.lm_head_chunk_tokens = static_cast<int64_t>(std::min(N, lm_chunk));
+    p.budget = budget;
+    // Device memory. Streamed: the embedding stays on the host (rows gathered there), the LM
+    // head is a chunk of its own, two buffers of the larger of k layers and the head.
+    p.resident_weights = static_cast<uint64_t>(streamed ? m.C * s : all_weights);
+    // The LM head streams in vocabulary slices of a chunk's size (the loss is an online
+    // log-sum-exp over vocabulary chunks), so it never needs a larger buffer.
+    p.chunk_buffers = static_cast<uint64_t>(streamed ? 2.0 * double(k) * layer_bytes : 0.0);
+    p.trainable_state = static_cast<uint64_t>(state);
+    const double boundary = N * m.C * s;  // one layer's input, (N, C)
+    const double kept_layers = p.recompute ? trained_layers + 1 : m.L + 1;
+    // Without recomputation every layer keeps its internals (about 2C + 2HD + 2KD + 3F per token).
+    const double internals = N * (2 * m.C + 2 * m.HD + 2 * m.KD + 3 * m.F) * s;
+    p.activations = static_cast<uint64_t>(offload ? 2.0 * boundary
+                                                  : kept_layers * boundary + (p.recompute ? 0.0 : m.L * internals));
+    // One layer rebuilt and differentiated: its internals twice (values, gradients), the
+    // attention statistics, the residual stream's gradient; the LM head's F32 logits chunk.
+    p.workspace = static_cast<uint64_t>(2.0 * internals + N * double(c.num_attention_heads) * 4.0 + 2.0 * boundary +
+                                        double(p.lm_head_chunk_tokens) * m.V * 4.0);
+    p.margin = 128 * kMiB + budget / 50;
+    p.peak = p.resident_weights + p.chunk_buffers + p.trainable_state + p.activations + p.workspace + p.margin;
+    p.host_pinned = static_cast<uint64_t>((streamed ? all_weights : 0.0) + (offload ? kept_layers * boundary : 0.0));
+    cand.fits = p.peak <= budget && p.host_pinned <= hw.host_available;
+    cand.short_by = p.peak > budget ? p.peak - budget : 0;
+    // Time of one micro-batch: compute and copies overlap, plus the first chunk's copy.
+    const double flops = N * training_flops_per_token(c, (double(req.seq_len) + 1) / 2, req.full, lowest) +
+                         (p.recompute ? N * trained_layers / m.L * (forward_flops_per_token(c, (double(req.seq_len) + 1) / 2) -
+                                                                    2 * m.head_params)
+                                      : 0.0);
+    const double compute_s = flops / (hw.gemm_tflops * 1e12 * kGemmEfficiency);
+    double bytes = 0, offload_bytes = 0;
+    if (streamed) bytes = m.L * layer_bytes + head_bytes + trained_layers * layer_bytes + head_bytes;
+    if (offload) offload_bytes = kept_layers * boundary;  // out in the forward, back in the backward
+    p.weight_bytes_per_micro_batch = bytes;
+    const double transfer_s = (bytes + offload_bytes) / (hw.h2d_gbs * 1e9) +
+                              (offload ? offload_bytes / (hw.d2h_gbs * 1e9) : 0.0);
+    const double fill_s = streamed ? double(k) * layer_bytes / (hw.h2d_gbs * 1e9) : 0.0;
+    p.compute_ms = compute_s * 1e3 * double(p.grad_accum);
+    p.transfer_ms = transfer_s * 1e3 * double(p.grad_accum);
+    p.step_ms = (std::max(compute_s, transfer_s) + fill_s) * 1e3 * double(p.grad_accum);
+    p.tokens_per_s = double(req.batch_rows * req.seq_len) / (p.step_ms / 1e3);
+    return cand;
+  };
+
+  std::vector<int64_t> micros;
+  for (int64_t d = 1; d <= req.batch_rows; ++d)
+    if (req.batch_rows % d == 0 && (req.micro_batch == 0 || d == req.micro_batch)) micros.push_back(d);
+  ONN_CHECK_ARG(!micros.empty(), "--micro-batch ", req.micro_batch, " does not divide the batch of ", req.batch_rows,
+                " rows");
+  std::optional<Candidate> best;
+  Candidate closest;
+  closest.short_by = UINT64_MAX;
+  const auto consider = [&](const Candidate& cand) {
+    if (cand.fits) {
+      if (!best || cand.plan.step_ms < best->plan.step_ms * 0.999 ||
+          (cand.plan.step_ms <= best->plan.step_ms * 1.001 && cand.plan.peak < best->plan.peak))
+        best = cand;
+    } else if (cand.short_by < closest.short_by) {
+      closest = cand;
+    }
+  };
+  for (int64_t micro : micros) {
+    for (bool offload : {false, true}) {
+      consider(evaluate(false, micro, L, offload));
+      if (req.full) continue;  // full training keeps its weights resident (their gradients and state are on the device)
+      for (int64_t k = 1; k <= std::max<int64_t>(1, L / 2); ++k) consider(evaluate(true, micro, k, offload));
+    }
+  }
+  if (!best) {
+    const Plan& p = closest.plan;
+    std::ostringstream why;
+    why << "no plan fits a " << gib(double(budget)) << " device budget: the closest (" << (p.streamed ? "streamed, " : "resident, ")
+        << p.layers_per_chunk << " layer(s) per chunk, micro-batch " << p.micro_batch << ") needs " << gib(double(p.peak))
+        << " (weights " << gib(double(p.resident_weights + p.chunk_buffers)) << ", trained state "
+        << gib(double(p.trainable_state)) << ", activations and workspace " << gib(double(p.activations + p.workspace))
+        << ")";
+    if (p.host_pinned > hw.host_available)
+      why << " and " << gib(double(p.host_pinned)) << " of host RAM (" << gib(double(hw.host_available)) << " available)";
+    if (p.peak > budget) why << "; it would fit with a budget of " << gib(double(p.peak) * 1.02);
+    if (req.full) why << ", or with LoRA instead of full training";
+    else if (p.trainable_state > budget / 4) why << ", or with a smaller --lora-rank or fewer --train-layers";
+    else if (p.workspace > budget / 4) why << ", or with a shorter --seq-len";
+    throw InvalidArgument(why.str());
+  }
+  Plan p = best->plan;
+  if (!hw.measured)
+    p.notes.push_back("bandwidth and GEMM rate are assumptions (" + std::to_string(hw.h2d_gbs).substr(0, 4) +
+                      " GB/s, " + std::to_string(hw.gemm_tflops).substr(0, 5) + " TFLOP/s), not measured");
+  if (p.streamed && p.transfer_ms > p.compute_ms)
+    p.notes.push_back("copy-bound: the weights cross PCIe " +
+                      std::string(lowest > 0 ? "once forward and from the lowest trained layer up backward"
+                                             : "twice (forward and backward)") +
+                      " per micro-batch; a larger batch per load (--micro-batch) or fewer trained layers amortise it");
+  return p;
+}
+
+nlohmann::ordered_json Plan::to_json() const {
+  return {{"streamed", streamed},
+          {"layers", layers},
+          {"layers_per_chunk", layers_per_chunk},
+          {"chunks", chunks},
+          {"lowest_trained_layer", lowest_trained_layer},
+          {"micro_batch", micro_batch},
+          {"grad_accum", grad_accum},
+          {"seq_len", seq_len},
+          {"activations", activations_on_host ? "host" : "device"},
+          {"recompute", recompute},
+          {"lm_head_chunk_tokens", lm_head_chunk_tokens},
+          {"budget_bytes", budget},
+          {"predicted_peak_bytes", peak},
+          {"memory_bytes",
+           {{"resident_weights", resident_weights},
+            {"chunk_buffers", chunk_buffers},
+            {"trainable_state", trainable_state},
+            {"activations", activations},
+            {"workspace", workspace},
+            {"margin", margin}}},
+          {"host_pinned_bytes", host_pinned},
+          {"predicted_step_ms", step_ms},
+          {"predicted_compute_ms", compute_ms},
+          {"predicted_transfer_ms", transfer_ms},
+          {"predicted_tokens_per_s", tokens_per_s},
+          {"weight_bytes_per_micro_batch", weight_bytes_per_micro_batch},
+          {"notes", notes}};
+}
+
+std::string Plan::to_text() const {
+  std::ostringstream o;
+  o.setf(std::ios::fixed);
+  o.precision(1);
+  if (streamed)
+    o << "streamed: " << chunks << " chunks of " << layers_per_chunk << " layer(s) through two device buffers\n";
+  else
+    o << "resident: every weight on the device\n";
+  o << "batch: " << micro_batch << " x " << seq_len << " tokens per micro-batch, " << grad_accum
+    << " micro-batch(es) per step; activations on the " << (activations_on_host ? "host" : "device")
+    << (recompute ? ", recomputed per layer" : "") << "; backward from layer " << lowest_trained_layer << "\n";
+  o << "device memory: " << gib(double(peak)) << " predicted of " << gib(double(budget)) << " (weights "
+    << gib(double(resident_weights + chunk_buffers)) << ", trained state " << gib(double(trainable_state))
+    << ", activations " << gib(double(activations)) << ", workspace " << gib(double(workspace)) << ", margin "
+    << gib(double(margin)) << ")\n";
+  if (host_pinned > 0) o << "host pinned memory: " << gib(double(host_pinned)) << "\n";
+  o << "step: " << step_ms << " ms predicted (compute " << compute_ms << " ms, transfer " << transfer_ms << " ms), "
+    << tokens_per_s << " tokens/s\n";
+  for (const std::string& n : notes) o << "note: " << n << "\n";
+  return o.str();
+}
+
+}  // namespace onn

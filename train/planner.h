@@ -1,0 +1,80 @@
+// The run planner: from the hardware (measured, or assumed when planning for a machine that
+// is not this one), the model's config.json and a device-memory budget, decides how a LoRA or
+// full training run fits — weights resident or streamed in chunks of layers through two
+// device buffers, the micro-batch and gradient accumulation, where the layer-boundary
+// activations live, recomputation — and predicts peak device memory and step time. Needs
+// config.json only: no weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
+#include "model/lora.h"
+#include "runtime/dtype.h"
+#include "runtime/hardware.h"
+
+namespace onn {
+
+struct PlanHardware {
+  std::string name;              // "NVIDIA H100 80GB HBM3", "cpu"
+  double h2d_gbs = 0;            // pinned host-to-device copies, GB/s
+  double d2h_gbs = 0;
+  double gemm_tflops = 0;        // dense GEMM rate in the compute dtype
+  uint64_t device_free = 0;      // bytes
+  uint64_t host_available = 0;   // bytes
+  bool measured = false;         // false: the figures below are assumptions (named in notes)
+};
+
+// The planning view of a device: measured figures from the profile where it has them, else
+// conservative assumptions (PCIe 4.0 x16: 20 GB/s; 100 TFLOP/s bf16; for the CPU backend the
+// measured host copy rate and 0.2 TFLOP/s).
+PlanHardware plan_hardware(const HardwareProfile& profile, int cuda_index);
+
+struct PlanRequest {
+  ModelConfig model;
+  DType dtype = DType::bf16;   // compute dtype of the weights on the device
+  bool full = false;
+  LoraSpec lora;               // rank, targets, layers (when !full)
+  int64_t seq_len = 512;
+  int64_t batch_rows = 4;      // rows of seq_len per optimizer step (micro-batch x accumulation)
+  int64_t micro_batch = 0;     // 0: the planner chooses (a divisor of batch_rows)
+  uint64_t budget = 0;         // device bytes; 0: the device's free memory less the margin
+};
+
+struct Plan {
+  bool streamed = false;
+  int64_t layers = 0, layers_per_chunk = 0, chunks = 0;
+  int64_t lowest_trained_layer = 0;  // the backward runs from here up
+  int64_t micro_batch = 0, grad_accum = 0, seq_len = 0;
+  bool activations_on_host = false;
+  bool recompute = false;
+  int64_t lm_head_chunk_tokens = 0;
+  // Predicted device bytes.
+  uint64_t budget = 0;
+  uint64_t resident_weights = 0;   // weights kept on the device (all of them when not streamed)
+  uint64_t chunk_buffers = 0;      // two chunk buffers (streamed)
+  uint64_t trainable_state = 0;    // trained parameters, gradients, AdamW moments, compute copies
+  uint64_t activations = 0;        // layer-boundary activations kept on the device
+  uint64_t workspace = 0;          // one layer's internals and gradients, the LM head's logits
+  uint64_t margin = 0;             // cuBLAS workspaces, allocator rounding
+  uint64_t peak = 0;
+  uint64_t host_pinned = 0;        // streamed weights + offloaded activations in pinned host memory
+  // Predicted time of one optimizer step.
+  double compute_ms = 0, transfer_ms = 0, step_ms = 0, tokens_per_s = 0;
+  double weight_bytes_per_micro_batch = 0;  // copied host to device
+  std::vector<std::string> notes;
+
+  nlohmann::ordered_json to_json() const;
+  std::string to_text() const;
+};
+
+// The fastest plan that fits the budget. InvalidArgument when none does, saying what is short
+// and what would fit (a larger budget, a smaller rank or sequence, fewer trained layers, LoRA
+// instead of full training, more host RAM).
+Plan plan_training(const PlanRequest& req, const PlanHardware& hw);
+
+}  // namespace onn
