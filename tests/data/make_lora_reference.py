@@ -46,6 +46,7 @@ for name, lora in cases.items():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     peft_model.peft_config["default"].base_model_name_or_path = name
     peft_model.save_pretrained(os.path.join(here, name, "lora_reference"))
+    os.remove(os.path.join(here, name, "lora_reference", "README.md"))  # PEFT's model-card template
 
     V = model.config.vocab_size
     ids = torch.randint(0, V, (DOCS, T), generator=g)
