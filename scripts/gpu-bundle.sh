@@ -2,8 +2,8 @@
 # Prepares the GPU checks for the lent GPU machine (which has the CUDA 13 toolkit, PyTorch and
 # compute-sanitizer but none of the Debian packages): builds the dev preset here, then puts
 # stripped gpu_tests / onn_kernels_bench / onn-info / onn-init / onn-bench / onn-train and the non-system shared libraries they
-# load (OpenBLAS, Google Benchmark, ...) in build/gpu-carry, well under the device tool's
-# 64 MiB carry limit. On the GPU machine, with build/gpu-carry carried:
+# load (OpenBLAS, Google Benchmark, ...) in build/gpu-carry, packed as build/gpu-carry.tar.xz for the
+# device tool's 64 MiB carry limit. On the GPU machine, with build/gpu-carry.tar.xz carried:
 #   scripts/gpu-verify.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,5 +25,7 @@ ldd $bins | awk '/=> \//{print $1" "$3}' | sort -u | while read -r name path; do
     *) cp -L "$path" "$out/lib/$name" ;;
   esac
 done
-du -sh "$out"
-ls "$out" "$out/lib"
+# OpenBLAS alone is ~36 MB: the folder is packed so that it and the working tree stay under the
+# device tool's 64 MiB; gpu-verify.sh unpacks it.
+tar -C build -cJf build/gpu-carry.tar.xz gpu-carry
+du -sh "$out" build/gpu-carry.tar.xz

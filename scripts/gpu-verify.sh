@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks, run on the GPU machine from the repository root with build/gpu-carry (from
+# The GPU checks, run on the GPU machine from the repository root with build/gpu-carry.tar.xz (from
 # scripts/gpu-bundle.sh) carried: the gpu tests, compute-sanitizer memcheck over all of them
 # and racecheck over the kernels with shared-memory tiles, the CUDA benchmarks and the PyTorch
 # timings at the same shapes, and onn-bench train beside transformers + PEFT (train.txt).
@@ -7,33 +7,40 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 c=build/gpu-carry
+[ -f build/gpu-carry.tar.xz ] && tar -C build -xJf build/gpu-carry.tar.xz
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
 export ONN_TEST_DATA_DIR="$PWD/tests/data"  # the carried binaries were built in another checkout
-step() { echo "== $*"; "$@"; echo "== exit $?"; }
-{
+# Each step is bounded so that one slow step cannot eat the device call (T seconds, default 300).
+step() { echo "== $*"; timeout "${T:-300}" "$@"; echo "== exit $?"; }
+# Sections to run (default all): tests sanitizer bench torch train.
+sections=" ${*:-tests sanitizer bench torch train} "
+want() { [[ "$sections" == *" $1 "* ]]; }
+want tests && {
   nvidia-smi
   step "$c/onn-info" --hardware
   step "$c/onn-info" --self-check
   step "$c/gpu_tests"
 } > "$out/gpu-tests.txt" 2>&1
-{
-  step compute-sanitizer --tool memcheck --error-exitcode 1 "$c/gpu_tests"
-  step compute-sanitizer --tool racecheck --error-exitcode 1 "$c/gpu_tests" \
+want sanitizer && {
+  T=200 step compute-sanitizer --tool memcheck --error-exitcode 1 "$c/gpu_tests"
+  T=120 step compute-sanitizer --tool racecheck --error-exitcode 1 "$c/gpu_tests" \
     "--test-case=*attention*,*rmsnorm*,*cross-entropy*,*embedding*,*argmax*,*adamw*"
 } > "$out/sanitizer.txt" 2>&1
-"$c/onn_kernels_bench" --benchmark_filter=cuda --benchmark_min_time=0.2 \
+want bench && timeout 180 "$c/onn_kernels_bench" --benchmark_filter=cuda --benchmark_min_time=0.2 \
   --benchmark_out="$out/bench.json" --benchmark_out_format=json > "$out/bench.txt" 2>&1
-{
-  python3 bench/torch_reference.py --json "$out/torch.json"
+want torch && {
+  timeout 120 python3 bench/torch_reference.py --json "$out/torch.json"
   "$c/onn-init" --preset tinyllama --out /tmp/onn-tinyllama --seed 1 && python3 bench/hf_generate.py --model /tmp/onn-tinyllama
 } > "$out/torch.txt" 2>&1
-{
+want train && {
+  [ -d /tmp/onn-tinyllama ] || "$c/onn-init" --preset tinyllama --out /tmp/onn-tinyllama --seed 1
   # LoRA r16 and full training of the TinyLlama-1.1B shape, ONN then transformers (+ PEFT).
   for mode in "" "--full"; do
-    step "$c/onn-bench" train --preset tinyllama --seq-len 1024 --micro-batch 4 $mode --json
-    step python3 bench/hf_train.py --model /tmp/onn-tinyllama --seq-len 1024 --micro-batch 4 $mode
+    T=90 step "$c/onn-bench" train --preset tinyllama --seq-len 1024 --micro-batch 4 $mode --json
+    T=90 step python3 bench/hf_train.py --model /tmp/onn-tinyllama --seq-len 1024 --micro-batch 4 $mode
   done
 } > "$out/train.txt" 2>&1
 tail -n 3 "$out"/*.txt
+true
