@@ -40,7 +40,8 @@ void check_qkv(const OpCheck& chk, const Tensor& q, const Tensor& k, const Tenso
   chk.float_dtype(q, "q");
   chk.same_dtype(q, "q", k, "k");
   chk.same_dtype(q, "q", v, "v");
-  if (!chk.cpu()) chk.require(d == 64 || d == 80 || d == 96 || d == 128, "CUDA head dims are 64, 80, 96, 128; got ", d);
+  if (!chk.cpu()) chk.require(d == 16 || d == 32 || d == 64 || d == 80 || d == 96 || d == 128,
+                              "CUDA head dims are 16, 32, 64, 80, 96, 128; got ", d);
   chk.require(seqs.cu_seqlens.defined() && seqs.cu_seqlens.rank() == 1 && seqs.cu_seqlens.dim(0) >= 2 &&
                   seqs.cu_seqlens.dtype() == DType::i32 && seqs.cu_seqlens.device() == chk.device(),
               "cu_seqlens must be (S + 1) I32 on the op's device, got ", describe(seqs.cu_seqlens));
@@ -105,7 +106,8 @@ void attention_decode(Context& ctx, const Tensor& q, const Tensor& k_cache, cons
   chk.dtype(lens, "lens", DType::i32);
   chk.shape(out, "out", q.shape());
   chk.same_dtype(q, "q", out, "out");
-  if (!chk.cpu()) chk.require(d == 64 || d == 80 || d == 96 || d == 128, "CUDA head dims are 64, 80, 96, 128; got ", d);
+  if (!chk.cpu()) chk.require(d == 16 || d == 32 || d == 64 || d == 80 || d == 96 || d == 128,
+                              "CUDA head dims are 16, 32, 64, 80, 96, 128; got ", d);
   ONN_DISPATCH(chk, attention_decode_cpu(q, k_cache, v_cache, lens, scale, out),
                attention_decode_cuda(ctx, q, k_cache, v_cache, lens, scale, out));
 }

@@ -24,7 +24,7 @@ AttentionSeqs uniform_seqs(Context& ctx, int64_t batch, int64_t seq_len);
 // Host helper: from sequence lengths.
 AttentionSeqs packed_seqs(Context& ctx, const std::vector<int64_t>& lengths);
 
-// scale: usually 1 / sqrt(D). Head dims 64, 80, 96 and 128 on CUDA; any on the CPU.
+// scale: usually 1 / sqrt(D). Head dims 16, 32, 64, 80, 96 and 128 on CUDA; any on the CPU.
 void attention_forward(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSeqs& seqs,
                        float scale, Tensor& out, Tensor& lse);
 // dout (N, H, D) -> dq (N, H, D), dk and dv (N, KVH, D), all written. out and lse from the

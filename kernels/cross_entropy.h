@@ -48,10 +48,66 @@ struct LmHeadLossOptions {
 void lm_head_cross_entropy(Context& ctx, const Tensor& h, const Tensor& w, const Tensor& labels, Tensor& loss,
                            Tensor* dh, Tensor* dw, const LmHeadLossOptions& opt = {});
 
+// The LM head + cross-entropy with the head's weight arriving a slice of vocabulary rows at a
+// time (the low-VRAM path streams it through the chunk buffers). Logits are produced per
+// (token chunk, vocabulary granule): the forward merges each granule's row (max, sum of
+// exponentials) into a running log-sum-exp in granule order, the backward recomputes the
+// logits, turns them into (softmax - onehot) / valid and adds dlogits @ W into dh in
+// descending granule order. The result therefore has the same bits wherever the slice
+// boundaries fall (any multiple of the granule); it differs from lm_head_cross_entropy only by
+// rounding. Use: forward_slice over the slices in ascending order, finish, then (for
+// gradients) backward_slice over them in descending order.
+class SlicedLmHeadLoss {
+ public:
+  // h (N, C) and labels (N) stay referenced until the last call. valid: as
+  // LmHeadLossOptions::valid (null: this call's own count).
+  SlicedLmHeadLoss(Context& ctx, const Tensor& h, const Tensor& labels, int64_t vocab, const Tensor* valid = nullptr,
+                   int64_t chunk_tokens = 1024, int64_t granule = 8192, int32_t ignore_index = kIgnoreIndex);
+  int64_t granule() const { return granule_; }
+  // w (rows, C): vocabulary rows [v0, v0 + rows). v0 must follow the previous slice, and rows
+  // be a multiple of the granule unless the slice ends the vocabulary.
+  void forward_slice(int64_t v0, const Tensor& w);
+  // loss (1) of loss_dtype(h): the mean over the valid labels (as lm_head_cross_entropy).
+  void finish(Tensor& loss);
+  // dh (N, C), h's dtype: written by the first call (the slice that ends the vocabulary), then
+  // added to; slices in descending order.
+  void backward_slice(int64_t v0, const Tensor& w, Tensor& dh);
+
+ private:
+  void check_slice(const char* op, int64_t v0, const Tensor& w) const;
+  Context& ctx_;
+  Tensor h_, labels_, valid_, m_, l_, target_, logits_;
+  int64_t vocab_, chunk_, granule_, next_v0_ = 0, back_end_ = -1;
+  int32_t ignore_;
+};
+
+// The per-granule steps of SlicedLmHeadLoss. logits (T, G) hold vocabulary columns
+// [v0, v0 + G); m, l, target (T) of loss_dtype(logits), m starting at -inf and l at 0.
+void vocab_chunk_stats(Context& ctx, const Tensor& logits, const Tensor& labels, int64_t v0, Tensor& m, Tensor& l,
+                       Tensor& target, int32_t ignore_index);
+// logits become (exp(x - m - log l) - onehot) / max(valid, 1), zero rows where ignored.
+void vocab_chunk_grad(Context& ctx, Tensor& logits, const Tensor& labels, int64_t v0, const Tensor& m, const Tensor& l,
+                      const Tensor& valid, int32_t ignore_index);
+// token_loss (T) = m + log(l) - target, 0 where ignored.
+void vocab_chunk_loss(Context& ctx, const Tensor& labels, const Tensor& m, const Tensor& l, const Tensor& target,
+                      Tensor& token_loss, int32_t ignore_index);
+
 void count_valid_labels_cpu(const Tensor& labels, int32_t ignore_index, Tensor& valid);
 void cross_entropy_cpu(Tensor& logits, const Tensor& labels, const Tensor& valid, Tensor& token_loss,
                        const CrossEntropyOptions& opt);
 void mean_loss_cpu(const Tensor& token_loss, const Tensor& valid, Tensor& loss);
+void vocab_chunk_stats_cpu(const Tensor& logits, const Tensor& labels, int64_t v0, Tensor& m, Tensor& l,
+                           Tensor& target, int32_t ignore_index);
+void vocab_chunk_grad_cpu(Tensor& logits, const Tensor& labels, int64_t v0, const Tensor& m, const Tensor& l,
+                          const Tensor& valid, int32_t ignore_index);
+void vocab_chunk_loss_cpu(const Tensor& labels, const Tensor& m, const Tensor& l, const Tensor& target,
+                          Tensor& token_loss, int32_t ignore_index);
+void vocab_chunk_stats_cuda(Context& ctx, const Tensor& logits, const Tensor& labels, int64_t v0, Tensor& m,
+                            Tensor& l, Tensor& target, int32_t ignore_index);
+void vocab_chunk_grad_cuda(Context& ctx, Tensor& logits, const Tensor& labels, int64_t v0, const Tensor& m,
+                           const Tensor& l, const Tensor& valid, int32_t ignore_index);
+void vocab_chunk_loss_cuda(Context& ctx, const Tensor& labels, const Tensor& m, const Tensor& l,
+                           const Tensor& target, Tensor& token_loss, int32_t ignore_index);
 void count_valid_labels_cuda(Context& ctx, const Tensor& labels, int32_t ignore_index, Tensor& valid);
 void cross_entropy_cuda(Context& ctx, Tensor& logits, const Tensor& labels, const Tensor& valid, Tensor& token_loss,
                         const CrossEntropyOptions& opt);

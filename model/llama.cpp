@@ -37,7 +37,9 @@ class WeightLoader {
       throw FormatError(st_.source() + ": tensor \"" + name + "\" has dtype " + std::string(dtype_name(raw.dtype())));
     if (raw.dtype() == DType::f16 || raw.dtype() == DType::f64) raw = raw.to_dtype(DType::f32);
     Tensor out = Tensor::empty(want, dtype_, ctx_.allocator());
-    if (ctx_.device().is_cpu()) {
+    if (raw.dtype() == dtype_) {
+      out.copy_from(raw);  // the file's dtype is the compute dtype: a plain copy
+    } else if (ctx_.device().is_cpu()) {
       cast(ctx_, raw, out);
     } else {
       const Tensor dev = raw.to(ctx_.device());
@@ -57,12 +59,24 @@ class WeightLoader {
 }  // namespace
 
 LlamaModel LlamaModel::load(Context& ctx, const std::string& dir, std::optional<DType> compute) {
+  return load_into(ctx, ctx, dir, compute.value_or(default_compute_dtype(ctx.device())));
+}
+
+LlamaModel LlamaModel::load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute) {
+  Context host(Device::cpu(), ctx.device().is_cuda() ? static_cast<Allocator&>(pinned_allocator()) : cpu_allocator(),
+               0);
+  LlamaModel m = load_into(ctx, host, dir, compute.value_or(default_compute_dtype(ctx.device())));
+  m.on_host_ = true;
+  return m;
+}
+
+LlamaModel LlamaModel::load_into(Context& ctx, Context& home, const std::string& dir, DType compute) {
   LlamaModel m;
   m.config_ = load_model_config(dir);
-  m.dtype_ = compute.value_or(default_compute_dtype(ctx.device()));
+  m.dtype_ = compute;
   const ModelConfig& c = m.config_;
   const SafetensorsModel st = SafetensorsModel::open(dir);
-  const WeightLoader w(ctx, st, m.dtype_);
+  const WeightLoader w(home, st, m.dtype_);
   const int64_t C = c.hidden_size, F = c.intermediate_size, HD = c.num_attention_heads * c.head_dim,
                 KD = c.num_key_value_heads * c.head_dim, V = c.vocab_size;
   m.weights_.embed = w.get("model.embed_tokens.weight", Shape{V, C});
@@ -112,6 +126,7 @@ LlamaModel LlamaModel::load(Context& ctx, const std::string& dir, std::optional<
 Tensor LlamaModel::run_blocks(Context& ctx, const Tensor& ids, const Tensor& positions,
                               const AttentionFn& attend) const {
   const ModelConfig& c = config_;
+  ONN_CHECK_ARG(!on_host_, "model forward: the weights are in host memory (loaded for layer streaming)");
   ONN_CHECK_ARG(ids.rank() == 1 && ids.dtype() == DType::i32, "model forward: ids must be (N) I32, got ",
                 ids.shape().str());
   const int64_t N = ids.dim(0), C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads,

@@ -59,6 +59,12 @@ class LlamaModel {
   // one whose shape differs from what config.json implies is a FormatError naming it.
   static LlamaModel load(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
 
+  // The weights in host memory (pinned on CUDA, in the compute dtype) for the layer-streaming
+  // path (model/streaming.h); only the RoPE table is on ctx's device. The plain forward
+  // methods below need a resident model.
+  static LlamaModel load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
+  bool on_host() const { return on_host_; }
+
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
   // For full training: the optimizer writes the compute weights in place.
@@ -93,8 +99,11 @@ class LlamaModel {
   Tensor run_blocks(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionFn& attend) const;
   Tensor project(Context& ctx, const Tensor& h) const;  // (N, C) -> (N, V)
 
+  static LlamaModel load_into(Context& ctx, Context& home, const std::string& dir, DType compute);
+
   ModelConfig config_;
   ModelWeights weights_;
+  bool on_host_ = false;
   DType dtype_ = DType::f32;
   Tensor inv_freq_;  // (R/2) F32 on the device
 };

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "kernels/counter_rng.h"
 #include "kernels/cross_entropy.h"
@@ -13,6 +14,7 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
+#include "model/streaming.h"
 #include "runtime/error.h"
 
 namespace onn {
@@ -136,8 +138,7 @@ class Pass {
   }
 
   // x (N, C) -> out (N, C); internals into a.
-  void layer_forward(size_t l, const Tensor& x, LayerActs& a, Tensor& out) const {
-    const LayerWeights& L = model_.weights().layers[l];
+  void layer_forward(size_t l, const LayerWeights& L, const Tensor& x, LayerActs& a, Tensor& out) const {
     const int64_t C = c_.hidden_size, F = c_.intermediate_size, H = c_.num_attention_heads,
                   KVH = c_.num_key_value_heads, D = c_.head_dim;
     const float eps = static_cast<float>(c_.rms_norm_eps);
@@ -175,8 +176,8 @@ class Pass {
 
   // dx (N, C): the gradient at the layer's output in, at its input out (in place); null
   // need_dx: the input gradient is not needed (the lowest trained layer).
-  void layer_backward(size_t l, const Tensor& x, const LayerActs& a, Tensor& dx, bool need_dx, Gradients& g) const {
-    const LayerWeights& L = model_.weights().layers[l];
+  void layer_backward(size_t l, const LayerWeights& L, const Tensor& x, const LayerActs& a, Tensor& dx, bool need_dx,
+                      Gradients& g) const {
     LayerWeights* G = g.full ? &g.full->layers[l] : nullptr;
     const auto gp = [&](Tensor LayerWeights::*field) -> Tensor* {
       return G && (G->*field).defined() ? &(G->*field) : nullptr;
@@ -227,7 +228,89 @@ class Pass {
     }
   }
 
+  // The low-VRAM pass: weights arrive chunk by chunk (model/streaming.h); only layer inputs
+  // are kept, every layer's internals are rebuilt in the backward, and the backward stops at
+  // the lowest trained layer. The same kernels in the same order as run() with recompute and
+  // the sliced head, so the results have the same bits.
+  double run_streamed(const TrainBatch& batch, Gradients* grads) {
+    batch_ = &batch;
+    StreamedWeights& sw = *opt_.stream;
+    const size_t L = static_cast<size_t>(c_.num_hidden_layers);
+    const int64_t C = c_.hidden_size, k = sw.layers_per_chunk();
+    check_context_length(c_, batch.seqs.max_seqlen, "training");
+    ONN_CHECK_ARG(!(grads && grads->full), "layer streaming trains LoRA adapters only (full training keeps its weights "
+                  "on the device)");
+    size_t lowest = L;
+    if (grads)
+      for (const LoraModule& m : grads->lora.modules) lowest = std::min(lowest, static_cast<size_t>(m.layer));
+    const bool train = grads && lowest < L;
+    sw.plan_pass(train ? static_cast<int64_t>(lowest) : -1);
+    std::vector<Tensor> xs(L + 1);
+    xs[0] = make(Shape{n_, C});
+    sw.embed(ctx_, batch.ids, xs[0]);
+    for (int64_t ch = 0; ch < sw.layer_chunks(); ++ch) {
+      const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
+      for (size_t i = 0; i < Ws.size(); ++i) {
+        const size_t l = static_cast<size_t>(ch * k) + i;
+        LayerActs scratch;
+        xs[l + 1] = make(Shape{n_, C});
+        layer_forward(l, Ws[i], xs[l], scratch, xs[l + 1]);
+        if (!train || l < lowest) xs[l] = Tensor();
+      }
+      sw.release();
+    }
+    Tensor hf = make(Shape{n_, C}), rstd = stat(Shape{n_});
+    rmsnorm_forward(ctx_, xs[L], sw.norm(), static_cast<float>(c_.rms_norm_eps), hf, rstd);
+    if (!train) xs[L] = Tensor();
+    Tensor loss = Tensor::empty(Shape{1}, loss_dtype(model_.dtype()), ctx_.allocator());
+    Tensor valid;
+    if (opt_.loss_tokens > 0) {
+      valid = Tensor::empty(Shape{1}, loss_dtype(model_.dtype()), ctx_.allocator());
+      fill(ctx_, valid, static_cast<float>(opt_.loss_tokens));
+    }
+    LmHeadLossOptions lo;
+    SlicedLmHeadLoss head(ctx_, hf, batch.labels, c_.vocab_size, valid.defined() ? &valid : nullptr, lo.chunk_tokens,
+                          sw.head_granule());
+    for (int64_t s = 0; s < sw.head_slices(); ++s) {
+      int64_t v0 = 0;
+      const Tensor w = sw.acquire_head(s, &v0);
+      head.forward_slice(v0, w);
+      sw.release();
+    }
+    head.finish(loss);
+    if (train) {
+      Tensor dh = make(Shape{n_, C});
+      for (int64_t s = sw.head_slices(); s-- > 0;) {
+        int64_t v0 = 0;
+        const Tensor w = sw.acquire_head(s, &v0);
+        head.backward_slice(v0, w, dh);
+        sw.release();
+      }
+      Tensor dx = make(Shape{n_, C});
+      dx.fill_bytes(0, &ctx_.compute());
+      norm_backward(xs[L], sw.norm(), rstd, dh, dx, nullptr);
+      xs[L] = Tensor();
+      for (int64_t ch = sw.layer_chunks(); ch-- > static_cast<int64_t>(lowest) / k;) {
+        const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
+        for (size_t i = Ws.size(); i-- > 0;) {
+          const size_t l = static_cast<size_t>(ch * k) + i;
+          if (l < lowest) break;
+          LayerActs recomputed;
+          Tensor scratch_out = make(Shape{n_, C});
+          layer_forward(l, Ws[i], xs[l], recomputed, scratch_out);
+          layer_backward(l, Ws[i], xs[l], recomputed, dx, l > lowest, *grads);
+          xs[l] = Tensor();
+        }
+        sw.release();
+      }
+    }
+    ctx_.synchronize();
+    const Tensor host = loss.to(Device::cpu());
+    return load_as_double(host.data(), host.dtype(), 0);
+  }
+
   double run(const TrainBatch& batch, Gradients* grads) {
+    if (opt_.stream) return run_streamed(batch, grads);
     batch_ = &batch;
     const size_t L = model_.weights().layers.size();
     const ModelWeights& W = model_.weights();
@@ -246,7 +329,7 @@ class Pass {
     for (size_t l = 0; l < L; ++l) {
       LayerActs scratch;
       xs[l + 1] = make(Shape{n_, C});
-      layer_forward(l, xs[l], acts.empty() ? scratch : acts[l], xs[l + 1]);
+      layer_forward(l, W.layers[l], xs[l], acts.empty() ? scratch : acts[l], xs[l + 1]);
       if (!grads || l < lowest) xs[l] = Tensor();  // no backward reaches below `lowest`
     }
     Tensor hf = make(Shape{n_, C}), rstd = stat(Shape{n_});
@@ -260,12 +343,22 @@ class Pass {
       fill(ctx_, valid, static_cast<float>(opt_.loss_tokens));
       lo.valid = &valid;
     }
+    const bool sliced = opt_.head_granule > 0 && !(grads && grads->full);
+    std::optional<SlicedLmHeadLoss> head;
+    if (sliced) {  // the streamed path's LM head, the whole vocabulary as one slice
+      head.emplace(ctx_, hf, batch.labels, c_.vocab_size, lo.valid, lo.chunk_tokens, opt_.head_granule);
+      head->forward_slice(0, W.lm_head);
+      head->finish(loss);
+    }
     if (!grads || lowest == L) {  // evaluation, or nothing to train
-      lm_head_cross_entropy(ctx_, hf, W.lm_head, batch.labels, loss, nullptr, nullptr, lo);
+      if (!sliced) lm_head_cross_entropy(ctx_, hf, W.lm_head, batch.labels, loss, nullptr, nullptr, lo);
     } else {
       Tensor dh = make(Shape{n_, C});
       Tensor* dhead = grads->full ? &grads->full->lm_head : nullptr;
-      lm_head_cross_entropy(ctx_, hf, W.lm_head, batch.labels, loss, &dh, dhead, lo);
+      if (sliced)
+        head->backward_slice(0, W.lm_head, dh);
+      else
+        lm_head_cross_entropy(ctx_, hf, W.lm_head, batch.labels, loss, &dh, dhead, lo);
       Tensor dx = make(Shape{n_, C});
       dx.fill_bytes(0, &ctx_.compute());
       norm_backward(xs[L], W.norm, rstd, dh, dx, grads->full ? &grads->full->norm : nullptr);
@@ -273,10 +366,10 @@ class Pass {
         LayerActs recomputed;
         if (opt_.recompute) {
           Tensor scratch_out = make(Shape{n_, C});
-          layer_forward(l, xs[l], recomputed, scratch_out);
+          layer_forward(l, W.layers[l], xs[l], recomputed, scratch_out);
         }
-        layer_backward(l, xs[l], opt_.recompute ? recomputed : acts[l], dx, l > lowest || grads->full.has_value(),
-                       *grads);
+        layer_backward(l, W.layers[l], xs[l], opt_.recompute ? recomputed : acts[l], dx,
+                       l > lowest || grads->full.has_value(), *grads);
         if (!opt_.recompute) acts[l] = LayerActs();  // free as we go
       }
       if (grads->full) embedding_backward(ctx_, batch.ids, dx, grads->full->embed);

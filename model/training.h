@@ -12,6 +12,8 @@
 
 namespace onn {
 
+class StreamedWeights;
+
 // One micro-batch of packed documents on the device.
 struct TrainBatch {
   Tensor ids;        // (N) I32
@@ -40,6 +42,13 @@ struct PassOptions {
   // The token count the loss is divided by (the whole optimizer step's valid labels across
   // gradient accumulation); 0: this micro-batch's own count.
   int64_t loss_tokens = 0;
+  // The LM head through SlicedLmHeadLoss with this granule (0: the fused lm_head_cross_entropy).
+  // The streamed path always slices (with the stream's granule); set it on a resident pass to
+  // get the streamed pass's bits.
+  int64_t head_granule = 0;
+  // Weights streamed from host memory (LoRA training and evaluation); the model passed along
+  // is the host-resident one the stream was built from.
+  StreamedWeights* stream = nullptr;
 };
 
 // Forward and backward over one micro-batch, gradients added into `grads`. Returns the

@@ -6,8 +6,12 @@
 
 namespace onn {
 
-Context::Context(Device device, size_t workspace_bytes)
-    : device_(device), allocator_(&allocator_for(device)), compute_(device), copy_(device) {
+Context::Context(Device device, size_t workspace_bytes) : Context(device, allocator_for(device), workspace_bytes) {}
+
+Context::Context(Device device, Allocator& allocator, size_t workspace_bytes)
+    : device_(device), allocator_(&allocator), compute_(device), copy_(device) {
+  ONN_CHECK_ARG(allocator.device() == device, "Context on ", device.str(), " given the allocator of ",
+                allocator.device().str());
   if (device.is_cuda()) {
     cublas_ = cuda::cublas_create(device.index, compute_.cuda_stream());
     cublaslt_ = cuda::cublaslt_create();

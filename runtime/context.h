@@ -20,6 +20,10 @@ class Context {
   static constexpr size_t kDefaultWorkspaceBytes = size_t{32} << 20;
 
   explicit Context(Device device = default_device(), size_t workspace_bytes = kDefaultWorkspaceBytes);
+  // With an allocator of its own (same device) for every allocation the ops and the model
+  // make: a CachingAllocator over host memory turns the CPU backend into a device with a
+  // budget (the low-VRAM scheduler's tests).
+  Context(Device device, Allocator& allocator, size_t workspace_bytes = kDefaultWorkspaceBytes);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;

@@ -134,6 +134,18 @@ Tensor Tensor::slice(int64_t begin, int64_t end) const {
   return t;
 }
 
+Tensor Tensor::view(size_t byte_offset, const Shape& shape, DType dtype) const {
+  ONN_CHECK_ARG(defined(), "view of an undefined tensor");
+  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+  ONN_CHECK_ARG(byte_offset <= nbytes() && bytes <= nbytes() - byte_offset, "view of ", bytes, " bytes at ",
+                byte_offset, " does not fit a tensor of ", nbytes(), " bytes");
+  Tensor t = *this;
+  t.offset_ = offset_ + byte_offset;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  return t;
+}
+
 Tensor Tensor::reshape(std::initializer_list<int64_t> dims) const {
   int infer = -1;
   int64_t known = 1;

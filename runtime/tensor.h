@@ -101,6 +101,9 @@ class Tensor {
 
   // Rows [begin, end) along dim 0, sharing storage.
   Tensor slice(int64_t begin, int64_t end) const;
+  // A tensor of `shape` and `dtype` over this one's bytes from `byte_offset` (buffers carved
+  // into typed views, as the layer-streaming chunk buffers are). The range must fit.
+  Tensor view(size_t byte_offset, const Shape& shape, DType dtype) const;
   // The same storage seen with another shape of equal numel. One dim may be -1.
   Tensor reshape(std::initializer_list<int64_t> dims) const;
   Tensor reshape(const Shape& shape) const;

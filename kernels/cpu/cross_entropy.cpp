@@ -51,6 +51,72 @@ void cross_entropy_cpu(Tensor& logits, const Tensor& labels, const Tensor& valid
   });
 }
 
+void vocab_chunk_stats_cpu(const Tensor& logits, const Tensor& labels, int64_t v0, Tensor& m, Tensor& l,
+                           Tensor& target, int32_t ignore_index) {
+  cpu_kernels::dispatch_float(logits.dtype(), "vocab_chunk_stats", [&](auto t) {
+    using T = decltype(t);
+    const int64_t n = logits.dim(0), g = logits.dim(1);
+    const T* x = ptr<const T>(logits);
+    T *pm = ptr<T>(m), *pl = ptr<T>(l), *pt = ptr<T>(target);
+    const int32_t* lab = ptr<const int32_t>(labels);
+    for (int64_t i = 0; i < n; ++i) {
+      if (lab[i] == ignore_index) continue;
+      const T* row = x + i * g;
+      double gm = -INFINITY;
+      for (int64_t j = 0; j < g; ++j) gm = std::max(gm, static_cast<double>(row[j]));
+      double gs = 0;
+      for (int64_t j = 0; j < g; ++j) gs += std::exp(row[j] - gm);
+      const double old_m = pm[i], mm = std::max(old_m, gm);
+      const double ls = (old_m == -INFINITY ? 0.0 : pl[i] * std::exp(old_m - mm)) + gs * std::exp(gm - mm);
+      pm[i] = static_cast<T>(mm);
+      pl[i] = static_cast<T>(ls);
+      if (lab[i] >= v0 && lab[i] < v0 + g) pt[i] = row[lab[i] - v0];
+    }
+  });
+}
+
+void vocab_chunk_grad_cpu(Tensor& logits, const Tensor& labels, int64_t v0, const Tensor& m, const Tensor& l,
+                          const Tensor& valid, int32_t ignore_index) {
+  cpu_kernels::dispatch_float(logits.dtype(), "vocab_chunk_grad", [&](auto t) {
+    using T = decltype(t);
+    const int64_t n = logits.dim(0), g = logits.dim(1);
+    T* x = ptr<T>(logits);
+    const T *pm = ptr<const T>(m), *pl = ptr<const T>(l);
+    const int32_t* lab = ptr<const int32_t>(labels);
+    const double count = load_as_double(valid.data(), valid.dtype(), 0);
+    const double inv = 1.0 / (count > 1.0 ? count : 1.0);
+    for (int64_t i = 0; i < n; ++i) {
+      T* row = x + i * g;
+      if (lab[i] == ignore_index) {
+        std::fill(row, row + g, T(0));
+        continue;
+      }
+      const double lse = static_cast<double>(pm[i]) + std::log(static_cast<double>(pl[i]));
+      for (int64_t j = 0; j < g; ++j)
+        row[j] = static_cast<T>((std::exp(row[j] - lse) - (v0 + j == lab[i] ? 1.0 : 0.0)) * inv);
+    }
+  });
+}
+
+void vocab_chunk_loss_cpu(const Tensor& labels, const Tensor& m, const Tensor& l, const Tensor& target,
+                          Tensor& token_loss, int32_t ignore_index) {
+  cpu_kernels::dispatch_float(m.dtype(), "vocab_chunk_loss", [&](auto t) {
+    using T = decltype(t);
+    const T *pm = ptr<const T>(m), *pl = ptr<const T>(l), *pt = ptr<const T>(target);
+    T* out = ptr<T>(token_loss);
+    const int32_t* lab = ptr<const int32_t>(labels);
+    for (int64_t i = 0; i < labels.dim(0); ++i) {
+      if (lab[i] == ignore_index) {
+        out[i] = T(0);
+        continue;
+      }
+      ONN_CHECK_ARG(!std::isnan(static_cast<double>(pt[i])), "lm head loss: labels[", i, "] = ", lab[i],
+                    " is outside the vocabulary and is not the ignore index ", ignore_index);
+      out[i] = static_cast<T>(static_cast<double>(pm[i]) + std::log(static_cast<double>(pl[i])) - pt[i]);
+    }
+  });
+}
+
 void mean_loss_cpu(const Tensor& token_loss, const Tensor& valid, Tensor& loss) {
   double s = 0;
   for (int64_t i = 0; i < token_loss.dim(0); ++i) s += load_as_double(token_loss.data(), token_loss.dtype(), static_cast<size_t>(i));

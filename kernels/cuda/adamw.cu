@@ -16,13 +16,13 @@ constexpr int kNormBlocks = 256;
 
 template <typename G, typename C>
 __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
-                             float* __restrict__ v, C* __restrict__ copy, int64_t n, float b1, float b2,
-                             float step_size, float bc2_sqrt, float eps, float decay, float grad_scale) {
+                             float* __restrict__ v, C* __restrict__ copy, int64_t n, float b1, float omb1,
+                             float b2, float omb2, float step_size, float bc2_sqrt, float eps, float decay, float grad_scale) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float gi = to_f(g[i]) * grad_scale;
-    const float mi = b1 * m[i] + (1.0f - b1) * gi;
-    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    const float mi = b1 * m[i] + omb1 * gi;
+    const float vi = b2 * v[i] + omb2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
     const float pi = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
@@ -68,11 +68,13 @@ void adamw_cuda(Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tens
   const float decay = static_cast<float>(1.0 - cfg.lr * cfg.weight_decay);
   const float b1 = static_cast<float>(cfg.beta1), b2 = static_cast<float>(cfg.beta2), eps = static_cast<float>(cfg.eps);
   const float grad_scale = static_cast<float>(cfg.grad_scale);
+  // 1 - beta in double, then rounded: 1.0f - float(0.999) is 1.3e-5 away from 0.001.
+  const float omb1 = static_cast<float>(1.0 - cfg.beta1), omb2 = static_cast<float>(1.0 - cfg.beta2);
   dispatch_float(grad.dtype(), "adamw_step", [&](auto tg) {
     using G = decltype(tg);
     const auto launch = [&](auto* copy) {
       adamw_kernel<<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(ptr<float>(param), ptr<const G>(grad),
-                                                                  ptr<float>(m), ptr<float>(v), copy, n, b1, b2,
+                                                                  ptr<float>(m), ptr<float>(v), copy, n, b1, omb1, b2, omb2,
                                                                   step_size, bc2_sqrt, eps, decay, grad_scale);
     };
     if (param_copy == nullptr)

@@ -370,11 +370,13 @@ __global__ void attention_decode_merge_kernel(const float* __restrict__ part_o, 
 template <typename F>
 void dispatch_head_dim(int64_t d, F&& f) {
   switch (d) {
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    case 32: f(std::integral_constant<int, 32>{}); break;
     case 64: f(std::integral_constant<int, 64>{}); break;
     case 80: f(std::integral_constant<int, 80>{}); break;
     case 96: f(std::integral_constant<int, 96>{}); break;
     case 128: f(std::integral_constant<int, 128>{}); break;
-    default: throw InvalidArgument("attention on CUDA: head dim " + std::to_string(d) + " is not 64, 80, 96 or 128");
+    default: throw InvalidArgument("attention on CUDA: head dim " + std::to_string(d) + " is not 16, 32, 64, 80, 96 or 128");
   }
 }
 

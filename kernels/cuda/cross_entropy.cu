@@ -102,6 +102,51 @@ __global__ void cross_entropy_kernel(T* logits, const int32_t* __restrict__ labe
   }
 }
 
+// One block per row of a (T, G) granule of logits: the row's (max, sum) merged into the
+// running (m, l) (old state first, so the order is the granule order), and the target logit.
+template <typename T>
+__global__ void vocab_stats_kernel(const T* __restrict__ logits, const int32_t* __restrict__ labels, int64_t g,
+                                   int64_t v0, float* __restrict__ m, float* __restrict__ l, float* __restrict__ target,
+                                   int32_t ignore_index) {
+  const int64_t i = blockIdx.x;
+  const int32_t label = labels[i];
+  if (label == ignore_index) return;
+  const T* row = logits + i * g;
+  MaxSum acc{-INFINITY, 0.0f};
+  for (int64_t j = threadIdx.x; j < g; j += blockDim.x) add_one<T>(acc, to_f(row[j]));
+  acc = block_merge(acc);
+  if (threadIdx.x == 0) {
+    const MaxSum merged = merge({m[i], l[i]}, acc);
+    m[i] = merged.m;
+    l[i] = merged.s;
+    if (label >= v0 && label < v0 + g) target[i] = to_f(row[label - v0]);
+  }
+}
+
+template <typename T>
+__global__ void vocab_grad_kernel(T* logits, const int32_t* __restrict__ labels, int64_t g, int64_t v0,
+                                  const float* __restrict__ m, const float* __restrict__ l,
+                                  const float* __restrict__ valid, int32_t ignore_index) {
+  const int64_t i = blockIdx.x;
+  T* row = logits + i * g;
+  const int32_t label = labels[i];
+  if (label == ignore_index) {
+    for (int64_t j = threadIdx.x; j < g; j += blockDim.x) row[j] = from_f<T>(0.0f);
+    return;
+  }
+  const float lse = m[i] + logf(l[i]), inv = 1.0f / fmaxf(valid[0], 1.0f);
+  for (int64_t j = threadIdx.x; j < g; j += blockDim.x)
+    row[j] = from_f<T>((row_exp<T>(to_f(row[j]) - lse) - (v0 + j == label ? 1.0f : 0.0f)) * inv);
+}
+
+__global__ void vocab_loss_kernel(const int32_t* __restrict__ labels, int64_t n, const float* __restrict__ m,
+                                  const float* __restrict__ l, const float* __restrict__ target,
+                                  float* __restrict__ token_loss, int32_t ignore_index) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  token_loss[i] = labels[i] == ignore_index ? 0.0f : m[i] + logf(l[i]) - target[i];  // NaN target: label out of range
+}
+
 __global__ void count_valid_kernel(const int32_t* __restrict__ labels, int64_t n, int32_t ignore_index,
                                    float* __restrict__ valid) {
   float c = 0.0f;
@@ -140,6 +185,42 @@ void cross_entropy_cuda(Context& ctx, Tensor& logits, const Tensor& labels, cons
         opt.ignore_index, opt.compute_grad);
     ONN_CUDA_CHECK_LAUNCH();
   });
+}
+
+void vocab_chunk_stats_cuda(Context& ctx, const Tensor& logits, const Tensor& labels, int64_t v0, Tensor& m,
+                            Tensor& l, Tensor& target, int32_t ignore_index) {
+  const int64_t n = logits.dim(0);
+  if (n == 0) return;
+  dispatch_float(logits.dtype(), "vocab_chunk_stats", [&](auto t) {
+    using T = decltype(t);
+    vocab_stats_kernel<T><<<static_cast<unsigned>(n), kRowThreads, 0, stream_of(ctx)>>>(
+        ptr<const T>(logits), ptr<const int32_t>(labels), logits.dim(1), v0, ptr<float>(m), ptr<float>(l),
+        ptr<float>(target), ignore_index);
+    ONN_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void vocab_chunk_grad_cuda(Context& ctx, Tensor& logits, const Tensor& labels, int64_t v0, const Tensor& m,
+                           const Tensor& l, const Tensor& valid, int32_t ignore_index) {
+  const int64_t n = logits.dim(0);
+  if (n == 0) return;
+  dispatch_float(logits.dtype(), "vocab_chunk_grad", [&](auto t) {
+    using T = decltype(t);
+    vocab_grad_kernel<T><<<static_cast<unsigned>(n), kRowThreads, 0, stream_of(ctx)>>>(
+        ptr<T>(logits), ptr<const int32_t>(labels), logits.dim(1), v0, ptr<const float>(m), ptr<const float>(l),
+        ptr<const float>(valid), ignore_index);
+    ONN_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void vocab_chunk_loss_cuda(Context& ctx, const Tensor& labels, const Tensor& m, const Tensor& l,
+                           const Tensor& target, Tensor& token_loss, int32_t ignore_index) {
+  const int64_t n = labels.dim(0);
+  if (n == 0) return;
+  vocab_loss_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream_of(ctx)>>>(
+      ptr<const int32_t>(labels), n, ptr<const float>(m), ptr<const float>(l), ptr<const float>(target),
+      ptr<float>(token_loss), ignore_index);
+  ONN_CUDA_CHECK_LAUNCH();
 }
 
 void mean_loss_cuda(Context& ctx, const Tensor& token_loss, const Tensor& valid, Tensor& loss) {

@@ -1,4 +1,4 @@
-// Attention on CUDA against the CPU F64 reference (label gpu): head dims 64, 80, 96, 128,
+// Attention on CUDA against the CPU F64 reference (label gpu): head dims 16, 32, 64, 80, 96, 128,
 // GQA ratios 1, 2, 4, 8, packed sequences whose lengths straddle the tile sizes (1, 31, 33,
 // 64, 100, 129), forward (out, lse) and backward (dq, dk, dv), the decode path, guards and
 // bitwise determinism.
@@ -25,7 +25,7 @@ TEST_CASE("attention CUDA forward and backward against the CPU reference") {
   };
   const Case cases[] = {{2, 2, 64, {1}},          {4, 2, 64, {31, 33, 100}}, {8, 2, 80, {64, 1, 129}},
                         {8, 1, 96, {65, 7}},      {4, 4, 128, {200}},        {8, 8, 128, {17, 40}},
-                        {16, 2, 128, {130, 3}}};
+                        {16, 2, 128, {130, 3}}, {4, 2, 16, {70, 5}},   {6, 3, 32, {129}}};
   for (DType t : {DType::f32, DType::bf16}) {
     for (const Case& c : cases) {
       CAPTURE(dtype_name(t));
@@ -86,7 +86,7 @@ TEST_CASE("attention_decode CUDA against the CPU: a few queries over a long cach
   Context ctx(Device::cuda(0)), cpu(Device::cpu());
   std::mt19937 rng(202);
   for (DType t : {DType::f32, DType::bf16}) {
-    for (auto [tq, d, kvh] : {std::tuple<int64_t, int64_t, int64_t>{1, 128, 8}, {3, 64, 2}, {1, 80, 1}, {2, 96, 4}}) {
+    for (auto [tq, d, kvh] : {std::tuple<int64_t, int64_t, int64_t>{1, 128, 8}, {3, 64, 2}, {1, 80, 1}, {2, 96, 4}, {1, 16, 2}, {2, 32, 4}}) {
       CAPTURE(dtype_name(t));
       CAPTURE(tq);
       CAPTURE(d);
@@ -156,5 +156,5 @@ TEST_CASE("attention CUDA refuses head dims it has no kernel for") {
   const Tensor q = Tensor::zeros(Shape{4, 2, 48}, DType::bf16, ctx.device());
   Tensor out = Tensor::empty(q.shape(), DType::bf16, ctx.device()), lse = Tensor::empty(Shape{4, 2}, DType::f32, ctx.device());
   CHECK_THROWS_WITH_AS(attention_forward(ctx, q, q, q, uniform_seqs(ctx, 1, 4), 1.0f, out, lse),
-                       doctest::Contains("CUDA head dims are 64, 80, 96, 128; got 48"), InvalidArgument);
+                       doctest::Contains("CUDA head dims are 16, 32, 64, 80, 96, 128; got 48"), InvalidArgument);
 }

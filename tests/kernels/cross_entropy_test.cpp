@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "kernels/cross_entropy.h"
@@ -96,4 +97,67 @@ TEST_CASE("lm_head_cross_entropy in chunks equals the whole computation, dh and 
     lm_head_cross_entropy(ctx, h, w, labels, loss, nullptr, &dw, o);
     for (size_t i = 0; i < nw.size(); ++i) CHECK(static_cast<double*>(dw.data())[i] == doctest::Approx(2 * nw[i]));
   }
+}
+
+namespace {
+// Runs SlicedLmHeadLoss over w cut at `cuts` (ascending row starts after 0): loss and dh.
+std::pair<double, Tensor> sliced_loss(Context& ctx, const Tensor& h, const Tensor& w, const Tensor& labels,
+                                      const std::vector<int64_t>& cuts, int64_t chunk, int64_t granule) {
+  const int64_t v = w.dim(0);
+  std::vector<int64_t> bounds{0};
+  for (int64_t c : cuts) bounds.push_back(c);
+  bounds.push_back(v);
+  SlicedLmHeadLoss s(ctx, h, labels, v, nullptr, chunk, granule);
+  for (size_t i = 0; i + 1 < bounds.size(); ++i) s.forward_slice(bounds[i], w.slice(bounds[i], bounds[i + 1]));
+  Tensor loss = Tensor::empty(Shape{1}, loss_dtype(h.dtype()));
+  s.finish(loss);
+  Tensor dh = Tensor::empty(h.shape(), h.dtype());
+  dh.fill_bytes(0xff);  // the first backward slice must write every element
+  for (size_t i = bounds.size() - 1; i-- > 0;) s.backward_slice(bounds[i], w.slice(bounds[i], bounds[i + 1]), dh);
+  return {load_as_double(loss.data(), loss.dtype(), 0), dh};
+}
+}  // namespace
+
+TEST_CASE("SlicedLmHeadLoss: equals the fused LM head loss, and has the same bits wherever the slices are cut") {
+  Context ctx(Device::cpu());
+  std::mt19937 rng(31);
+  const int64_t n = 11, c = 6, v = 50;
+  const Tensor labels = i32_tensor({3, -100, 49, 0, 17, 16, -100, 32, 31, 48, 5});
+  for (DType t : {DType::f64, DType::f32}) {
+    CAPTURE(dtype_name(t));
+    const Tensor h = random64(Shape{n, c}, rng, 2.0).to_dtype(t), w = random64(Shape{v, c}, rng, 2.0).to_dtype(t);
+    Tensor ref_loss = Tensor::empty(Shape{1}, loss_dtype(t)), ref_dh = Tensor::empty(h.shape(), t);
+    lm_head_cross_entropy(ctx, h, w, labels, ref_loss, &ref_dh, nullptr);
+    const double want = load_as_double(ref_loss.data(), ref_loss.dtype(), 0);
+    const double tol = t == DType::f64 ? 1e-12 : 1e-5;
+    const auto [loss, dh] = sliced_loss(ctx, h, w, labels, {}, 4, 16);
+    CHECK(loss == doctest::Approx(want).epsilon(tol));
+    CHECK(rel_error(dh.to_dtype(DType::f64), ref_dh.to_dtype(DType::f64)) < tol);
+    // Other cuts on granule boundaries and other token chunks give the same bits.
+    for (const std::vector<int64_t>& cuts : {std::vector<int64_t>{16}, {32}, {16, 32, 48}}) {
+      CAPTURE(cuts.size());
+      const auto [l2, dh2] = sliced_loss(ctx, h, w, labels, cuts, 4, 16);
+      CHECK(l2 == loss);
+      CHECK(std::memcmp(dh2.data(), dh.data(), dh.nbytes()) == 0);
+    }
+  }
+}
+
+TEST_CASE("SlicedLmHeadLoss refuses out-of-order or misaligned slices and labels outside the vocabulary") {
+  Context ctx(Device::cpu());
+  std::mt19937 rng(32);
+  const Tensor h = random64(Shape{3, 4}, rng), w = random64(Shape{40, 4}, rng);
+  const Tensor labels = i32_tensor({1, 2, 3});
+  SlicedLmHeadLoss s(ctx, h, labels, 40, nullptr, 2, 16);
+  CHECK_THROWS_WITH_AS(s.forward_slice(16, w.slice(16, 32)), doctest::Contains("expected the slice starting at 0"),
+                       InvalidArgument);
+  CHECK_THROWS_WITH_AS(s.forward_slice(0, w.slice(0, 10)), doctest::Contains("multiple of the granule 16"),
+                       InvalidArgument);
+  s.forward_slice(0, w.slice(0, 32));
+  Tensor loss = Tensor::empty(Shape{1}, DType::f64);
+  CHECK_THROWS_WITH_AS(s.finish(loss), doctest::Contains("saw 32 of 40"), InvalidArgument);
+  SlicedLmHeadLoss bad(ctx, h, i32_tensor({1, 45, 3}), 40, nullptr, 2, 16);
+  bad.forward_slice(0, w);
+  CHECK_THROWS_WITH_AS(bad.finish(loss), doctest::Contains("labels[1] = 45 is outside the vocabulary"),
+                       InvalidArgument);
 }

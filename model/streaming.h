@@ -1,0 +1,66 @@
+// The low-VRAM path of the model: frozen weights in host memory (LlamaModel::load_to_host)
+// streamed to the device through runtime/layer_stream.h's two buffers, k layers per chunk,
+// and the LM head in vocabulary slices that fit the same buffers. The embedding stays on the
+// host (the rows a micro-batch needs are gathered there and copied), the final norm is kept
+// on the device. model/training.h runs its forward and backward over this when
+// PassOptions::stream is set.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/llama.h"
+#include "runtime/layer_stream.h"
+
+namespace onn {
+
+struct StreamOptions {
+  int64_t layers_per_chunk = 1;
+  // Vocabulary rows per LM-head granule (SlicedLmHeadLoss); a slice holds as many granules
+  // as fit a chunk buffer, at least one.
+  int64_t head_granule = 8192;
+};
+
+// The owning tensors of a layer (a fused original once, not its row views) in a fixed order,
+// and the layer rebuilt over other storage holding the same tensors (fused views re-sliced).
+std::vector<Tensor> layer_tensors(const ModelConfig& c, const LayerWeights& w);
+LayerWeights layer_from_tensors(const ModelConfig& c, const std::vector<Tensor>& t, size_t begin);
+
+class StreamedWeights {
+ public:
+  StreamedWeights(Context& ctx, const LlamaModel& host_model, const StreamOptions& opt);
+
+  const LlamaModel& model() const { return model_; }
+  int64_t layers_per_chunk() const { return k_; }
+  int64_t layer_chunks() const { return layer_chunks_; }
+  int64_t head_slices() const { return static_cast<int64_t>(head_v0_.size()); }
+  int64_t head_granule() const { return granule_; }
+  size_t buffer_bytes() const { return streamer_->buffer_bytes(); }
+  ChunkStreamer& streamer() { return *streamer_; }
+
+  // The order of a pass: layer chunks up, head slices up; with `backward_to_layer` >= 0 also
+  // the head slices down and the layer chunks down to the one holding that layer.
+  void plan_pass(int64_t backward_to_layer);
+  // Chunk c's layers, [c k, min(L, (c + 1) k)), on the device; the next chunk's copy starts.
+  const std::vector<LayerWeights>& acquire_layers(int64_t c);
+  // Head slice s on the device: (rows, C), vocabulary rows from *v0.
+  Tensor acquire_head(int64_t s, int64_t* v0);
+  void release() { streamer_->release(); }
+
+  const Tensor& norm() const { return norm_; }  // (C) on the device
+  // x (N, C) on the device = the embedding rows of ids (N) I32 (on any device), gathered on
+  // the host and copied on the compute stream.
+  void embed(Context& ctx, const Tensor& ids, Tensor& x);
+
+ private:
+  const LlamaModel& model_;
+  int64_t k_ = 1, layer_chunks_ = 0, granule_ = 0;
+  std::vector<int64_t> head_v0_;
+  std::unique_ptr<ChunkStreamer> streamer_;
+  std::vector<LayerWeights> layers_;  // the acquired chunk's
+  Tensor norm_;
+  Tensor staging_;  // pinned (N, C) rows for embed
+};
+
+}  // namespace onn

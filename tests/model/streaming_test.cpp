@@ -1,0 +1,190 @@
+// The low-VRAM path on the CPU backend with a simulated device: a CachingAllocator over host
+// memory with a byte budget stands in for the GPU, the same ChunkStreamer schedule runs
+// (synchronously). Streamed LoRA training gives the same bits as resident training (losses,
+// gradients, the LoRA weights after AdamW steps) for several chunk sizes and budgets; a
+// sparse layer set gives the same gradients as a full-depth backward and streams less; the
+// allocator's peak stays under the budget, which is below what the resident run needs.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <random>
+
+#include "kernels/adamw.h"
+#include "kernels/cross_entropy.h"
+#include "model/init.h"
+#include "model/llama.h"
+#include "model/lora.h"
+#include "model/streaming.h"
+#include "model/training.h"
+#include "runtime/allocator.h"
+#include "runtime/error.h"
+#include "support/grad_check.h"
+#include "support/test_util.h"
+
+using namespace onn;
+using namespace onn::test;
+
+namespace {
+
+constexpr int64_t kGranule = 32;  // LM-head granule: the 320-row vocabulary takes several slices
+
+// A 5-layer model (tiny preset, F32 weights) in a temporary folder.
+std::string five_layer_model(const TempDir& dir) {
+  ModelPreset p = find_preset("tiny");
+  p.config.num_hidden_layers = 5;
+  InitOptions o;
+  o.seed = 11;
+  o.dtype = DType::f32;
+  write_random_model(p, dir.path().string(), o);
+  return dir.path().string();
+}
+
+TrainBatch make_batch(Context& ctx, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const std::vector<int64_t> lens = {9, 5, 12};
+  std::vector<int32_t> ids, pos, labels;
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(vocab) - 1);
+  for (int64_t len : lens) {
+    const size_t start = ids.size();
+    for (int64_t i = 0; i < len; ++i) {
+      ids.push_back(tok(rng));
+      pos.push_back(static_cast<int32_t>(i));
+    }
+    for (int64_t i = 0; i < len; ++i)
+      labels.push_back(i + 1 < len && i != 2 ? ids[start + static_cast<size_t>(i) + 1] : kIgnoreIndex);
+  }
+  TrainBatch b;
+  b.ids = i32_tensor(ids);
+  b.positions = i32_tensor(pos);
+  b.labels = i32_tensor(labels);
+  b.seqs = packed_seqs(ctx, lens);
+  return b;
+}
+
+struct RunResult {
+  std::vector<double> losses;
+  std::vector<Tensor> grads;    // the last step's, host copies
+  std::vector<Tensor> weights;  // LoRA A and B after the steps
+  size_t peak = 0;
+  uint64_t streamed_bytes = 0;
+};
+
+// Three optimizer steps of two micro-batches each on a context whose allocator has `budget`
+// (0: none); streamed with k layers per chunk when k > 0, else resident with the sliced head.
+RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vector<int64_t>& layers,
+                const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3) {
+  CachingAllocator alloc(make_host_raw_backend(), budget);
+  Context ctx(Device::cpu(), alloc, 0);
+  LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
+  LoraSpec spec;
+  spec.rank = 4;
+  spec.alpha = 8;
+  spec.dropout = 0.1;
+  spec.layers = layers;
+  LoraAdapter ad = make_lora_adapter(ctx, model, spec, 7);
+  // A and B from a seed per (layer, module), so a module starts the same whichever other
+  // modules exist; B is nonzero so every path carries signal, except on zero_b_layers (an
+  // adapter that does not change the forward but makes the backward run down to layer 0).
+  for (LoraModule& m : ad.modules) {
+    std::mt19937 rng(static_cast<uint32_t>(m.layer * 131 + static_cast<int64_t>(std::hash<std::string>{}(m.name) % 97)));
+    bool keep_zero = false;
+    for (int64_t z : zero_b_layers) keep_zero = keep_zero || m.layer == z;
+    m.a.copy_from(random64(m.a.shape(), rng, 0.1).to_dtype(m.a.dtype()));
+    if (!keep_zero) m.b.copy_from(random64(m.b.shape(), rng, 0.05).to_dtype(m.b.dtype()));
+  }
+  ad.sync_compute_copies(ctx);
+  std::optional<StreamedWeights> sw;
+  if (k > 0) {
+    StreamOptions so;
+    so.layers_per_chunk = k;
+    so.head_granule = kGranule;
+    sw.emplace(ctx, model, so);
+  }
+  Gradients g = make_gradients(ctx, model, &ad);
+  std::vector<Tensor> params = gradient_tensors(Gradients{ad, std::nullopt});
+  std::vector<Tensor> grads = gradient_tensors(g), ms, vs;
+  for (const Tensor& p : params) {
+    ms.push_back(Tensor::zeros(p.shape(), p.dtype()));
+    vs.push_back(Tensor::zeros(p.shape(), p.dtype()));
+  }
+  RunResult r;
+  for (int64_t step = 1; step <= steps; ++step) {
+    zero_gradients(ctx, g);
+    for (uint32_t micro = 0; micro < 2; ++micro) {
+      const TrainBatch batch = make_batch(ctx, model.config().vocab_size, static_cast<uint32_t>(step * 10 + micro));
+      PassOptions opt;
+      opt.lora = &ad;
+      opt.dropout_seed = static_cast<uint64_t>(step * 100 + micro);
+      opt.head_granule = kGranule;
+      opt.stream = sw ? &*sw : nullptr;
+      r.losses.push_back(forward_backward(ctx, model, batch, g, opt));
+    }
+    AdamWConfig cfg;
+    cfg.lr = 1e-2f;
+    cfg.step = step;
+    for (size_t i = 0; i < params.size(); ++i) adamw_step(ctx, params[i], grads[i], ms[i], vs[i], cfg);
+    ad.sync_compute_copies(ctx);
+  }
+  for (const Tensor& t : grads) r.grads.push_back(clone(t));
+  for (const Tensor& t : params) r.weights.push_back(clone(t));
+  r.peak = alloc.stats().peak_reserved;
+  if (sw) r.streamed_bytes = sw->streamer().stats().bytes;
+  return r;
+}
+
+bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].nbytes() != b[i].nbytes() || std::memcmp(a[i].data(), b[i].data(), a[i].nbytes()) != 0) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("streamed LoRA training has the bits of resident training for every chunk size and budget") {
+  TempDir tmp;
+  const std::string dir = five_layer_model(tmp);
+  const RunResult resident = train(dir, 0, 0, {});
+  REQUIRE(resident.losses.size() == 6);
+  for (double l : resident.losses) CHECK(std::isfinite(l));
+  for (int64_t k : {1, 2, 3, 5}) {
+    CAPTURE(k);
+    // The streamed run's own peak without a limit, then that peak (tight) and a quarter more
+    // as budgets: the same bits every time, the peak within the budget.
+    const RunResult free = train(dir, k, 0, {});
+    CHECK(free.losses == resident.losses);
+    CHECK(same_bits(free.weights, resident.weights));
+    if (k == 1) CHECK(free.peak < resident.peak);  // one layer at a time beats all of them resident
+    for (double headroom : {1.0, 1.25}) {
+      CAPTURE(headroom);
+      const size_t budget = static_cast<size_t>(double(free.peak) * headroom);
+      const RunResult streamed = train(dir, k, budget, {});
+      CHECK(streamed.losses == resident.losses);
+      CHECK(same_bits(streamed.grads, resident.grads));
+      CHECK(same_bits(streamed.weights, resident.weights));
+      CHECK(streamed.peak <= budget);
+      CHECK(streamed.streamed_bytes > 0);
+    }
+    // Below what the run needs: the allocator refuses, naming the budget.
+    CHECK_THROWS_WITH_AS(train(dir, k, free.peak / 2, {}), doctest::Contains("budget"), OutOfMemory);
+  }
+}
+
+TEST_CASE("sparse layers: the streamed backward stops at the lowest trained layer with full-depth gradients") {
+  TempDir tmp;
+  const std::string dir = five_layer_model(tmp);
+  // One optimizer step (two micro-batches): adapters on layers 3 and 4, against adapters on
+  // every layer with B = 0 below layer 3 (the same forward, but a backward down to layer 0).
+  const RunResult sparse = train(dir, 1, 0, {3, 4}, {}, 1);
+  const RunResult deep = train(dir, 1, 0, {}, {0, 1, 2}, 1);
+  CHECK(sparse.losses == deep.losses);
+  // Modules are listed by layer: layers 3 and 4 are the last ones of the full-depth list.
+  REQUIRE(deep.grads.size() > sparse.grads.size());
+  const std::vector<Tensor> deep_top(deep.grads.end() - static_cast<std::ptrdiff_t>(sparse.grads.size()),
+                                     deep.grads.end());
+  CHECK(same_bits(sparse.grads, deep_top));
+  CHECK(same_bits(sparse.weights, std::vector<Tensor>(deep.weights.end() - static_cast<std::ptrdiff_t>(sparse.weights.size()),
+                                                      deep.weights.end())));
+  // No chunk below layer 3 is streamed for the backward: 3 layer chunks fewer per micro-batch.
+  CHECK(sparse.streamed_bytes < deep.streamed_bytes);
+}
