@@ -63,7 +63,7 @@ LayerWeights layer_from_tensors(const ModelConfig& c, const std::vector<Tensor>&
 }
 
 StreamedWeights::StreamedWeights(Context& ctx, const LlamaModel& host_model, const StreamOptions& opt)
-    : model_(host_model), k_(opt.layers_per_chunk), granule_(opt.head_granule) {
+    : model_(host_model), k_(opt.layers_per_chunk), granule_(opt.head_granule), offload_(opt.offload_activations) {
   const ModelConfig& c = host_model.config();
   const ModelWeights& W = host_model.weights();
   const int64_t L = c.num_hidden_layers;
@@ -94,6 +94,13 @@ StreamedWeights::StreamedWeights(Context& ctx, const LlamaModel& host_model, con
     chunks.push_back({W.lm_head.slice(v0, std::min(V, v0 + rows))});
   }
   streamer_ = std::make_unique<ChunkStreamer>(ctx, std::move(chunks));
+  if (offload_) {
+    act_stream_ = std::make_unique<Stream>(ctx.device());
+    for (int64_t l = 0; l <= L; ++l) {
+      out_done_.emplace_back(ctx.device(), false);
+      in_done_.emplace_back(ctx.device(), false);
+    }
+  }
   norm_ = Tensor::empty(W.norm.shape(), W.norm.dtype(), ctx.allocator());
   norm_.copy_from(W.norm, &ctx.compute());
 }
@@ -149,5 +156,46 @@ void StreamedWeights::embed(Context& ctx, const Tensor& ids, Tensor& x) {
   }
   x.copy_from(staging_.view(0, x.shape(), x.dtype()), &ctx.compute());
 }
+
+Tensor StreamedWeights::host_slot(size_t l, size_t bytes) {
+  const size_t slots = static_cast<size_t>(model_.config().num_hidden_layers) + 1;
+  ONN_CHECK_ARG(l < slots, "activation slot ", l, " of ", slots);
+  return host_acts_.view(l * bytes, Shape{static_cast<int64_t>(bytes)}, DType::u8);
+}
+
+void StreamedWeights::offload(Context& ctx, size_t l, const Tensor& x) {
+  ONN_CHECK_ARG(offload_, "activation offload is off");
+  const size_t slots = static_cast<size_t>(model_.config().num_hidden_layers) + 1;
+  if (!host_acts_.defined() || host_acts_.nbytes() < slots * x.nbytes()) {
+    ctx.synchronize();
+    act_stream_->synchronize();
+    host_acts_ = Tensor();
+    host_acts_ = Tensor::empty(Shape{static_cast<int64_t>(slots * x.nbytes())}, DType::u8,
+                               ctx.device().is_cuda() ? static_cast<Allocator&>(pinned_allocator()) : cpu_allocator());
+  }
+  Event produced(ctx.device(), false);
+  produced.record(ctx.compute());
+  act_stream_->wait(produced);
+  Tensor slot = host_slot(l, x.nbytes()).view(0, x.shape(), x.dtype());
+  slot.copy_from(x, act_stream_.get());
+  out_done_[l].record(*act_stream_);
+  offloaded_bytes_ += x.nbytes();
+}
+
+void StreamedWeights::retire(Context& ctx, size_t l) { ctx.compute().wait(out_done_.at(l)); }
+
+Tensor StreamedWeights::bring_back(Context& ctx, size_t l, const Shape& shape) {
+  Tensor x = Tensor::empty(shape, model_.dtype(), ctx.allocator());
+  // The memory may have been freed by compute work still queued: the copy waits for it.
+  Event allocated(ctx.device(), false);
+  allocated.record(ctx.compute());
+  act_stream_->wait(allocated);
+  act_stream_->wait(out_done_.at(l));
+  x.copy_from(host_slot(l, x.nbytes()).view(0, shape, x.dtype()), act_stream_.get());
+  in_done_.at(l).record(*act_stream_);
+  return x;
+}
+
+void StreamedWeights::await_back(Context& ctx, size_t l) { ctx.compute().wait(in_done_.at(l)); }
 
 }  // namespace onn

@@ -20,6 +20,10 @@ struct StreamOptions {
   // Vocabulary rows per LM-head granule (SlicedLmHeadLoss); a slice holds as many granules
   // as fit a chunk buffer, at least one.
   int64_t head_granule = 8192;
+  // Layer-boundary activations kept for the backward go to pinned host memory (copied out on
+  // a stream of their own while the next layer computes, and back one layer ahead of the
+  // backward) instead of staying on the device.
+  bool offload_activations = false;
 };
 
 // The owning tensors of a layer (a fused original once, not its row views) in a fixed order,
@@ -53,6 +57,17 @@ class StreamedWeights {
   // the host and copied on the compute stream.
   void embed(Context& ctx, const Tensor& ids, Tensor& x);
 
+  bool offload_activations() const { return offload_; }
+  // Activation offload: x (layer l's input, on the device) copied to host slot l once the
+  // compute stream has produced it; the device copy may be dropped after retire(l).
+  void offload(Context& ctx, size_t l, const Tensor& x);
+  void retire(Context& ctx, size_t l);  // later compute work waits for slot l's copy out
+  // Starts bringing slot l back into a fresh device tensor (returned; usable on the compute
+  // stream after await_back(l)).
+  Tensor bring_back(Context& ctx, size_t l, const Shape& shape);
+  void await_back(Context& ctx, size_t l);
+  uint64_t offloaded_bytes() const { return offloaded_bytes_; }
+
  private:
   const LlamaModel& model_;
   int64_t k_ = 1, layer_chunks_ = 0, granule_ = 0;
@@ -61,6 +76,12 @@ class StreamedWeights {
   std::vector<LayerWeights> layers_;  // the acquired chunk's
   Tensor norm_;
   Tensor staging_;  // pinned (N, C) rows for embed
+  bool offload_ = false;
+  std::unique_ptr<Stream> act_stream_;
+  Tensor host_acts_;               // pinned, one (N, C) slot per layer
+  std::vector<Event> out_done_, in_done_;
+  uint64_t offloaded_bytes_ = 0;
+  Tensor host_slot(size_t l, size_t bytes);
 };
 
 }  // namespace onn

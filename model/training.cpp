@@ -248,6 +248,11 @@ class Pass {
     std::vector<Tensor> xs(L + 1);
     xs[0] = make(Shape{n_, C});
     sw.embed(ctx_, batch.ids, xs[0]);
+    // With offload, layer inputs the backward needs go to host memory as soon as they exist
+    // and leave the device once the next layer has read them.
+    const bool offload = train && sw.offload_activations();
+    const auto keep = [&](size_t l) { return train && l >= lowest && l < L; };
+    if (offload && keep(0)) sw.offload(ctx_, 0, xs[0]);
     for (int64_t ch = 0; ch < sw.layer_chunks(); ++ch) {
       const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
       for (size_t i = 0; i < Ws.size(); ++i) {
@@ -255,7 +260,13 @@ class Pass {
         LayerActs scratch;
         xs[l + 1] = make(Shape{n_, C});
         layer_forward(l, Ws[i], xs[l], scratch, xs[l + 1]);
-        if (!train || l < lowest) xs[l] = Tensor();
+        if (offload && keep(l + 1)) sw.offload(ctx_, l + 1, xs[l + 1]);
+        if (!keep(l)) {
+          xs[l] = Tensor();
+        } else if (offload) {
+          sw.retire(ctx_, l);  // its copy out is done before the memory is reused
+          xs[l] = Tensor();
+        }
       }
       sw.release();
     }
@@ -290,11 +301,16 @@ class Pass {
       dx.fill_bytes(0, &ctx_.compute());
       norm_backward(xs[L], sw.norm(), rstd, dh, dx, nullptr);
       xs[L] = Tensor();
+      if (offload) xs[L - 1] = sw.bring_back(ctx_, L - 1, Shape{n_, C});
       for (int64_t ch = sw.layer_chunks(); ch-- > static_cast<int64_t>(lowest) / k;) {
         const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
         for (size_t i = Ws.size(); i-- > 0;) {
           const size_t l = static_cast<size_t>(ch * k) + i;
           if (l < lowest) break;
+          if (offload) {  // this layer's input is (being) copied back; start the one below
+            sw.await_back(ctx_, l);
+            if (l > lowest) xs[l - 1] = sw.bring_back(ctx_, l - 1, Shape{n_, C});
+          }
           LayerActs recomputed;
           Tensor scratch_out = make(Shape{n_, C});
           layer_forward(l, Ws[i], xs[l], recomputed, scratch_out);

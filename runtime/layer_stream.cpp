@@ -91,6 +91,8 @@ const std::vector<Tensor>& ChunkStreamer::acquire(size_t chunk) {
     s = &other;
   }
   ctx_.compute().wait(s->ready);
+  compute_start_ = Event(ctx_.device());
+  compute_start_.record(ctx_.compute());
   s->in_use = true;
   current_ = static_cast<int>(s - slots_);
   ++pos_;
@@ -104,6 +106,9 @@ void ChunkStreamer::release() {
   Slot& s = slots_[current_];
   s.freed.record(ctx_.compute());
   s.freed_recorded = true;
+  Event end(ctx_.device());
+  end.record(ctx_.compute());
+  compute_timings_.emplace_back(std::move(compute_start_), std::move(end));
   s.in_use = false;
   // The chunk after next may go into the other buffer only after this one is released:
   // nothing to do here, acquire() of the next chunk starts it.
@@ -115,6 +120,11 @@ StreamStats ChunkStreamer::stats() {
     stats_.copy_ms += Event::elapsed_ms(start, end);
   }
   timings_.clear();
+  for (auto& [start, end] : compute_timings_) {
+    end.synchronize();
+    stats_.compute_ms += Event::elapsed_ms(start, end);
+  }
+  compute_timings_.clear();
   return stats_;
 }
 

@@ -24,6 +24,7 @@ struct StreamStats {
   uint64_t bytes = 0;     // host to device
   uint64_t copies = 0;    // chunks copied
   double copy_ms = 0;     // the copies' own time (events on the copy stream)
+  double compute_ms = 0;  // compute-stream time between acquiring and releasing chunks
 };
 
 class ChunkStreamer {
@@ -71,7 +72,8 @@ class ChunkStreamer {
   int current_ = -1;  // the slot acquired last
   std::vector<size_t> order_;
   size_t pos_ = 0;
-  std::vector<std::pair<Event, Event>> timings_;
+  std::vector<std::pair<Event, Event>> timings_, compute_timings_;
+  Event compute_start_;
   StreamStats stats_;
 };
 

@@ -101,6 +101,16 @@ int main(int argc, char** argv) {
   train->add_flag("--recompute", c.recompute, "recompute layer internals in the backward");
   train->add_option("--device", device_flag, "cpu or cuda[:N] (default: cuda when present)");
   train->add_flag("--json", json, "one JSON object instead of text");
+  uint64_t vram_budget = 0;
+  train->add_option("--vram-budget", vram_budget, "device memory the run may use, e.g. 4GiB (streaming when it does "
+                                                  "not fit; default: the free memory less a margin)")
+      ->transform(CLI::AsSizeValue(false));
+  train->add_option("--stream", c.stream, "layer streaming: auto, on, off (default auto: the planner decides)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  train->add_option("--layers-per-chunk", c.layers_per_chunk, "layers per streamed chunk (default: the planner's)")
+      ->check(CLI::PositiveNumber);
+  std::string train_layers;
+  train->add_option("--train-layers", train_layers, "LoRA on these layers only, e.g. 36-39 (default all)");
   return onn::tools::run_cli(app, "onn-bench", argc, argv, [&] {
     const onn::Device device = onn::tools::device_from_flag(device_flag);
     TempFolder tmp;
@@ -133,22 +143,42 @@ int main(int argc, char** argv) {
     c.device = device.str();
     c.steps = steps + warmup;
     c.lora.targets = onn::parse_lora_targets(targets);
+    if (!train_layers.empty()) c.lora.layers = onn::parse_layer_ranges(train_layers, mc.num_hidden_layers);
+    c.vram_budget = vram_budget;
     c.lr = 1e-5;
     c.write_outputs = false;
-    std::vector<double> ms, tok_s, joules_per_token;
+    std::vector<double> ms, tok_s, joules_per_token, transfer_ms, compute_ms, pcie_gbs, stream_bytes;
     size_t peak = 0;
+    nlohmann::ordered_json plan;
     int64_t params_total = 0, params_trained = 0;
     onn::train(c, false, [&](const nlohmann::ordered_json& e) {
       if (e["type"] == "init") {
         params_total = e["parameters_total"];
         params_trained = e["parameters_trainable"];
+        plan = e["plan"];
       }
       if (e["type"] != "step" || e["step"].get<int64_t>() <= warmup) return;
       ms.push_back(e["ms"]);
       tok_s.push_back(e["tokens_per_s"]);
       peak = std::max(peak, e["mem_bytes"].get<size_t>());
       if (!e["j_per_token"].is_null()) joules_per_token.push_back(e["j_per_token"]);
+      if (const auto& st = e["stream"]; !st.is_null()) {
+        transfer_ms.push_back(st["transfer_ms"]);
+        compute_ms.push_back(st["compute_ms"]);
+        pcie_gbs.push_back(st["pcie_gbs"]);
+        stream_bytes.push_back(st["bytes"].get<double>());
+      }
     });
+    size_t reserved_peak = 0, budget = 0;
+    double pinned_h2d = 0;
+    if (device.is_cuda()) {
+      const onn::AllocatorStats st = onn::cuda_caching_allocator(device.index).stats();
+      reserved_peak = st.peak_reserved;
+      budget = st.budget;
+      if (!transfer_ms.empty())  // the copy rate this machine's pinned memory reaches, for comparison
+        pinned_h2d = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::host_to_device, true,
+                                                 size_t{256} << 20, 5);
+    }
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);
     const double tps = median(tok_s);
@@ -189,7 +219,22 @@ int main(int argc, char** argv) {
         {"mfu", mfu(nominal)},
         {"mfu_vs_measured_gemm", mfu(measured)},
         {"j_per_token", joules_per_token.empty() ? nlohmann::ordered_json(nullptr)
-                                                  : nlohmann::ordered_json(median(joules_per_token))}};
+                                                  : nlohmann::ordered_json(median(joules_per_token))},
+        {"ms_per_sample", median(ms) / static_cast<double>(c.micro_batch * c.grad_accum)},
+        {"budget_bytes", device.is_cuda() ? nlohmann::ordered_json(budget) : nlohmann::ordered_json(nullptr)},
+        {"peak_reserved_bytes", device.is_cuda() ? nlohmann::ordered_json(reserved_peak) : nlohmann::ordered_json(nullptr)},
+        {"plan", plan}};
+    if (!transfer_ms.empty()) {
+      const double t = median(transfer_ms), k = median(compute_ms);
+      r["stream"] = {{"transfer_ms_per_step", t},
+                     {"compute_ms_per_step", k},
+                     {"bytes_per_step", median(stream_bytes)},
+                     {"pcie_gbs", median(pcie_gbs)},
+                     {"pinned_h2d_gbs_measured", pinned_h2d > 0 ? nlohmann::ordered_json(pinned_h2d) : nlohmann::ordered_json(nullptr)},
+                     {"pcie_fraction_of_pinned", pinned_h2d > 0 ? nlohmann::ordered_json(median(pcie_gbs) / pinned_h2d)
+                                                                : nlohmann::ordered_json(nullptr)},
+                     {"step_over_max_compute_transfer", median(ms) / std::max(t, k)}};
+    }
     if (json) {
       std::cout << r.dump() << "\n";
       return 0;
@@ -204,6 +249,17 @@ int main(int argc, char** argv) {
               << ", " << r["mfu_vs_measured_gemm"].dump() << " of the measured GEMM rate (" << measured
               << " TFLOP/s)\n";
     if (!r["j_per_token"].is_null()) std::cout << "  energy " << r["j_per_token"].dump() << " J/token\n";
+    if (r.contains("stream")) {
+      const auto& st = r["stream"];
+      std::cout << "  streamed: " << plan["layers_per_chunk"].get<int64_t>() << " layer(s) per chunk, "
+                << st["bytes_per_step"].get<double>() / 1e9 << " GB per step at " << st["pcie_gbs"].get<double>()
+                << " GB/s; transfer " << st["transfer_ms_per_step"].get<double>() << " ms, compute "
+                << st["compute_ms_per_step"].get<double>() << " ms; step / max(compute, transfer) = "
+                << st["step_over_max_compute_transfer"].get<double>() << "\n";
+    }
+    if (device.is_cuda())
+      std::cout << "  allocator: peak reserved " << (reserved_peak >> 20) << " MiB of a " << (budget >> 20)
+                << " MiB budget\n";
     return 0;
   });
 }

@@ -54,6 +54,15 @@ class Reporter {
       if (!e["data"]["skipped_records"].empty())
         std::cerr << "onn-train: skipped " << e["data"]["skipped_records"].size()
                   << " bad records, the first: " << e["data"]["skipped_records"][0].get<std::string>() << "\n";
+      const auto& plan = e["plan"];
+      if (!plan["resident"].get<bool>())
+        std::cerr << "onn-train: weights streamed from host memory, " << plan["layers_per_chunk"].get<int64_t>()
+                  << " layer(s) per chunk (" << plan["chunks"].get<int64_t>() << " chunks, LM head in "
+                  << plan["head_slices"].get<int64_t>() << " slices), device budget "
+                  << onn::format_bytes(plan["budget_bytes"].get<size_t>()) << "\n";
+      if (plan.contains("planner"))
+        std::cerr << "onn-train: predicted peak " << onn::format_bytes(plan["planner"]["predicted_peak_bytes"].get<size_t>())
+                  << ", " << static_cast<int64_t>(plan["planner"]["predicted_step_ms"].get<double>()) << " ms per step\n";
       start_ = std::chrono::steady_clock::now();
     } else if (type == "step") {
       const int64_t step = e["step"];
@@ -66,10 +75,16 @@ class Reporter {
                     e["loss"].is_null() ? "skipped" : std::to_string(e["loss"].get<double>()).substr(0, 6).c_str(),
                     e["lr"].get<double>(), e["tokens_per_s"].get<double>(), static_cast<int>(eta) / 60,
                     static_cast<int>(eta) % 60, static_cast<double>(e["mem_bytes"].get<size_t>()) / (1 << 20));
+      std::string line = buf;
+      if (const auto& st = e["stream"]; !st.is_null()) {  // a streamed run: show the pipeline, never a silent hang
+        std::snprintf(buf, sizeof buf, "  PCIe %.1f GB/s, transfer %.0f ms, compute %.0f ms",
+                      st["pcie_gbs"].get<double>(), st["transfer_ms"].get<double>(), st["compute_ms"].get<double>());
+        line += buf;
+      }
       if (tty_) {
-        std::cerr << "\r" << buf << "\x1b[K" << std::flush;
+        std::cerr << "\r" << line << "\x1b[K" << std::flush;
       } else if (step == total_ || step % std::max<int64_t>(1, total_ / 10) == 0) {
-        std::cerr << buf << "\n";
+        std::cerr << line << "\n";
       }
     } else if (type == "val") {
       if (tty_) std::cerr << "\n";
@@ -186,6 +201,14 @@ int main(int argc, char** argv) {
   app.add_option("--vram-budget", vram_budget, "device memory the run may use, e.g. 4GiB (default: the free memory "
                                                "less a margin)")
       ->transform(CLI::AsSizeValue(false));
+  std::string stream = "auto";
+  int64_t layers_per_chunk = 0;
+  app.add_option("--stream", stream, "LoRA with the frozen weights in host memory, streamed to the device a chunk of "
+                                     "layers at a time: auto (on CUDA the planner decides from the budget), on, off "
+                                     "(default auto)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  app.add_option("--layers-per-chunk", layers_per_chunk, "layers per streamed chunk (default: the planner's, or 1)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--host-ram", host_ram, "with --plan: host memory the plan may use, e.g. 64GiB (default: what this "
                                        "machine has available)")
       ->transform(CLI::AsSizeValue(false));
@@ -205,11 +228,12 @@ int main(int argc, char** argv) {
       for (const CLI::Option* o : app.get_options()) {
         const std::string name = o->get_name();
         if (o->count() == 0 || name == "--resume" || name == "--device" || name == "--json" || name == "--log-file" ||
-            name == "--vram-budget")
+            name == "--vram-budget" || name == "--stream" || name == "--layers-per-chunk")
           continue;
         throw onn::InvalidArgument("--resume continues the run with its own configuration (" + resume +
                                    "/run_config.json); " + name +
-                                   " cannot be given with it (only --device, --vram-budget, --json and --log-file can)");
+                                   " cannot be given with it (only --device, --vram-budget, --stream, "
+                                   "--layers-per-chunk, --json and --log-file can)");
       }
       const std::string device = c.device;
       c = onn::load_run_config(resume);
@@ -231,6 +255,8 @@ int main(int argc, char** argv) {
     }
     onn::tools::device_from_flag(c.device);  // a clear error for a missing CUDA device
     c.vram_budget = vram_budget;
+    c.stream = stream;
+    c.layers_per_chunk = layers_per_chunk;
     Reporter reporter(json, log_file, false);
     const auto t0 = std::chrono::steady_clock::now();
     try {

@@ -14,15 +14,19 @@
 #include "kernels/elementwise.h"
 #include "model/init.h"
 #include "model/llama.h"
+#include "model/streaming.h"
 #include "model/tokenizer.h"
 #include "model/training.h"
 #include "runtime/error.h"
 #include "runtime/allocator.h"
+#include "runtime/cuda_backend.h"
+#include "runtime/hardware.h"
 #include "runtime/energy.h"
 #include "runtime/file_util.h"
 #include "runtime/safetensors.h"
 #include "train/data.h"
 #include "train/dataset.h"
+#include "train/planner.h"
 #include "train/tensorboard.h"
 
 namespace onn {
@@ -213,11 +217,20 @@ class Trainer {
  public:
   Trainer(const TrainConfig& cfg, bool resume, const EventSink& events)
       : cfg_(cfg), resume_(resume), events_(events), ctx_(device_from(cfg.device)) {
+    auto* caching = dynamic_cast<CachingAllocator*>(&ctx_.allocator());
     if (cfg.vram_budget > 0) {
-      auto* caching = dynamic_cast<CachingAllocator*>(&ctx_.allocator());
       if (!caching) throw InvalidArgument("--vram-budget applies to a CUDA device; this run is on " + ctx_.device().str());
       caching->set_budget(cfg.vram_budget);
+    } else if (caching && ctx_.device().is_cuda() && caching->budget() == 0) {
+      // No flag: the device's free memory less a margin (other processes, the CUDA context).
+      size_t free_bytes = 0, total = 0;
+      cuda::mem_info(ctx_.device().index, &free_bytes, &total);
+      const size_t margin = size_t{256} << 20;
+      caching->set_budget(caching->stats().reserved + (free_bytes > margin ? free_bytes - margin : 0));
     }
+    ONN_CHECK_ARG(cfg.stream == "auto" || cfg.stream == "on" || cfg.stream == "off",
+                  "--stream must be auto, on or off, got \"", cfg.stream, "\"");
+    ONN_CHECK_ARG(cfg.layers_per_chunk >= 0, "--layers-per-chunk must not be negative");
   }
 
   TrainResult run();
@@ -238,6 +251,30 @@ class Trainer {
     return c ? c->stats().peak_in_use : 0;
   }
   std::vector<int64_t> next_micro_batch();
+  // What runs: resident or streamed, chunking, the batch; the planner's prediction with it.
+  nlohmann::ordered_json run_plan_json() const {
+    nlohmann::ordered_json j = {{"resident", !stream_.has_value()}, {"micro_batch", cfg_.micro_batch},
+                                {"grad_accum", cfg_.grad_accum}, {"seq_len", cfg_.seq_len},
+                                {"recompute", cfg_.recompute || stream_.has_value()}};
+    if (stream_) {
+      j["layers_per_chunk"] = stream_->layers_per_chunk();
+      j["chunks"] = stream_->layer_chunks();
+      j["head_slices"] = stream_->head_slices();
+      j["chunk_buffer_bytes"] = stream_->buffer_bytes();
+      j["activations"] = stream_->offload_activations() ? "host" : "device";
+    }
+    const auto* caching = dynamic_cast<const CachingAllocator*>(&ctx_.allocator());
+    j["budget_bytes"] = caching ? caching->budget() : 0;
+    if (plan_) j["planner"] = plan_->to_json();
+    return j;
+  }
+  // This step's host-to-device streaming (null when resident).
+  nlohmann::ordered_json stream_json() {
+    if (!stream_) return nullptr;
+    const StreamStats s = stream_->streamer().stats();
+    return {{"bytes", s.bytes}, {"transfer_ms", s.copy_ms}, {"compute_ms", s.compute_ms},
+            {"pcie_gbs", s.copy_ms > 0 ? double(s.bytes) / (s.copy_ms * 1e6) : 0.0}};
+  }
 
   TrainConfig cfg_;
   bool resume_;
@@ -245,6 +282,16 @@ class Trainer {
   Context ctx_;
   std::string model_dir_;
   std::optional<LlamaModel> model_;
+  std::optional<Plan> plan_;                  // the planner's, when it was consulted
+  std::optional<StreamedWeights> stream_;    // layer streaming
+  static constexpr int64_t kHeadGranule = 8192;
+  PassOptions pass_options() {
+    PassOptions o;
+    o.lora = cfg_.full ? nullptr : &adapter_;
+    o.stream = stream_ ? &*stream_ : nullptr;
+    o.head_granule = stream_ ? kHeadGranule : 0;
+    return o;
+  }
   std::optional<Tokenizer> tok_;
   Corpus train_, val_corpus_;
   std::vector<int64_t> train_docs_, val_docs_;
@@ -346,9 +393,40 @@ void Trainer::setup() {
     while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
     ckpt = ckpts / name;
   }
+  // Resident or streamed: the planner decides on CUDA (or --stream says).
+  bool streamed = cfg_.stream == "on";
+  ONN_CHECK_ARG(!(full && streamed), "--stream on trains LoRA adapters only: full training keeps its weights, their "
+                "gradients and optimizer state on the device");
+  int64_t per_chunk = cfg_.layers_per_chunk;
+  if (!full && cfg_.stream != "off" && ctx_.device().is_cuda()) {
+    PlanRequest req;
+    req.model = load_model_config(model_dir_);
+    req.lora = cfg_.lora;
+    req.seq_len = cfg_.seq_len;
+    req.micro_batch = cfg_.micro_batch;
+    req.batch_rows = cfg_.micro_batch * cfg_.grad_accum;
+    const auto* caching = dynamic_cast<const CachingAllocator*>(&ctx_.allocator());
+    req.budget = caching ? caching->budget() : 0;
+    ProfileOptions po;
+    po.reps = 3;
+    po.gemm_n = 4096;
+    plan_ = plan_training(req, plan_hardware(profile_hardware(po), ctx_.device().index));
+    if (cfg_.stream == "auto") streamed = plan_->streamed;
+    if (per_chunk == 0 && plan_->streamed) per_chunk = plan_->layers_per_chunk;
+  }
   // Full training resumes from the checkpoint's weights; LoRA from the base model.
-  model_.emplace(LlamaModel::load(ctx_, resume_ && full ? ckpt.string() : model_dir_));
+  if (streamed)
+    model_.emplace(LlamaModel::load_to_host(ctx_, model_dir_));
+  else
+    model_.emplace(LlamaModel::load(ctx_, resume_ && full ? ckpt.string() : model_dir_));
   const ModelConfig& mc = model_->config();
+  if (streamed) {
+    StreamOptions so;
+    so.layers_per_chunk = std::min<int64_t>(std::max<int64_t>(per_chunk, 1), mc.num_hidden_layers);
+    so.head_granule = kHeadGranule;
+    so.offload_activations = plan_ && plan_->streamed && plan_->activations_on_host;
+    stream_.emplace(ctx_, *model_, so);
+  }
   ONN_CHECK_ARG(cfg_.seq_len <= mc.max_position_embeddings, "--seq-len ", cfg_.seq_len,
                 " is longer than the model's max_position_embeddings ", mc.max_position_embeddings);
   if (full) {
@@ -434,8 +512,7 @@ void Trainer::setup() {
            {"data", {{"records", report.records}, {"skipped_records", skipped}, {"from_cache", cached},
                      {"train_documents", train_docs_.size()}, {"val_documents", val_docs_.size()},
                      {"target_tokens", train_.target_tokens()}, {"truncated", train_.truncated}}},
-           {"plan", {{"resident", true}, {"micro_batch", cfg_.micro_batch}, {"grad_accum", cfg_.grad_accum},
-                     {"seq_len", cfg_.seq_len}, {"recompute", cfg_.recompute}}},
+           {"plan", run_plan_json()},
            {"config", cfg_.to_json()}});
 }
 
@@ -451,8 +528,7 @@ double Trainer::evaluate() {
   for (const auto& b : batches) total += batch_target_tokens(val_corpus_, b);
   if (total == 0) return -1;
   double loss = 0;
-  PassOptions opt;
-  opt.lora = cfg_.full ? nullptr : &adapter_;
+  PassOptions opt = pass_options();
   opt.loss_tokens = total;
   for (const auto& b : batches) loss += forward_loss(ctx_, *model_, make_batch(ctx_, val_corpus_, b), opt);
   return loss;
@@ -553,6 +629,7 @@ TrainResult Trainer::run() {
   using clock = std::chrono::steady_clock;
   const int64_t save_every = cfg_.save_every, eval_every = cfg_.eval_every;
   while (step_ < total_steps_) {
+    if (stream_) stream_->streamer().reset_stats();
     const auto t0 = clock::now();
     const double j0 = energy_->joules();
     std::vector<std::vector<int64_t>> micro;
@@ -566,8 +643,7 @@ TrainResult Trainer::run() {
     double loss = 0;
     if (targets > 0) {
       for (size_t i = 0; i < micro.size(); ++i) {
-        PassOptions opt;
-        opt.lora = cfg_.full ? nullptr : &adapter_;
+        PassOptions opt = pass_options();
         opt.recompute = cfg_.recompute;
         opt.dropout_seed = counter_hash(cfg_.seed, static_cast<uint64_t>(step_ * cfg_.grad_accum) + i);
         opt.loss_tokens = targets;
@@ -619,6 +695,7 @@ TrainResult Trainer::run() {
              {"tokens_per_s", tokens_per_s},
              {"ms", ms},
              {"mem_bytes", device_peak_bytes()},
+             {"stream", stream_json()},
              {"energy_j", joules},
              {"j_per_token", j_per_token},
              {"epoch", epoch_},

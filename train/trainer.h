@@ -57,6 +57,10 @@ struct TrainConfig {
   // Device bytes the run's allocator may hold (0: no limit beyond the device's). Not saved:
   // a resumed run may run under another budget.
   uint64_t vram_budget = 0;
+  // Layer streaming (LoRA): "auto" (CUDA: the planner decides from the budget; CPU: resident),
+  // "on", "off". layers_per_chunk 0: the planner's (or 1). Not saved either.
+  std::string stream = "auto";
+  int64_t layers_per_chunk = 0;
 
   // The whole configuration as JSON (trainer_state.json, the init event) and back.
   nlohmann::ordered_json to_json() const;

@@ -72,7 +72,7 @@ struct RunResult {
 // Three optimizer steps of two micro-batches each on a context whose allocator has `budget`
 // (0: none); streamed with k layers per chunk when k > 0, else resident with the sliced head.
 RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vector<int64_t>& layers,
-                const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3) {
+                const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3, bool offload = false) {
   CachingAllocator alloc(make_host_raw_backend(), budget);
   Context ctx(Device::cpu(), alloc, 0);
   LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
@@ -98,6 +98,7 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
     StreamOptions so;
     so.layers_per_chunk = k;
     so.head_granule = kGranule;
+    so.offload_activations = offload;
     sw.emplace(ctx, model, so);
   }
   Gradients g = make_gradients(ctx, model, &ad);
@@ -165,6 +166,11 @@ TEST_CASE("streamed LoRA training has the bits of resident training for every ch
       CHECK(streamed.peak <= budget);
       CHECK(streamed.streamed_bytes > 0);
     }
+    // Layer inputs offloaded to host memory: the same bits, less device memory.
+    const RunResult off = train(dir, k, 0, {}, {}, 3, true);
+    CHECK(off.losses == resident.losses);
+    CHECK(same_bits(off.weights, resident.weights));
+    CHECK(off.peak <= free.peak);
     // Below what the run needs: the allocator refuses, naming the budget.
     CHECK_THROWS_WITH_AS(train(dir, k, free.peak / 2, {}), doctest::Contains("budget"), OutOfMemory);
   }

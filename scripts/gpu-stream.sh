@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The low-VRAM streaming figures on the GPU machine (build/gpu-carry.tar.xz from
+# scripts/gpu-bundle.sh carried): the gpu tests, onn-bench train on the TinyLlama shape streamed
+# under budgets from 2 GiB up, the Phi-4 shape (40 layers, 100k vocabulary, bf16) LoRA under a
+# 4 GiB budget, and transformers + accelerate offload + PEFT on the same Phi-4 folder.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+c=build/gpu-carry
+[ -f build/gpu-carry.tar.xz ] && tar -C build -xJf build/gpu-carry.tar.xz
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
+export ONN_TEST_DATA_DIR="$PWD/tests/data"
+step() { echo "== $*"; timeout "${T:-300}" "$@"; echo "== exit $?"; }
+T=150 step "$c/gpu_tests" > "$out/gpu-tests.txt" 2>&1
+{
+  "$c/onn-init" --preset tinyllama --out /tmp/tl --seed 1
+  for b in 2GiB 4GiB 8GiB; do
+    T=90 step "$c/onn-bench" train --model /tmp/tl --vram-budget $b --stream on --seq-len 512 --micro-batch 4 \
+      --steps 3 --warmup 1 --json
+  done
+  T=90 step "$c/onn-bench" train --model /tmp/tl --stream off --seq-len 512 --micro-batch 4 --steps 3 --warmup 1 --json
+} > "$out/stream-tinyllama.txt" 2>&1
+{
+  /usr/bin/time -v "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1 2>&1 | grep -E "wrote|Elapsed"
+  T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget 4GiB --seq-len 512 --micro-batch 4 --grad-accum 4 \
+    --steps 2 --warmup 1 --json
+} > "$out/stream-phi4.txt" 2>&1
+T=${HF_T:-200} step python3 bench/hf_offload_train.py --model /tmp/phi4 --budget-gib 4 --seq-len 512 --micro-batch 4 \
+  --grad-accum 4 --steps 1 --warmup 0 > "$out/hf-offload-phi4.txt" 2>&1
+tail -n 4 "$out"/*.txt
+true
