@@ -301,15 +301,20 @@ class Pass {
       dx.fill_bytes(0, &ctx_.compute());
       norm_backward(xs[L], sw.norm(), rstd, dh, dx, nullptr);
       xs[L] = Tensor();
-      if (offload) xs[L - 1] = sw.bring_back(ctx_, L - 1, Shape{n_, C});
+      // Layer inputs come back two layers ahead: a copy queued behind a weight chunk on the
+      // same copy engine still arrives before its layer's backward.
+      if (offload) {
+        xs[L - 1] = sw.bring_back(ctx_, L - 1, Shape{n_, C});
+        if (L >= 2 && L - 2 >= lowest) xs[L - 2] = sw.bring_back(ctx_, L - 2, Shape{n_, C});
+      }
       for (int64_t ch = sw.layer_chunks(); ch-- > static_cast<int64_t>(lowest) / k;) {
         const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
         for (size_t i = Ws.size(); i-- > 0;) {
           const size_t l = static_cast<size_t>(ch * k) + i;
           if (l < lowest) break;
-          if (offload) {  // this layer's input is (being) copied back; start the one below
+          if (offload) {  // this layer's input is (being) copied back; start the one two below
             sw.await_back(ctx_, l);
-            if (l > lowest) xs[l - 1] = sw.bring_back(ctx_, l - 1, Shape{n_, C});
+            if (l >= lowest + 2) xs[l - 2] = sw.bring_back(ctx_, l - 2, Shape{n_, C});
           }
           LayerActs recomputed;
           Tensor scratch_out = make(Shape{n_, C});

@@ -12,8 +12,15 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
 export ONN_TEST_DATA_DIR="$PWD/tests/data"
 step() { echo "== $*"; timeout "${T:-300}" "$@"; echo "== exit $?"; }
-T=150 step "$c/gpu_tests" > "$out/gpu-tests.txt" 2>&1
-{
+# Sections (default all): tests sanitizer tiny phi4 hf. PHI4_BUDGETS: the budgets of the Phi-4 runs.
+sections=" ${*:-tests tiny phi4 hf} "
+want() { [[ "$sections" == *" $1 "* ]]; }
+want tests && T=150 step "$c/gpu_tests" > "$out/gpu-tests.txt" 2>&1
+want sanitizer && {
+  T=240 step compute-sanitizer --tool memcheck --error-exitcode 1 "$c/gpu_tests" "--test-case=*stream*,*Sliced*,*adamw*,*argmax*"
+  T=120 step compute-sanitizer --tool racecheck --error-exitcode 1 "$c/gpu_tests" "--test-case=*Sliced*,*argmax*,*adamw*"
+} > "$out/sanitizer.txt" 2>&1
+want tiny && {
   "$c/onn-init" --preset tinyllama --out /tmp/tl --seed 1
   for b in 2GiB 4GiB 8GiB; do
     T=90 step "$c/onn-bench" train --model /tmp/tl --vram-budget $b --stream on --seq-len 512 --micro-batch 4 \
@@ -21,12 +28,14 @@ T=150 step "$c/gpu_tests" > "$out/gpu-tests.txt" 2>&1
   done
   T=90 step "$c/onn-bench" train --model /tmp/tl --stream off --seq-len 512 --micro-batch 4 --steps 3 --warmup 1 --json
 } > "$out/stream-tinyllama.txt" 2>&1
-{
-  /usr/bin/time -v "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1 2>&1 | grep -E "wrote|Elapsed"
-  T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget 4GiB --seq-len 512 --micro-batch 4 --grad-accum 4 \
-    --steps 2 --warmup 1 --json
+want phi4 && {
+  s0=$(date +%s); "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1; echo "onn-init: $(( $(date +%s) - s0 )) s"
+  for b in ${PHI4_BUDGETS:-4GiB}; do
+    T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget $b --seq-len 512 --micro-batch 4 --grad-accum 4 \
+      --steps 2 --warmup 1 --json
+  done
 } > "$out/stream-phi4.txt" 2>&1
-T=${HF_T:-200} step python3 bench/hf_offload_train.py --model /tmp/phi4 --budget-gib 4 --seq-len 512 --micro-batch 4 \
+want hf && T=${HF_T:-200} step python3 bench/hf_offload_train.py --model /tmp/phi4 --budget-gib 4 --seq-len 512 --micro-batch 4 \
   --grad-accum 4 --steps 1 --warmup 0 > "$out/hf-offload-phi4.txt" 2>&1
 tail -n 4 "$out"/*.txt
 true

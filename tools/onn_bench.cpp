@@ -170,11 +170,14 @@ int main(int argc, char** argv) {
       }
     });
     size_t reserved_peak = 0, budget = 0;
+    uint64_t backend_allocs = 0, backend_frees = 0;
     double pinned_h2d = 0;
     if (device.is_cuda()) {
       const onn::AllocatorStats st = onn::cuda_caching_allocator(device.index).stats();
       reserved_peak = st.peak_reserved;
       budget = st.budget;
+      backend_allocs = st.backend_allocs;
+      backend_frees = st.backend_frees;
       if (!transfer_ms.empty())  // the copy rate this machine's pinned memory reaches, for comparison
         pinned_h2d = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::host_to_device, true,
                                                  size_t{256} << 20, 5);
@@ -223,6 +226,8 @@ int main(int argc, char** argv) {
         {"ms_per_sample", median(ms) / static_cast<double>(c.micro_batch * c.grad_accum)},
         {"budget_bytes", device.is_cuda() ? nlohmann::ordered_json(budget) : nlohmann::ordered_json(nullptr)},
         {"peak_reserved_bytes", device.is_cuda() ? nlohmann::ordered_json(reserved_peak) : nlohmann::ordered_json(nullptr)},
+        {"allocator_backend_allocs", backend_allocs},
+        {"allocator_backend_frees", backend_frees},
         {"plan", plan}};
     if (!transfer_ms.empty()) {
       const double t = median(transfer_ms), k = median(compute_ms);

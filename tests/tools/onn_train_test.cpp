@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -273,4 +274,40 @@ TEST_CASE("onn-train --plan: from config.json alone, a Phi-4-shaped plan under 4
   const ProcessResult no = run_process(argv);
   CHECK(no.exit_code == 2);
   CHECK(no.err.find("would fit with a budget of") != std::string::npos);
+}
+
+TEST_CASE("onn-train --stream on: the init event's plan, stream figures in every step, a validation pass, an adapter") {
+  TempDir dir;
+  const std::string data = write_data(dir, 24), out = dir.file("run");
+  const ProcessResult r = run_process({kTrain, "--model", kModel, "--data", data, "--out", out, "--device", "cpu",
+                                       "--steps", "3", "--val-split", "0.25", "--lora-rank", "4", "--micro-batch", "4",
+                                       "--seq-len", "32", "--stream", "on", "--train-layers", "1", "--json"});
+  REQUIRE(r.exit_code == 0);
+  const std::vector<nlohmann::json> ev = events_of(r.out);
+  REQUIRE(ev.front()["type"] == "init");
+  const nlohmann::json& plan = ev.front()["plan"];
+  CHECK(plan["resident"] == false);
+  CHECK(plan["layers_per_chunk"] == 1);
+  CHECK(plan["chunks"] == 2);
+  CHECK(plan["chunk_buffer_bytes"].get<int64_t>() > 0);
+  int steps = 0, vals = 0;
+  for (const nlohmann::json& e : ev) {
+    if (e["type"] == "step") {
+      ++steps;
+      CHECK(e["stream"]["bytes"].get<int64_t>() > 0);
+      CHECK(e["stream"]["transfer_ms"].get<double>() >= 0);
+      CHECK(e["stream"]["compute_ms"].get<double>() > 0);
+      CHECK(std::isfinite(e["loss"].get<double>()));
+    }
+    if (e["type"] == "val") ++vals;
+  }
+  CHECK(steps == 3);
+  CHECK(vals == 1);
+  CHECK(fs::exists(fs::path(out) / "adapter" / "adapter_model.safetensors"));
+  // Streaming is for LoRA; a full run says so and writes nothing.
+  const ProcessResult full = run_process({kTrain, "--model", kModel, "--data", data, "--out", dir.file("full"),
+                                          "--device", "cpu", "--steps", "1", "--full", "--stream", "on"});
+  CHECK(full.exit_code == 2);
+  CHECK(full.err.find("--stream on trains LoRA adapters only") != std::string::npos);
+  CHECK(!fs::exists(dir.file("full") + "/checkpoints"));
 }
