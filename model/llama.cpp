@@ -12,6 +12,7 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
+#include "model/streaming.h"
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
 
@@ -126,7 +127,8 @@ LlamaModel LlamaModel::load_into(Context& ctx, Context& home, const std::string&
 Tensor LlamaModel::run_blocks(Context& ctx, const Tensor& ids, const Tensor& positions,
                               const AttentionFn& attend) const {
   const ModelConfig& c = config_;
-  ONN_CHECK_ARG(!on_host_, "model forward: the weights are in host memory (loaded for layer streaming)");
+  ONN_CHECK_ARG(!on_host_ || stream_, "model forward: the weights are in host memory (loaded for layer streaming) "
+                "and no stream is attached");
   ONN_CHECK_ARG(ids.rank() == 1 && ids.dtype() == DType::i32, "model forward: ids must be (N) I32, got ",
                 ids.shape().str());
   const int64_t N = ids.dim(0), C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads,
@@ -136,11 +138,22 @@ Tensor LlamaModel::run_blocks(Context& ctx, const Tensor& ids, const Tensor& pos
   Tensor x = make(Shape{N, C}), h = make(Shape{N, C}), rstd = Tensor::empty(Shape{N}, norm_stat_dtype(dtype_), A);
   Tensor q = make(Shape{N, H * D}), k = make(Shape{N, KVH * D}), v = make(Shape{N, KVH * D});
   Tensor att = make(Shape{N, H * D}), o = make(Shape{N, C}), gate = make(Shape{N, F}), up = make(Shape{N, F});
-  embedding_forward(ctx, weights_.embed, ids, x);
+  const std::vector<LayerWeights>* chunk = nullptr;  // streamed: the layers on the device
+  const size_t per_chunk = stream_ ? static_cast<size_t>(stream_->layers_per_chunk()) : 1;
+  if (stream_) {
+    stream_->plan_pass(-1);  // layer chunks, then the head slices project / loss take
+    stream_->embed(ctx, ids, x);
+  } else {
+    embedding_forward(ctx, weights_.embed, ids, x);
+  }
   const float eps = static_cast<float>(c.rms_norm_eps);
   bool pending = false;  // o holds a branch output not yet added into the residual x
-  for (size_t l = 0; l < weights_.layers.size(); ++l) {
-    const LayerWeights& L = weights_.layers[l];
+  for (size_t l = 0; l < static_cast<size_t>(c.num_hidden_layers); ++l) {
+    if (stream_ && l % per_chunk == 0) {
+      if (chunk) stream_->release();
+      chunk = &stream_->acquire_layers(static_cast<int64_t>(l / per_chunk));
+    }
+    const LayerWeights& L = stream_ ? (*chunk)[l % per_chunk] : weights_.layers[l];
     if (pending)
       add_rmsnorm_forward(ctx, x, o, L.input_norm, eps, h, rstd);
     else
@@ -161,10 +174,12 @@ Tensor LlamaModel::run_blocks(Context& ctx, const Tensor& ids, const Tensor& pos
     linear_forward(ctx, gate, L.wdown, nullptr, o);
     pending = true;
   }
+  if (chunk) stream_->release();
+  const Tensor& norm = stream_ ? stream_->norm() : weights_.norm;
   if (pending)
-    add_rmsnorm_forward(ctx, x, o, weights_.norm, eps, h, rstd);
+    add_rmsnorm_forward(ctx, x, o, norm, eps, h, rstd);
   else
-    rmsnorm_forward(ctx, x, weights_.norm, eps, h, rstd);
+    rmsnorm_forward(ctx, x, norm, eps, h, rstd);
   return h;
 }
 
@@ -183,8 +198,23 @@ float LlamaModel::attention_scale() const {
 }
 
 Tensor LlamaModel::project(Context& ctx, const Tensor& h) const {
-  Tensor out = Tensor::empty(Shape{h.dim(0), config_.vocab_size}, dtype_, ctx.allocator());
-  linear_forward(ctx, h, weights_.lm_head, nullptr, out);
+  const int64_t V = config_.vocab_size;
+  Tensor out = Tensor::empty(Shape{h.dim(0), V}, dtype_, ctx.allocator());
+  if (!stream_) {
+    linear_forward(ctx, h, weights_.lm_head, nullptr, out);
+    return out;
+  }
+  // Streamed: each head slice gives columns [v0, v0 + rows) of every row.
+  for (int64_t s = 0; s < stream_->head_slices(); ++s) {
+    int64_t v0 = 0;
+    const Tensor w = stream_->acquire_head(s, &v0);
+    const int64_t rows = w.dim(0);
+    for (int64_t b = 0; b < h.dim(0); ++b) {
+      Tensor cols = out.view(static_cast<size_t>(b * V + v0) * dtype_size(dtype_), Shape{1, rows}, dtype_);
+      linear_forward(ctx, h.slice(b, b + 1), w, nullptr, cols);
+    }
+    stream_->release();
+  }
   return out;
 }
 
@@ -310,7 +340,18 @@ double LlamaModel::loss(Context& ctx, const Tensor& ids, const Tensor& positions
                         const Tensor& labels) const {
   const Tensor h = hidden_states(ctx, ids, positions, seqs);
   Tensor loss = Tensor::empty(Shape{1}, loss_dtype(dtype_), ctx.allocator());
-  lm_head_cross_entropy(ctx, h, weights_.lm_head, labels, loss, nullptr, nullptr);
+  if (stream_) {
+    SlicedLmHeadLoss head(ctx, h, labels, config_.vocab_size, nullptr, 1024, stream_->head_granule());
+    for (int64_t s = 0; s < stream_->head_slices(); ++s) {
+      int64_t v0 = 0;
+      const Tensor w = stream_->acquire_head(s, &v0);
+      head.forward_slice(v0, w);
+      stream_->release();
+    }
+    head.finish(loss);
+  } else {
+    lm_head_cross_entropy(ctx, h, weights_.lm_head, labels, loss, nullptr, nullptr);
+  }
   ctx.synchronize();
   const Tensor host = loss.to(Device::cpu());
   return load_as_double(host.data(), host.dtype(), 0);

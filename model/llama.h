@@ -15,6 +15,8 @@
 
 namespace onn {
 
+class StreamedWeights;
+
 struct LayerWeights {
   Tensor input_norm;      // (C)
   Tensor post_attn_norm;  // (C)
@@ -64,6 +66,9 @@ class LlamaModel {
   // methods below need a resident model.
   static LlamaModel load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
   bool on_host() const { return on_host_; }
+  // A model loaded to the host runs its forward methods (logits, loss, prefill, decode)
+  // through this stream (model/streaming.h), which must outlive the calls; null detaches.
+  void attach_stream(StreamedWeights* stream) { stream_ = stream; }
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
@@ -104,6 +109,7 @@ class LlamaModel {
   ModelConfig config_;
   ModelWeights weights_;
   bool on_host_ = false;
+  StreamedWeights* stream_ = nullptr;
   DType dtype_ = DType::f32;
   Tensor inv_freq_;  // (R/2) F32 on the device
 };

@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     c.vram_budget = vram_budget;
     c.lr = 1e-5;
     c.write_outputs = false;
-    std::vector<double> ms, tok_s, joules_per_token, transfer_ms, compute_ms, pcie_gbs, stream_bytes;
+    std::vector<double> ms, tok_s, tokens_per_step, joules_per_token, transfer_ms, compute_ms, pcie_gbs, stream_bytes;
     size_t peak = 0;
     nlohmann::ordered_json plan;
     int64_t params_total = 0, params_trained = 0;
@@ -160,6 +160,7 @@ int main(int argc, char** argv) {
       if (e["type"] != "step" || e["step"].get<int64_t>() <= warmup) return;
       ms.push_back(e["ms"]);
       tok_s.push_back(e["tokens_per_s"]);
+      tokens_per_step.push_back(e["tokens"].get<double>());
       peak = std::max(peak, e["mem_bytes"].get<size_t>());
       if (!e["j_per_token"].is_null()) joules_per_token.push_back(e["j_per_token"]);
       if (const auto& st = e["stream"]; !st.is_null()) {
@@ -213,6 +214,7 @@ int main(int argc, char** argv) {
         {"recompute", c.recompute},
         {"steps_timed", ms.size()},
         {"ms_per_step", median(ms)},
+        {"tokens_per_step", median(tokens_per_step)},
         {"tokens_per_s", tps},
         {"model_flops_per_token", flops},
         {"peak_device_bytes", device.is_cuda() ? nlohmann::ordered_json(peak) : nlohmann::ordered_json(nullptr)},

@@ -12,6 +12,7 @@
 #include "runtime/error.h"
 #include "runtime/file_util.h"
 #include "tools/cli.h"
+#include "tools/inference_model.h"
 
 namespace {
 
@@ -39,11 +40,23 @@ int main(int argc, char** argv) {
   app.add_option("--batch-tokens", batch_tokens, "tokens per forward pass (default 8192)")->check(CLI::Range(2, 1 << 24));
   app.add_option("--device", device_flag, "cpu or cuda[:N] (default: cuda when present)");
   app.add_flag("--json", json, "print {\"loss\":..., \"perplexity\":..., \"tokens\":N}");
+  onn::tools::InferenceFlags inf;
+  inf.add_to(app, "the evaluation");
   return onn::tools::run_cli(app, "onn-eval", argc, argv, [&] {
+    if (inf.plan) {
+      const onn::GenerationPlan p = onn::tools::inference_plan(device_flag, model_dir, inf, 1, seq_len, batch_tokens);
+      std::cout << (json ? p.to_json().dump() + "\n" : p.to_text());
+      return 0;
+    }
+    if (inf.host_ram > 0) throw onn::InvalidArgument("--host-ram is for --plan");
     onn::Context ctx(onn::tools::device_from_flag(device_flag));
-    onn::LlamaModel model = onn::LlamaModel::load(ctx, model_dir);
+    onn::tools::InferenceModel im = onn::tools::load_inference_model(ctx, model_dir, inf, 1, seq_len, batch_tokens);
+    onn::LlamaModel& model = *im.model;
     // An adapter is folded into the weights once, so the forward runs at full speed.
-    if (!adapter_dir.empty()) onn::merge_lora(ctx, model, onn::load_peft_adapter(ctx, model, adapter_dir));
+    if (!adapter_dir.empty()) {
+      if (im.stream) throw onn::InvalidArgument("--adapter with a streamed model: merge it first with onn-merge");
+      onn::merge_lora(ctx, model, onn::load_peft_adapter(ctx, model, adapter_dir));
+    }
     const onn::Tokenizer tok = onn::Tokenizer::load(model_dir);
     const int64_t window = std::min(seq_len, model.config().max_position_embeddings);
     // Windows of every document, then forward passes over packs of windows.

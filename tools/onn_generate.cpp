@@ -11,6 +11,7 @@
 #include "runtime/error.h"
 #include "runtime/file_util.h"
 #include "tools/cli.h"
+#include "tools/inference_model.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"onn-generate: generate text from a model folder (config.json, safetensors, tokenizer.json), "
@@ -52,7 +53,15 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_flag, "cpu or cuda[:N] (default: cuda when present)");
   app.add_flag("--json", json, "NDJSON events: {\"type\":\"token\",\"text\":...} per token, then "
                                "{\"type\":\"done\",\"tokens\":N,\"ms\":M,\"tok_per_s\":X}");
+  onn::tools::InferenceFlags inf;
+  inf.add_to(app, "generation");
   return onn::tools::run_cli(app, "onn-generate", argc, argv, [&] {
+    if (inf.plan) {
+      const onn::GenerationPlan p = onn::tools::inference_plan(device_flag, model_dir, inf, 1, 2048, 512);
+      std::cout << (json ? p.to_json().dump() + "\n" : p.to_text());
+      return 0;
+    }
+    if (inf.host_ram > 0) throw onn::InvalidArgument("--host-ram is for --plan");
     if (!chat && prompt.empty() && prompt_file.empty())
       throw onn::InvalidArgument("give --prompt or --prompt-file (or --chat on a terminal)");
     if (!chat && (!system.empty() || !chat_format.empty()))
@@ -62,9 +71,15 @@ int main(int argc, char** argv) {
       if (s.empty()) throw onn::InvalidArgument("--stop: an empty string");
     if (opt.sampling.top_p <= 0.0f) throw onn::InvalidArgument("--top-p must be above 0");
     onn::Context ctx(onn::tools::device_from_flag(device_flag));
-    onn::LlamaModel model = onn::LlamaModel::load(ctx, model_dir);
+    const onn::ModelConfig cfg = onn::load_model_config(model_dir);
+    onn::tools::InferenceModel im = onn::tools::load_inference_model(
+        ctx, model_dir, inf, 1, std::min<int64_t>(cfg.max_position_embeddings, 2048), 512);
+    onn::LlamaModel& model = *im.model;
     // An adapter is folded into the weights once, so the forward runs at full speed.
-    if (!adapter_dir.empty()) onn::merge_lora(ctx, model, onn::load_peft_adapter(ctx, model, adapter_dir));
+    if (!adapter_dir.empty()) {
+      if (im.stream) throw onn::InvalidArgument("--adapter with a streamed model: merge it first with onn-merge");
+      onn::merge_lora(ctx, model, onn::load_peft_adapter(ctx, model, adapter_dir));
+    }
     const onn::Tokenizer tok = onn::Tokenizer::load(model_dir);
     const auto on_token = [&](const std::string& text) {
       if (json) {

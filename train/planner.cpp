@@ -278,4 +278,102 @@ std::string Plan::to_text() const {
   return o.str();
 }
 
+GenerationPlan plan_generation(const ModelConfig& c, DType dtype, uint64_t budget, int64_t batch, int64_t max_len,
+                               int64_t prefill_tokens, const PlanHardware& hw) {
+  ONN_CHECK_ARG(batch >= 1 && max_len >= 1 && prefill_tokens >= 1, "generation plan: batch, length and prompt must "
+                "be positive");
+  const ModelDims m(c);
+  const double s = double(dtype_size(dtype));
+  const double layer_bytes = m.layer_params * s, head_bytes = m.head_params * s;
+  const double embed_bytes = c.tie_word_embeddings ? 0.0 : m.V * m.C * s;
+  const double all_weights = m.L * layer_bytes + head_bytes + embed_bytes + m.C * s;
+  const uint64_t margin_base = 256 * kMiB;
+  GenerationPlan p;
+  p.budget = budget > 0 ? budget : hw.device_free > margin_base ? hw.device_free - margin_base : 0;
+  ONN_CHECK_ARG(p.budget > 0, "no device memory to plan with");
+  p.layers = c.num_hidden_layers;
+  p.batch = batch;
+  p.max_len = max_len;
+  p.kv_cache = static_cast<uint64_t>(2.0 * m.L * double(batch * max_len) * m.KD * s);
+  // The prefill's activations for its tokens (a layer's internals) and one row of logits each.
+  const double n = double(prefill_tokens);
+  p.workspace = static_cast<uint64_t>(n * (3 * m.C + 2 * m.HD + 2 * m.KD + 2 * m.F) * s + double(batch) * m.V * 4.0 +
+                                      n * double(c.num_attention_heads) * 4.0);
+  p.margin = 128 * kMiB + p.budget / 50;
+  p.weights = static_cast<uint64_t>(all_weights);
+  p.peak = p.weights + p.kv_cache + p.workspace + p.margin;
+  if (p.peak <= p.budget) {
+    p.layers_per_chunk = p.layers;
+    p.chunks = 1;
+    p.notes.push_back("resident: decoding is bound by device memory bandwidth, not PCIe");
+    return p;
+  }
+  p.streamed = true;
+  p.host_pinned = static_cast<uint64_t>(all_weights);
+  for (int64_t k = std::max<int64_t>(1, p.layers / 2); k >= 1; --k) {
+    const double buffers = 2.0 * double(k) * layer_bytes;
+    const uint64_t peak = static_cast<uint64_t>(buffers + m.C * s) + p.kv_cache + p.workspace + p.margin;
+    if (peak <= p.budget || k == 1) {
+      p.layers_per_chunk = k;
+      p.chunks = (p.layers + k - 1) / k;
+      p.weights = static_cast<uint64_t>(m.C * s);
+      p.chunk_buffers = static_cast<uint64_t>(buffers);
+      p.peak = peak;
+      if (peak <= p.budget) break;
+    }
+  }
+  if (p.peak > p.budget) {
+    std::ostringstream why;
+    why << "no generation plan fits a " << gib(double(p.budget)) << " device budget: streamed one layer at a time it "
+        << "needs " << gib(double(p.peak)) << " (two layer buffers " << gib(double(p.chunk_buffers)) << ", KV cache "
+        << gib(double(p.kv_cache)) << ", workspace " << gib(double(p.workspace)) << "); it would fit with a budget of "
+        << gib(double(p.peak) * 1.02) << ", or with a shorter --max-new-tokens / prompt";
+    throw InvalidArgument(why.str());
+  }
+  ONN_CHECK_ARG(double(p.host_pinned) <= double(hw.host_available),
+                "streamed generation keeps the weights in host memory: ", gib(double(p.host_pinned)), " needed, ",
+                gib(double(hw.host_available)), " available");
+  p.weight_bytes_per_forward = m.L * layer_bytes + head_bytes;
+  p.decode_ms_per_token = p.weight_bytes_per_forward / (hw.h2d_gbs * 1e9) * 1e3;
+  p.notes.push_back("streamed: every decode step copies the weights across PCIe once (" +
+                    gib(p.weight_bytes_per_forward) + "), so batch-1 decoding is PCIe-bound; a prompt is prefilled "
+                    "with one weight load for all its tokens");
+  if (!hw.measured) p.notes.push_back("the PCIe rate is an assumption (" + std::to_string(hw.h2d_gbs).substr(0, 4) +
+                                      " GB/s), not measured");
+  return p;
+}
+
+nlohmann::ordered_json GenerationPlan::to_json() const {
+  return {{"streamed", streamed},
+          {"layers", layers},
+          {"layers_per_chunk", layers_per_chunk},
+          {"chunks", chunks},
+          {"batch", batch},
+          {"max_len", max_len},
+          {"budget_bytes", budget},
+          {"predicted_peak_bytes", peak},
+          {"memory_bytes", {{"resident_weights", weights}, {"chunk_buffers", chunk_buffers}, {"kv_cache", kv_cache},
+                            {"workspace", workspace}, {"margin", margin}}},
+          {"host_pinned_bytes", host_pinned},
+          {"weight_bytes_per_forward", weight_bytes_per_forward},
+          {"predicted_decode_ms_per_token", streamed ? nlohmann::ordered_json(decode_ms_per_token) : nlohmann::ordered_json(nullptr)},
+          {"notes", notes}};
+}
+
+std::string GenerationPlan::to_text() const {
+  std::ostringstream o;
+  o << (streamed ? "streamed: " + std::to_string(layers_per_chunk) + " layer(s) per chunk, " + std::to_string(chunks) +
+                       " chunks through two device buffers"
+                 : std::string("resident: every weight on the device"))
+    << "\n";
+  o << "device memory: " << gib(double(peak)) << " predicted of a " << gib(double(budget)) << " budget (weights "
+    << gib(double(weights + chunk_buffers)) << ", KV cache " << gib(double(kv_cache)) << " for " << batch << " x "
+    << max_len << " tokens, workspace " << gib(double(workspace)) << ")\n";
+  if (streamed)
+    o << "host memory: " << gib(double(host_pinned)) << " pinned; decode: " << decode_ms_per_token
+      << " ms per token predicted (PCIe)\n";
+  for (const std::string& n : notes) o << "note: " << n << "\n";
+  return o.str();
+}
+
 }  // namespace onn

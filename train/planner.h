@@ -72,6 +72,24 @@ struct Plan {
   std::string to_text() const;
 };
 
+// Generation and evaluation: resident when the weights, the KV cache and the workspace fit the
+// budget; else streamed with the most layers per chunk that fit (each decoded token then
+// copies every weight across PCIe once).
+struct GenerationPlan {
+  bool streamed = false;
+  int64_t layers = 0, layers_per_chunk = 0, chunks = 0;
+  int64_t batch = 0, max_len = 0;
+  uint64_t budget = 0, weights = 0, chunk_buffers = 0, kv_cache = 0, workspace = 0, margin = 0, peak = 0;
+  uint64_t host_pinned = 0;
+  double weight_bytes_per_forward = 0;  // copied host to device per prefill or decode step
+  double decode_ms_per_token = 0;       // streamed: the PCIe time of one decode step
+  std::vector<std::string> notes;
+  nlohmann::ordered_json to_json() const;
+  std::string to_text() const;
+};
+GenerationPlan plan_generation(const ModelConfig& model, DType dtype, uint64_t budget, int64_t batch,
+                               int64_t max_len, int64_t prefill_tokens, const PlanHardware& hw);
+
 // The fastest plan that fits the budget. InvalidArgument when none does, saying what is short
 // and what would fit (a larger budget, a smaller rank or sequence, fewer trained layers, LoRA
 // instead of full training, more host RAM).

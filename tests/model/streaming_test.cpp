@@ -194,3 +194,55 @@ TEST_CASE("sparse layers: the streamed backward stops at the lowest trained laye
   // No chunk below layer 3 is streamed for the backward: 3 layer chunks fewer per micro-batch.
   CHECK(sparse.streamed_bytes < deep.streamed_bytes);
 }
+
+TEST_CASE("streamed generation and evaluation: the resident model's logits and loss, in less device memory") {
+  TempDir tmp;
+  const std::string dir = five_layer_model(tmp);
+  const std::vector<int32_t> prompt = {5, 17, 99, 3, 250, 8};
+  const auto run = [&](int64_t k, std::vector<Tensor>* logits, double* loss, size_t* peak) {
+    CachingAllocator alloc(make_host_raw_backend(), 0);
+    Context ctx(Device::cpu(), alloc, 0);
+    LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
+    std::optional<StreamedWeights> sw;
+    if (k > 0) {
+      StreamOptions so;
+      so.layers_per_chunk = k;
+      so.head_granule = kGranule;
+      sw.emplace(ctx, model, so);
+      model.attach_stream(&*sw);
+    }
+    KVCache cache = model.make_cache(ctx, 1, 16);
+    Tensor l = model.prefill(ctx, cache, {prompt});
+    logits->push_back(clone(l));
+    for (int i = 0; i < 4; ++i) {
+      // Greedy: the argmax of the last logits.
+      const float* row = l.data_as<float>();
+      int32_t best = 0;
+      for (int32_t v = 1; v < model.config().vocab_size; ++v)
+        if (row[v] > row[best]) best = v;
+      l = model.decode(ctx, cache, {best});
+      logits->push_back(clone(l));
+    }
+    const TrainBatch b = make_batch(ctx, model.config().vocab_size, 77);
+    *loss = model.loss(ctx, b.ids, b.positions, b.seqs, b.labels);
+    *peak = alloc.stats().peak_reserved;
+  };
+  std::vector<Tensor> ref;
+  double ref_loss = 0;
+  size_t ref_peak = 0;
+  run(0, &ref, &ref_loss, &ref_peak);
+  for (int64_t k : {1, 2}) {
+    CAPTURE(k);
+    std::vector<Tensor> got;
+    double loss = 0;
+    size_t peak = 0;
+    run(k, &got, &loss, &peak);
+    REQUIRE(got.size() == ref.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      CAPTURE(i);
+      CHECK(rel_error(got[i].to_dtype(DType::f64), ref[i].to_dtype(DType::f64)) < 1e-5);
+    }
+    CHECK(loss == doctest::Approx(ref_loss).epsilon(1e-5));
+    CHECK(peak < ref_peak);
+  }
+}

@@ -114,3 +114,38 @@ TEST_CASE("onn-init and onn-generate: bad usage gives one line on stderr and exi
     CHECK(r.err.find('\n') == r.err.size() - 1);
   }
 }
+
+TEST_CASE("onn-generate --stream on gives the resident output; --plan says resident or streamed and why") {
+  TempDir dir;
+  const std::string model = dir.file("tiny");
+  REQUIRE(run_process({kInit, "--preset", "tiny", "--out", model, "--seed", "3"}).exit_code == 0);
+  const std::vector<std::string> base = {kGen, "--model", model, "--prompt", "abc def", "--device", "cpu",
+                                         "--max-new-tokens", "10", "--temperature", "0"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run_process(a);
+  };
+  const ProcessResult resident = with({}), streamed = with({"--stream", "on"}), two = with({"--stream", "on",
+                                                                                            "--layers-per-chunk", "2"});
+  REQUIRE(resident.exit_code == 0);
+  CHECK(streamed.exit_code == 0);
+  CHECK(streamed.out == resident.out);
+  CHECK(two.out == resident.out);
+  const ProcessResult plan = run_process({kGen, "--model", model, "--plan", "--device", "cpu"});
+  CHECK(plan.exit_code == 0);
+  CHECK(plan.out.find("resident: every weight on the device") != std::string::npos);
+  // A Phi-4-shaped config under 4 GiB plans streamed generation (PCIe-bound decoding).
+  const std::string phi = dir.file("phi4");
+  REQUIRE(run_process({kInit, "--preset", "phi4", "--preset-vocab", "--config-only", "--out", phi}).exit_code == 0);
+  // (--device cuda without a GPU: assumed GPU figures; --host-ram: a machine with room for the weights.)
+  const ProcessResult big = run_process({kGen, "--model", phi, "--plan", "--device", "cuda", "--vram-budget", "4GiB",
+                                         "--host-ram", "64GiB"});
+  CHECK(big.exit_code == 0);
+  CHECK(big.out.find("streamed:") != std::string::npos);
+  CHECK(big.out.find("ms per token predicted (PCIe)") != std::string::npos);
+  const ProcessResult tiny_budget = run_process({kGen, "--model", phi, "--plan", "--device", "cuda", "--vram-budget",
+                                                 "1GiB", "--host-ram", "64GiB"});
+  CHECK(tiny_budget.exit_code == 2);
+  CHECK(tiny_budget.err.find("would fit with a budget of") != std::string::npos);
+}
