@@ -12,8 +12,8 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
 export ONN_TEST_DATA_DIR="$PWD/tests/data"
 step() { echo "== $*"; timeout "${T:-300}" "$@"; echo "== exit $?"; }
-# Sections (default all): tests sanitizer tiny phi4 hf. PHI4_BUDGETS: the budgets of the Phi-4 runs.
-sections=" ${*:-tests tiny phi4 hf} "
+# Sections (default all): tests sanitizer tiny phi4 gen hf. PHI4_BUDGETS: the budgets of the Phi-4 runs.
+sections=" ${*:-tests tiny phi4 gen hf} "
 want() { [[ "$sections" == *" $1 "* ]]; }
 want tests && T=150 step "$c/gpu_tests" > "$out/gpu-tests.txt" 2>&1
 want sanitizer && {
@@ -35,6 +35,19 @@ want phi4 && {
       --steps 2 --warmup 1 --json
   done
 } > "$out/stream-phi4.txt" 2>&1
+want gen && {
+  [ -d /tmp/tl ] || "$c/onn-init" --preset tinyllama --out /tmp/tl --seed 1
+  for s in off on; do
+    T=60 step "$c/onn-generate" --model /tmp/tl --prompt "the model learns from data" --temperature 0 \
+      --max-new-tokens 32 --stream $s --json
+  done
+  [ -d /tmp/phi4 ] || "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1
+  T=60 step "$c/onn-generate" --model /tmp/phi4 --plan --vram-budget 4GiB
+  T=120 step "$c/onn-generate" --model /tmp/phi4 --vram-budget 4GiB --prompt "the model learns from data" \
+    --temperature 0 --max-new-tokens 8 --json
+  head -c 20000 README.md > /tmp/eval.txt
+  T=120 step "$c/onn-eval" --model /tmp/phi4 --vram-budget 4GiB --data /tmp/eval.txt --seq-len 512 --json
+} > "$out/stream-gen.txt" 2>&1
 want hf && T=${HF_T:-200} step python3 bench/hf_offload_train.py --model /tmp/phi4 --budget-gib 4 --seq-len 512 --micro-batch 4 \
   --grad-accum 4 --steps 1 --warmup 0 > "$out/hf-offload-phi4.txt" 2>&1
 tail -n 4 "$out"/*.txt

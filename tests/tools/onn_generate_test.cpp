@@ -115,7 +115,7 @@ TEST_CASE("onn-init and onn-generate: bad usage gives one line on stderr and exi
   }
 }
 
-TEST_CASE("onn-generate --stream on gives the resident output; --plan says resident or streamed and why") {
+TEST_CASE("onn-generate --stream on gives the resident output, and --plan says resident or streamed and why") {
   TempDir dir;
   const std::string model = dir.file("tiny");
   REQUIRE(run_process({kInit, "--preset", "tiny", "--out", model, "--seed", "3"}).exit_code == 0);
