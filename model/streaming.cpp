@@ -71,6 +71,7 @@ StreamedWeights::StreamedWeights(Context& ctx, const LlamaModel& host_model, con
   ONN_CHECK_ARG(k_ >= 1 && k_ <= std::max<int64_t>(L, 1), "layers per chunk must be in [1, ", L, "], got ", k_);
   ONN_CHECK_ARG(granule_ >= 1, "the LM-head granule must be positive");
   layer_chunks_ = (L + k_ - 1) / k_;
+  tensors_per_layer_ = L > 0 ? layer_tensors(c, W.layers[0]).size() : 1;
   std::vector<std::vector<Tensor>> chunks;
   size_t largest = 0;
   for (int64_t ch = 0; ch < layer_chunks_; ++ch) {
@@ -119,10 +120,8 @@ void StreamedWeights::plan_pass(int64_t backward_to_layer) {
 
 const std::vector<LayerWeights>& StreamedWeights::acquire_layers(int64_t ch) {
   const std::vector<Tensor>& t = streamer_->acquire(static_cast<size_t>(ch));
-  const ModelConfig& c = model_.config();
-  const size_t per_layer = layer_tensors(c, model_.weights().layers[0]).size();
   layers_.clear();
-  for (size_t i = 0; i < t.size(); i += per_layer) layers_.push_back(layer_from_tensors(c, t, i));
+  for (size_t i = 0; i < t.size(); i += tensors_per_layer_) layers_.push_back(layer_from_tensors(model_.config(), t, i));
   return layers_;
 }
 

@@ -30,24 +30,7 @@ namespace {
 GenerationPlan plan_on(Device device, const std::string& model_dir, const InferenceFlags& f, int64_t batch,
                        int64_t max_len, int64_t prefill_tokens) {
   const ModelConfig cfg = load_model_config(model_dir);
-  PlanHardware hw;
-  if (device.is_cuda() && device.index >= cuda::device_count()) {
-    if (f.vram_budget == 0) throw InvalidArgument("no CUDA device here to plan for: give --vram-budget");
-    HardwareProfile none;
-    none.ram_available = profile_hardware({.measure = false}).ram_available;
-    none.devices.push_back({});
-    none.devices.back().name = "an absent CUDA device";
-    hw = plan_hardware(none, 0);
-  } else if (device.is_cuda()) {
-    ProfileOptions po;
-    po.reps = 3;
-    po.gemm_n = 1024;
-    hw = plan_hardware(profile_hardware(po), device.index);
-  } else {
-    hw = plan_hardware(profile_hardware({.measure = false}), -1);
-    hw.device_free = hw.host_available;
-  }
-  if (f.host_ram > 0) hw.host_available = f.host_ram;
+  const PlanHardware hw = plan_hardware_for(device, f.vram_budget, f.host_ram);
   return plan_generation(cfg, default_compute_dtype(device), f.vram_budget, batch,
                          std::min<int64_t>(max_len, cfg.max_position_embeddings), prefill_tokens, hw);
 }

@@ -118,21 +118,7 @@ void print_plan(const onn::TrainConfig& c, const std::string& targets, const std
   req.batch_rows = c.micro_batch * c.grad_accum;
   req.budget = budget;
   const onn::Device device = c.device.empty() ? onn::default_device() : onn::Device::parse(c.device);
-  onn::PlanHardware hw;
-  if (device.is_cuda() && device.index >= onn::cuda_device_count()) {
-    if (budget == 0) throw onn::InvalidArgument("no CUDA device here to plan for: give --vram-budget");
-    onn::HardwareProfile none;
-    none.ram_available = onn::profile_hardware({.measure = false}).ram_available;
-    none.devices.push_back({});
-    none.devices.back().name = "an absent CUDA device";
-    hw = onn::plan_hardware(none, 0);
-  } else {
-    onn::ProfileOptions o;
-    o.reps = 3;
-    o.gemm_n = 4096;
-    hw = onn::plan_hardware(onn::profile_hardware(o), device.is_cuda() ? device.index : -1);
-  }
-  if (host_ram > 0) hw.host_available = host_ram;
+  const onn::PlanHardware hw = onn::plan_hardware_for(device, budget, host_ram);
   req.dtype = device.is_cuda() ? onn::DType::bf16 : onn::DType::f32;
   const onn::Plan p = onn::plan_training(req, hw);
   if (json) {

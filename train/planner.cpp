@@ -94,6 +94,25 @@ PlanHardware plan_hardware(const HardwareProfile& p, int cuda_index) {
   return h;
 }
 
+PlanHardware plan_hardware_for(Device device, uint64_t budget, uint64_t host_ram) {
+  PlanHardware hw;
+  if (device.is_cuda() && device.index >= cuda_device_count()) {
+    ONN_CHECK_ARG(budget > 0, "no CUDA device here to plan for: give --vram-budget");
+    HardwareProfile none;
+    none.ram_available = profile_hardware({.measure = false}).ram_available;
+    none.devices.push_back({});
+    none.devices.back().name = "an absent CUDA device";
+    hw = plan_hardware(none, 0);
+  } else {
+    ProfileOptions o;
+    o.reps = 3;
+    o.gemm_n = 4096;
+    hw = plan_hardware(profile_hardware(o), device.is_cuda() ? device.index : -1);
+  }
+  if (host_ram > 0) hw.host_available = host_ram;
+  return hw;
+}
+
 Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   const ModelConfig& c = req.model;
   ONN_CHECK_ARG(req.seq_len >= 2, "the sequence length must be at least 2");

@@ -14,6 +14,7 @@
 
 #include "model/config.h"
 #include "model/lora.h"
+#include "runtime/device.h"
 #include "runtime/dtype.h"
 #include "runtime/hardware.h"
 
@@ -33,6 +34,10 @@ struct PlanHardware {
 // conservative assumptions (PCIe 4.0 x16: 20 GB/s; 100 TFLOP/s bf16; for the CPU backend the
 // measured host copy rate and 0.2 TFLOP/s).
 PlanHardware plan_hardware(const HardwareProfile& profile, int cuda_index);
+// The planning view of `device` on this machine, profiled (3 copy and GEMM repetitions). A
+// CUDA device this machine lacks is planned on the assumptions, which needs a budget
+// (InvalidArgument when `budget` is 0). host_ram > 0 replaces the available host memory.
+PlanHardware plan_hardware_for(Device device, uint64_t budget, uint64_t host_ram = 0);
 
 struct PlanRequest {
   ModelConfig model;

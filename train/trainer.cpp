@@ -407,10 +407,7 @@ void Trainer::setup() {
     req.batch_rows = cfg_.micro_batch * cfg_.grad_accum;
     const auto* caching = dynamic_cast<const CachingAllocator*>(&ctx_.allocator());
     req.budget = caching ? caching->budget() : 0;
-    ProfileOptions po;
-    po.reps = 3;
-    po.gemm_n = 4096;
-    plan_ = plan_training(req, plan_hardware(profile_hardware(po), ctx_.device().index));
+    plan_ = plan_training(req, plan_hardware_for(ctx_.device(), req.budget));
     if (cfg_.stream == "auto") streamed = plan_->streamed;
     if (per_chunk == 0 && plan_->streamed) per_chunk = plan_->layers_per_chunk;
   }

@@ -19,6 +19,7 @@
 #include "runtime/allocator.h"
 #include "runtime/error.h"
 #include "support/grad_check.h"
+#include "support/train_batch.h"
 #include "support/test_util.h"
 
 using namespace onn;
@@ -41,24 +42,7 @@ std::string five_layer_model(const TempDir& dir) {
 
 TrainBatch make_batch(Context& ctx, int64_t vocab, uint32_t seed) {
   std::mt19937 rng(seed);
-  const std::vector<int64_t> lens = {9, 5, 12};
-  std::vector<int32_t> ids, pos, labels;
-  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(vocab) - 1);
-  for (int64_t len : lens) {
-    const size_t start = ids.size();
-    for (int64_t i = 0; i < len; ++i) {
-      ids.push_back(tok(rng));
-      pos.push_back(static_cast<int32_t>(i));
-    }
-    for (int64_t i = 0; i < len; ++i)
-      labels.push_back(i + 1 < len && i != 2 ? ids[start + static_cast<size_t>(i) + 1] : kIgnoreIndex);
-  }
-  TrainBatch b;
-  b.ids = i32_tensor(ids);
-  b.positions = i32_tensor(pos);
-  b.labels = i32_tensor(labels);
-  b.seqs = packed_seqs(ctx, lens);
-  return b;
+  return packed_train_batch(ctx, vocab, {9, 5, 12}, 2, rng);
 }
 
 struct RunResult {

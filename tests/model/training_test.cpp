@@ -21,6 +21,7 @@
 #include "runtime/json.h"
 #include "runtime/safetensors.h"
 #include "support/grad_check.h"
+#include "support/train_batch.h"
 #include "support/test_util.h"
 
 using namespace onn;
@@ -31,26 +32,7 @@ namespace {
 const std::string kModels = std::string(ONN_TEST_DATA_DIR) + "/models/";
 
 // Two documents (7 and 4 tokens) packed into one micro-batch, with a few ignored labels.
-TrainBatch make_batch(Context& ctx, int64_t vocab, std::mt19937& rng) {
-  const std::vector<int64_t> lens = {7, 4};
-  std::vector<int32_t> ids, pos, labels;
-  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(vocab) - 1);
-  for (int64_t len : lens) {
-    const size_t start = ids.size();
-    for (int64_t i = 0; i < len; ++i) {
-      ids.push_back(tok(rng));
-      pos.push_back(static_cast<int32_t>(i));
-    }
-    for (int64_t i = 0; i < len; ++i)
-      labels.push_back(i + 1 < len && i != 1 ? ids[start + static_cast<size_t>(i) + 1] : kIgnoreIndex);
-  }
-  TrainBatch b;
-  b.ids = i32_tensor(ids);
-  b.positions = i32_tensor(pos);
-  b.labels = i32_tensor(labels);
-  b.seqs = packed_seqs(ctx, lens);
-  return b;
-}
+TrainBatch make_batch(Context& ctx, int64_t vocab, std::mt19937& rng) { return packed_train_batch(ctx, vocab, {7, 4}, 1, rng); }
 
 // Central differences on `count` random elements of t against the analytic gradient g.
 void check_elements(Tensor& t, const Tensor& g, const std::function<double()>& loss, std::mt19937& rng, int count) {
