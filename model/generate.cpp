@@ -16,11 +16,13 @@ double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
-// Row 0 of device logits (1, V) as host floats.
-std::vector<float> host_row(Context& ctx, const Tensor& logits) {
+// Row 0 of device logits (1, V) as host floats, the first `limit` of them: a model may have
+// more embedding rows than its tokenizer has ids (padded vocabularies), and an id no text
+// maps to is never generated.
+std::vector<float> host_row(Context& ctx, const Tensor& logits, int64_t limit) {
   ctx.synchronize();
   const Tensor h = logits.to(Device::cpu());
-  std::vector<float> row(static_cast<size_t>(h.dim(1)));
+  std::vector<float> row(static_cast<size_t>(std::min(h.dim(1), limit)));
   for (size_t i = 0; i < row.size(); ++i) row[i] = static_cast<float>(load_as_double(h.data(), h.dtype(), i));
   return row;
 }
@@ -58,7 +60,7 @@ GenerateResult generate(Context& ctx, const LlamaModel& model, const Tokenizer& 
   KVCache cache = model.make_cache(ctx, 1, std::min(total, cfg.max_position_embeddings));
   auto t0 = std::chrono::steady_clock::now();
   Tensor logits = model.prefill(ctx, cache, {prompt});
-  std::vector<float> row = host_row(ctx, logits);
+  std::vector<float> row = host_row(ctx, logits, tok.vocab_size());
   r.prefill_ms = ms_since(t0);
   t0 = std::chrono::steady_clock::now();
 
@@ -102,7 +104,7 @@ GenerateResult generate(Context& ctx, const LlamaModel& model, const Tokenizer& 
     if (on_token) on_token(out);
     if (last) break;
     logits = model.decode(ctx, cache, {next});
-    row = host_row(ctx, logits);
+    row = host_row(ctx, logits, tok.vocab_size());
   }
   r.decode_ms = ms_since(t0);
   return r;

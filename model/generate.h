@@ -30,6 +30,8 @@ struct GenerateResult {
   double prefill_ms = 0, decode_ms = 0;
 };
 
+// Only ids the tokenizer has are generated: a model with more embedding rows than tokenizer ids
+// (a padded vocabulary) never samples the padding rows.
 // on_token(text) runs once per generated token with the text that became final with it
 // (possibly empty: an incomplete UTF-8 character or a possible stop-string prefix is held
 // back until a later token, and the last token's text includes all that is left).

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <iterator>
 #include <cstdio>
 #include <new>
 #include <vector>
@@ -127,7 +128,14 @@ void* CachingAllocator::allocate(size_t bytes) {
                       ", in use " + format_bytes(stats_.in_use) + ", reserved " +
                       format_bytes(stats_.reserved));
   };
-  if (over_budget()) release_cache_locked();
+  // Return only as much of the cache as the request needs: every backend free waits for the
+  // whole device (cudaFree), and the blocks kept are the next layers' cache hits.
+  while (over_budget() && !free_blocks_.empty()) {
+    const size_t deficit = stats_.reserved + size - stats_.budget;
+    auto victim = free_blocks_.lower_bound(deficit);  // the smallest block that covers it
+    if (victim == free_blocks_.end()) victim = std::prev(free_blocks_.end());  // else the largest
+    release_block_locked(victim);
+  }
   if (over_budget()) return fail("would exceed the budget");
 
   void* p = backend_->raw_allocate(size);
@@ -163,13 +171,15 @@ void CachingAllocator::deallocate(void* ptr, size_t) {
   free_blocks_.emplace(block, ptr);
 }
 
+void CachingAllocator::release_block_locked(std::multimap<size_t, void*>::iterator it) {
+  backend_->raw_free(it->second, it->first);
+  stats_.reserved -= it->first;
+  ++stats_.backend_frees;
+  free_blocks_.erase(it);
+}
+
 void CachingAllocator::release_cache_locked() {
-  for (auto& [size, p] : free_blocks_) {
-    backend_->raw_free(p, size);
-    stats_.reserved -= size;
-    ++stats_.backend_frees;
-  }
-  free_blocks_.clear();
+  while (!free_blocks_.empty()) release_block_locked(free_blocks_.begin());
 }
 
 void CachingAllocator::release_cache() {

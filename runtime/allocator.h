@@ -109,6 +109,7 @@ class CachingAllocator final : public Allocator {
 
  private:
   void release_cache_locked();
+  void release_block_locked(std::multimap<size_t, void*>::iterator it);
   // Records a block as live and updates the statistics.
   void* hand_out_locked(void* p, size_t block, size_t requested);
 

@@ -11,8 +11,8 @@ out=${OUT:-gpu-results}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
 export ONN_TEST_DATA_DIR="$PWD/tests/data"
-step() { echo "== $*"; timeout "${T:-300}" "$@"; echo "== exit $?"; }
-# Sections (default all): tests sanitizer tiny phi4 gen hf. PHI4_BUDGETS: the budgets of the Phi-4 runs.
+step() { echo "== $*"; local t0=$SECONDS; timeout "${T:-300}" "$@"; echo "== exit $? ($((SECONDS - t0)) s)"; }
+# Sections (default all): tests sanitizer tiny phi4 gen hf. TINY_RUNS and PHI4_RUNS: the runs (see below).
 sections=" ${*:-tests tiny phi4 gen hf} "
 want() { [[ "$sections" == *" $1 "* ]]; }
 want tests && T=150 step "$c/gpu_tests" > "$out/gpu-tests.txt" 2>&1
@@ -22,17 +22,20 @@ want sanitizer && {
 } > "$out/sanitizer.txt" 2>&1
 want tiny && {
   "$c/onn-init" --preset tinyllama --out /tmp/tl --seed 1
-  for b in 2GiB 4GiB 8GiB; do
-    T=90 step "$c/onn-bench" train --model /tmp/tl --vram-budget $b --stream on --seq-len 512 --micro-batch 4 \
-      --steps 3 --warmup 1 --json
+  # TINY_RUNS: "budget:micro-batch" pairs (budget "off" = resident).
+  for r in ${TINY_RUNS:-2GiB:4 4GiB:4 8GiB:4 off:4}; do
+    b=${r%%:*} mb=${r##*:}
+    if [ "$b" = off ]; then set -- --stream off; else set -- --vram-budget "$b" --stream on; fi
+    T=120 step "$c/onn-bench" train --model /tmp/tl "$@" --seq-len 512 --micro-batch "$mb" --steps 3 --warmup 1 --json
   done
-  T=90 step "$c/onn-bench" train --model /tmp/tl --stream off --seq-len 512 --micro-batch 4 --steps 3 --warmup 1 --json
 } > "$out/stream-tinyllama.txt" 2>&1
 want phi4 && {
   s0=$(date +%s); "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1; echo "onn-init: $(( $(date +%s) - s0 )) s"
-  for b in ${PHI4_BUDGETS:-4GiB}; do
-    T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget $b --seq-len 512 --micro-batch 4 --grad-accum 4 \
-      --steps 2 --warmup 1 --json
+  # PHI4_RUNS: "budget:micro-batch:grad-accum" triples.
+  for r in ${PHI4_RUNS:-4GiB:4:4}; do
+    IFS=: read -r b mb ga <<< "$r"
+    T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget "$b" --seq-len 512 --micro-batch "$mb" \
+      --grad-accum "$ga" --steps 2 --warmup 1 --json
   done
 } > "$out/stream-phi4.txt" 2>&1
 want gen && {

@@ -91,8 +91,13 @@ int main(int argc, char** argv) {
   auto* p = train->add_option("--preset", preset, "an onn-init preset, random weights (default tiny)");
   train->add_option("--model", model_dir, "a model folder instead of a preset")->excludes(p);
   train->add_option("--seq-len", c.seq_len, "tokens per row (default 512)")->check(CLI::Range(2, 1 << 20));
-  train->add_option("--micro-batch", c.micro_batch, "rows per micro-batch (default 4)")->check(CLI::Range(1, 1 << 16));
-  train->add_option("--grad-accum", c.grad_accum, "micro-batches per step (default 1)")->check(CLI::Range(1, 1 << 16));
+  auto* mb = train->add_option("--micro-batch", c.micro_batch, "rows per micro-batch (default 4)")->check(CLI::Range(1, 1 << 16));
+  auto* ga = train->add_option("--grad-accum", c.grad_accum, "micro-batches per step (default 1)")->check(CLI::Range(1, 1 << 16));
+  train->add_option("--batch-rows", c.batch_rows, "rows per step, split into micro-batches by the planner (instead of "
+                                                  "--micro-batch and --grad-accum)")
+      ->check(CLI::Range(1, 1 << 16))
+      ->excludes(mb)
+      ->excludes(ga);
   train->add_option("--steps", steps, "timed steps (default 10)")->check(CLI::Range(1, 1 << 20));
   train->add_option("--warmup", warmup, "untimed steps first (default 3)")->check(CLI::Range(0, 1 << 20));
   train->add_flag("--full", c.full, "full training instead of LoRA");
@@ -125,7 +130,8 @@ int main(int argc, char** argv) {
     const onn::ModelConfig mc = onn::load_model_config(model_dir);
     c.seq_len = std::min<int64_t>(c.seq_len, mc.max_position_embeddings);
     // Synthetic text: enough for every step (a window per row), at least one token per byte.
-    const int64_t tokens = (steps + warmup) * c.grad_accum * c.micro_batch * c.seq_len;
+    const int64_t rows = c.batch_rows > 0 ? c.batch_rows : c.grad_accum * c.micro_batch;
+    const int64_t tokens = (steps + warmup) * rows * c.seq_len;
     {
       std::ofstream f(tmp.path / "data.jsonl");
       std::mt19937 rng(7);
@@ -151,12 +157,18 @@ int main(int argc, char** argv) {
     size_t peak = 0;
     nlohmann::ordered_json plan;
     int64_t params_total = 0, params_trained = 0;
+    onn::AllocatorStats timed_from;
     onn::train(c, false, [&](const nlohmann::ordered_json& e) {
       if (e["type"] == "init") {
         params_total = e["parameters_total"];
         params_trained = e["parameters_trainable"];
         plan = e["plan"];
+        c.micro_batch = plan["micro_batch"];  // the planner's split with --batch-rows
+        c.grad_accum = plan["grad_accum"];
       }
+      // The allocator's backend calls in the timed steps only (after setup and warm-up).
+      if (device.is_cuda() && (e["type"] == "init" || (e["type"] == "step" && e["step"].get<int64_t>() == warmup)))
+        timed_from = onn::cuda_caching_allocator(device.index).stats();
       if (e["type"] != "step" || e["step"].get<int64_t>() <= warmup) return;
       ms.push_back(e["ms"]);
       tok_s.push_back(e["tokens_per_s"]);
@@ -230,6 +242,8 @@ int main(int argc, char** argv) {
         {"peak_reserved_bytes", device.is_cuda() ? nlohmann::ordered_json(reserved_peak) : nlohmann::ordered_json(nullptr)},
         {"allocator_backend_allocs", backend_allocs},
         {"allocator_backend_frees", backend_frees},
+        {"allocator_backend_allocs_timed", backend_allocs - timed_from.backend_allocs},
+        {"allocator_backend_frees_timed", backend_frees - timed_from.backend_frees},
         {"plan", plan}};
     if (!transfer_ms.empty()) {
       const double t = median(transfer_ms), k = median(compute_ms);

@@ -115,9 +115,13 @@ void print_plan(const onn::TrainConfig& c, const std::string& targets, const std
   req.lora.targets = onn::parse_lora_targets(targets);
   if (!layers.empty()) req.lora.layers = onn::parse_layer_ranges(layers, req.model.num_hidden_layers);
   req.seq_len = c.seq_len > 0 ? c.seq_len : std::min<int64_t>(512, req.model.max_position_embeddings);
-  req.batch_rows = c.micro_batch * c.grad_accum;
+  // The run's own split of the batch, or with --batch-rows the planner's.
+  req.batch_rows = c.batch_rows > 0 ? c.batch_rows : c.micro_batch * c.grad_accum;
+  req.micro_batch = c.batch_rows > 0 ? 0 : c.micro_batch;
   req.budget = budget;
   const onn::Device device = c.device.empty() ? onn::default_device() : onn::Device::parse(c.device);
+  using P = onn::PlanRequest::Placement;
+  req.placement = c.stream == "on" ? P::streamed : c.stream == "off" || !device.is_cuda() ? P::resident : P::auto_;
   const onn::PlanHardware hw = onn::plan_hardware_for(device, budget, host_ram);
   req.dtype = device.is_cuda() ? onn::DType::bf16 : onn::DType::f32;
   const onn::Plan p = onn::plan_training(req, hw);
@@ -161,8 +165,15 @@ int main(int argc, char** argv) {
   app.add_flag("--rslora", c.lora.rslora, "scale alpha/sqrt(r) instead of alpha/r");
   app.add_option("--train-layers", layers, "adapt only these layers, e.g. 0-3,36-39 (default: all)");
   app.add_option("--seq-len", c.seq_len, "tokens per row (default: 512, or the model's context when shorter)");
-  app.add_option("--micro-batch", c.micro_batch, "rows per forward/backward (default 4)");
-  app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (default 1)");
+  auto* micro_opt = app.add_option("--micro-batch", c.micro_batch, "rows per forward/backward (default 4)");
+  auto* accum_opt = app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (default 1)");
+  app.add_option("--batch-rows", c.batch_rows,
+                 "rows per optimizer step, split by the planner: it picks the micro-batch (the divisor that fits the "
+                 "budget fastest; streamed, the largest, as each micro-batch copies the weights across PCIe) and "
+                 "the accumulation (instead of --micro-batch and --grad-accum)")
+      ->check(CLI::PositiveNumber)
+      ->excludes(micro_opt)
+      ->excludes(accum_opt);
   app.add_flag("--no-packing", no_packing, "one document per row instead of packing several");
   app.add_flag("--train-on-inputs", c.train_on_inputs, "loss on prompts and user turns too");
   app.add_flag("--skip-bad-records", c.skip_bad_records, "skip invalid records (reported) instead of stopping");
@@ -204,6 +215,7 @@ int main(int argc, char** argv) {
     if (demo) return onn::tools::run_train_demo(c.out_dir, c.device, json);
     if (host_ram > 0 && !plan) throw onn::InvalidArgument("--host-ram is for --plan");
     if (plan) {
+      c.stream = stream;
       print_plan(c, targets, layers, vram_budget, host_ram, json);
       return 0;
     }

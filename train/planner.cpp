@@ -210,10 +210,13 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
       closest = cand;
     }
   };
+  ONN_CHECK_ARG(!(req.full && req.placement == PlanRequest::Placement::streamed),
+                "full training keeps its weights, gradients and optimizer state on the device: it cannot stream");
   for (int64_t micro : micros) {
     for (bool offload : {false, true}) {
-      consider(evaluate(false, micro, L, offload));
-      if (req.full) continue;  // full training keeps its weights resident (their gradients and state are on the device)
+      if (req.placement != PlanRequest::Placement::streamed) consider(evaluate(false, micro, L, offload));
+      // Full training keeps its weights resident (their gradients and state are on the device).
+      if (req.full || req.placement == PlanRequest::Placement::resident) continue;
       for (int64_t k = 1; k <= std::max<int64_t>(1, L / 2); ++k) consider(evaluate(true, micro, k, offload));
     }
   }

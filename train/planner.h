@@ -47,6 +47,8 @@ struct PlanRequest {
   int64_t seq_len = 512;
   int64_t batch_rows = 4;      // rows of seq_len per optimizer step (micro-batch x accumulation)
   int64_t micro_batch = 0;     // 0: the planner chooses (a divisor of batch_rows)
+  // Weights resident or streamed: the planner's choice (auto), or forced (--stream on/off).
+  enum class Placement { auto_, resident, streamed } placement = Placement::auto_;
   uint64_t budget = 0;         // device bytes; 0: the device's free memory less the margin
 };
 

@@ -120,6 +120,7 @@ void check_config(const TrainConfig& c) {
   ONN_CHECK_ARG(c.model_dir.empty() != c.init_preset.empty(), "give exactly one of --model and --init");
   ONN_CHECK_ARG(c.seq_len == 0 || c.seq_len >= 2, "--seq-len must be at least 2");
   ONN_CHECK_ARG(c.micro_batch >= 1 && c.grad_accum >= 1, "--micro-batch and --grad-accum must be at least 1");
+  ONN_CHECK_ARG(c.batch_rows >= 0, "--batch-rows must be at least 1");
   ONN_CHECK_ARG(c.steps >= 0 && c.epochs >= 1, "--steps must be >= 0 and --epochs >= 1");
   ONN_CHECK_ARG(std::isfinite(c.lr) && c.lr > 0, "--lr must be positive");
   ONN_CHECK_ARG(c.min_lr >= 0 && c.min_lr <= c.lr, "--min-lr must be in [0, --lr]");
@@ -398,16 +399,27 @@ void Trainer::setup() {
   ONN_CHECK_ARG(!(full && streamed), "--stream on trains LoRA adapters only: full training keeps its weights, their "
                 "gradients and optimizer state on the device");
   int64_t per_chunk = cfg_.layers_per_chunk;
-  if (!full && cfg_.stream != "off" && ctx_.device().is_cuda()) {
+  // With --batch-rows the planner also splits the batch into micro-batches (on any device).
+  if (cfg_.batch_rows > 0 || (!full && cfg_.stream != "off" && ctx_.device().is_cuda())) {
     PlanRequest req;
     req.model = load_model_config(model_dir_);
+    req.dtype = ctx_.device().is_cuda() ? DType::bf16 : DType::f32;
+    req.full = full;
     req.lora = cfg_.lora;
     req.seq_len = cfg_.seq_len;
-    req.micro_batch = cfg_.micro_batch;
-    req.batch_rows = cfg_.micro_batch * cfg_.grad_accum;
+    req.micro_batch = cfg_.batch_rows > 0 ? 0 : cfg_.micro_batch;
+    req.batch_rows = cfg_.batch_rows > 0 ? cfg_.batch_rows : cfg_.micro_batch * cfg_.grad_accum;
+    using P = PlanRequest::Placement;
+    req.placement = cfg_.stream == "on"                                 ? P::streamed
+                    : cfg_.stream == "off" || !ctx_.device().is_cuda() ? P::resident
+                                                                       : P::auto_;
     const auto* caching = dynamic_cast<const CachingAllocator*>(&ctx_.allocator());
     req.budget = caching ? caching->budget() : 0;
     plan_ = plan_training(req, plan_hardware_for(ctx_.device(), req.budget));
+    if (cfg_.batch_rows > 0) {
+      cfg_.micro_batch = plan_->micro_batch;
+      cfg_.grad_accum = plan_->grad_accum;
+    }
     if (cfg_.stream == "auto") streamed = plan_->streamed;
     if (per_chunk == 0 && plan_->streamed) per_chunk = plan_->layers_per_chunk;
   }

@@ -32,6 +32,11 @@ struct TrainConfig {
   int64_t seq_len = 0;      // 0: min(512, the model's max_position_embeddings)
   int64_t micro_batch = 4;  // rows of seq_len per micro-batch
   int64_t grad_accum = 1;
+  // Rows per optimizer step for the planner to split: it sets micro_batch (the divisor that
+  // fits the budget fastest; streamed, the largest, since each micro-batch copies the weights
+  // across PCIe) and grad_accum. 0: micro_batch and grad_accum as given. Not saved: the split
+  // is.
+  int64_t batch_rows = 0;
   bool packing = true;
   bool train_on_inputs = false;
   bool skip_bad_records = false;

@@ -7,6 +7,8 @@
 
 #include "kernels/attention.h"
 #include "model/generate.h"
+#include "model/init.h"
+#include "support/test_util.h"
 
 using namespace onn;
 
@@ -66,4 +68,38 @@ TEST_CASE("sampling depends only on the seed, and stop strings end the text befo
   CHECK(d.finish_reason == "stop");
   CHECK(d.text == a.text.substr(0, a.text.find(opt.stop[0])));
   CHECK(streamed == d.text);
+}
+
+TEST_CASE("a padded vocabulary: rows past the tokenizer's ids are never generated") {
+  test::TempDir dir;
+  InitOptions io;
+  io.seed = 3;
+  io.dtype = DType::f32;
+  io.vocab_size = 4 * 258;  // three quarters of the rows have no token
+  write_random_model(find_preset("tiny"), dir.path().string(), io);
+  Context ctx(Device::cpu());
+  const LlamaModel model = LlamaModel::load(ctx, dir.path().string());
+  const Tokenizer tok = Tokenizer::load(dir.path().string());
+  REQUIRE(tok.vocab_size() < model.config().vocab_size);
+  const std::vector<int32_t> prompt = tok.encode("the model learns", true);
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  Tensor ids = Tensor::empty(Shape{n}, DType::i32), pos = Tensor::empty(Shape{n}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) {
+    ids.data_as<int32_t>()[i] = prompt[static_cast<size_t>(i)];
+    pos.data_as<int32_t>()[i] = static_cast<int32_t>(i);
+  }
+  const Tensor logits = model.logits(ctx, ids, pos, uniform_seqs(ctx, 1, n));
+  const float* last = logits.data_as<float>() + (n - 1) * logits.dim(1);
+  // Unmasked, greedy decoding would pick a padding row here.
+  REQUIRE(argmax(std::span<const float>(last, static_cast<size_t>(logits.dim(1)))) >= tok.vocab_size());
+  GenerateOptions opt;
+  opt.sampling.temperature = 0.0f;
+  opt.max_new_tokens = 16;
+  const GenerateResult r = generate(ctx, model, tok, prompt, opt);
+  REQUIRE(!r.tokens.empty());
+  CHECK(r.tokens[0] == argmax(std::span<const float>(last, static_cast<size_t>(tok.vocab_size()))));
+  for (int32_t t : r.tokens) CHECK(t < tok.vocab_size());
+  opt.sampling.temperature = 1.0f;
+  opt.seed = 5;
+  for (int32_t t : generate(ctx, model, tok, prompt, opt).tokens) CHECK(t < tok.vocab_size());
 }

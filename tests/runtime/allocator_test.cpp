@@ -170,3 +170,37 @@ TEST_CASE("parse_bytes and format_bytes") {
   CHECK(format_bytes(512) == "512 B");
   CHECK(format_bytes(3 * MiB / 2) == "1.50 MiB");
 }
+
+TEST_CASE("at the budget only the cached blocks a request needs are freed") {
+  CachingAllocator a(make_host_raw_backend(), 16 * MiB);
+  void* p2 = a.allocate(2 * MiB);
+  void* p4 = a.allocate(4 * MiB);
+  void* p6 = a.allocate(6 * MiB);
+  a.deallocate(p2, 2 * MiB);
+  a.deallocate(p4, 4 * MiB);
+  a.deallocate(p6, 6 * MiB);  // 12 MiB cached
+  // 12 + 8 > 16: 4 MiB short; the 4 MiB block covers it alone, so the others stay cached.
+  void* q = a.allocate(8 * MiB);
+  AllocatorStats s = a.stats();
+  CHECK(s.backend_frees == 1);
+  CHECK(s.reserved == 16 * MiB);
+  const uint64_t hits = s.cache_hits;
+  void* r2 = a.allocate(2 * MiB);
+  void* r6 = a.allocate(6 * MiB);
+  CHECK(r2 == p2);
+  CHECK(r6 == p6);
+  CHECK(a.stats().cache_hits == hits + 2);
+  a.deallocate(r2, 2 * MiB);
+  a.deallocate(r6, 6 * MiB);
+  a.deallocate(q, 8 * MiB);
+  // No single cached block covers 14 MiB short (8 + 6 + 2 cached, 16 reserved, request 14):
+  // the largest go first, 8 then 6, and the 2 MiB block stays.
+  void* big = a.allocate(14 * MiB);
+  s = a.stats();
+  CHECK(s.backend_frees == 3);
+  CHECK(s.reserved == 16 * MiB);
+  CHECK(s.peak_reserved <= 16 * MiB);
+  CHECK(a.allocate(2 * MiB) == p2);
+  a.deallocate(p2, 2 * MiB);
+  a.deallocate(big, 14 * MiB);
+}

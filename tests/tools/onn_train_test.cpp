@@ -269,6 +269,20 @@ TEST_CASE("onn-train --plan: from config.json alone, a Phi-4-shaped plan under 4
   CHECK(plan["type"] == "plan");
   CHECK(plan["streamed"] == true);
   CHECK(plan["predicted_peak_bytes"].get<uint64_t>() <= uint64_t{4} << 30);
+  // Without --batch-rows the plan keeps the run's own split; with it the planner splits.
+  CHECK(plan["micro_batch"] == 4);
+  CHECK(plan["grad_accum"] == 1);
+  argv = base;
+  argv.insert(argv.end(), {"--vram-budget", "8GiB", "--batch-rows", "16"});
+  const ProcessResult split = run_process(argv);
+  REQUIRE_MESSAGE(split.exit_code == 0, split.err);
+  const nlohmann::json sp = nlohmann::json::parse(split.out);
+  CHECK(sp["micro_batch"].get<int64_t>() * sp["grad_accum"].get<int64_t>() == 16);
+  CHECK(sp["micro_batch"].get<int64_t>() > 1);
+  argv.insert(argv.end(), {"--micro-batch", "2"});
+  const ProcessResult both = run_process(argv);
+  CHECK(both.exit_code == 2);
+  CHECK(both.err.find("excludes") != std::string::npos);
   argv = base;
   argv.insert(argv.end(), {"--vram-budget", "1GiB"});
   const ProcessResult no = run_process(argv);
@@ -310,4 +324,26 @@ TEST_CASE("onn-train --stream on: the init event's plan, stream figures in every
   CHECK(full.exit_code == 2);
   CHECK(full.err.find("--stream on trains LoRA adapters only") != std::string::npos);
   CHECK(!fs::exists(dir.file("full") + "/checkpoints"));
+}
+
+TEST_CASE("onn-train --batch-rows: the planner splits the step's rows, and the run keeps its split") {
+  TempDir dir;
+  const std::string data = write_data(dir, 24), out = dir.file("run");
+  const ProcessResult r = run_process({kTrain, "--model", kModel, "--data", data, "--out", out, "--device", "cpu",
+                                       "--steps", "2", "--lora-rank", "4", "--seq-len", "32", "--batch-rows", "6",
+                                       "--json"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const std::vector<nlohmann::json> ev = events_of(r.out);
+  REQUIRE(ev.front()["type"] == "init");
+  const nlohmann::json& plan = ev.front()["plan"];
+  const int64_t micro = plan["micro_batch"], accum = plan["grad_accum"];
+  CHECK(micro * accum == 6);
+  CHECK(plan["planner"]["micro_batch"] == micro);
+  const nlohmann::json saved = nlohmann::json::parse(slurp(out + "/run_config.json"));
+  CHECK(saved["micro_batch"] == micro);
+  CHECK(saved["grad_accum"] == accum);
+  int steps = 0;
+  for (const nlohmann::json& e : ev)
+    if (e["type"] == "step") ++steps;
+  CHECK(steps == 2);
 }

@@ -86,3 +86,42 @@ TEST_CASE("planner: a small model stays resident, sparse layers copy less, more 
     last = p.step_ms;
   }
 }
+
+TEST_CASE("planner: a forced placement, and the batch split into the largest micro-batch that streams") {
+  PlanRequest small;
+  small.model = find_preset("tinyllama").config;
+  small.budget = 40 * kGiB;
+  small.placement = PlanRequest::Placement::streamed;
+  CHECK(plan_training(small, gpu(64 * kGiB)).streamed);
+  PlanRequest resident = phi4(4 * kGiB);
+  resident.placement = PlanRequest::Placement::resident;
+  CHECK_THROWS_AS(plan_training(resident, gpu(64 * kGiB)), InvalidArgument);
+  PlanRequest full = phi4(80 * kGiB);
+  full.full = true;
+  full.placement = PlanRequest::Placement::streamed;
+  CHECK_THROWS_WITH_AS(plan_training(full, gpu(64 * kGiB)), doctest::Contains("cannot stream"), InvalidArgument);
+
+  // Streamed, every micro-batch copies the weights: the planner's split of 16 rows is the
+  // largest micro-batch that fits, and the step it predicts is the fastest of the splits.
+  PlanRequest split = phi4(8 * kGiB);
+  split.batch_rows = 16;
+  const Plan chosen = plan_training(split, gpu(64 * kGiB));
+  CHECK(chosen.streamed);
+  CHECK(chosen.micro_batch * chosen.grad_accum == 16);
+  CHECK(chosen.micro_batch > 1);
+  int fitting = 0;
+  for (int64_t d : {1, 2, 4, 8, 16}) {
+    CAPTURE(d);
+    PlanRequest fixed = split;
+    fixed.micro_batch = d;
+    try {
+      const Plan p = plan_training(fixed, gpu(64 * kGiB));
+      ++fitting;
+      CHECK(d <= chosen.micro_batch);
+      CHECK(p.step_ms >= chosen.step_ms * 0.999);
+    } catch (const InvalidArgument&) {
+      CHECK(d > chosen.micro_batch);  // only larger micro-batches fail to fit
+    }
+  }
+  CHECK(fitting >= 2);
+}
