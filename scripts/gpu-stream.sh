@@ -22,20 +22,22 @@ want sanitizer && {
 } > "$out/sanitizer.txt" 2>&1
 want tiny && {
   "$c/onn-init" --preset tinyllama --out /tmp/tl --seed 1
-  # TINY_RUNS: "budget:micro-batch" pairs (budget "off" = resident).
-  for r in ${TINY_RUNS:-2GiB:4 4GiB:4 8GiB:4 off:4}; do
+  # TINY_RUNS: "budget:micro-batch" pairs (budget "off" = resident; micro-batch "rN": --batch-rows N,
+  # the planner's split).
+  for r in ${TINY_RUNS:-2GiB:r16 4GiB:r16 8GiB:r16 off:16}; do
     b=${r%%:*} mb=${r##*:}
     if [ "$b" = off ]; then set -- --stream off; else set -- --vram-budget "$b" --stream on; fi
-    T=120 step "$c/onn-bench" train --model /tmp/tl "$@" --seq-len 512 --micro-batch "$mb" --steps 3 --warmup 1 --json
+    if [[ $mb == r* ]]; then set -- "$@" --batch-rows "${mb#r}"; else set -- "$@" --micro-batch "$mb"; fi
+    T=120 step "$c/onn-bench" train --model /tmp/tl "$@" --seq-len 512 --steps 6 --warmup 1 --json
   done
 } > "$out/stream-tinyllama.txt" 2>&1
 want phi4 && {
   s0=$(date +%s); "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1; echo "onn-init: $(( $(date +%s) - s0 )) s"
-  # PHI4_RUNS: "budget:micro-batch:grad-accum" triples.
-  for r in ${PHI4_RUNS:-4GiB:4:4}; do
+  # PHI4_RUNS: "budget:micro-batch:grad-accum" triples, or "budget:rN" (--batch-rows N, the planner's split).
+  for r in ${PHI4_RUNS:-4GiB:r16 8GiB:r16}; do
     IFS=: read -r b mb ga <<< "$r"
-    T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget "$b" --seq-len 512 --micro-batch "$mb" \
-      --grad-accum "$ga" --steps 2 --warmup 1 --json
+    if [[ $mb == r* ]]; then set -- --batch-rows "${mb#r}"; else set -- --micro-batch "$mb" --grad-accum "$ga"; fi
+    T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget "$b" --seq-len 512 "$@" --steps 2 --warmup 1 --json
   done
 } > "$out/stream-phi4.txt" 2>&1
 want gen && {
