@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <iterator>
 #include <cstdio>
@@ -138,6 +139,7 @@ void* CachingAllocator::allocate(size_t bytes) {
   }
   if (over_budget()) return fail("would exceed the budget");
 
+  const auto t0 = std::chrono::steady_clock::now();
   void* p = backend_->raw_allocate(size);
   if (p == nullptr) {
     release_cache_locked();
@@ -145,6 +147,7 @@ void* CachingAllocator::allocate(size_t bytes) {
     if (p == nullptr) return fail("failed: the device has no memory left");
   }
   ++stats_.backend_allocs;
+  stats_.backend_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   stats_.reserved += size;
   stats_.peak_reserved = std::max(stats_.peak_reserved, stats_.reserved);
   return hand_out_locked(p, size, bytes);
@@ -172,7 +175,9 @@ void CachingAllocator::deallocate(void* ptr, size_t) {
 }
 
 void CachingAllocator::release_block_locked(std::multimap<size_t, void*>::iterator it) {
+  const auto t0 = std::chrono::steady_clock::now();
   backend_->raw_free(it->second, it->first);
+  stats_.backend_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   stats_.reserved -= it->first;
   ++stats_.backend_frees;
   free_blocks_.erase(it);

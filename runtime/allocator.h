@@ -75,6 +75,7 @@ struct AllocatorStats {
   uint64_t cache_hits = 0;    // ... of which were served from the cache
   uint64_t backend_allocs = 0;
   uint64_t backend_frees = 0;
+  double backend_ms = 0;      // host time in the backend's allocate and free (cudaFree waits for the device)
   uint64_t oom_events = 0;
 };
 

@@ -12,7 +12,7 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
 export ONN_TEST_DATA_DIR="$PWD/tests/data"
 step() { echo "== $*"; local t0=$SECONDS; timeout "${T:-300}" "$@"; echo "== exit $? ($((SECONDS - t0)) s)"; }
-# Sections (default all): tests sanitizer tiny phi4 gen hf. TINY_RUNS and PHI4_RUNS: the runs (see below).
+# Sections (default all but prof): tests sanitizer tiny phi4 gen hf prof. TINY_RUNS and PHI4_RUNS: the runs (see below).
 sections=" ${*:-tests tiny phi4 gen hf} "
 want() { [[ "$sections" == *" $1 "* ]]; }
 want tests && T=150 step "$c/gpu_tests" > "$out/gpu-tests.txt" 2>&1
@@ -53,6 +53,20 @@ want gen && {
   head -c 20000 README.md > /tmp/eval.txt
   T=120 step "$c/onn-eval" --model /tmp/phi4 --vram-budget 4GiB --data /tmp/eval.txt --seq-len 512 --json
 } > "$out/stream-gen.txt" 2>&1
+want prof && {  # an Nsight Systems trace of one Phi-4 step: where the device is idle, and why
+  [ -d /tmp/phi4 ] || "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1
+  nsys=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems*/*/bin/nsys 2>/dev/null | head -1)
+  if [ -z "$nsys" ]; then echo "no nsys on this machine"; else
+    for r in ${PROF_RUNS:-8GiB:16}; do
+      b=${r%%:*} rows=${r##*:}
+      rm -f /tmp/prof.*
+      T=240 step "$nsys" profile -t cuda -s none --cpuctxsw=none -o /tmp/prof "$c/onn-bench" train --model /tmp/phi4 \
+        --vram-budget "$b" --seq-len 512 --batch-rows "$rows" --steps 1 --warmup 1 --json
+      T=120 step "$nsys" export --type sqlite -o /tmp/prof.sqlite /tmp/prof.nsys-rep
+      T=120 step python3 scripts/nsys_gaps.py /tmp/prof.sqlite
+    done
+  fi
+} > "$out/prof-phi4.txt" 2>&1
 want hf && T=${HF_T:-200} step python3 bench/hf_offload_train.py --model /tmp/phi4 --budget-gib 4 --seq-len 512 --micro-batch 4 \
   --grad-accum 4 --steps 1 --warmup 0 > "$out/hf-offload-phi4.txt" 2>&1
 tail -n 4 "$out"/*.txt

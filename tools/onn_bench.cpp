@@ -184,6 +184,7 @@ int main(int argc, char** argv) {
     });
     size_t reserved_peak = 0, budget = 0;
     uint64_t backend_allocs = 0, backend_frees = 0;
+    double backend_ms = 0;
     double pinned_h2d = 0;
     if (device.is_cuda()) {
       const onn::AllocatorStats st = onn::cuda_caching_allocator(device.index).stats();
@@ -191,6 +192,7 @@ int main(int argc, char** argv) {
       budget = st.budget;
       backend_allocs = st.backend_allocs;
       backend_frees = st.backend_frees;
+      backend_ms = st.backend_ms;
       if (!transfer_ms.empty())  // the copy rate this machine's pinned memory reaches, for comparison
         pinned_h2d = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::host_to_device, true,
                                                  size_t{256} << 20, 5);
@@ -244,6 +246,7 @@ int main(int argc, char** argv) {
         {"allocator_backend_frees", backend_frees},
         {"allocator_backend_allocs_timed", backend_allocs - timed_from.backend_allocs},
         {"allocator_backend_frees_timed", backend_frees - timed_from.backend_frees},
+        {"allocator_backend_ms_timed", backend_ms - timed_from.backend_ms},
         {"plan", plan}};
     if (!transfer_ms.empty()) {
       const double t = median(transfer_ms), k = median(compute_ms);
