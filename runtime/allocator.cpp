@@ -113,11 +113,8 @@ void* CachingAllocator::allocate(size_t bytes) {
   // Best fit among cached blocks, accepting at most 1/8 slack.
   auto it = free_blocks_.lower_bound(size);
   if (it != free_blocks_.end() && it->first - size <= size / 8) {
-    void* p = it->second;
-    const size_t block = it->first;
-    free_blocks_.erase(it);
     ++stats_.cache_hits;
-    return hand_out_locked(p, block, bytes);
+    return take_locked(blocks_.find(it->second), it->first, bytes);
   }
 
   auto over_budget = [&] { return stats_.budget != 0 && stats_.reserved + size > stats_.budget; };
@@ -129,13 +126,28 @@ void* CachingAllocator::allocate(size_t bytes) {
                       ", in use " + format_bytes(stats_.in_use) + ", reserved " +
                       format_bytes(stats_.reserved));
   };
-  // Return only as much of the cache as the request needs: every backend free waits for the
-  // whole device (cudaFree), and the blocks kept are the next layers' cache hits.
-  while (over_budget() && !free_blocks_.empty()) {
+  // At the budget a larger cached block is split rather than a segment freed: each backend
+  // free waits for the whole device (cudaFree), which drains the streaming pipeline.
+  if (over_budget() && it != free_blocks_.end()) {
+    ++stats_.cache_hits;
+    ++stats_.splits;
+    return take_locked(blocks_.find(it->second), size, bytes);
+  }
+  // Return only as many wholly free segments as the request needs: the smallest single one
+  // that covers the shortfall, else the largest first.
+  while (over_budget()) {
     const size_t deficit = stats_.reserved + size - stats_.budget;
-    auto victim = free_blocks_.lower_bound(deficit);  // the smallest block that covers it
-    if (victim == free_blocks_.end()) victim = std::prev(free_blocks_.end());  // else the largest
-    release_block_locked(victim);
+    char *best = nullptr, *largest = nullptr;
+    size_t best_size = 0, largest_size = 0;
+    for (const auto& [base, seg] : segments_) {
+      const Block& b = blocks_.at(base);
+      if (!b.free || b.size != seg) continue;
+      if (seg >= deficit && (best == nullptr || seg < best_size)) best = base, best_size = seg;
+      if (seg > largest_size) largest = base, largest_size = seg;
+    }
+    char* victim = best != nullptr ? best : largest;
+    if (victim == nullptr) break;
+    release_segment_locked(victim);
   }
   if (over_budget()) return fail("would exceed the budget");
 
@@ -150,41 +162,93 @@ void* CachingAllocator::allocate(size_t bytes) {
   stats_.backend_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   stats_.reserved += size;
   stats_.peak_reserved = std::max(stats_.peak_reserved, stats_.reserved);
-  return hand_out_locked(p, size, bytes);
+  char* base = static_cast<char*>(p);
+  segments_.emplace(base, size);
+  blocks_.emplace(base, Block{size, 0, true, base});
+  free_blocks_.emplace(size, base);
+  return take_locked(blocks_.find(base), size, bytes);
 }
 
-void* CachingAllocator::hand_out_locked(void* p, size_t block, size_t requested) {
-  live_.emplace(p, std::make_pair(block, requested));
-  stats_.in_use += block;
+void* CachingAllocator::take_locked(std::map<char*, Block>::iterator b, size_t size, size_t requested) {
+  char* p = b->first;
+  Block& blk = b->second;
+  erase_free_locked(p, blk.size);
+  if (blk.size > size) {  // the rest stays cached, part of the same segment
+    const size_t rest = blk.size - size;
+    blocks_.emplace(p + size, Block{rest, 0, true, blk.segment});
+    free_blocks_.emplace(rest, p + size);
+    blk.size = size;
+  }
+  blk.free = false;
+  blk.requested = requested;
+  stats_.in_use += blk.size;
   stats_.requested += requested;
   stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
   ++stats_.allocations;
   return p;
 }
 
+void CachingAllocator::erase_free_locked(char* p, size_t size) {
+  auto [lo, hi] = free_blocks_.equal_range(size);
+  for (auto it = lo; it != hi; ++it) {
+    if (it->second == p) {
+      free_blocks_.erase(it);
+      return;
+    }
+  }
+  ONN_ASSERT(false, "caching allocator: a free block is missing from the size index");
+}
+
 void CachingAllocator::deallocate(void* ptr, size_t) {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = live_.find(ptr);
-  ONN_ASSERT(it != live_.end(), "deallocate of a pointer this allocator did not hand out");
-  const auto [block, requested] = it->second;
-  live_.erase(it);
-  stats_.in_use -= block;
-  stats_.requested -= requested;
-  free_blocks_.emplace(block, ptr);
+  auto b = blocks_.find(static_cast<char*>(ptr));
+  ONN_ASSERT(b != blocks_.end() && !b->second.free, "deallocate of a pointer this allocator did not hand out");
+  stats_.in_use -= b->second.size;
+  stats_.requested -= b->second.requested;
+  b->second.free = true;
+  b->second.requested = 0;
+  // Merge with free neighbours of the same segment, so split blocks become whole again.
+  const auto mergeable = [](const std::pair<char* const, Block>& a, const std::pair<char* const, Block>& c) {
+    return a.second.free && c.second.free && a.second.segment == c.second.segment && a.first + a.second.size == c.first;
+  };
+  if (auto next = std::next(b); next != blocks_.end() && mergeable(*b, *next)) {
+    erase_free_locked(next->first, next->second.size);
+    b->second.size += next->second.size;
+    blocks_.erase(next);
+  }
+  if (b != blocks_.begin()) {
+    if (auto prev = std::prev(b); mergeable(*prev, *b)) {
+      erase_free_locked(prev->first, prev->second.size);
+      prev->second.size += b->second.size;
+      blocks_.erase(b);
+      b = prev;
+    }
+  }
+  free_blocks_.emplace(b->second.size, b->first);
 }
 
-void CachingAllocator::release_block_locked(std::multimap<size_t, void*>::iterator it) {
+void CachingAllocator::release_segment_locked(char* base) {
+  const size_t size = segments_.at(base);
+  auto b = blocks_.find(base);
+  ONN_ASSERT(b != blocks_.end() && b->second.free && b->second.size == size, "releasing a segment still in use");
+  erase_free_locked(base, size);
+  blocks_.erase(b);
+  segments_.erase(base);
   const auto t0 = std::chrono::steady_clock::now();
-  backend_->raw_free(it->second, it->first);
+  backend_->raw_free(base, size);
   stats_.backend_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  stats_.reserved -= it->first;
+  stats_.reserved -= size;
   ++stats_.backend_frees;
-  free_blocks_.erase(it);
 }
 
 void CachingAllocator::release_cache_locked() {
-  while (!free_blocks_.empty()) release_block_locked(free_blocks_.begin());
+  std::vector<char*> whole;
+  for (const auto& [base, seg] : segments_) {
+    const Block& b = blocks_.at(base);
+    if (b.free && b.size == seg) whole.push_back(base);
+  }
+  for (char* base : whole) release_segment_locked(base);
 }
 
 void CachingAllocator::release_cache() {

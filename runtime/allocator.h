@@ -73,6 +73,7 @@ struct AllocatorStats {
   size_t budget = 0;          // 0 = unlimited
   uint64_t allocations = 0;   // allocate() calls that returned a block
   uint64_t cache_hits = 0;    // ... of which were served from the cache
+  uint64_t splits = 0;        // ... by splitting a larger cached block (at the budget)
   uint64_t backend_allocs = 0;
   uint64_t backend_frees = 0;
   double backend_ms = 0;      // host time in the backend's allocate and free (cudaFree waits for the device)
@@ -82,8 +83,13 @@ struct AllocatorStats {
 // Size classes: requests round up to 512 bytes below 1 MiB and to 2 MiB above, so a block
 // freed by one layer is reused by the next layer of the same shape. A cached block serves a
 // request when it is at most 1/8 larger (rounded class) than needed. Reserved memory never
-// exceeds the budget: before growing past it the cache is released; if that is not enough
-// the request fails with OutOfMemory naming the request, the budget and what is in use.
+// exceeds the budget. At the budget a request no cached block fits within 1/8 is carved out
+// of a larger cached block (split; freed neighbours within one backend allocation merge
+// again), since every backend free synchronises the device. Only when no cached block is
+// large enough are wholly free backend allocations returned, only as many as the request
+// needs (the smallest single one that covers the shortfall, else the largest first); if that
+// is not enough the request fails with OutOfMemory naming the request, the budget and what
+// is in use. "Returns every cached block" below means every wholly free backend allocation.
 //
 // A freed block is reusable at once by any stream: free device memory only after the work
 // using it is ordered before later users (same stream, or an event).
@@ -109,15 +115,23 @@ class CachingAllocator final : public Allocator {
   static size_t round_size(size_t bytes);
 
  private:
-  void release_cache_locked();
-  void release_block_locked(std::multimap<size_t, void*>::iterator it);
-  // Records a block as live and updates the statistics.
-  void* hand_out_locked(void* p, size_t block, size_t requested);
+  struct Block {
+    size_t size = 0;          // a size class, or the rest of a split one
+    size_t requested = 0;     // while handed out
+    bool free = true;
+    char* segment = nullptr;  // the backend allocation the block is part of
+  };
+  // Hands out block b, split to `size` when larger (the rest stays cached).
+  void* take_locked(std::map<char*, Block>::iterator b, size_t size, size_t requested);
+  void erase_free_locked(char* p, size_t size);
+  void release_segment_locked(char* base);  // a wholly free segment, back to the backend
+  void release_cache_locked();              // every wholly free segment
 
   mutable std::mutex mu_;
   std::unique_ptr<RawBackend> backend_;
-  std::multimap<size_t, void*> free_blocks_;                // size -> ptr
-  std::unordered_map<void*, std::pair<size_t, size_t>> live_;  // ptr -> (block size, requested)
+  std::map<char*, Block> blocks_;             // every block, by address
+  std::multimap<size_t, char*> free_blocks_;  // the free ones, by size
+  std::map<char*, size_t> segments_;          // backend allocations: base -> bytes
   AllocatorStats stats_;
 };
 

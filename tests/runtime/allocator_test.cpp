@@ -204,3 +204,42 @@ TEST_CASE("at the budget only the cached blocks a request needs are freed") {
   a.deallocate(p2, 2 * MiB);
   a.deallocate(big, 14 * MiB);
 }
+
+TEST_CASE("at the budget a larger cached block is split, and its freed parts merge again") {
+  CachingAllocator a(make_host_raw_backend(), 16 * MiB);
+  void* big = a.allocate(12 * MiB);
+  a.deallocate(big, 12 * MiB);
+  void* other = a.allocate(4 * MiB);  // 12 + 4 fits: a block of its own, no split
+  CHECK(other != big);
+  a.deallocate(other, 4 * MiB);
+  const AllocatorStats s0 = a.stats();
+  CHECK(s0.reserved == 16 * MiB);
+  // 6 MiB: no cached block within 1/8, and a new one would pass the budget: split the 12.
+  void* x = a.allocate(6 * MiB);
+  void* y = a.allocate(6 * MiB);  // the other half
+  AllocatorStats s = a.stats();
+  CHECK(x == big);
+  CHECK(y == static_cast<char*>(big) + 6 * MiB);
+  CHECK(s.splits == 1);
+  CHECK(s.backend_allocs == s0.backend_allocs);
+  CHECK(s.backend_frees == 0);
+  CHECK(s.reserved == 16 * MiB);
+  CHECK(s.in_use == 12 * MiB);
+  // Freed in either order, the halves merge: the whole 12 MiB block serves a 12 MiB request.
+  a.deallocate(y, 6 * MiB);
+  a.deallocate(x, 6 * MiB);
+  CHECK(a.stats().in_use == 0);
+  void* whole = a.allocate(12 * MiB);
+  CHECK(whole == big);
+  CHECK(a.stats().backend_allocs == s0.backend_allocs);
+  a.deallocate(whole, 12 * MiB);
+  // A split block's segment goes back to the backend only whole: with 6 MiB of it in use, a
+  // request larger than every cached block frees the 4 MiB segment and still cannot fit.
+  void* half = a.allocate(6 * MiB);
+  CHECK_THROWS_AS(a.allocate(14 * MiB), OutOfMemory);
+  a.deallocate(half, 6 * MiB);
+  void* all = a.allocate(16 * MiB);  // everything merged and free: released, then one block
+  CHECK(all != nullptr);
+  CHECK(a.stats().reserved == 16 * MiB);
+  a.deallocate(all, 16 * MiB);
+}
