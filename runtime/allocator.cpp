@@ -5,8 +5,8 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
-#include <iterator>
 #include <cstdio>
+#include <iterator>
 #include <new>
 #include <vector>
 

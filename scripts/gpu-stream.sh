@@ -4,14 +4,7 @@
 # under budgets from 2 GiB up, the Phi-4 shape (40 layers, 100k vocabulary, bf16) LoRA under a
 # 4 GiB budget, and transformers + accelerate offload + PEFT on the same Phi-4 folder.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-c=build/gpu-carry
-[ -f build/gpu-carry.tar.xz ] && tar -C build -xJf build/gpu-carry.tar.xz
-out=${OUT:-gpu-results}
-mkdir -p "$out"
-export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
-export ONN_TEST_DATA_DIR="$PWD/tests/data"
-step() { echo "== $*"; local t0=$SECONDS; timeout "${T:-300}" "$@"; echo "== exit $? ($((SECONDS - t0)) s)"; }
+source "$(dirname "$0")/gpu-env.sh"
 # Sections (default all but prof): tests sanitizer tiny phi4 gen hf prof. TINY_RUNS and PHI4_RUNS: the runs (see below).
 sections=" ${*:-tests tiny phi4 gen hf} "
 want() { [[ "$sections" == *" $1 "* ]]; }

@@ -5,15 +5,7 @@
 # timings at the same shapes, and onn-bench train beside transformers + PEFT (train.txt).
 # Results go to $OUT (or gpu-results/).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-c=build/gpu-carry
-[ -f build/gpu-carry.tar.xz ] && tar -C build -xJf build/gpu-carry.tar.xz
-out=${OUT:-gpu-results}
-mkdir -p "$out"
-export LD_LIBRARY_PATH="$PWD/$c/lib:${LD_LIBRARY_PATH:-}"
-export ONN_TEST_DATA_DIR="$PWD/tests/data"  # the carried binaries were built in another checkout
-# Each step is bounded so that one slow step cannot eat the device call (T seconds, default 300).
-step() { echo "== $*"; timeout "${T:-300}" "$@"; echo "== exit $?"; }
+source "$(dirname "$0")/gpu-env.sh"
 # Sections to run (default all): tests sanitizer bench torch train.
 sections=" ${*:-tests sanitizer bench torch train} "
 want() { [[ "$sections" == *" $1 "* ]]; }

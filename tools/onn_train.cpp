@@ -108,22 +108,14 @@ class Reporter {
 void print_plan(const onn::TrainConfig& c, const std::string& targets, const std::string& layers, uint64_t budget,
                 uint64_t host_ram, bool json) {
   if (c.model_dir.empty() == c.init_preset.empty()) throw onn::InvalidArgument("--plan needs --model DIR or --init PRESET");
-  onn::PlanRequest req;
-  req.model = c.model_dir.empty() ? onn::find_preset(c.init_preset).config : onn::load_model_config(c.model_dir);
-  req.full = c.full || !c.init_preset.empty();
-  req.lora = c.lora;
-  req.lora.targets = onn::parse_lora_targets(targets);
-  if (!layers.empty()) req.lora.layers = onn::parse_layer_ranges(layers, req.model.num_hidden_layers);
-  req.seq_len = c.seq_len > 0 ? c.seq_len : std::min<int64_t>(512, req.model.max_position_embeddings);
-  // The run's own split of the batch, or with --batch-rows the planner's.
-  req.batch_rows = c.batch_rows > 0 ? c.batch_rows : c.micro_batch * c.grad_accum;
-  req.micro_batch = c.batch_rows > 0 ? 0 : c.micro_batch;
-  req.budget = budget;
+  const onn::ModelConfig model =
+      c.model_dir.empty() ? onn::find_preset(c.init_preset).config : onn::load_model_config(c.model_dir);
+  onn::TrainConfig run = c;
+  run.lora.targets = onn::parse_lora_targets(targets);
+  if (!layers.empty()) run.lora.layers = onn::parse_layer_ranges(layers, model.num_hidden_layers);
   const onn::Device device = c.device.empty() ? onn::default_device() : onn::Device::parse(c.device);
-  using P = onn::PlanRequest::Placement;
-  req.placement = c.stream == "on" ? P::streamed : c.stream == "off" || !device.is_cuda() ? P::resident : P::auto_;
+  const onn::PlanRequest req = onn::plan_request(run, model, device, budget);
   const onn::PlanHardware hw = onn::plan_hardware_for(device, budget, host_ram);
-  req.dtype = device.is_cuda() ? onn::DType::bf16 : onn::DType::f32;
   const onn::Plan p = onn::plan_training(req, hw);
   if (json) {
     nlohmann::ordered_json j = {{"type", "plan"}, {"device", hw.name}, {"measured", hw.measured}};

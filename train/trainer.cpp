@@ -112,6 +112,21 @@ double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total) {
   return cfg.min_lr + (cfg.lr - cfg.min_lr) * shape;
 }
 
+PlanRequest plan_request(const TrainConfig& c, const ModelConfig& model, Device device, uint64_t budget) {
+  PlanRequest req;
+  req.model = model;
+  req.dtype = device.is_cuda() ? DType::bf16 : DType::f32;
+  req.full = c.full || !c.init_preset.empty();
+  req.lora = c.lora;
+  req.seq_len = c.seq_len > 0 ? c.seq_len : std::min<int64_t>(512, model.max_position_embeddings);
+  req.micro_batch = c.batch_rows > 0 ? 0 : c.micro_batch;
+  req.batch_rows = c.batch_rows > 0 ? c.batch_rows : c.micro_batch * c.grad_accum;
+  using P = PlanRequest::Placement;
+  req.placement = c.stream == "on" ? P::streamed : c.stream == "off" || !device.is_cuda() ? P::resident : P::auto_;
+  req.budget = budget;
+  return req;
+}
+
 namespace {
 
 void check_config(const TrainConfig& c) {
@@ -401,20 +416,9 @@ void Trainer::setup() {
   int64_t per_chunk = cfg_.layers_per_chunk;
   // With --batch-rows the planner also splits the batch into micro-batches (on any device).
   if (cfg_.batch_rows > 0 || (!full && cfg_.stream != "off" && ctx_.device().is_cuda())) {
-    PlanRequest req;
-    req.model = load_model_config(model_dir_);
-    req.dtype = ctx_.device().is_cuda() ? DType::bf16 : DType::f32;
-    req.full = full;
-    req.lora = cfg_.lora;
-    req.seq_len = cfg_.seq_len;
-    req.micro_batch = cfg_.batch_rows > 0 ? 0 : cfg_.micro_batch;
-    req.batch_rows = cfg_.batch_rows > 0 ? cfg_.batch_rows : cfg_.micro_batch * cfg_.grad_accum;
-    using P = PlanRequest::Placement;
-    req.placement = cfg_.stream == "on"                                 ? P::streamed
-                    : cfg_.stream == "off" || !ctx_.device().is_cuda() ? P::resident
-                                                                       : P::auto_;
     const auto* caching = dynamic_cast<const CachingAllocator*>(&ctx_.allocator());
-    req.budget = caching ? caching->budget() : 0;
+    const PlanRequest req =
+        plan_request(cfg_, load_model_config(model_dir_), ctx_.device(), caching ? caching->budget() : 0);
     plan_ = plan_training(req, plan_hardware_for(ctx_.device(), req.budget));
     if (cfg_.batch_rows > 0) {
       cfg_.micro_batch = plan_->micro_batch;

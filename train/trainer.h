@@ -12,6 +12,7 @@
 #include "model/chat.h"
 #include "model/lora.h"
 #include "runtime/json.h"
+#include "train/planner.h"
 
 namespace onn {
 
@@ -75,6 +76,12 @@ struct TrainConfig {
 // The learning rate of 0-based step `step` of `total`: linear warmup to lr over warmup_steps
 // ((step + 1) / warmup_steps of it), then cosine or linear decay to min_lr, or constant.
 double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total);
+
+// What the planner is asked for a run of `cfg` on `device` under `budget` (0: the free memory
+// less the margin): the run's own split of the batch, or with batch_rows the planner's; the
+// placement --stream forces (resident on the CPU unless "on"). seq_len 0 means the run's
+// default, min(512, the model's context).
+PlanRequest plan_request(const TrainConfig& cfg, const ModelConfig& model, Device device, uint64_t budget);
 
 // Events as NDJSON objects: init, step, val, checkpoint, done (error is the caller's).
 using EventSink = std::function<void(const nlohmann::ordered_json&)>;
