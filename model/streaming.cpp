@@ -162,6 +162,21 @@ Tensor StreamedWeights::host_slot(size_t l, size_t bytes) {
   return host_acts_.view(l * bytes, Shape{static_cast<int64_t>(bytes)}, DType::u8);
 }
 
+template <typename F>
+void StreamedWeights::traced_copy(Context& ctx, const char* lane, size_t l, F&& copy) {
+  StreamTrace* trace = streamer_->trace();
+  if (!trace) {
+    copy();
+    return;
+  }
+  const double issued = trace->host_ms();
+  Event start(ctx.device()), end(ctx.device());
+  start.record(*act_stream_);
+  copy();
+  end.record(*act_stream_);
+  trace->add(lane, static_cast<int64_t>(l), issued, std::move(start), std::move(end));
+}
+
 void StreamedWeights::offload(Context& ctx, size_t l, const Tensor& x) {
   ONN_CHECK_ARG(offload_, "activation offload is off");
   const size_t slots = static_cast<size_t>(model_.config().num_hidden_layers) + 1;
@@ -176,7 +191,7 @@ void StreamedWeights::offload(Context& ctx, size_t l, const Tensor& x) {
   produced.record(ctx.compute());
   act_stream_->wait(produced);
   Tensor slot = host_slot(l, x.nbytes()).view(0, x.shape(), x.dtype());
-  slot.copy_from(x, act_stream_.get());
+  traced_copy(ctx, "act_out", l, [&] { slot.copy_from(x, act_stream_.get()); });
   out_done_[l].record(*act_stream_);
   offloaded_bytes_ += x.nbytes();
 }
@@ -190,7 +205,7 @@ Tensor StreamedWeights::bring_back(Context& ctx, size_t l, const Shape& shape) {
   allocated.record(ctx.compute());
   act_stream_->wait(allocated);
   act_stream_->wait(out_done_.at(l));
-  x.copy_from(host_slot(l, x.nbytes()).view(0, shape, x.dtype()), act_stream_.get());
+  traced_copy(ctx, "act_in", l, [&] { x.copy_from(host_slot(l, x.nbytes()).view(0, shape, x.dtype()), act_stream_.get()); });
   in_done_.at(l).record(*act_stream_);
   return x;
 }

@@ -83,6 +83,9 @@ class StreamedWeights {
   std::vector<Event> out_done_, in_done_;
   uint64_t offloaded_bytes_ = 0;
   Tensor host_slot(size_t l, size_t bytes);
+  // An activation copy on act_stream_, a span of the streamer's trace when it has one.
+  template <typename F>
+  void traced_copy(Context& ctx, const char* lane, size_t l, F&& copy);
 };
 
 }  // namespace onn

@@ -73,6 +73,13 @@ namespace onn::cuda {
 // Median GB/s of `reps` copies of `bytes` (pinned or pageable host memory for host copies;
 // device-to-device counts bytes read plus written).
 double measure_copy_gbs(int dev, CopyKind kind, bool pinned, size_t bytes, int reps);
+// Both directions at once (pinned host memory, one stream each, started together): the median
+// GB/s of each direction while the other runs, as the streaming pipeline's weight copies in and
+// activation copies out do.
+struct DuplexRate {
+  double h2d_gbs = 0, d2h_gbs = 0;
+};
+DuplexRate measure_duplex_gbs(int dev, size_t bytes, int reps);
 // Median rate of an n x n x n bf16 GEMM with fp32 accumulation through cuBLAS, TFLOP/s.
 double measure_bf16_gemm_tflops(int dev, int n, int reps);
 }  // namespace onn::cuda

@@ -48,5 +48,6 @@ void cublaslt_destroy(cublasLtContext*) { no_cuda(); }
 
 namespace onn::cuda {
 double measure_copy_gbs(int, CopyKind, bool, size_t, int) { detail_none::no_cuda(); }
+DuplexRate measure_duplex_gbs(int, size_t, int) { detail_none::no_cuda(); }
 double measure_bf16_gemm_tflops(int, int, int) { detail_none::no_cuda(); }
 }  // namespace onn::cuda

@@ -10,7 +10,117 @@ namespace onn {
 namespace {
 constexpr size_t kAlign = 256;
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// Total length of the union of [start, end) intervals.
+double union_ms(std::vector<std::pair<double, double>> v) {
+  std::sort(v.begin(), v.end());
+  double total = 0, lo = 0, hi = -1;
+  bool open = false;
+  for (const auto& [a, b] : v) {
+    if (open && a <= hi) {
+      hi = std::max(hi, b);
+      continue;
+    }
+    if (open) total += hi - lo;
+    lo = a;
+    hi = b;
+    open = true;
+  }
+  if (open) total += hi - lo;
+  return total;
+}
 }  // namespace
+
+nlohmann::ordered_json trace_json(const std::vector<TraceSpan>& spans) {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const TraceSpan& t : spans)
+    a.push_back({{"lane", t.lane}, {"index", t.index}, {"issued_ms", t.issued_ms}, {"start_ms", t.start_ms},
+                 {"end_ms", t.end_ms}});
+  return a;
+}
+
+nlohmann::ordered_json trace_summary_json(const TraceSummary& s) {
+  return {{"span_ms", s.span_ms},         {"compute_ms", s.compute_ms},       {"copy_ms", s.copy_ms},
+          {"act_copy_ms", s.act_copy_ms}, {"overlap_ms", s.overlap_ms},       {"idle_ms", s.idle_ms},
+          {"idle_host_ms", s.idle_host_ms}, {"idle_copy_ms", s.idle_copy_ms}, {"idle_other_ms", s.idle_other_ms},
+          {"tail_ms", s.tail_ms}};
+}
+
+void StreamTrace::begin(const Stream& stream) {
+  pending_.clear();
+  origin_.record(stream);
+  host_origin_ = std::chrono::steady_clock::now();
+  begun_ = true;
+}
+
+double StreamTrace::host_ms() const {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_origin_).count();
+}
+
+void StreamTrace::add(std::string lane, int64_t index, double issued_ms, Event start, Event end) {
+  if (begun_) pending_.push_back(Pending{std::move(lane), index, issued_ms, std::move(start), std::move(end)});
+}
+
+std::vector<TraceSpan> StreamTrace::take() {
+  std::vector<TraceSpan> out;
+  for (Pending& p : pending_) {
+    p.end.synchronize();
+    out.push_back(TraceSpan{p.lane, p.index, p.issued_ms, Event::elapsed_ms(origin_, p.start),
+                            Event::elapsed_ms(origin_, p.end)});
+  }
+  pending_.clear();
+  std::stable_sort(out.begin(), out.end(), [](const TraceSpan& a, const TraceSpan& b) { return a.start_ms < b.start_ms; });
+  return out;
+}
+
+TraceSummary summarize_trace(const std::vector<TraceSpan>& spans) {
+  TraceSummary s;
+  std::vector<std::pair<double, double>> compute, copy, act;
+  std::vector<const TraceSpan*> windows, copies;
+  for (const TraceSpan& t : spans) {
+    s.span_ms = std::max(s.span_ms, t.end_ms);
+    if (t.lane == "compute") {
+      compute.emplace_back(t.start_ms, t.end_ms);
+      windows.push_back(&t);
+    } else if (t.lane == "copy") {
+      copy.emplace_back(t.start_ms, t.end_ms);
+      copies.push_back(&t);
+    } else {
+      act.emplace_back(t.start_ms, t.end_ms);
+    }
+  }
+  s.compute_ms = union_ms(compute);
+  s.copy_ms = union_ms(copy);
+  s.act_copy_ms = union_ms(act);
+  // Copy time under compute windows: |copy| + |compute| - |copy or compute|.
+  std::vector<std::pair<double, double>> both = compute;
+  both.insert(both.end(), copy.begin(), copy.end());
+  s.overlap_ms = std::max(0.0, s.copy_ms + s.compute_ms - union_ms(both));
+  s.idle_ms = std::max(0.0, s.span_ms - s.compute_ms);
+  std::sort(windows.begin(), windows.end(), [](const TraceSpan* a, const TraceSpan* b) { return a->start_ms < b->start_ms; });
+  double prev_end = 0;
+  for (const TraceSpan* w : windows) {
+    const double gap = w->start_ms - prev_end;
+    if (gap > 0) {
+      // The host enqueued the window after the device was free: that much was the host's.
+      const double host = std::clamp(w->issued_ms - prev_end, 0.0, gap);
+      // Then the window waited for its chunk's copy (the latest copy of that chunk that
+      // ended by the window's start).
+      double copy_end = -1;
+      for (const TraceSpan* c : copies)
+        if (c->index == w->index && c->end_ms <= w->start_ms + 1e-3) copy_end = std::max(copy_end, c->end_ms);
+      const double from = prev_end + host;
+      const double copy_wait = std::clamp(copy_end - from, 0.0, gap - host);
+      s.idle_host_ms += host;
+      s.idle_copy_ms += copy_wait;
+      s.idle_other_ms += gap - host - copy_wait;
+    }
+    prev_end = std::max(prev_end, w->end_ms);
+  }
+  s.tail_ms = std::max(0.0, s.span_ms - prev_end);
+  s.idle_other_ms += s.tail_ms;
+  return s;
+}
 
 ChunkStreamer::ChunkStreamer(Context& ctx, std::vector<std::vector<Tensor>> chunks)
     : ctx_(ctx), chunks_(std::move(chunks)) {
@@ -54,6 +164,7 @@ void ChunkStreamer::load(size_t chunk, Slot& slot) {
   ONN_CHECK_ARG(!slot.in_use, "ChunkStreamer: both buffers are in use (release the chunk first)");
   Stream& copy = ctx_.copy();
   if (slot.freed_recorded) copy.wait(slot.freed);  // compute is done with the chunk it held
+  const double issued = trace_ ? trace_->host_ms() : 0.0;
   Event start(ctx_.device()), end(ctx_.device());
   start.record(copy);
   slot.views.clear();
@@ -69,7 +180,7 @@ void ChunkStreamer::load(size_t chunk, Slot& slot) {
   slot.ready.record(copy);
   slot.chunk = static_cast<int64_t>(chunk);
   ++stats_.copies;
-  timings_.emplace_back(std::move(start), std::move(end));
+  timings_.push_back(Timing{static_cast<int64_t>(chunk), issued, std::move(start), std::move(end)});
 }
 
 void ChunkStreamer::plan(std::vector<size_t> order) {
@@ -90,6 +201,7 @@ const std::vector<Tensor>& ChunkStreamer::acquire(size_t chunk) {
     load(chunk, other);
     s = &other;
   }
+  compute_issued_ms_ = trace_ ? trace_->host_ms() : 0.0;
   ctx_.compute().wait(s->ready);
   compute_start_ = Event(ctx_.device());
   compute_start_.record(ctx_.compute());
@@ -108,23 +220,23 @@ void ChunkStreamer::release() {
   s.freed_recorded = true;
   Event end(ctx_.device());
   end.record(ctx_.compute());
-  compute_timings_.emplace_back(std::move(compute_start_), std::move(end));
+  compute_timings_.push_back(Timing{s.chunk, compute_issued_ms_, std::move(compute_start_), std::move(end)});
   s.in_use = false;
   // The chunk after next may go into the other buffer only after this one is released:
   // nothing to do here, acquire() of the next chunk starts it.
 }
 
 StreamStats ChunkStreamer::stats() {
-  for (auto& [start, end] : timings_) {
-    end.synchronize();
-    stats_.copy_ms += Event::elapsed_ms(start, end);
-  }
-  timings_.clear();
-  for (auto& [start, end] : compute_timings_) {
-    end.synchronize();
-    stats_.compute_ms += Event::elapsed_ms(start, end);
-  }
-  compute_timings_.clear();
+  const auto drain = [&](std::vector<Timing>& v, double& total, const char* lane) {
+    for (Timing& t : v) {
+      t.end.synchronize();
+      total += Event::elapsed_ms(t.start, t.end);
+      if (trace_) trace_->add(lane, t.chunk, t.issued_ms, std::move(t.start), std::move(t.end));
+    }
+    v.clear();
+  };
+  drain(timings_, stats_.copy_ms, "copy");
+  drain(compute_timings_, stats_.compute_ms, "compute");
   return stats_;
 }
 

@@ -11,8 +11,12 @@
 // compute stream reads a chunk only after its copy has finished (event).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "runtime/context.h"
 #include "runtime/stream.h"
@@ -25,6 +29,61 @@ struct StreamStats {
   uint64_t copies = 0;    // chunks copied
   double copy_ms = 0;     // the copies' own time (events on the copy stream)
   double compute_ms = 0;  // compute-stream time between acquiring and releasing chunks
+};
+
+// One interval of device work in a trace, in milliseconds since the trace's origin: start and
+// end on the device's clock (events), issued on the host's (when the host enqueued the work).
+struct TraceSpan {
+  std::string lane;    // "copy" (weight chunks), "compute" (chunk windows), "act_out", "act_in"
+  int64_t index = -1;  // the chunk; the layer for activation copies
+  double issued_ms = 0, start_ms = 0, end_ms = 0;
+};
+
+// Where a step's time goes, from its spans. Idle is time the compute stream spends outside
+// chunk windows; each gap before a window is split into waiting for the host to enqueue the
+// window, waiting for the window's chunk copy, and the rest (work outside windows: the
+// embedding gather, the loss, the optimizer; or other waits).
+struct TraceSummary {
+  double span_ms = 0;          // origin to the last span's end
+  double compute_ms = 0;       // union of compute windows
+  double copy_ms = 0;          // union of weight copies
+  double act_copy_ms = 0;      // union of activation copies
+  double overlap_ms = 0;       // weight copies overlapped by compute windows
+  double idle_ms = 0;          // span_ms - compute_ms
+  double idle_host_ms = 0, idle_copy_ms = 0, idle_other_ms = 0;
+  double tail_ms = 0;          // after the last compute window (part of idle_other_ms)
+};
+TraceSummary summarize_trace(const std::vector<TraceSpan>& spans);
+// [{"lane", "index", "issued_ms", "start_ms", "end_ms"}, ...] and the summary's fields.
+nlohmann::ordered_json trace_json(const std::vector<TraceSpan>& spans);
+nlohmann::ordered_json trace_summary_json(const TraceSummary& s);
+
+// Records device intervals against an origin (an event on a stream and the host clock at the
+// same moment), so device and host times share one axis. Spans are added as event pairs and
+// resolved by take().
+class StreamTrace {
+ public:
+  explicit StreamTrace(Device device) : device_(device), origin_(device) {}
+  // The origin: call with the device idle (after a synchronize) so the clocks agree. Drops
+  // spans not yet taken.
+  void begin(const Stream& stream);
+  double host_ms() const;  // host time since the origin
+  void add(std::string lane, int64_t index, double issued_ms, Event start, Event end);
+  // Waits for the spans' end events; returns them by start time and forgets them.
+  std::vector<TraceSpan> take();
+
+ private:
+  struct Pending {
+    std::string lane;
+    int64_t index;
+    double issued_ms;
+    Event start, end;
+  };
+  Device device_;
+  Event origin_;
+  std::chrono::steady_clock::time_point host_origin_{};
+  bool begun_ = false;
+  std::vector<Pending> pending_;
 };
 
 class ChunkStreamer {
@@ -52,6 +111,10 @@ class ChunkStreamer {
 
   StreamStats stats();  // waits for the copies issued so far
   void reset_stats();
+  // With a trace, every copy and compute window also becomes a span of it (handed over by
+  // stats()); null: none.
+  void set_trace(StreamTrace* trace) { trace_ = trace; }
+  StreamTrace* trace() const { return trace_; }
 
  private:
   struct Slot {
@@ -72,9 +135,16 @@ class ChunkStreamer {
   int current_ = -1;  // the slot acquired last
   std::vector<size_t> order_;
   size_t pos_ = 0;
-  std::vector<std::pair<Event, Event>> timings_, compute_timings_;
+  struct Timing {
+    int64_t chunk;
+    double issued_ms;
+    Event start, end;
+  };
+  std::vector<Timing> timings_, compute_timings_;
   Event compute_start_;
+  double compute_issued_ms_ = 0;
   StreamStats stats_;
+  StreamTrace* trace_ = nullptr;
 };
 
 }  // namespace onn

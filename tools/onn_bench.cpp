@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <numeric>
 #include <random>
 
 #include "kernels/matmul.h"
@@ -18,6 +19,7 @@
 #include "runtime/context.h"
 #include "runtime/cuda_backend.h"
 #include "runtime/error.h"
+#include "runtime/file_util.h"
 #include "tools/cli.h"
 #include "train/flops.h"
 #include "train/trainer.h"
@@ -68,6 +70,38 @@ double measured_cpu_tflops() {
   return 2.0 * n * n * n / s[2] / 1e12;
 }
 
+// Chrome trace event format: one complete ("X") event per span, microseconds, one thread per
+// lane; timed steps one after another on one axis. Written atomically.
+void write_chrome_trace(const std::string& path, const std::vector<nlohmann::ordered_json>& steps) {
+  const char* lanes[] = {"compute", "copy", "act_out", "act_in"};
+  nlohmann::ordered_json events = nlohmann::ordered_json::array();
+  for (int tid = 0; tid < 4; ++tid)
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", tid + 1},
+                      {"args", {{"name", lanes[tid]}}}});
+  double offset_ms = 0;
+  for (size_t s = 0; s < steps.size(); ++s) {
+    double step_end = 0;
+    for (const auto& span : steps[s]) {
+      const std::string lane = span["lane"];
+      const int tid = static_cast<int>(std::find(std::begin(lanes), std::end(lanes), lane) - std::begin(lanes)) + 1;
+      const double start = span["start_ms"], end = span["end_ms"];
+      step_end = std::max(step_end, end);
+      events.push_back({{"name", lane + " " + std::to_string(span["index"].get<int64_t>())},
+                        {"ph", "X"},
+                        {"pid", 1},
+                        {"tid", tid},
+                        {"ts", (offset_ms + start) * 1000.0},
+                        {"dur", (end - start) * 1000.0},
+                        {"args", {{"step", s}, {"issued_ms", span["issued_ms"]}}}});
+    }
+    offset_ms += step_end;
+  }
+  const std::string text = nlohmann::ordered_json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() + "\n";
+  onn::AtomicFile f(path);
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
@@ -116,8 +150,14 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   std::string train_layers;
   train->add_option("--train-layers", train_layers, "LoRA on these layers only, e.g. 36-39 (default all)");
+  std::string trace_path;
+  train->add_option("--trace", trace_path, "streamed runs: write the timed steps' timeline (weight copies, compute "
+                                           "windows, activation copies) to FILE as a Chrome trace (Perfetto, "
+                                           "chrome://tracing), and add where each step's time went to the figures");
   return onn::tools::run_cli(app, "onn-bench", argc, argv, [&] {
     const onn::Device device = onn::tools::device_from_flag(device_flag);
+    if (!trace_path.empty() && c.stream == "off")
+      throw onn::InvalidArgument("--trace needs a streamed run; --stream off has no timeline to write");
     TempFolder tmp;
     const std::string label = model_dir.empty() ? preset : model_dir;
     if (model_dir.empty()) {
@@ -153,7 +193,9 @@ int main(int argc, char** argv) {
     c.vram_budget = vram_budget;
     c.lr = 1e-5;
     c.write_outputs = false;
+    c.trace = !trace_path.empty();
     std::vector<double> ms, tok_s, tokens_per_step, joules_per_token, transfer_ms, compute_ms, pcie_gbs, stream_bytes;
+    std::vector<nlohmann::ordered_json> traces, trace_summaries;  // per timed step
     size_t peak = 0;
     nlohmann::ordered_json plan;
     int64_t params_total = 0, params_trained = 0;
@@ -180,12 +222,17 @@ int main(int argc, char** argv) {
         compute_ms.push_back(st["compute_ms"]);
         pcie_gbs.push_back(st["pcie_gbs"]);
         stream_bytes.push_back(st["bytes"].get<double>());
+        if (st.contains("trace")) {
+          traces.push_back(st["trace"]);
+          trace_summaries.push_back(st["trace_summary"]);
+        }
       }
     });
     size_t reserved_peak = 0, budget = 0;
     uint64_t backend_allocs = 0, backend_frees = 0;
     double backend_ms = 0;
-    double pinned_h2d = 0;
+    double pinned_h2d = 0, pinned_d2h = 0;
+    onn::cuda::DuplexRate duplex;
     if (device.is_cuda()) {
       const onn::AllocatorStats st = onn::cuda_caching_allocator(device.index).stats();
       reserved_peak = st.peak_reserved;
@@ -194,8 +241,19 @@ int main(int argc, char** argv) {
       backend_frees = st.backend_frees;
       backend_ms = st.backend_ms;
       if (!transfer_ms.empty())  // the copy rate this machine's pinned memory reaches, for comparison
+      {
         pinned_h2d = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::host_to_device, true,
                                                  size_t{256} << 20, 5);
+        pinned_d2h = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::device_to_host, true,
+                                                 size_t{256} << 20, 5);
+        duplex = onn::cuda::measure_duplex_gbs(device.index, size_t{256} << 20, 5);
+      }
+    }
+    if (!trace_path.empty()) {
+      if (traces.empty())
+        throw onn::InvalidArgument("--trace: the run was not streamed (it was planned resident), so there is no "
+                                   "timeline to write; add --stream on or a smaller --vram-budget");
+      write_chrome_trace(trace_path, traces);
     }
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);
@@ -257,7 +315,20 @@ int main(int argc, char** argv) {
                      {"pinned_h2d_gbs_measured", pinned_h2d > 0 ? nlohmann::ordered_json(pinned_h2d) : nlohmann::ordered_json(nullptr)},
                      {"pcie_fraction_of_pinned", pinned_h2d > 0 ? nlohmann::ordered_json(median(pcie_gbs) / pinned_h2d)
                                                                 : nlohmann::ordered_json(nullptr)},
+                     {"pinned_d2h_gbs_measured", pinned_d2h > 0 ? nlohmann::ordered_json(pinned_d2h) : nlohmann::ordered_json(nullptr)},
+                     {"duplex_h2d_gbs_measured", duplex.h2d_gbs > 0 ? nlohmann::ordered_json(duplex.h2d_gbs) : nlohmann::ordered_json(nullptr)},
+                     {"duplex_d2h_gbs_measured", duplex.d2h_gbs > 0 ? nlohmann::ordered_json(duplex.d2h_gbs) : nlohmann::ordered_json(nullptr)},
                      {"step_over_max_compute_transfer", median(ms) / std::max(t, k)}};
+      if (!trace_summaries.empty()) {  // the timed step with the median span, whole (its fields add up)
+        std::vector<size_t> order(trace_summaries.size());
+        std::iota(order.begin(), order.end(), size_t{0});
+        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+          return trace_summaries[a]["span_ms"].get<double>() < trace_summaries[b]["span_ms"].get<double>();
+        });
+        const size_t mid = order[order.size() / 2];
+        r["stream"]["trace"] = trace_summaries[mid];
+        r["stream"]["trace"]["step"] = mid;
+      }
     }
     if (json) {
       std::cout << r.dump() << "\n";
@@ -275,6 +346,13 @@ int main(int argc, char** argv) {
     if (!r["j_per_token"].is_null()) std::cout << "  energy " << r["j_per_token"].dump() << " J/token\n";
     if (r.contains("stream")) {
       const auto& st = r["stream"];
+      if (st.contains("trace")) {
+        const auto& tr = st["trace"];
+        std::cout << "  timeline (" << trace_path << "): compute windows " << tr["compute_ms"].get<double>()
+                  << " ms of " << tr["span_ms"].get<double>() << "; idle " << tr["idle_ms"].get<double>()
+                  << " ms: waiting for the host " << tr["idle_host_ms"].get<double>() << ", for a copy "
+                  << tr["idle_copy_ms"].get<double>() << ", other " << tr["idle_other_ms"].get<double>() << "\n";
+      }
       std::cout << "  streamed: " << plan["layers_per_chunk"].get<int64_t>() << " layer(s) per chunk, "
                 << st["bytes_per_step"].get<double>() / 1e9 << " GB per step at " << st["pcie_gbs"].get<double>()
                 << " GB/s; transfer " << st["transfer_ms_per_step"].get<double>() << " ms, compute "

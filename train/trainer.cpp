@@ -288,8 +288,14 @@ class Trainer {
   nlohmann::ordered_json stream_json() {
     if (!stream_) return nullptr;
     const StreamStats s = stream_->streamer().stats();
-    return {{"bytes", s.bytes}, {"transfer_ms", s.copy_ms}, {"compute_ms", s.compute_ms},
-            {"pcie_gbs", s.copy_ms > 0 ? double(s.bytes) / (s.copy_ms * 1e6) : 0.0}};
+    nlohmann::ordered_json j = {{"bytes", s.bytes}, {"transfer_ms", s.copy_ms}, {"compute_ms", s.compute_ms},
+                                {"pcie_gbs", s.copy_ms > 0 ? double(s.bytes) / (s.copy_ms * 1e6) : 0.0}};
+    if (trace_) {
+      const std::vector<TraceSpan> spans = trace_->take();
+      j["trace_summary"] = trace_summary_json(summarize_trace(spans));
+      j["trace"] = trace_json(spans);
+    }
+    return j;
   }
 
   TrainConfig cfg_;
@@ -300,6 +306,7 @@ class Trainer {
   std::optional<LlamaModel> model_;
   std::optional<Plan> plan_;                  // the planner's, when it was consulted
   std::optional<StreamedWeights> stream_;    // layer streaming
+  std::optional<StreamTrace> trace_;         // its per-step timeline (TrainConfig::trace)
   static constexpr int64_t kHeadGranule = 8192;
   PassOptions pass_options() {
     PassOptions o;
@@ -439,6 +446,10 @@ void Trainer::setup() {
     so.head_granule = kHeadGranule;
     so.offload_activations = plan_ && plan_->streamed && plan_->activations_on_host;
     stream_.emplace(ctx_, *model_, so);
+    if (cfg_.trace) {
+      trace_.emplace(ctx_.device());
+      stream_->streamer().set_trace(&*trace_);
+    }
   }
   ONN_CHECK_ARG(cfg_.seq_len <= mc.max_position_embeddings, "--seq-len ", cfg_.seq_len,
                 " is longer than the model's max_position_embeddings ", mc.max_position_embeddings);
@@ -643,6 +654,7 @@ TrainResult Trainer::run() {
   const int64_t save_every = cfg_.save_every, eval_every = cfg_.eval_every;
   while (step_ < total_steps_) {
     if (stream_) stream_->streamer().reset_stats();
+    if (trace_) trace_->begin(ctx_.compute());  // the device is idle: the last step ended synchronised
     const auto t0 = clock::now();
     const double j0 = energy_->joules();
     std::vector<std::vector<int64_t>> micro;

@@ -67,6 +67,9 @@ struct TrainConfig {
   // "on", "off". layers_per_chunk 0: the planner's (or 1). Not saved either.
   std::string stream = "auto";
   int64_t layers_per_chunk = 0;
+  // Streamed runs: each step event's "stream" object also carries the step's timeline
+  // ("trace": copies, compute windows, activation copies) and its summary. Not saved.
+  bool trace = false;
 
   // The whole configuration as JSON (trainer_state.json, the init event) and back.
   nlohmann::ordered_json to_json() const;

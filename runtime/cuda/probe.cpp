@@ -94,6 +94,54 @@ double measure_copy_gbs(int dev, CopyKind kind, bool pinned, size_t bytes, int r
   return static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
 }
 
+DuplexRate measure_duplex_gbs(int dev, size_t bytes, int reps) {
+  ONN_CUDA_CHECK(cudaSetDevice(dev));
+  cudaStream_t up, down;
+  ONN_CUDA_CHECK(cudaStreamCreateWithFlags(&up, cudaStreamNonBlocking));
+  ONN_CUDA_CHECK(cudaStreamCreateWithFlags(&down, cudaStreamNonBlocking));
+  DeviceBuffer d_in(bytes), d_out(bytes);
+  ONN_CUDA_CHECK(cudaMemset(d_out.p, 0x3c, bytes));
+  void *h_in = nullptr, *h_out = nullptr;
+  ONN_CUDA_CHECK(cudaHostAlloc(&h_in, bytes, cudaHostAllocDefault));
+  ONN_CUDA_CHECK(cudaHostAlloc(&h_out, bytes, cudaHostAllocDefault));
+  std::fill_n(static_cast<char*>(h_in), bytes, static_cast<char>(0x5a));
+  cudaEvent_t go, up_end, down_end;
+  ONN_CUDA_CHECK(cudaEventCreate(&go));
+  ONN_CUDA_CHECK(cudaEventCreate(&up_end));
+  ONN_CUDA_CHECK(cudaEventCreate(&down_end));
+  std::vector<float> h2d, d2h;
+  for (int r = 0; r < std::max(reps, 1) + 1; ++r) {  // the first round warms up
+    // Both streams wait for one event so the copies start together.
+    ONN_CUDA_CHECK(cudaEventRecord(go, up));
+    ONN_CUDA_CHECK(cudaStreamWaitEvent(down, go, 0));
+    ONN_CUDA_CHECK(cudaMemcpyAsync(d_in.p, h_in, bytes, cudaMemcpyHostToDevice, up));
+    ONN_CUDA_CHECK(cudaMemcpyAsync(h_out, d_out.p, bytes, cudaMemcpyDeviceToHost, down));
+    ONN_CUDA_CHECK(cudaEventRecord(up_end, up));
+    ONN_CUDA_CHECK(cudaEventRecord(down_end, down));
+    ONN_CUDA_CHECK(cudaEventSynchronize(up_end));
+    ONN_CUDA_CHECK(cudaEventSynchronize(down_end));
+    float a = 0, b = 0;
+    ONN_CUDA_CHECK(cudaEventElapsedTime(&a, go, up_end));
+    ONN_CUDA_CHECK(cudaEventElapsedTime(&b, go, down_end));
+    if (r > 0) {
+      h2d.push_back(a);
+      d2h.push_back(b);
+    }
+  }
+  cudaEventDestroy(go);
+  cudaEventDestroy(up_end);
+  cudaEventDestroy(down_end);
+  cudaFreeHost(h_in);
+  cudaFreeHost(h_out);
+  cudaStreamDestroy(up);
+  cudaStreamDestroy(down);
+  const auto gbs = [&](std::vector<float> t) {
+    std::sort(t.begin(), t.end());
+    return static_cast<double>(bytes) / (t[t.size() / 2] * 1e-3) / 1e9;
+  };
+  return DuplexRate{gbs(h2d), gbs(d2h)};
+}
+
 double measure_bf16_gemm_tflops(int dev, int n, int reps) {
   ONN_CUDA_CHECK(cudaSetDevice(dev));
   const size_t elems = static_cast<size_t>(n) * static_cast<size_t>(n);

@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "kernels/adamw.h"
@@ -51,12 +52,16 @@ struct RunResult {
   std::vector<Tensor> weights;  // LoRA A and B after the steps
   size_t peak = 0;
   uint64_t streamed_bytes = 0;
+  uint64_t copies = 0;
+  int64_t layer_chunks = 0, head_slices = 0;
+  std::vector<TraceSpan> trace;  // with `traced`: every step's spans
 };
 
 // Three optimizer steps of two micro-batches each on a context whose allocator has `budget`
 // (0: none); streamed with k layers per chunk when k > 0, else resident with the sliced head.
 RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vector<int64_t>& layers,
-                const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3, bool offload = false) {
+                const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3, bool offload = false,
+                bool traced = false) {
   CachingAllocator alloc(make_host_raw_backend(), budget);
   Context ctx(Device::cpu(), alloc, 0);
   LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
@@ -85,6 +90,8 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
     so.offload_activations = offload;
     sw.emplace(ctx, model, so);
   }
+  StreamTrace trace(ctx.device());
+  if (traced && sw) sw->streamer().set_trace(&trace);
   Gradients g = make_gradients(ctx, model, &ad);
   std::vector<Tensor> params = gradient_tensors(Gradients{ad, std::nullopt});
   std::vector<Tensor> grads = gradient_tensors(g), ms, vs;
@@ -94,6 +101,7 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
   }
   RunResult r;
   for (int64_t step = 1; step <= steps; ++step) {
+    if (traced) trace.begin(ctx.compute());
     zero_gradients(ctx, g);
     for (uint32_t micro = 0; micro < 2; ++micro) {
       const TrainBatch batch = make_batch(ctx, model.config().vocab_size, static_cast<uint32_t>(step * 10 + micro));
@@ -109,11 +117,21 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
     cfg.step = step;
     for (size_t i = 0; i < params.size(); ++i) adamw_step(ctx, params[i], grads[i], ms[i], vs[i], cfg);
     ad.sync_compute_copies(ctx);
+    if (traced && sw) {
+      sw->streamer().stats();  // hands the step's copies and windows to the trace
+      const std::vector<TraceSpan> spans = trace.take();
+      r.trace.insert(r.trace.end(), spans.begin(), spans.end());
+    }
   }
   for (const Tensor& t : grads) r.grads.push_back(clone(t));
   for (const Tensor& t : params) r.weights.push_back(clone(t));
   r.peak = alloc.stats().peak_reserved;
-  if (sw) r.streamed_bytes = sw->streamer().stats().bytes;
+  if (sw) {
+    r.streamed_bytes = sw->streamer().stats().bytes;
+    r.copies = sw->streamer().stats().copies;
+    r.layer_chunks = sw->layer_chunks();
+    r.head_slices = sw->head_slices();
+  }
   return r;
 }
 
@@ -158,6 +176,31 @@ TEST_CASE("streamed LoRA training has the bits of resident training for every ch
     // Below what the run needs: the allocator refuses, naming the budget.
     CHECK_THROWS_WITH_AS(train(dir, k, free.peak / 2, {}), doctest::Contains("budget"), OutOfMemory);
   }
+}
+
+TEST_CASE("a traced streamed run: every copy, chunk window and activation copy is a span, and the bits are the same") {
+  TempDir tmp;
+  const std::string dir = five_layer_model(tmp);
+  const RunResult resident = train(dir, 0, 0, {}, {}, 2);
+  const RunResult traced = train(dir, 2, 0, {}, {}, 2, true, true);
+  CHECK(traced.losses == resident.losses);
+  CHECK(same_bits(traced.weights, resident.weights));
+  std::map<std::string, int64_t> count;
+  for (const TraceSpan& t : traced.trace) {
+    ++count[t.lane];
+    CHECK(t.end_ms >= t.start_ms);
+    CHECK(t.start_ms >= 0);
+    CHECK(t.issued_ms >= 0);
+  }
+  // 2 steps x 2 micro-batches; each pass acquires every layer chunk and head slice going up and
+  // again coming down (LoRA on every layer), and sends all 5 layer inputs out and back.
+  const int64_t passes = 4;
+  CHECK(count["copy"] == static_cast<int64_t>(traced.copies));
+  CHECK(count["compute"] == passes * 2 * (traced.layer_chunks + traced.head_slices));
+  CHECK(count["act_out"] == passes * 5);
+  CHECK(count["act_in"] == passes * 5);
+  // Untraced, nothing is recorded.
+  CHECK(train(dir, 2, 0, {}, {}, 1, true).trace.empty());
 }
 
 TEST_CASE("sparse layers: the streamed backward stops at the lowest trained layer with full-depth gradients") {

@@ -8,6 +8,7 @@
 #include "runtime/error.h"
 #include "runtime/hardware.h"
 #include "runtime/json.h"
+#include "runtime/layer_stream.h"
 #include "runtime/stream.h"
 
 using namespace onn;
@@ -24,6 +25,57 @@ TEST_CASE("CPU events time host work") {
   s.synchronize();
   Event unrecorded(Device::cpu());
   CHECK_THROWS_AS(Event::elapsed_ms(unrecorded, b), InvalidArgument);
+}
+
+TEST_CASE("a streaming timeline's idle time is split into waiting for the host, for a copy, and the rest") {
+  // Four chunk windows; the gaps before them: the first chunk's copy (10 ms), the second's
+  // copy (5), the host enqueuing the third late (3) then 2 more, the fourth's copy (1) then 1
+  // more; 4 ms after the last window (an activation copy).
+  const std::vector<TraceSpan> spans = {
+      {"copy", 0, 0, 0, 10},     {"compute", 0, 0, 10, 20},  {"copy", 1, 1, 12, 25}, {"copy", 2, 2, 20, 30},
+      {"compute", 1, 5, 25, 35}, {"copy", 3, 4, 36, 51},     {"compute", 2, 38, 40, 50},
+      {"compute", 3, 45, 52, 60}, {"act_out", 3, 50, 55, 64}};
+  const TraceSummary s = summarize_trace(spans);
+  CHECK(s.span_ms == doctest::Approx(64));
+  CHECK(s.compute_ms == doctest::Approx(38));
+  CHECK(s.copy_ms == doctest::Approx(43));  // [0,10] + [12,30] + [36,51]
+  CHECK(s.act_copy_ms == doctest::Approx(9));
+  CHECK(s.overlap_ms == doctest::Approx(23));  // [12,20] + [25,30] + [40,50]
+  CHECK(s.idle_ms == doctest::Approx(26));
+  CHECK(s.idle_host_ms == doctest::Approx(3));
+  CHECK(s.idle_copy_ms == doctest::Approx(16));
+  CHECK(s.tail_ms == doctest::Approx(4));
+  CHECK(s.idle_other_ms == doctest::Approx(7));
+  CHECK(s.idle_host_ms + s.idle_copy_ms + s.idle_other_ms == doctest::Approx(s.idle_ms));
+  const nlohmann::ordered_json j = trace_summary_json(s);
+  CHECK(j["idle_copy_ms"].get<double>() == doctest::Approx(16));
+  CHECK(trace_json(spans).size() == spans.size());
+  CHECK(summarize_trace({}).span_ms == 0);
+}
+
+TEST_CASE("a stream trace puts device spans and host times on one axis from its origin") {
+  Stream s(Device::cpu());
+  StreamTrace trace(Device::cpu());
+  Event early_a(Device::cpu()), early_b(Device::cpu());
+  early_a.record(s);
+  early_b.record(s);
+  trace.add("copy", 9, 0, std::move(early_a), std::move(early_b));  // before begin(): dropped
+  trace.begin(s);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const double issued = trace.host_ms();
+  Event a(Device::cpu()), b(Device::cpu());
+  a.record(s);
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  b.record(s);
+  trace.add("compute", 3, issued, std::move(a), std::move(b));
+  const std::vector<TraceSpan> spans = trace.take();
+  REQUIRE(spans.size() == 1);
+  CHECK(spans[0].lane == "compute");
+  CHECK(spans[0].index == 3);
+  CHECK(spans[0].issued_ms >= 4.0);
+  CHECK(spans[0].start_ms >= spans[0].issued_ms);
+  CHECK(spans[0].end_ms - spans[0].start_ms >= 8.0);
+  CHECK(trace.take().empty());
 }
 
 TEST_CASE("find_invalid_utf8") {

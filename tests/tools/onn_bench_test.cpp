@@ -2,6 +2,10 @@
 // other (tokens per step, MFU from the FLOP count and the measured GEMM rate); bad flags exit 2.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <map>
+#include <set>
+
 #include "runtime/json.h"
 #include "support/test_util.h"
 
@@ -37,4 +41,38 @@ TEST_CASE("onn-bench train: a consistent report for LoRA and full training of th
   CHECK(bad.err.find("excludes") != std::string::npos);
   const ProcessResult none = run_process({ONN_BENCH_PATH});
   CHECK(none.exit_code == 2);
+}
+
+TEST_CASE("onn-bench train --trace: a streamed run's timeline as a Chrome trace, and where its time went") {
+  TempDir tmp;
+  const std::string trace = (tmp.path() / "trace.json").string();
+  const ProcessResult r = run_process({ONN_BENCH_PATH, "train", "--preset", "tiny", "--device", "cpu", "--stream", "on",
+                                       "--steps", "2", "--warmup", "1", "--seq-len", "32", "--micro-batch", "2",
+                                       "--trace", trace, "--json"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const nlohmann::json j = parse_json_strict(r.out, "onn-bench output");
+  const nlohmann::json& t = j["stream"]["trace"];
+  CHECK(t["compute_ms"].get<double>() > 0);
+  CHECK(t["span_ms"].get<double>() >= t["compute_ms"].get<double>());
+  CHECK(t["idle_host_ms"].get<double>() + t["idle_copy_ms"].get<double>() + t["idle_other_ms"].get<double>() ==
+        doctest::Approx(t["idle_ms"].get<double>()).epsilon(1e-6));
+  const nlohmann::json chrome = read_json_file(trace);
+  std::map<std::string, int> lanes;  // thread id -> complete events
+  std::set<int64_t> steps;
+  for (const auto& e : chrome["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    ++lanes[e["name"].get<std::string>().substr(0, e["name"].get<std::string>().find(' '))];
+    CHECK(e["dur"].get<double>() >= 0);
+    steps.insert(e["args"]["step"].get<int64_t>());
+  }
+  CHECK(lanes["compute"] > 0);
+  CHECK(lanes["copy"] > 0);
+  CHECK(steps == std::set<int64_t>{0, 1});  // the two timed steps, not the warm-up
+  // A resident run has no timeline: refused up front, nothing written.
+  const std::string none = (tmp.path() / "none.json").string();
+  const ProcessResult off = run_process({ONN_BENCH_PATH, "train", "--preset", "tiny", "--device", "cpu", "--stream",
+                                         "off", "--trace", none});
+  CHECK(off.exit_code != 0);
+  CHECK(off.err.find("--trace") != std::string::npos);
+  CHECK(!std::filesystem::exists(none));
 }
