@@ -102,6 +102,7 @@ StreamedWeights::StreamedWeights(Context& ctx, const LlamaModel& host_model, con
       in_done_.emplace_back(ctx.device(), false);
     }
   }
+  staged_ = Event(ctx.device(), false);
   norm_ = Tensor::empty(W.norm.shape(), W.norm.dtype(), ctx.allocator());
   norm_.copy_from(W.norm, &ctx.compute());
 }
@@ -137,15 +138,13 @@ void StreamedWeights::embed(Context& ctx, const Tensor& ids, Tensor& x) {
   const int64_t n = ids.dim(0), C = c.hidden_size, V = c.vocab_size;
   ONN_CHECK_ARG(x.shape() == Shape({n, C}) && x.dtype() == model_.dtype(), "embed: x must be (", n, ", ", C, ") ",
                 dtype_name(model_.dtype()));
-  const Tensor host_ids = ids.device().is_cpu() ? ids : ids.to(Device::cpu());  // waits for earlier device work
+  // Host ids as given; device ids are read back (which waits for the device).
+  const Tensor host_ids = ids.device().is_cpu() ? ids : ids.to(Device::cpu());
   const size_t row = static_cast<size_t>(C) * dtype_size(model_.dtype());
-  if (!staging_.defined() || staging_.nbytes() < static_cast<size_t>(n) * row) {
-    ctx.synchronize();  // the old staging buffer may still be read by a copy
+  staged_.synchronize();  // the previous gather's copy out of staging is done (not all later work)
+  if (!staging_.defined() || staging_.nbytes() < static_cast<size_t>(n) * row)
     staging_ = Tensor::empty(Shape{std::max<int64_t>(n, 1), C}, model_.dtype(),
                              ctx.device().is_cuda() ? static_cast<Allocator&>(pinned_allocator()) : cpu_allocator());
-  } else {
-    ctx.compute().synchronize();  // the previous micro-batch's copy out of staging is done
-  }
   const int32_t* id = host_ids.data_as<int32_t>();
   const auto* table = static_cast<const unsigned char*>(model_.weights().embed.data());
   auto* out = static_cast<unsigned char*>(staging_.data());
@@ -154,6 +153,7 @@ void StreamedWeights::embed(Context& ctx, const Tensor& ids, Tensor& x) {
     std::memcpy(out + static_cast<size_t>(i) * row, table + static_cast<size_t>(id[i]) * row, row);
   }
   x.copy_from(staging_.view(0, x.shape(), x.dtype()), &ctx.compute());
+  staged_.record(ctx.compute());
 }
 
 Tensor StreamedWeights::host_slot(size_t l, size_t bytes) {

@@ -53,8 +53,10 @@ class StreamedWeights {
   void release() { streamer_->release(); }
 
   const Tensor& norm() const { return norm_; }  // (C) on the device
-  // x (N, C) on the device = the embedding rows of ids (N) I32 (on any device), gathered on
-  // the host and copied on the compute stream.
+  // x (N, C) on the device = the embedding rows of ids (N) I32, gathered on the host and copied
+  // on the compute stream. Host ids cost no wait; device ids are read back first, which waits
+  // for the device. The host waits only for the previous gather's copy before reusing its
+  // staging buffer.
   void embed(Context& ctx, const Tensor& ids, Tensor& x);
 
   bool offload_activations() const { return offload_; }
@@ -77,6 +79,7 @@ class StreamedWeights {
   std::vector<LayerWeights> layers_;  // the acquired chunk's
   Tensor norm_;
   Tensor staging_;  // pinned (N, C) rows for embed
+  Event staged_;    // recorded after the copy out of staging_
   bool offload_ = false;
   std::unique_ptr<Stream> act_stream_;
   Tensor host_acts_;               // pinned, one (N, C) slot per layer

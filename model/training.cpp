@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "kernels/counter_rng.h"
@@ -247,7 +248,7 @@ class Pass {
     sw.plan_pass(train ? static_cast<int64_t>(lowest) : -1);
     std::vector<Tensor> xs(L + 1);
     xs[0] = make(Shape{n_, C});
-    sw.embed(ctx_, batch.ids, xs[0]);
+    sw.embed(ctx_, batch.host_ids.defined() ? batch.host_ids : batch.ids, xs[0]);
     // With offload, layer inputs the backward needs go to host memory as soon as they exist
     // and leave the device once the next layer has read them.
     const bool offload = train && sw.offload_activations();
@@ -325,9 +326,7 @@ class Pass {
         sw.release();
       }
     }
-    ctx_.synchronize();
-    const Tensor host = loss.to(Device::cpu());
-    return load_as_double(host.data(), host.dtype(), 0);
+    return finish(loss);
   }
 
   double run(const TrainBatch& batch, Gradients* grads) {
@@ -395,12 +394,24 @@ class Pass {
       }
       if (grads->full) embedding_backward(ctx_, batch.ids, dx, grads->full->embed);
     }
+    return finish(loss);
+  }
+
+ private:
+  // The loss to the caller: into opt_.loss_out without waiting, or read back.
+  double finish(const Tensor& loss) {
+    if (opt_.loss_out) {
+      ONN_CHECK_ARG(opt_.loss_out->numel() == 1 && opt_.loss_out->dtype() == loss.dtype() &&
+                        opt_.loss_out->device() == loss.device(),
+                    "PassOptions::loss_out must be one ", dtype_name(loss.dtype()), " on ", loss.device().str());
+      opt_.loss_out->copy_from(loss, &ctx_.compute());
+      return std::numeric_limits<double>::quiet_NaN();
+    }
     ctx_.synchronize();
     const Tensor host = loss.to(Device::cpu());
     return load_as_double(host.data(), host.dtype(), 0);
   }
 
- private:
   Context& ctx_;
   const LlamaModel& model_;
   const ModelConfig& c_;

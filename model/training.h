@@ -20,6 +20,9 @@ struct TrainBatch {
   Tensor positions;  // (N) I32, restarting per document
   Tensor labels;     // (N) I32: the next token, or kIgnoreIndex
   AttentionSeqs seqs;
+  // Optional: ids on the host as well. The streamed path gathers embedding rows on the host;
+  // with these it need not read ids back (which waits for the device).
+  Tensor host_ids;
 };
 
 // What receives gradients: the adapter's modules, or every model weight.
@@ -49,10 +52,16 @@ struct PassOptions {
   // Weights streamed from host memory (LoRA training and evaluation); the model passed along
   // is the host-resident one the stream was built from.
   StreamedWeights* stream = nullptr;
+  // Set: the pass copies its loss into this (1) device tensor on the compute stream and
+  // returns NaN without waiting for the device, so that micro-batches queue back to back (the
+  // next one's first chunk is still in a stream buffer, its copies overlap this one's tail).
+  // The caller reads the losses once the device is done.
+  Tensor* loss_out = nullptr;
 };
 
 // Forward and backward over one micro-batch, gradients added into `grads`. Returns the
-// micro-batch's loss (its token losses summed over loss_tokens), on the host. LoRA training
+// micro-batch's loss (its token losses summed over loss_tokens), on the host (NaN with
+// opt.loss_out: the loss is left there instead). LoRA training
 // stops the backward at the lowest adapted layer: nothing below it runs backward.
 double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch, Gradients& grads,
                         const PassOptions& opt);

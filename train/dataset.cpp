@@ -239,13 +239,18 @@ TrainBatch make_batch(Context& ctx, const Corpus& c, const std::vector<int64_t>&
     }
     lens.push_back(end - begin);
   }
-  const auto upload = [&](const std::vector<int32_t>& v) {
+  const auto host_tensor = [&](const std::vector<int32_t>& v) {
     Tensor host = Tensor::empty(Shape{static_cast<int64_t>(v.size())}, DType::i32);
     std::copy(v.begin(), v.end(), host.data_as<int32_t>());
+    return host;
+  };
+  const auto upload = [&](const std::vector<int32_t>& v) {
+    Tensor host = host_tensor(v);
     return ctx.device().is_cpu() ? host : host.to(ctx.device());
   };
   TrainBatch b;
-  b.ids = upload(ids);
+  b.host_ids = host_tensor(ids);
+  b.ids = ctx.device().is_cpu() ? b.host_ids : b.host_ids.to(ctx.device());
   b.positions = upload(pos);
   b.labels = upload(labels);
   b.seqs = packed_seqs(ctx, lens);

@@ -62,7 +62,8 @@ std::vector<std::vector<int64_t>> plan_epoch(const Corpus& c, const std::vector<
                                              uint64_t seed, int64_t epoch);
 
 // The micro-batch's ids, positions, labels (next token where it is a target, else ignored)
-// and document packing, on ctx's device.
+// and document packing, on ctx's device, and its ids on the host too. The uploads wait for the
+// device: build a step's batches before queueing its passes.
 TrainBatch make_batch(Context& ctx, const Corpus& c, const std::vector<int64_t>& docs);
 // The labels that count in a micro-batch (host arithmetic, no device work).
 int64_t batch_target_tokens(const Corpus& c, const std::vector<int64_t>& docs);

@@ -11,6 +11,7 @@
 
 #include "kernels/adamw.h"
 #include "kernels/counter_rng.h"
+#include "kernels/cross_entropy.h"
 #include "kernels/elementwise.h"
 #include "model/init.h"
 #include "model/llama.h"
@@ -666,18 +667,31 @@ TrainResult Trainer::run() {
     }
     zero_gradients(ctx_, *grads_);
     double loss = 0;
+    Tensor losses;  // one per micro-batch, on the device until the step's one wait
     if (targets > 0) {
+      // Batches first (their uploads wait for the device, idle now), then the passes back to
+      // back: none waits for the device, so a streamed pass's copies overlap the one before.
+      std::vector<TrainBatch> batches;
+      for (const std::vector<int64_t>& docs : micro) batches.push_back(make_batch(ctx_, train_, docs));
+      losses = Tensor::empty(Shape{static_cast<int64_t>(micro.size())}, loss_dtype(model_->dtype()), ctx_.allocator());
       for (size_t i = 0; i < micro.size(); ++i) {
         PassOptions opt = pass_options();
         opt.recompute = cfg_.recompute;
         opt.dropout_seed = counter_hash(cfg_.seed, static_cast<uint64_t>(step_ * cfg_.grad_accum) + i);
         opt.loss_tokens = targets;
-        loss += forward_backward(ctx_, *model_, make_batch(ctx_, train_, micro[i]), *grads_, opt);
+        Tensor out = losses.slice(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
+        opt.loss_out = &out;
+        forward_backward(ctx_, *model_, batches[i], *grads_, opt);
       }
     }
     std::vector<const Tensor*> gp;
     for (const Param& p : params_) gp.push_back(&p.grad);
-    const double norm = targets > 0 ? global_grad_norm(ctx_, gp) : 0.0;
+    const double norm = targets > 0 ? global_grad_norm(ctx_, gp) : 0.0;  // waits for the passes
+    if (losses.defined()) {  // summed on the host in micro-batch order, as each pass returned it
+      ctx_.synchronize();
+      const Tensor host = losses.to(Device::cpu());
+      for (int64_t i = 0; i < host.numel(); ++i) loss += load_as_double(host.data(), host.dtype(), static_cast<size_t>(i));
+    }
     const double lr = learning_rate(cfg_, step_, total_steps_);
     const bool bad = !std::isfinite(loss) || !std::isfinite(norm);
     if (bad) {

@@ -47,8 +47,11 @@ TEST_CASE("model forward on CUDA matches transformers' logits (F32 and BF16)") {
 }
 
 namespace {
-// Two optimizer-free passes of LoRA training on CUDA: losses and LoRA gradients on the host.
-std::pair<std::vector<double>, std::vector<Tensor>> cuda_lora_pass(const std::string& dir, int64_t k, bool offload) {
+// Three optimizer-free passes of LoRA training on CUDA: losses and LoRA gradients on the host.
+// queued: as the trainer runs them, batches (with host ids) first, then the passes back to
+// back with their losses left on the device (PassOptions::loss_out), read once at the end.
+std::pair<std::vector<double>, std::vector<Tensor>> cuda_lora_pass(const std::string& dir, int64_t k, bool offload,
+                                                                   bool queued = false) {
   Context ctx(Device::cuda(0));
   LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
   LoraSpec spec;
@@ -67,23 +70,37 @@ std::pair<std::vector<double>, std::vector<Tensor>> cuda_lora_pass(const std::st
     sw.emplace(ctx, model, so);
   }
   Gradients g = make_gradients(ctx, model, &ad);
-  std::vector<double> losses;
+  std::vector<TrainBatch> batches;
   for (int micro = 0; micro < 3; ++micro) {
     std::mt19937 r2(static_cast<uint32_t>(micro));
     const int64_t b = 3, n = 40;
     std::vector<int32_t> ids(static_cast<size_t>(b * n));
     for (int32_t& id : ids) id = static_cast<int32_t>(r2() % static_cast<uint32_t>(model.config().vocab_size));
     TrainBatch batch;
+    if (queued) batch.host_ids = i32_tensor(ids);
     batch.ids = i32_tensor(ids).to(ctx.device());
     batch.positions = sequence_positions(b, n).to(ctx.device());
     batch.labels = next_token_labels(i32_tensor(ids), b, n).to(ctx.device());
     batch.seqs = uniform_seqs(ctx, b, n);
+    batches.push_back(std::move(batch));
+  }
+  std::vector<double> losses;
+  Tensor device_losses = Tensor::empty(Shape{3}, loss_dtype(model.dtype()), ctx.allocator());
+  for (int micro = 0; micro < 3; ++micro) {
     PassOptions opt;
     opt.lora = &ad;
     opt.dropout_seed = static_cast<uint64_t>(micro);
     opt.head_granule = 64;
     opt.stream = sw ? &*sw : nullptr;
-    losses.push_back(forward_backward(ctx, model, batch, g, opt));
+    Tensor out = device_losses.slice(micro, micro + 1);
+    if (queued) opt.loss_out = &out;
+    const double l = forward_backward(ctx, model, batches[static_cast<size_t>(micro)], g, opt);
+    if (!queued) losses.push_back(l);
+  }
+  if (queued) {
+    ctx.synchronize();
+    const Tensor host = device_losses.to(Device::cpu());
+    for (int i = 0; i < 3; ++i) losses.push_back(load_as_double(host.data(), host.dtype(), static_cast<size_t>(i)));
   }
   std::vector<Tensor> grads;
   for (const Tensor& t : gradient_tensors(g)) grads.push_back(t.to(Device::cpu()));
@@ -100,10 +117,16 @@ TEST_CASE("streamed LoRA training on CUDA (copy and compute streams overlapping)
   io.seed = 4;
   write_random_model(p, tmp.path().string(), io);  // BF16 weights
   const auto resident = cuda_lora_pass(tmp.path().string(), 0, false);
-  for (const auto& [k, offload] : {std::pair<int64_t, bool>{1, false}, {2, true}, {3, false}, {1, true}}) {
-    CAPTURE(k);
-    CAPTURE(offload);
-    const auto streamed = cuda_lora_pass(tmp.path().string(), k, offload);
+  struct Case {
+    int64_t k;
+    bool offload, queued;
+  };
+  for (const Case& c : {Case{1, false, false}, Case{2, true, false}, Case{3, false, false}, Case{1, true, false},
+                        Case{1, true, true}, Case{2, false, true}}) {
+    CAPTURE(c.k);
+    CAPTURE(c.offload);
+    CAPTURE(c.queued);
+    const auto streamed = cuda_lora_pass(tmp.path().string(), c.k, c.offload, c.queued);
     CHECK(streamed.first == resident.first);
     REQUIRE(streamed.second.size() == resident.second.size());
     bool same = true;

@@ -203,6 +203,36 @@ TEST_CASE("a traced streamed run: every copy, chunk window and activation copy i
   CHECK(train(dir, 2, 0, {}, {}, 1, true).trace.empty());
 }
 
+TEST_CASE("a pass with loss_out leaves the returned loss on the device, and host ids give the same embedding") {
+  TempDir tmp;
+  const std::string dir = five_layer_model(tmp);
+  Context ctx(Device::cpu());
+  LlamaModel model = LlamaModel::load_to_host(ctx, dir);
+  LoraSpec spec;
+  spec.rank = 4;
+  LoraAdapter ad = make_lora_adapter(ctx, model, spec, 3);
+  StreamOptions so;
+  so.head_granule = kGranule;
+  StreamedWeights sw(ctx, model, so);
+  Gradients g = make_gradients(ctx, model, &ad);
+  TrainBatch batch = make_batch(ctx, model.config().vocab_size, 5);
+  PassOptions opt;
+  opt.lora = &ad;
+  opt.head_granule = kGranule;
+  opt.stream = &sw;
+  const double returned = forward_backward(ctx, model, batch, g, opt);
+  REQUIRE(std::isfinite(returned));
+  batch.host_ids = clone(batch.ids);
+  batch.ids = Tensor::zeros(batch.ids.shape(), DType::i32);  // the gather must read host_ids
+  Tensor out = Tensor::zeros(Shape{1}, loss_dtype(model.dtype()));
+  opt.loss_out = &out;
+  CHECK(std::isnan(forward_backward(ctx, model, batch, g, opt)));
+  CHECK(load_as_double(out.data(), out.dtype(), 0) == returned);
+  Tensor wrong = Tensor::zeros(Shape{2}, loss_dtype(model.dtype()));
+  opt.loss_out = &wrong;
+  CHECK_THROWS_WITH_AS(forward_backward(ctx, model, batch, g, opt), doctest::Contains("loss_out"), InvalidArgument);
+}
+
 TEST_CASE("sparse layers: the streamed backward stops at the lowest trained layer with full-depth gradients") {
   TempDir tmp;
   const std::string dir = five_layer_model(tmp);
