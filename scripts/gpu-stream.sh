@@ -6,8 +6,11 @@
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
 # Sections (default all but prof): tests sanitizer tiny phi4 gen hf prof. TINY_RUNS and PHI4_RUNS: the runs (see below).
+# Every streamed onn-bench run writes its timeline (onn-bench train --trace) to $out/trace-*.json
+# unless TRACE=0; its summary (idle time waiting for the host, for a copy, other) is in the JSON.
 sections=" ${*:-tests tiny phi4 gen hf} "
 want() { [[ "$sections" == *" $1 "* ]]; }
+trace() { [ "${TRACE:-1}" = 0 ] || echo "--trace $out/trace-$1.json"; }
 want tests && T=150 step "$c/gpu_tests" > "$out/gpu-tests.txt" 2>&1
 want sanitizer && {
   T=240 step compute-sanitizer --tool memcheck --error-exitcode 1 "$c/gpu_tests" "--test-case=*stream*,*Sliced*,*adamw*,*argmax*"
@@ -21,15 +24,19 @@ want tiny && {
     b=${r%%:*} mb=${r##*:}
     if [ "$b" = off ]; then set -- --stream off; else set -- --vram-budget "$b" --stream on; fi
     if [[ $mb == r* ]]; then set -- "$@" --batch-rows "${mb#r}"; else set -- "$@" --micro-batch "$mb"; fi
+    [ "$b" = off ] || set -- "$@" $(trace "tinyllama-$b-$mb")
     T=120 step "$c/onn-bench" train --model /tmp/tl "$@" --seq-len 512 --steps 6 --warmup 1 --json
   done
 } > "$out/stream-tinyllama.txt" 2>&1
 want phi4 && {
   s0=$(date +%s); "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1; echo "onn-init: $(( $(date +%s) - s0 )) s"
   # PHI4_RUNS: "budget:micro-batch:grad-accum" triples, or "budget:rN" (--batch-rows N, the planner's split).
-  for r in ${PHI4_RUNS:-4GiB:r16 8GiB:r16}; do
+  # 12 GiB keeps 16 rows' layer inputs on the device: against 6-8 GiB (offloaded) it isolates
+  # the activation copies.
+  for r in ${PHI4_RUNS:-4GiB:r16 6GiB:r16 12GiB:r16}; do
     IFS=: read -r b mb ga <<< "$r"
     if [[ $mb == r* ]]; then set -- --batch-rows "${mb#r}"; else set -- --micro-batch "$mb" --grad-accum "$ga"; fi
+    set -- "$@" $(trace "phi4-$b-$mb${ga:+x$ga}")
     T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget "$b" --seq-len 512 "$@" --steps 2 --warmup 1 --json
   done
 } > "$out/stream-phi4.txt" 2>&1

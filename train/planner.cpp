@@ -201,10 +201,18 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   std::optional<Candidate> best;
   Candidate closest;
   closest.short_by = UINT64_MAX;
+  // Among plans as fast as each other: activations on the device before offloaded ones (the
+  // offload's copies share PCIe with the weights and are not free where the model says they
+  // are hidden: on the H100, every offloaded run stayed further from max(compute, transfer)
+  // than the same model with activations on the device), then the lower peak.
   const auto consider = [&](const Candidate& cand) {
     if (cand.fits) {
+      const bool tie = best && cand.plan.step_ms <= best->plan.step_ms * 1.001 &&
+                       cand.plan.step_ms >= best->plan.step_ms * 0.999;
+      const bool less_offload = best && !cand.plan.activations_on_host && best->plan.activations_on_host;
+      const bool same_offload = best && cand.plan.activations_on_host == best->plan.activations_on_host;
       if (!best || cand.plan.step_ms < best->plan.step_ms * 0.999 ||
-          (cand.plan.step_ms <= best->plan.step_ms * 1.001 && cand.plan.peak < best->plan.peak))
+          (tie && (less_offload || (same_offload && cand.plan.peak < best->plan.peak))))
         best = cand;
     } else if (cand.short_by < closest.short_by) {
       closest = cand;

@@ -125,3 +125,25 @@ TEST_CASE("planner: a forced placement, and the batch split into the largest mic
   }
   CHECK(fitting >= 2);
 }
+
+TEST_CASE("planner: activations stay on the device when they fit and offloading would not be faster") {
+  // 16 rows of the Phi-4 shape in one micro-batch on a fast-GEMM device: compute-bound, so the
+  // offload's copies predict no slower step. Under 8 GiB only the offload fits; under 12 GiB
+  // the layer inputs fit on the device, and there they stay.
+  PlanHardware hw = gpu(64 * kGiB);
+  hw.h2d_gbs = hw.d2h_gbs = 55;
+  hw.gemm_tflops = 750;
+  PlanRequest r = phi4(8 * kGiB);
+  r.batch_rows = 16;
+  r.placement = PlanRequest::Placement::streamed;
+  const Plan tight = plan_training(r, hw);
+  CHECK(tight.micro_batch == 16);
+  CHECK(tight.activations_on_host);
+  r.budget = 12 * kGiB;
+  const Plan roomy = plan_training(r, hw);
+  CHECK(roomy.micro_batch == 16);
+  CHECK_FALSE(roomy.activations_on_host);
+  CHECK(roomy.peak <= r.budget);
+  CHECK(roomy.peak > tight.peak);  // the lower peak alone would have offloaded
+  CHECK(roomy.step_ms <= tight.step_ms * 1.001);
+}
