@@ -35,7 +35,7 @@ nlohmann::ordered_json trace_json(const std::vector<TraceSpan>& spans) {
   nlohmann::ordered_json a = nlohmann::ordered_json::array();
   for (const TraceSpan& t : spans)
     a.push_back({{"lane", t.lane}, {"index", t.index}, {"issued_ms", t.issued_ms}, {"start_ms", t.start_ms},
-                 {"end_ms", t.end_ms}});
+                 {"end_ms", t.end_ms}, {"slot", t.slot}});
   return a;
 }
 
@@ -43,7 +43,7 @@ nlohmann::ordered_json trace_summary_json(const TraceSummary& s) {
   return {{"span_ms", s.span_ms},         {"compute_ms", s.compute_ms},       {"copy_ms", s.copy_ms},
           {"act_copy_ms", s.act_copy_ms}, {"overlap_ms", s.overlap_ms},       {"idle_ms", s.idle_ms},
           {"idle_host_ms", s.idle_host_ms}, {"idle_copy_ms", s.idle_copy_ms}, {"idle_other_ms", s.idle_other_ms},
-          {"tail_ms", s.tail_ms}};
+          {"tail_ms", s.tail_ms}, {"copy_host_late_ms", s.copy_host_late_ms}, {"copy_queued_ms", s.copy_queued_ms}};
 }
 
 void StreamTrace::begin(const Stream& stream) {
@@ -57,8 +57,8 @@ double StreamTrace::host_ms() const {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_origin_).count();
 }
 
-void StreamTrace::add(std::string lane, int64_t index, double issued_ms, Event start, Event end) {
-  if (begun_) pending_.push_back(Pending{std::move(lane), index, issued_ms, std::move(start), std::move(end)});
+void StreamTrace::add(std::string lane, int64_t index, double issued_ms, Event start, Event end, int slot) {
+  if (begun_) pending_.push_back(Pending{std::move(lane), index, issued_ms, std::move(start), std::move(end), slot});
 }
 
 std::vector<TraceSpan> StreamTrace::take() {
@@ -66,7 +66,7 @@ std::vector<TraceSpan> StreamTrace::take() {
   for (Pending& p : pending_) {
     p.end.synchronize();
     out.push_back(TraceSpan{p.lane, p.index, p.issued_ms, Event::elapsed_ms(origin_, p.start),
-                            Event::elapsed_ms(origin_, p.end)});
+                            Event::elapsed_ms(origin_, p.end), p.slot});
   }
   pending_.clear();
   std::stable_sort(out.begin(), out.end(), [](const TraceSpan& a, const TraceSpan& b) { return a.start_ms < b.start_ms; });
@@ -119,6 +119,19 @@ TraceSummary summarize_trace(const std::vector<TraceSpan>& spans) {
   }
   s.tail_ms = std::max(0.0, s.span_ms - prev_end);
   s.idle_other_ms += s.tail_ms;
+  // A weight copy could start once the last window in its buffer before it and the copy before
+  // it on the copy stream had ended; what it waited beyond that was the host's, or queueing.
+  for (const TraceSpan* c : copies) {
+    double ready = 0;
+    for (const TraceSpan* w : windows)
+      if (w->slot == c->slot && w->end_ms <= c->start_ms + 1e-3) ready = std::max(ready, w->end_ms);
+    for (const TraceSpan* o : copies)
+      if (o != c && o->end_ms <= c->start_ms + 1e-3) ready = std::max(ready, o->end_ms);
+    const double wait = std::max(0.0, c->start_ms - ready);
+    const double host = std::clamp(c->issued_ms - ready, 0.0, wait);
+    s.copy_host_late_ms += host;
+    s.copy_queued_ms += wait - host;
+  }
   return s;
 }
 
@@ -180,7 +193,8 @@ void ChunkStreamer::load(size_t chunk, Slot& slot) {
   slot.ready.record(copy);
   slot.chunk = static_cast<int64_t>(chunk);
   ++stats_.copies;
-  timings_.push_back(Timing{static_cast<int64_t>(chunk), issued, std::move(start), std::move(end)});
+  timings_.push_back(Timing{static_cast<int64_t>(chunk), issued, std::move(start), std::move(end),
+                           static_cast<int>(&slot - slots_)});
 }
 
 void ChunkStreamer::plan(std::vector<size_t> order) {
@@ -220,7 +234,7 @@ void ChunkStreamer::release() {
   s.freed_recorded = true;
   Event end(ctx_.device());
   end.record(ctx_.compute());
-  compute_timings_.push_back(Timing{s.chunk, compute_issued_ms_, std::move(compute_start_), std::move(end)});
+  compute_timings_.push_back(Timing{s.chunk, compute_issued_ms_, std::move(compute_start_), std::move(end), current_});
   s.in_use = false;
   // The chunk after next may go into the other buffer only after this one is released:
   // nothing to do here, acquire() of the next chunk starts it.
@@ -231,7 +245,7 @@ StreamStats ChunkStreamer::stats() {
     for (Timing& t : v) {
       t.end.synchronize();
       total += Event::elapsed_ms(t.start, t.end);
-      if (trace_) trace_->add(lane, t.chunk, t.issued_ms, std::move(t.start), std::move(t.end));
+      if (trace_) trace_->add(lane, t.chunk, t.issued_ms, std::move(t.start), std::move(t.end), t.slot);
     }
     v.clear();
   };

@@ -37,6 +37,7 @@ struct TraceSpan {
   std::string lane;    // "copy" (weight chunks), "compute" (chunk windows), "act_out", "act_in"
   int64_t index = -1;  // the chunk; the layer for activation copies
   double issued_ms = 0, start_ms = 0, end_ms = 0;
+  int slot = -1;  // copies and windows: the device buffer
 };
 
 // Where a step's time goes, from its spans. Idle is time the compute stream spends outside
@@ -52,6 +53,10 @@ struct TraceSummary {
   double idle_ms = 0;          // span_ms - compute_ms
   double idle_host_ms = 0, idle_copy_ms = 0, idle_other_ms = 0;
   double tail_ms = 0;          // after the last compute window (part of idle_other_ms)
+  // Weight copies that started after their buffer was free (the previous chunk's window in
+  // it had ended): because the host enqueued them late, or, enqueued in time, because they
+  // queued behind other copies (a shared copy engine).
+  double copy_host_late_ms = 0, copy_queued_ms = 0;
 };
 TraceSummary summarize_trace(const std::vector<TraceSpan>& spans);
 // [{"lane", "index", "issued_ms", "start_ms", "end_ms"}, ...] and the summary's fields.
@@ -68,7 +73,7 @@ class StreamTrace {
   // spans not yet taken.
   void begin(const Stream& stream);
   double host_ms() const;  // host time since the origin
-  void add(std::string lane, int64_t index, double issued_ms, Event start, Event end);
+  void add(std::string lane, int64_t index, double issued_ms, Event start, Event end, int slot = -1);
   // Waits for the spans' end events; returns them by start time and forgets them.
   std::vector<TraceSpan> take();
 
@@ -78,6 +83,7 @@ class StreamTrace {
     int64_t index;
     double issued_ms;
     Event start, end;
+    int slot;
   };
   Device device_;
   Event origin_;
@@ -139,6 +145,7 @@ class ChunkStreamer {
     int64_t chunk;
     double issued_ms;
     Event start, end;
+    int slot;
   };
   std::vector<Timing> timings_, compute_timings_;
   Event compute_start_;

@@ -92,7 +92,7 @@ void write_chrome_trace(const std::string& path, const std::vector<nlohmann::ord
                         {"tid", tid},
                         {"ts", (offset_ms + start) * 1000.0},
                         {"dur", (end - start) * 1000.0},
-                        {"args", {{"step", s}, {"issued_ms", span["issued_ms"]}}}});
+                        {"args", {{"step", s}, {"issued_ms", span["issued_ms"]}, {"buffer", span["slot"]}}}});
     }
     offset_ms += step_end;
   }
@@ -351,7 +351,9 @@ int main(int argc, char** argv) {
         std::cout << "  timeline (" << trace_path << "): compute windows " << tr["compute_ms"].get<double>()
                   << " ms of " << tr["span_ms"].get<double>() << "; idle " << tr["idle_ms"].get<double>()
                   << " ms: waiting for the host " << tr["idle_host_ms"].get<double>() << ", for a copy "
-                  << tr["idle_copy_ms"].get<double>() << ", other " << tr["idle_other_ms"].get<double>() << "\n";
+                  << tr["idle_copy_ms"].get<double>() << ", other " << tr["idle_other_ms"].get<double>()
+                  << "; weight copies started late by the host " << tr["copy_host_late_ms"].get<double>()
+                  << " ms, queued " << tr["copy_queued_ms"].get<double>() << " ms\n";
       }
       std::cout << "  streamed: " << plan["layers_per_chunk"].get<int64_t>() << " layer(s) per chunk, "
                 << st["bytes_per_step"].get<double>() / 1e9 << " GB per step at " << st["pcie_gbs"].get<double>()

@@ -31,10 +31,13 @@ TEST_CASE("a streaming timeline's idle time is split into waiting for the host, 
   // Four chunk windows; the gaps before them: the first chunk's copy (10 ms), the second's
   // copy (5), the host enqueuing the third late (3) then 2 more, the fourth's copy (1) then 1
   // more; 4 ms after the last window (an activation copy).
+  // Chunks alternate between buffers 0 and 1. Copy 1 could start at 10 (after copy 0) but
+  // started at 12 (2 ms queued); copy 3 could start at 35 (its buffer's window ended) but the
+  // host enqueued it at 35.5 and it started at 36 (0.5 ms each).
   const std::vector<TraceSpan> spans = {
-      {"copy", 0, 0, 0, 10},     {"compute", 0, 0, 10, 20},  {"copy", 1, 1, 12, 25}, {"copy", 2, 2, 20, 30},
-      {"compute", 1, 5, 25, 35}, {"copy", 3, 4, 36, 51},     {"compute", 2, 38, 40, 50},
-      {"compute", 3, 45, 52, 60}, {"act_out", 3, 50, 55, 64}};
+      {"copy", 0, 0, 0, 10, 0},     {"compute", 0, 0, 10, 20, 0},   {"copy", 1, 1, 12, 25, 1},
+      {"copy", 2, 2, 20, 30, 0},    {"compute", 1, 5, 25, 35, 1},   {"copy", 3, 35.5, 36, 51, 1},
+      {"compute", 2, 38, 40, 50, 0}, {"compute", 3, 45, 52, 60, 1}, {"act_out", 3, 50, 55, 64}};
   const TraceSummary s = summarize_trace(spans);
   CHECK(s.span_ms == doctest::Approx(64));
   CHECK(s.compute_ms == doctest::Approx(38));
@@ -47,6 +50,8 @@ TEST_CASE("a streaming timeline's idle time is split into waiting for the host, 
   CHECK(s.tail_ms == doctest::Approx(4));
   CHECK(s.idle_other_ms == doctest::Approx(7));
   CHECK(s.idle_host_ms + s.idle_copy_ms + s.idle_other_ms == doctest::Approx(s.idle_ms));
+  CHECK(s.copy_host_late_ms == doctest::Approx(0.5));
+  CHECK(s.copy_queued_ms == doctest::Approx(2.5));
   const nlohmann::ordered_json j = trace_summary_json(s);
   CHECK(j["idle_copy_ms"].get<double>() == doctest::Approx(16));
   CHECK(trace_json(spans).size() == spans.size());
