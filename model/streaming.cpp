@@ -63,13 +63,18 @@ LayerWeights layer_from_tensors(const ModelConfig& c, const std::vector<Tensor>&
 }
 
 StreamedWeights::StreamedWeights(Context& ctx, const LlamaModel& host_model, const StreamOptions& opt)
-    : model_(host_model), k_(opt.layers_per_chunk), granule_(opt.head_granule), offload_(opt.offload_activations) {
+    : model_(host_model),
+      k_(opt.layers_per_chunk),
+      granule_(opt.head_granule),
+      offload_(opt.offload_activations),
+      on_device_(opt.activation_layers_on_device) {
   const ModelConfig& c = host_model.config();
   const ModelWeights& W = host_model.weights();
   const int64_t L = c.num_hidden_layers;
   ONN_CHECK_ARG(host_model.on_host(), "layer streaming needs a model loaded with LlamaModel::load_to_host");
   ONN_CHECK_ARG(k_ >= 1 && k_ <= std::max<int64_t>(L, 1), "layers per chunk must be in [1, ", L, "], got ", k_);
   ONN_CHECK_ARG(granule_ >= 1, "the LM-head granule must be positive");
+  ONN_CHECK_ARG(on_device_ >= 0, "activation layers on the device must be >= 0, got ", on_device_);
   layer_chunks_ = (L + k_ - 1) / k_;
   tensors_per_layer_ = L > 0 ? layer_tensors(c, W.layers[0]).size() : 1;
   std::vector<std::vector<Tensor>> chunks;

@@ -24,6 +24,9 @@ struct StreamOptions {
   // a stream of their own while the next layer computes, and back one layer ahead of the
   // backward) instead of staying on the device.
   bool offload_activations = false;
+  // With offload: the inputs of the top this-many layers stay on the device all the same (the
+  // backward needs them first); those below are offloaded.
+  int64_t activation_layers_on_device = 0;
 };
 
 // The owning tensors of a layer (a fused original once, not its row views) in a fixed order,
@@ -60,6 +63,7 @@ class StreamedWeights {
   void embed(Context& ctx, const Tensor& ids, Tensor& x);
 
   bool offload_activations() const { return offload_; }
+  int64_t activation_layers_on_device() const { return on_device_; }
   // Activation offload: x (layer l's input, on the device) copied to host slot l once the
   // compute stream has produced it; the device copy may be dropped after retire(l).
   void offload(Context& ctx, size_t l, const Tensor& x);
@@ -81,6 +85,7 @@ class StreamedWeights {
   Tensor staging_;  // pinned (N, C) rows for embed
   Event staged_;    // recorded after the copy out of staging_
   bool offload_ = false;
+  int64_t on_device_ = 0;
   std::unique_ptr<Stream> act_stream_;
   Tensor host_acts_;               // pinned, one (N, C) slot per layer
   std::vector<Event> out_done_, in_done_;

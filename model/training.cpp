@@ -250,10 +250,13 @@ class Pass {
     xs[0] = make(Shape{n_, C});
     sw.embed(ctx_, batch.host_ids.defined() ? batch.host_ids : batch.ids, xs[0]);
     // With offload, layer inputs the backward needs go to host memory as soon as they exist
-    // and leave the device once the next layer has read them.
+    // and leave the device once the next layer has read them; the top
+    // activation_layers_on_device of them stay on the device.
     const bool offload = train && sw.offload_activations();
     const auto keep = [&](size_t l) { return train && l >= lowest && l < L; };
-    if (offload && keep(0)) sw.offload(ctx_, 0, xs[0]);
+    const size_t on_device = static_cast<size_t>(std::min<int64_t>(sw.activation_layers_on_device(), int64_t(L)));
+    const auto offloaded = [&](size_t l) { return offload && keep(l) && l < L - on_device; };
+    if (offloaded(0)) sw.offload(ctx_, 0, xs[0]);
     for (int64_t ch = 0; ch < sw.layer_chunks(); ++ch) {
       const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
       for (size_t i = 0; i < Ws.size(); ++i) {
@@ -261,10 +264,10 @@ class Pass {
         LayerActs scratch;
         xs[l + 1] = make(Shape{n_, C});
         layer_forward(l, Ws[i], xs[l], scratch, xs[l + 1]);
-        if (offload && keep(l + 1)) sw.offload(ctx_, l + 1, xs[l + 1]);
+        if (offloaded(l + 1)) sw.offload(ctx_, l + 1, xs[l + 1]);
         if (!keep(l)) {
           xs[l] = Tensor();
-        } else if (offload) {
+        } else if (offloaded(l)) {
           sw.retire(ctx_, l);  // its copy out is done before the memory is reused
           xs[l] = Tensor();
         }
@@ -302,20 +305,24 @@ class Pass {
       dx.fill_bytes(0, &ctx_.compute());
       norm_backward(xs[L], sw.norm(), rstd, dh, dx, nullptr);
       xs[L] = Tensor();
-      // Layer inputs come back two layers ahead: a copy queued behind a weight chunk on the
-      // same copy engine still arrives before its layer's backward.
-      if (offload) {
-        xs[L - 1] = sw.bring_back(ctx_, L - 1, Shape{n_, C});
-        if (L >= 2 && L - 2 >= lowest) xs[L - 2] = sw.bring_back(ctx_, L - 2, Shape{n_, C});
-      }
+      // Offloaded layer inputs come back two layers ahead: a copy queued behind a weight chunk
+      // on the same copy engine still arrives before its layer's backward. `back` is the
+      // highest offloaded layer not yet asked back.
+      int64_t back = static_cast<int64_t>(L) - 1;
+      const auto bring_back_from = [&](int64_t from) {
+        for (; back >= static_cast<int64_t>(lowest) && back >= from; --back)
+          if (offloaded(static_cast<size_t>(back)))
+            xs[static_cast<size_t>(back)] = sw.bring_back(ctx_, static_cast<size_t>(back), Shape{n_, C});
+      };
+      if (offload) bring_back_from(static_cast<int64_t>(L) - 2);
       for (int64_t ch = sw.layer_chunks(); ch-- > static_cast<int64_t>(lowest) / k;) {
         const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
         for (size_t i = Ws.size(); i-- > 0;) {
           const size_t l = static_cast<size_t>(ch * k) + i;
           if (l < lowest) break;
-          if (offload) {  // this layer's input is (being) copied back; start the one two below
-            sw.await_back(ctx_, l);
-            if (l >= lowest + 2) xs[l - 2] = sw.bring_back(ctx_, l - 2, Shape{n_, C});
+          if (offload) {  // this layer's input is on the device or (being) copied back; start two below
+            if (offloaded(l)) sw.await_back(ctx_, l);
+            bring_back_from(static_cast<int64_t>(l) - 2);
           }
           LayerActs recomputed;
           Tensor scratch_out = make(Shape{n_, C});

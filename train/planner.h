@@ -58,6 +58,8 @@ struct Plan {
   int64_t lowest_trained_layer = 0;  // the backward runs from here up
   int64_t micro_batch = 0, grad_accum = 0, seq_len = 0;
   bool activations_on_host = false;
+  // With activations on the host: how many layer inputs (the top ones) stay on the device.
+  int64_t activation_layers_on_device = 0;
   bool recompute = false;
   int64_t lm_head_chunk_tokens = 0;
   // Predicted device bytes.

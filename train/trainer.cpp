@@ -279,6 +279,7 @@ class Trainer {
       j["head_slices"] = stream_->head_slices();
       j["chunk_buffer_bytes"] = stream_->buffer_bytes();
       j["activations"] = stream_->offload_activations() ? "host" : "device";
+      j["activation_layers_on_device"] = stream_->activation_layers_on_device();
     }
     const auto* caching = dynamic_cast<const CachingAllocator*>(&ctx_.allocator());
     j["budget_bytes"] = caching ? caching->budget() : 0;
@@ -446,6 +447,7 @@ void Trainer::setup() {
     so.layers_per_chunk = std::min<int64_t>(std::max<int64_t>(per_chunk, 1), mc.num_hidden_layers);
     so.head_granule = kHeadGranule;
     so.offload_activations = plan_ && plan_->streamed && plan_->activations_on_host;
+    so.activation_layers_on_device = so.offload_activations ? plan_->activation_layers_on_device : 0;
     stream_.emplace(ctx_, *model_, so);
     if (cfg_.trace) {
       trace_.emplace(ctx_.device());

@@ -51,7 +51,7 @@ namespace {
 // queued: as the trainer runs them, batches (with host ids) first, then the passes back to
 // back with their losses left on the device (PassOptions::loss_out), read once at the end.
 std::pair<std::vector<double>, std::vector<Tensor>> cuda_lora_pass(const std::string& dir, int64_t k, bool offload,
-                                                                   bool queued = false) {
+                                                                   bool queued = false, int64_t on_device = 0) {
   Context ctx(Device::cuda(0));
   LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
   LoraSpec spec;
@@ -67,6 +67,7 @@ std::pair<std::vector<double>, std::vector<Tensor>> cuda_lora_pass(const std::st
     so.layers_per_chunk = k;
     so.head_granule = 64;
     so.offload_activations = offload;
+    so.activation_layers_on_device = on_device;
     sw.emplace(ctx, model, so);
   }
   Gradients g = make_gradients(ctx, model, &ad);
@@ -120,13 +121,16 @@ TEST_CASE("streamed LoRA training on CUDA (copy and compute streams overlapping)
   struct Case {
     int64_t k;
     bool offload, queued;
+    int64_t on_device;  // with offload: the top layer inputs kept on the device
   };
-  for (const Case& c : {Case{1, false, false}, Case{2, true, false}, Case{3, false, false}, Case{1, true, false},
-                        Case{1, true, true}, Case{2, false, true}}) {
+  for (const Case& c : {Case{1, false, false, 0}, Case{2, true, false, 0}, Case{3, false, false, 0},
+                        Case{1, true, false, 0}, Case{1, true, true, 0}, Case{2, false, true, 0},
+                        Case{1, true, true, 2}}) {
     CAPTURE(c.k);
     CAPTURE(c.offload);
     CAPTURE(c.queued);
-    const auto streamed = cuda_lora_pass(tmp.path().string(), c.k, c.offload, c.queued);
+    CAPTURE(c.on_device);
+    const auto streamed = cuda_lora_pass(tmp.path().string(), c.k, c.offload, c.queued, c.on_device);
     CHECK(streamed.first == resident.first);
     REQUIRE(streamed.second.size() == resident.second.size());
     bool same = true;

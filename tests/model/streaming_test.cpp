@@ -53,6 +53,7 @@ struct RunResult {
   size_t peak = 0;
   uint64_t streamed_bytes = 0;
   uint64_t copies = 0;
+  uint64_t offloaded_bytes = 0;
   int64_t layer_chunks = 0, head_slices = 0;
   std::vector<TraceSpan> trace;  // with `traced`: every step's spans
 };
@@ -61,7 +62,7 @@ struct RunResult {
 // (0: none); streamed with k layers per chunk when k > 0, else resident with the sliced head.
 RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vector<int64_t>& layers,
                 const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3, bool offload = false,
-                bool traced = false) {
+                bool traced = false, int64_t on_device = 0) {
   CachingAllocator alloc(make_host_raw_backend(), budget);
   Context ctx(Device::cpu(), alloc, 0);
   LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
@@ -88,6 +89,7 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
     so.layers_per_chunk = k;
     so.head_granule = kGranule;
     so.offload_activations = offload;
+    so.activation_layers_on_device = on_device;
     sw.emplace(ctx, model, so);
   }
   StreamTrace trace(ctx.device());
@@ -129,6 +131,7 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
   if (sw) {
     r.streamed_bytes = sw->streamer().stats().bytes;
     r.copies = sw->streamer().stats().copies;
+    r.offloaded_bytes = sw->offloaded_bytes();
     r.layer_chunks = sw->layer_chunks();
     r.head_slices = sw->head_slices();
   }
@@ -173,6 +176,19 @@ TEST_CASE("streamed LoRA training has the bits of resident training for every ch
     CHECK(off.losses == resident.losses);
     CHECK(same_bits(off.weights, resident.weights));
     CHECK(off.peak <= free.peak);
+    // The top layer inputs kept on the device, the rest offloaded: the same bits, a peak
+    // between the two, fewer bytes offloaded.
+    for (int64_t on_device : {1, 3, 5}) {
+      CAPTURE(on_device);
+      const RunResult part = train(dir, k, 0, {}, {}, 3, true, false, on_device);
+      CHECK(part.losses == resident.losses);
+      CHECK(same_bits(part.grads, resident.grads));
+      CHECK(same_bits(part.weights, resident.weights));
+      CHECK(part.peak >= off.peak);
+      CHECK(part.peak <= free.peak + free.peak / 8);  // two in-flight rows at most beyond the resident set
+      CHECK(part.offloaded_bytes < off.offloaded_bytes);
+      CHECK(part.offloaded_bytes == off.offloaded_bytes / 5 * static_cast<uint64_t>(5 - on_device));
+    }
     // Below what the run needs: the allocator refuses, naming the budget.
     CHECK_THROWS_WITH_AS(train(dir, k, free.peak / 2, {}), doctest::Contains("budget"), OutOfMemory);
   }

@@ -139,10 +139,19 @@ TEST_CASE("planner: activations stay on the device when they fit and offloading 
   const Plan tight = plan_training(r, hw);
   CHECK(tight.micro_batch == 16);
   CHECK(tight.activations_on_host);
+  // The top layer inputs use a third of what the budget has left; the rest go to the host.
+  const double boundary = 16.0 * 512 * double(r.model.hidden_size) * 2;  // bf16 (N, C)
+  CHECK(tight.activation_layers_on_device > 0);
+  CHECK(tight.activation_layers_on_device < r.model.num_hidden_layers);
+  CHECK(tight.peak <= r.budget);
+  CHECK(double(r.budget - tight.peak) >= 1.9 * double(tight.activation_layers_on_device) * boundary);
+  CHECK(tight.to_text().find("layer inputs on the device") != std::string::npos);
+  CHECK(tight.to_json()["activation_layers_on_device"] == tight.activation_layers_on_device);
   r.budget = 12 * kGiB;
   const Plan roomy = plan_training(r, hw);
   CHECK(roomy.micro_batch == 16);
   CHECK_FALSE(roomy.activations_on_host);
+  CHECK(roomy.activation_layers_on_device == 0);
   CHECK(roomy.peak <= r.budget);
   CHECK(roomy.peak > tight.peak);  // the lower peak alone would have offloaded
   CHECK(roomy.step_ms <= tight.step_ms * 1.001);
