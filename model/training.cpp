@@ -408,9 +408,6 @@ class Pass {
   // The loss to the caller: into opt_.loss_out without waiting, or read back.
   double finish(const Tensor& loss) {
     if (opt_.loss_out) {
-      ONN_CHECK_ARG(opt_.loss_out->numel() == 1 && opt_.loss_out->dtype() == loss.dtype() &&
-                        opt_.loss_out->device() == loss.device(),
-                    "PassOptions::loss_out must be one ", dtype_name(loss.dtype()), " on ", loss.device().str());
       opt_.loss_out->copy_from(loss, &ctx_.compute());
       return std::numeric_limits<double>::quiet_NaN();
     }
@@ -443,6 +440,11 @@ double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch
   check_batch(batch);
   ONN_CHECK_ARG(grads.full.has_value() != (opt.lora != nullptr),
                 "forward_backward: LoRA gradients need the adapter, full gradients none");
+  if (opt.loss_out) {  // checked before any gradient is touched
+    const DType t = loss_dtype(model.dtype());
+    ONN_CHECK_ARG(opt.loss_out->numel() == 1 && opt.loss_out->dtype() == t && opt.loss_out->device() == ctx.device(),
+                  "PassOptions::loss_out must be one ", dtype_name(t), " on ", ctx.device().str());
+  }
   Pass pass(ctx, model, opt, batch.ids.dim(0));
   return pass.run(batch, &grads);
 }
@@ -451,6 +453,7 @@ double forward_loss(Context& ctx, const LlamaModel& model, const TrainBatch& bat
   check_batch(batch);
   PassOptions o = opt;
   o.dropout = false;
+  o.loss_out = nullptr;  // evaluation returns its loss
   Pass pass(ctx, model, o, batch.ids.dim(0));
   return pass.run(batch, nullptr);
 }

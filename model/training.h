@@ -55,7 +55,7 @@ struct PassOptions {
   // Set: the pass copies its loss into this (1) device tensor on the compute stream and
   // returns NaN without waiting for the device, so that micro-batches queue back to back (the
   // next one's first chunk is still in a stream buffer, its copies overlap this one's tail).
-  // The caller reads the losses once the device is done.
+  // The caller reads the losses once the device is done. forward_loss ignores it.
   Tensor* loss_out = nullptr;
 };
 

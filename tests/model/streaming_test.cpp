@@ -248,9 +248,15 @@ TEST_CASE("a pass with loss_out leaves the returned loss on the device, and host
   opt.loss_out = &out;
   CHECK(std::isnan(forward_backward(ctx, model, batch, g, opt)));
   CHECK(load_as_double(out.data(), out.dtype(), 0) == returned);
+  // A wrong loss_out is refused before any gradient is touched.
+  std::vector<Tensor> before;
+  for (const Tensor& t : gradient_tensors(g)) before.push_back(clone(t));
   Tensor wrong = Tensor::zeros(Shape{2}, loss_dtype(model.dtype()));
   opt.loss_out = &wrong;
   CHECK_THROWS_WITH_AS(forward_backward(ctx, model, batch, g, opt), doctest::Contains("loss_out"), InvalidArgument);
+  std::vector<Tensor> after;
+  for (const Tensor& t : gradient_tensors(g)) after.push_back(clone(t));
+  CHECK(same_bits(before, after));
 }
 
 TEST_CASE("sparse layers: the streamed backward stops at the lowest trained layer with full-depth gradients") {
