@@ -240,8 +240,7 @@ int main(int argc, char** argv) {
       backend_allocs = st.backend_allocs;
       backend_frees = st.backend_frees;
       backend_ms = st.backend_ms;
-      if (!transfer_ms.empty())  // the copy rate this machine's pinned memory reaches, for comparison
-      {
+      if (!transfer_ms.empty()) {  // the copy rates this machine's pinned memory reaches, for comparison
         pinned_h2d = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::host_to_device, true,
                                                  size_t{256} << 20, 5);
         pinned_d2h = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::device_to_host, true,
