@@ -71,6 +71,9 @@ struct TrainConfig {
   // ("trace": copies, compute windows, activation copies) and its summary. Not saved.
   bool trace = false;
 
+  // Throws InvalidArgument naming the flag when a field is out of range or two exclude each
+  // other.
+  void check() const;
   // The whole configuration as JSON (trainer_state.json, the init event) and back.
   nlohmann::ordered_json to_json() const;
   static TrainConfig from_json(const nlohmann::json& j, const std::string& source);
