@@ -7,7 +7,8 @@ set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
 # Sections (default all but prof): tests sanitizer tiny phi4 gen hf prof. TINY_RUNS and PHI4_RUNS: the runs (see below).
 # Every streamed onn-bench run writes its timeline (onn-bench train --trace) to $out/trace-*.json
-# unless TRACE=0; its summary (idle time waiting for the host, for a copy, other) is in the JSON.
+# unless TRACE=0; its summary (idle time waiting for the host, for a copy, other) is in the JSON,
+# and scripts/trace_gaps.py lists the largest gaps.
 sections=" ${*:-tests tiny phi4 gen hf} "
 want() { [[ "$sections" == *" $1 "* ]]; }
 trace() { [ "${TRACE:-1}" = 0 ] || echo "--trace $out/trace-$1.json"; }

@@ -92,7 +92,8 @@ void write_chrome_trace(const std::string& path, const std::vector<nlohmann::ord
                         {"tid", tid},
                         {"ts", (offset_ms + start) * 1000.0},
                         {"dur", (end - start) * 1000.0},
-                        {"args", {{"step", s}, {"issued_ms", span["issued_ms"]}, {"buffer", span["slot"]}}}});
+                        {"args",
+                         {{"step", s}, {"start_ms", start}, {"issued_ms", span["issued_ms"]}, {"buffer", span["slot"]}}}});
     }
     offset_ms += step_end;
   }

@@ -63,6 +63,7 @@ TEST_CASE("onn-bench train --trace: a streamed run's timeline as a Chrome trace,
     if (e["ph"] != "X") continue;
     ++lanes[e["name"].get<std::string>().substr(0, e["name"].get<std::string>().find(' '))];
     CHECK(e["dur"].get<double>() >= 0);
+    CHECK(e["args"]["start_ms"].get<double>() >= 0);  // on the step's own axis (scripts/trace_gaps.py)
     steps.insert(e["args"]["step"].get<int64_t>());
   }
   CHECK(lanes["compute"] > 0);
