@@ -156,3 +156,22 @@ TEST_CASE("planner: activations stay on the device when they fit and offloading 
   CHECK(roomy.peak > tight.peak);  // the lower peak alone would have offloaded
   CHECK(roomy.step_ms <= tight.step_ms * 1.001);
 }
+
+TEST_CASE("planner: when every split is compute-bound, the one that copies the weights least") {
+  // A slow GEMM makes every split of 16 rows equally fast by the model; the step's PCIe bytes
+  // decide (the copies are where the model is least sure), not the lower peak of one row at a time.
+  PlanHardware hw = gpu(64 * kGiB);
+  hw.gemm_tflops = 20;
+  PlanRequest r = phi4(16 * kGiB);
+  r.batch_rows = 16;
+  r.placement = PlanRequest::Placement::streamed;
+  const Plan p = plan_training(r, hw);
+  REQUIRE(p.compute_ms > p.transfer_ms);
+  CHECK(p.micro_batch == 16);
+  CHECK(p.grad_accum == 1);
+  PlanRequest one = r;
+  one.micro_batch = 1;
+  const Plan q = plan_training(one, hw);
+  CHECK(q.step_ms <= p.step_ms * 1.001);  // as fast by the model
+  CHECK(q.peak < p.peak);                 // and smaller, which used to decide
+}
