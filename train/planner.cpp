@@ -165,15 +165,17 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     p.activations = static_cast<uint64_t>(offload ? 2.0 * boundary
                                                   : kept_layers * boundary + (p.recompute ? 0.0 : m.L * internals));
     // One layer rebuilt and differentiated: its internals twice (values, gradients), the
-    // attention statistics, the residual stream's gradient; the LM head's F32 logits chunk.
-    p.workspace = static_cast<uint64_t>(2.0 * internals + N * double(c.num_attention_heads) * 4.0 + 2.0 * boundary +
+    // attention statistics, five (N, C) rows (the residual stream's gradient and the norm's,
+    // the recomputed output, the attention projection, the layer's input); the LM head's F32
+    // logits chunk. (Two rows, as before, left the Phi-4 shape with 16 rows per load 0.14 GB
+    // over its prediction on the H100.)
+    p.workspace = static_cast<uint64_t>(2.0 * internals + N * double(c.num_attention_heads) * 4.0 + 5.0 * boundary +
                                         double(p.lm_head_chunk_tokens) * m.V * 4.0);
     p.margin = 128 * kMiB + budget / 50;
     p.peak = p.resident_weights + p.chunk_buffers + p.trainable_state + p.activations + p.workspace + p.margin;
     // Offloading, the top layer inputs stay on the device in a third of what the budget has
     // left (the backward needs them first): fewer activation copies on the link the weights
-    // use. The rest is slack: on the H100 the Phi-4 shape with 16 rows per load used 0.14 GB
-    // more than its predicted peak, and the allocator's blocks fragment.
+    // use. The rest is slack for the allocator's fragmentation and the model's error.
     int64_t on_device = 0;
     if (offload && p.peak < budget) {
       on_device = std::min(static_cast<int64_t>(kept_layers) - 1,
@@ -319,7 +321,9 @@ std::string Plan::to_text() const {
   o << "batch: " << micro_batch << " x " << seq_len << " tokens per micro-batch, " << grad_accum
     << " micro-batch(es) per step; activations on the " << (activations_on_host ? "host" : "device")
     << (activations_on_host && activation_layers_on_device > 0
-            ? " (the top " + std::to_string(activation_layers_on_device) + " layer inputs on the device)"
+            ? activation_layers_on_device == 1
+                  ? std::string(" (the top layer's input on the device)")
+                  : " (the top " + std::to_string(activation_layers_on_device) + " layer inputs on the device)"
             : std::string())
     << (recompute ? ", recomputed per layer" : "") << "; backward from layer " << lowest_trained_layer << "\n";
   o << "device memory: " << gib(double(peak)) << " predicted of " << gib(double(budget)) << " (weights "
