@@ -251,6 +251,10 @@ TEST_CASE("a pass with loss_out leaves the returned loss on the device, and host
   // A wrong loss_out is refused before any gradient is touched.
   std::vector<Tensor> before;
   for (const Tensor& t : gradient_tensors(g)) before.push_back(clone(t));
+  StreamOptions bad = so;
+  bad.activation_layers_on_device = -1;
+  CHECK_THROWS_WITH_AS(StreamedWeights(ctx, model, bad), doctest::Contains("activation layers on the device"),
+                       InvalidArgument);
   Tensor wrong = Tensor::zeros(Shape{2}, loss_dtype(model.dtype()));
   opt.loss_out = &wrong;
   CHECK_THROWS_WITH_AS(forward_backward(ctx, model, batch, g, opt), doctest::Contains("loss_out"), InvalidArgument);
