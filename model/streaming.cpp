@@ -143,7 +143,6 @@ void StreamedWeights::embed(Context& ctx, const Tensor& ids, Tensor& x) {
   const int64_t n = ids.dim(0), C = c.hidden_size, V = c.vocab_size;
   ONN_CHECK_ARG(x.shape() == Shape({n, C}) && x.dtype() == model_.dtype(), "embed: x must be (", n, ", ", C, ") ",
                 dtype_name(model_.dtype()));
-  // Host ids as given; device ids are read back (which waits for the device).
   const Tensor host_ids = ids.device().is_cpu() ? ids : ids.to(Device::cpu());
   const size_t row = static_cast<size_t>(C) * dtype_size(model_.dtype());
   staged_.synchronize();  // the previous gather's copy out of staging is done (not all later work)
@@ -210,7 +209,8 @@ Tensor StreamedWeights::bring_back(Context& ctx, size_t l, const Shape& shape) {
   allocated.record(ctx.compute());
   act_stream_->wait(allocated);
   act_stream_->wait(out_done_.at(l));
-  traced_copy(ctx, "act_in", l, [&] { x.copy_from(host_slot(l, x.nbytes()).view(0, shape, x.dtype()), act_stream_.get()); });
+  const Tensor slot = host_slot(l, x.nbytes()).view(0, shape, x.dtype());
+  traced_copy(ctx, "act_in", l, [&] { x.copy_from(slot, act_stream_.get()); });
   in_done_.at(l).record(*act_stream_);
   return x;
 }

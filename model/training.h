@@ -61,8 +61,8 @@ struct PassOptions {
 
 // Forward and backward over one micro-batch, gradients added into `grads`. Returns the
 // micro-batch's loss (its token losses summed over loss_tokens), on the host (NaN with
-// opt.loss_out: the loss is left there instead). LoRA training
-// stops the backward at the lowest adapted layer: nothing below it runs backward.
+// opt.loss_out: the loss is left there instead). LoRA training stops the backward at the
+// lowest adapted layer: nothing below it runs backward.
 double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch, Gradients& grads,
                         const PassOptions& opt);
 

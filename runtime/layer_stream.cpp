@@ -40,10 +40,18 @@ nlohmann::ordered_json trace_json(const std::vector<TraceSpan>& spans) {
 }
 
 nlohmann::ordered_json trace_summary_json(const TraceSummary& s) {
-  return {{"span_ms", s.span_ms},         {"compute_ms", s.compute_ms},       {"copy_ms", s.copy_ms},
-          {"act_copy_ms", s.act_copy_ms}, {"overlap_ms", s.overlap_ms},       {"idle_ms", s.idle_ms},
-          {"idle_host_ms", s.idle_host_ms}, {"idle_copy_ms", s.idle_copy_ms}, {"idle_other_ms", s.idle_other_ms},
-          {"tail_ms", s.tail_ms}, {"copy_host_late_ms", s.copy_host_late_ms}, {"copy_queued_ms", s.copy_queued_ms}};
+  return {{"span_ms", s.span_ms},
+          {"compute_ms", s.compute_ms},
+          {"copy_ms", s.copy_ms},
+          {"act_copy_ms", s.act_copy_ms},
+          {"overlap_ms", s.overlap_ms},
+          {"idle_ms", s.idle_ms},
+          {"idle_host_ms", s.idle_host_ms},
+          {"idle_copy_ms", s.idle_copy_ms},
+          {"idle_other_ms", s.idle_other_ms},
+          {"tail_ms", s.tail_ms},
+          {"copy_host_late_ms", s.copy_host_late_ms},
+          {"copy_queued_ms", s.copy_queued_ms}};
 }
 
 void StreamTrace::begin(const Stream& stream) {

@@ -244,15 +244,12 @@ TrainBatch make_batch(Context& ctx, const Corpus& c, const std::vector<int64_t>&
     std::copy(v.begin(), v.end(), host.data_as<int32_t>());
     return host;
   };
-  const auto upload = [&](const std::vector<int32_t>& v) {
-    Tensor host = host_tensor(v);
-    return ctx.device().is_cpu() ? host : host.to(ctx.device());
-  };
+  const auto upload = [&](const Tensor& host) { return ctx.device().is_cpu() ? host : host.to(ctx.device()); };
   TrainBatch b;
   b.host_ids = host_tensor(ids);
-  b.ids = ctx.device().is_cpu() ? b.host_ids : b.host_ids.to(ctx.device());
-  b.positions = upload(pos);
-  b.labels = upload(labels);
+  b.ids = upload(b.host_ids);
+  b.positions = upload(host_tensor(pos));
+  b.labels = upload(host_tensor(labels));
   b.seqs = packed_seqs(ctx, lens);
   return b;
 }

@@ -242,14 +242,13 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   ONN_CHECK_ARG(!(req.full && req.placement == PlanRequest::Placement::streamed),
                 "full training keeps its weights, gradients and optimizer state on the device: it cannot stream");
   for (int64_t micro : micros) {
-    for (bool offload : {false, true}) {
-      // Activation offload is part of the streamed pass only: a resident run keeps its
-      // activations on the device.
-      if (req.placement != PlanRequest::Placement::streamed && !offload) consider(evaluate(false, micro, L, offload));
-      // Full training keeps its weights resident (their gradients and state are on the device).
-      if (req.full || req.placement == PlanRequest::Placement::resident) continue;
+    // Activation offload is part of the streamed pass only: a resident run keeps its
+    // activations on the device.
+    if (req.placement != PlanRequest::Placement::streamed) consider(evaluate(false, micro, L, false));
+    // Full training keeps its weights resident (their gradients and state are on the device).
+    if (req.full || req.placement == PlanRequest::Placement::resident) continue;
+    for (bool offload : {false, true})
       for (int64_t k = 1; k <= std::max<int64_t>(1, L / 2); ++k) consider(evaluate(true, micro, k, offload));
-    }
   }
   if (!best) {
     const Plan& p = closest.plan;
