@@ -12,6 +12,7 @@
 
 #include "runtime/cuda_backend.h"
 #include "runtime/error.h"
+#include "runtime/host_span.h"
 
 namespace onn {
 
@@ -33,6 +34,7 @@ bool PinnedHostAllocator::pinned() const { return cuda::device_count() > 0; }
 void* PinnedHostAllocator::allocate(size_t bytes) {
   if (bytes == 0) return nullptr;
   if (!pinned()) return cpu_allocator().allocate(bytes);
+  const HostSpan span("pinned_malloc", bytes);
   return cuda::host_malloc_pinned(bytes);
 }
 
@@ -42,6 +44,7 @@ void PinnedHostAllocator::deallocate(void* ptr, size_t bytes) {
     cpu_allocator().deallocate(ptr, bytes);
     return;
   }
+  const HostSpan span("pinned_free", bytes);
   cuda::host_free_pinned(ptr);
 }
 
@@ -152,10 +155,14 @@ void* CachingAllocator::allocate(size_t bytes) {
   if (over_budget()) return fail("would exceed the budget");
 
   const auto t0 = std::chrono::steady_clock::now();
-  void* p = backend_->raw_allocate(size);
+  const auto raw_allocate = [&] {
+    const HostSpan span("device_malloc", size);
+    return backend_->raw_allocate(size);
+  };
+  void* p = raw_allocate();
   if (p == nullptr) {
     release_cache_locked();
-    p = backend_->raw_allocate(size);
+    p = raw_allocate();
     if (p == nullptr) return fail("failed: the device has no memory left");
   }
   ++stats_.backend_allocs;
@@ -236,7 +243,10 @@ void CachingAllocator::release_segment_locked(char* base) {
   blocks_.erase(b);
   segments_.erase(base);
   const auto t0 = std::chrono::steady_clock::now();
-  backend_->raw_free(base, size);
+  {
+    const HostSpan span("device_free", size);
+    backend_->raw_free(base, size);
+  }
   stats_.backend_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   stats_.reserved -= size;
   ++stats_.backend_frees;

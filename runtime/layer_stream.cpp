@@ -33,9 +33,15 @@ double union_ms(std::vector<std::pair<double, double>> v) {
 
 nlohmann::ordered_json trace_json(const std::vector<TraceSpan>& spans) {
   nlohmann::ordered_json a = nlohmann::ordered_json::array();
-  for (const TraceSpan& t : spans)
-    a.push_back({{"lane", t.lane}, {"index", t.index}, {"issued_ms", t.issued_ms}, {"start_ms", t.start_ms},
-                 {"end_ms", t.end_ms}, {"slot", t.slot}});
+  for (const TraceSpan& t : spans) {
+    nlohmann::ordered_json j = {{"lane", t.lane},          {"index", t.index},   {"issued_ms", t.issued_ms},
+                                {"start_ms", t.start_ms}, {"end_ms", t.end_ms}, {"slot", t.slot}};
+    if (t.lane == "host") {
+      j["call"] = t.call;
+      j["bytes"] = t.bytes;
+    }
+    a.push_back(std::move(j));
+  }
   return a;
 }
 
@@ -51,14 +57,47 @@ nlohmann::ordered_json trace_summary_json(const TraceSummary& s) {
           {"idle_other_ms", s.idle_other_ms},
           {"tail_ms", s.tail_ms},
           {"copy_host_late_ms", s.copy_host_late_ms},
-          {"copy_queued_ms", s.copy_queued_ms}};
+          {"copy_queued_ms", s.copy_queued_ms},
+          {"host_calls_ms", s.host_calls_ms},
+          {"host_calls", s.host_calls},
+          {"idle_host_calls_ms", s.idle_host_calls_ms}};
+}
+
+StreamTrace::~StreamTrace() { stop_host_spans(); }
+
+void StreamTrace::stop_host_spans() {
+  if (!sink_) return;
+  // Put back whoever was the sink before, unless someone else has taken over since.
+  HostSpanSink* now = set_host_span_sink(previous_sink_);
+  if (now != this) set_host_span_sink(now);
+  sink_ = false;
 }
 
 void StreamTrace::begin(const Stream& stream) {
+  stop_host_spans();
   pending_.clear();
+  {
+    std::lock_guard<std::mutex> lock(host_mu_);
+    host_.clear();
+  }
   origin_.record(stream);
   host_origin_ = std::chrono::steady_clock::now();
   begun_ = true;
+  previous_sink_ = set_host_span_sink(this);
+  sink_ = true;
+}
+
+void StreamTrace::host_span(const char* call, uint64_t bytes, std::chrono::steady_clock::time_point start,
+                            std::chrono::steady_clock::time_point end) {
+  using ms = std::chrono::duration<double, std::milli>;
+  TraceSpan t;
+  t.lane = "host";
+  t.call = call;
+  t.bytes = bytes;
+  t.issued_ms = t.start_ms = ms(start - host_origin_).count();
+  t.end_ms = ms(end - host_origin_).count();
+  std::lock_guard<std::mutex> lock(host_mu_);
+  host_.push_back(std::move(t));
 }
 
 double StreamTrace::host_ms() const {
@@ -70,11 +109,17 @@ void StreamTrace::add(std::string lane, int64_t index, double issued_ms, Event s
 }
 
 std::vector<TraceSpan> StreamTrace::take() {
+  stop_host_spans();  // the waits below are the trace's own
   std::vector<TraceSpan> out;
+  {
+    std::lock_guard<std::mutex> lock(host_mu_);
+    out = std::move(host_);
+    host_.clear();
+  }
   for (Pending& p : pending_) {
     p.end.synchronize();
     out.push_back(TraceSpan{p.lane, p.index, p.issued_ms, Event::elapsed_ms(origin_, p.start),
-                            Event::elapsed_ms(origin_, p.end), p.slot});
+                            Event::elapsed_ms(origin_, p.end), p.slot, {}, 0});
   }
   pending_.clear();
   std::stable_sort(out.begin(), out.end(), [](const TraceSpan& a, const TraceSpan& b) { return a.start_ms < b.start_ms; });
@@ -84,8 +129,14 @@ std::vector<TraceSpan> StreamTrace::take() {
 TraceSummary summarize_trace(const std::vector<TraceSpan>& spans) {
   TraceSummary s;
   std::vector<std::pair<double, double>> compute, copy, act;
-  std::vector<const TraceSpan*> windows, copies;
+  std::vector<const TraceSpan*> windows, copies, host;
   for (const TraceSpan& t : spans) {
+    if (t.lane == "host") {
+      host.push_back(&t);
+      s.host_calls_ms[t.call] += t.end_ms - t.start_ms;
+      ++s.host_calls[t.call];
+      continue;
+    }
     s.span_ms = std::max(s.span_ms, t.end_ms);
     if (t.lane == "compute") {
       compute.emplace_back(t.start_ms, t.end_ms);
@@ -111,17 +162,21 @@ TraceSummary summarize_trace(const std::vector<TraceSpan>& spans) {
     const double gap = w->start_ms - prev_end;
     if (gap > 0) {
       // The host enqueued the window after the device was free: that much was the host's.
-      const double host = std::clamp(w->issued_ms - prev_end, 0.0, gap);
+      const double host_wait = std::clamp(w->issued_ms - prev_end, 0.0, gap);
       // Then the window waited for its chunk's copy (the latest copy of that chunk that
       // ended by the window's start).
       double copy_end = -1;
       for (const TraceSpan* c : copies)
         if (c->index == w->index && c->end_ms <= w->start_ms + 1e-3) copy_end = std::max(copy_end, c->end_ms);
-      const double from = prev_end + host;
-      const double copy_wait = std::clamp(copy_end - from, 0.0, gap - host);
-      s.idle_host_ms += host;
+      const double from = prev_end + host_wait;
+      const double copy_wait = std::clamp(copy_end - from, 0.0, gap - host_wait);
+      s.idle_host_ms += host_wait;
+      for (const TraceSpan* h : host) {  // what the host was held up in meanwhile
+        const double in = std::min(h->end_ms, prev_end + host_wait) - std::max(h->start_ms, prev_end);
+        if (in > 0) s.idle_host_calls_ms[h->call] += in;
+      }
       s.idle_copy_ms += copy_wait;
-      s.idle_other_ms += gap - host - copy_wait;
+      s.idle_other_ms += gap - host_wait - copy_wait;
     }
     prev_end = std::max(prev_end, w->end_ms);
   }
@@ -136,9 +191,9 @@ TraceSummary summarize_trace(const std::vector<TraceSpan>& spans) {
     for (const TraceSpan* o : copies)
       if (o != c && o->end_ms <= c->start_ms + 1e-3) ready = std::max(ready, o->end_ms);
     const double wait = std::max(0.0, c->start_ms - ready);
-    const double host = std::clamp(c->issued_ms - ready, 0.0, wait);
-    s.copy_host_late_ms += host;
-    s.copy_queued_ms += wait - host;
+    const double late = std::clamp(c->issued_ms - ready, 0.0, wait);
+    s.copy_host_late_ms += late;
+    s.copy_queued_ms += wait - late;
   }
   return s;
 }

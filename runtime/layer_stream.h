@@ -13,12 +13,15 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "runtime/context.h"
+#include "runtime/host_span.h"
 #include "runtime/stream.h"
 #include "runtime/tensor.h"
 
@@ -33,19 +36,25 @@ struct StreamStats {
 
 // One interval of device work in a trace, in milliseconds since the trace's origin: start and
 // end on the device's clock (events), issued on the host's (when the host enqueued the work).
+// Lane "host" is a host call that can hold the host up (runtime/host_span.h), all three times
+// on the host's clock (issued = start).
 struct TraceSpan {
-  std::string lane;    // "copy" (weight chunks), "compute" (chunk windows), "act_out", "act_in"
+  std::string lane;    // "copy" (weight chunks), "compute" (chunk windows), "act_out", "act_in", "host"
   int64_t index = -1;  // the chunk; the layer for activation copies
   double issued_ms = 0, start_ms = 0, end_ms = 0;
-  int slot = -1;  // copies and windows: the device buffer
+  int slot = -1;         // copies and windows: the device buffer
+  std::string call;      // host spans: "device_malloc", "device_free", "stream_sync", ...
+  uint64_t bytes = 0;    // host spans: what the call allocated or freed
 };
 
 // Where a step's time goes, from its spans. Idle is time the compute stream spends outside
 // chunk windows; each gap before a window is split into waiting for the host to enqueue the
 // window, waiting for the window's chunk copy, and the rest (work outside windows: the
-// embedding gather, the loss, the optimizer; or other waits).
+// embedding gather, the loss, the optimizer; or other waits). Of the wait for the host, the
+// part the host spent in calls that hold it up (allocator backend, synchronisations) is named
+// per call.
 struct TraceSummary {
-  double span_ms = 0;          // origin to the last span's end
+  double span_ms = 0;          // origin to the last device span's end
   double compute_ms = 0;       // union of compute windows
   double copy_ms = 0;          // union of weight copies
   double act_copy_ms = 0;      // union of activation copies
@@ -57,6 +66,9 @@ struct TraceSummary {
   // it had ended): because the host enqueued them late, or, enqueued in time, because they
   // queued behind other copies (a shared copy engine).
   double copy_host_late_ms = 0, copy_queued_ms = 0;
+  std::map<std::string, double> host_calls_ms;       // host time in each kind of call, the whole step
+  std::map<std::string, int64_t> host_calls;         // ... and how many
+  std::map<std::string, double> idle_host_calls_ms;  // the part of idle_host_ms spent in them
 };
 TraceSummary summarize_trace(const std::vector<TraceSpan>& spans);
 // [{"lane", "index", "issued_ms", "start_ms", "end_ms"}, ...] and the summary's fields.
@@ -65,16 +77,26 @@ nlohmann::ordered_json trace_summary_json(const TraceSummary& s);
 
 // Records device intervals against an origin (an event on a stream and the host clock at the
 // same moment), so device and host times share one axis. Spans are added as event pairs and
-// resolved by take().
-class StreamTrace {
+// resolved by take(). From begin() to take() it is also the process's host-span sink, so the
+// host calls that can hold the host up become "host" spans.
+class StreamTrace final : public HostSpanSink {
  public:
   explicit StreamTrace(Device device) : device_(device), origin_(device) {}
+  ~StreamTrace() override;
+  StreamTrace(const StreamTrace&) = delete;
+  StreamTrace& operator=(const StreamTrace&) = delete;
   // The origin: call with the device idle (after a synchronize) so the clocks agree. Drops
   // spans not yet taken.
   void begin(const Stream& stream);
   double host_ms() const;  // host time since the origin
   void add(std::string lane, int64_t index, double issued_ms, Event start, Event end, int slot = -1);
-  // Waits for the spans' end events; returns them by start time and forgets them.
+  void host_span(const char* call, uint64_t bytes, std::chrono::steady_clock::time_point start,
+                 std::chrono::steady_clock::time_point end) override;
+  // Ends the recording of host calls (before waiting for the step's spans: those waits are
+  // the trace's own). take() does it too.
+  void stop_host_spans();
+  // Stops taking host spans, waits for the spans' end events; returns them by start time and
+  // forgets them.
   std::vector<TraceSpan> take();
 
  private:
@@ -90,6 +112,10 @@ class StreamTrace {
   std::chrono::steady_clock::time_point host_origin_{};
   bool begun_ = false;
   std::vector<Pending> pending_;
+  std::mutex host_mu_;  // host spans may come from any thread
+  std::vector<TraceSpan> host_;
+  bool sink_ = false;  // registered as the host-span sink
+  HostSpanSink* previous_sink_ = nullptr;
 };
 
 class ChunkStreamer {

@@ -5,6 +5,7 @@
 
 #include "runtime/cuda_backend.h"
 #include "runtime/error.h"
+#include "runtime/host_span.h"
 
 namespace onn {
 
@@ -39,7 +40,9 @@ Stream& Stream::operator=(Stream&& other) noexcept {
 }
 
 void Stream::synchronize() const {
-  if (stream_ != nullptr) cuda::stream_synchronize(stream_);
+  if (stream_ == nullptr) return;
+  const HostSpan span("stream_sync");
+  cuda::stream_synchronize(stream_);
 }
 
 void Stream::wait(const Event& event) const {
@@ -95,7 +98,9 @@ void Event::record(const Stream& stream) {
 }
 
 void Event::synchronize() const {
-  if (event_ != nullptr) cuda::event_synchronize(event_);
+  if (event_ == nullptr) return;
+  const HostSpan span("event_sync");
+  cuda::event_synchronize(event_);
 }
 
 bool Event::ready() const { return event_ == nullptr || cuda::event_query(event_); }

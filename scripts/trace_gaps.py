@@ -1,7 +1,7 @@
 """The largest idle gaps of the compute stream in an `onn-bench train --trace FILE` timeline
 (Chrome trace JSON), each with what the other lanes were doing across it: the weight copy
-of the chunk the next window needed, activation copies, and when the host enqueued the
-window. A companion to the summary in onn-bench's JSON (stream.trace), which says how much
+of the chunk the next window needed, activation copies, when the host enqueued the window,
+and the host calls that held the host up meanwhile (allocator backend, waits). A companion to the summary in onn-bench's JSON (stream.trace), which says how much
 idle time there was; this says where.
 
   python3 scripts/trace_gaps.py trace.json [--step 0] [--top 15]
@@ -22,17 +22,23 @@ def main():
         raise SystemExit(f"{a.trace}: no spans for step {a.step}")
     spans = []
     for e in events:  # times on the step's own axis (ms from its origin), as the trainer took them
-        lane, index = e["name"].rsplit(" ", 1)
-        start = e["args"]["start_ms"]
-        spans.append({"lane": lane, "index": int(index), "start": start, "end": start + e["dur"] / 1000.0,
-                      "issued": e["args"]["issued_ms"]})
+        args = e["args"]
+        start = args["start_ms"]
+        spans.append({"lane": args["lane"], "index": int(args["index"]), "start": start,
+                      "end": start + e["dur"] / 1000.0, "issued": args["issued_ms"],
+                      "call": args.get("call"), "bytes": args.get("bytes", 0)})
     windows = sorted((s for s in spans if s["lane"] == "compute"), key=lambda s: s["start"])
-    totals = {}
+    totals, calls = {}, {}
     for s in spans:
         totals[s["lane"]] = totals.get(s["lane"], 0.0) + s["end"] - s["start"]
-    span = max(s["end"] for s in spans)
+        if s["lane"] == "host":
+            n, ms = calls.get(s["call"], (0, 0.0))
+            calls[s["call"]] = (n + 1, ms + s["end"] - s["start"])
+    span = max(s["end"] for s in spans if s["lane"] != "host")
     print(f"step {a.step}: {span:.1f} ms; busy per lane (sum of spans): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(totals.items())))
+    if calls:
+        print("host calls: " + ", ".join(f"{c} x{n} {ms:.1f} ms" for c, (n, ms) in sorted(calls.items())))
     gaps, prev = [], None
     for w in windows:
         if prev is not None and w["start"] > prev["end"]:
@@ -52,6 +58,12 @@ def main():
         if acts:
             what += "; activation copies across it: " + ", ".join(
                 f"{s['lane']} {s['index']} {s['start']:.1f}-{s['end']:.1f}" for s in acts[:4])
+        late = max(lo, min(hi, after["issued"]))  # the host's part of the gap: [lo, late]
+        held = [s for s in spans if s["lane"] == "host" and s["end"] > lo and s["start"] < late]
+        if held:
+            what += "; the host meanwhile in: " + ", ".join(
+                f"{s['call']} {s['start']:.1f}-{s['end']:.1f}" + (f" ({s['bytes'] / 2**20:.0f} MiB)" if s["bytes"] else "")
+                for s in held[:6])
         print("  " + what)
 
 

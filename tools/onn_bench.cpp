@@ -73,9 +73,9 @@ double measured_cpu_tflops() {
 // Chrome trace event format: one complete ("X") event per span, microseconds, one thread per
 // lane; timed steps one after another on one axis. Written atomically.
 void write_chrome_trace(const std::string& path, const std::vector<nlohmann::ordered_json>& steps) {
-  const char* lanes[] = {"compute", "copy", "act_out", "act_in"};
+  const char* lanes[] = {"compute", "copy", "act_out", "act_in", "host"};
   nlohmann::ordered_json events = nlohmann::ordered_json::array();
-  for (int tid = 0; tid < 4; ++tid)
+  for (int tid = 0; tid < 5; ++tid)
     events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", tid + 1},
                       {"args", {{"name", lanes[tid]}}}});
   double offset_ms = 0;
@@ -86,14 +86,21 @@ void write_chrome_trace(const std::string& path, const std::vector<nlohmann::ord
       const int tid = static_cast<int>(std::find(std::begin(lanes), std::end(lanes), lane) - std::begin(lanes)) + 1;
       const double start = span["start_ms"], end = span["end_ms"];
       step_end = std::max(step_end, end);
-      events.push_back({{"name", lane + " " + std::to_string(span["index"].get<int64_t>())},
+      const bool host = lane == "host";  // a host call: named by the call, not an index
+      nlohmann::ordered_json args = {{"step", s},         {"lane", lane},         {"index", span["index"]},
+                                     {"start_ms", start}, {"issued_ms", span["issued_ms"]}, {"buffer", span["slot"]}};
+      if (host) {
+        args["call"] = span["call"];
+        args["bytes"] = span["bytes"];
+      }
+      events.push_back({{"name", host ? span["call"].get<std::string>()
+                                      : lane + " " + std::to_string(span["index"].get<int64_t>())},
                         {"ph", "X"},
                         {"pid", 1},
                         {"tid", tid},
                         {"ts", (offset_ms + start) * 1000.0},
                         {"dur", (end - start) * 1000.0},
-                        {"args",
-                         {{"step", s}, {"start_ms", start}, {"issued_ms", span["issued_ms"]}, {"buffer", span["slot"]}}}});
+                        {"args", std::move(args)}});
     }
     offset_ms += step_end;
   }
@@ -354,6 +361,13 @@ int main(int argc, char** argv) {
                   << tr["idle_copy_ms"].get<double>() << ", other " << tr["idle_other_ms"].get<double>()
                   << "; weight copies started late by the host " << tr["copy_host_late_ms"].get<double>()
                   << " ms, queued " << tr["copy_queued_ms"].get<double>() << " ms\n";
+        if (!tr["idle_host_calls_ms"].empty()) {  // what the host was held up in while the device waited
+          std::cout << "  waiting for the host, the host was in:";
+          for (const auto& [call, ms] : tr["idle_host_calls_ms"].items())
+            std::cout << " " << call << " " << ms.get<double>() << " ms (" << tr["host_calls"][call].get<int64_t>()
+                      << " calls in the step)";
+          std::cout << "\n";
+        }
       }
       std::cout << "  streamed: " << plan["layers_per_chunk"].get<int64_t>() << " layer(s) per chunk, "
                 << st["bytes_per_step"].get<double>() / 1e9 << " GB per step at " << st["pcie_gbs"].get<double>()

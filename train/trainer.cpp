@@ -175,6 +175,7 @@ class Trainer {
   // This step's host-to-device streaming (null when resident).
   nlohmann::ordered_json stream_json() {
     if (!stream_) return nullptr;
+    if (trace_) trace_->stop_host_spans();  // the step is over: the waits below are the trace's
     const StreamStats s = stream_->streamer().stats();
     nlohmann::ordered_json j = {{"bytes", s.bytes}, {"transfer_ms", s.copy_ms}, {"compute_ms", s.compute_ms},
                                 {"pcie_gbs", s.copy_ms > 0 ? double(s.bytes) / (s.copy_ms * 1e6) : 0.0}};

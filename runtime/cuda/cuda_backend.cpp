@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include "runtime/cuda_check.h"
+#include "runtime/host_span.h"
 
 namespace onn::detail {
 
@@ -199,6 +200,7 @@ float event_elapsed_ms(CUevent_st* start, CUevent_st* end) {
 
 void device_synchronize(int dev) {
   DeviceGuard g(dev);
+  const HostSpan span("device_sync");
   ONN_CUDA_CHECK(cudaDeviceSynchronize());
 }
 

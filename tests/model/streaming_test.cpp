@@ -56,6 +56,7 @@ struct RunResult {
   uint64_t offloaded_bytes = 0;
   int64_t layer_chunks = 0, head_slices = 0;
   std::vector<TraceSpan> trace;  // with `traced`: every step's spans
+  uint64_t traced_backend_calls = 0;  // the allocator's backend allocations and frees while traced
 };
 
 // Three optimizer steps of two micro-batches each on a context whose allocator has `budget`
@@ -102,7 +103,9 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
     vs.push_back(Tensor::zeros(p.shape(), p.dtype()));
   }
   RunResult r;
+  const auto backend_calls = [&] { return alloc.stats().backend_allocs + alloc.stats().backend_frees; };
   for (int64_t step = 1; step <= steps; ++step) {
+    const uint64_t calls_before = backend_calls();
     if (traced) trace.begin(ctx.compute());
     zero_gradients(ctx, g);
     for (uint32_t micro = 0; micro < 2; ++micro) {
@@ -122,6 +125,7 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
     if (traced && sw) {
       sw->streamer().stats();  // hands the step's copies and windows to the trace
       const std::vector<TraceSpan> spans = trace.take();
+      r.traced_backend_calls += backend_calls() - calls_before;
       r.trace.insert(r.trace.end(), spans.begin(), spans.end());
     }
   }
@@ -211,7 +215,15 @@ TEST_CASE("a traced streamed run: every copy, chunk window and activation copy i
       CHECK((t.slot == 0 || t.slot == 1));  // one of the two buffers
     else
       CHECK(t.slot == -1);
+    if (t.lane == "host") {  // on the CPU backend only the allocator's backend calls hold the host up
+      ++count[t.call];
+      CHECK((t.call == "device_malloc" || t.call == "device_free"));
+      CHECK(t.bytes >= (size_t{1} << 9));
+    }
   }
+  // Every backend call made while traced is a host span (the first step fills the cache).
+  CHECK(traced.traced_backend_calls > 0);
+  CHECK(count["host"] == static_cast<int64_t>(traced.traced_backend_calls));
   // 2 steps x 2 micro-batches; each pass acquires every layer chunk and head slice going up and
   // again coming down (LoRA on every layer), and sends all 5 layer inputs out and back.
   const int64_t passes = 4;

@@ -5,8 +5,10 @@
 #include <string>
 #include <thread>
 
+#include "runtime/allocator.h"
 #include "runtime/error.h"
 #include "runtime/hardware.h"
+#include "runtime/host_span.h"
 #include "runtime/json.h"
 #include "runtime/layer_stream.h"
 #include "runtime/stream.h"
@@ -34,10 +36,18 @@ TEST_CASE("a streaming timeline's idle time is split into waiting for the host, 
   // Chunks alternate between buffers 0 and 1. Copy 1 could start at 10 (after copy 0) but
   // started at 12 (2 ms queued); copy 3 could start at 35 (its buffer's window ended) but the
   // host enqueued it at 35.5 and it started at 36 (0.5 ms each).
+  const auto dev = [](const char* lane, int64_t index, double issued, double start, double end, int slot = -1) {
+    return TraceSpan{lane, index, issued, start, end, slot, {}, 0};
+  };
   const std::vector<TraceSpan> spans = {
-      {"copy", 0, 0, 0, 10, 0},     {"compute", 0, 0, 10, 20, 0},   {"copy", 1, 1, 12, 25, 1},
-      {"copy", 2, 2, 20, 30, 0},    {"compute", 1, 5, 25, 35, 1},   {"copy", 3, 35.5, 36, 51, 1},
-      {"compute", 2, 38, 40, 50, 0}, {"compute", 3, 45, 52, 60, 1}, {"act_out", 3, 50, 55, 64}};
+      dev("copy", 0, 0, 0, 10, 0),      dev("compute", 0, 0, 10, 20, 0),  dev("copy", 1, 1, 12, 25, 1),
+      dev("copy", 2, 2, 20, 30, 0),     dev("compute", 1, 5, 25, 35, 1),  dev("copy", 3, 35.5, 36, 51, 1),
+      dev("compute", 2, 38, 40, 50, 0), dev("compute", 3, 45, 52, 60, 1), dev("act_out", 3, 50, 55, 64),
+      // Host calls: the third window's late enqueue [35, 38] overlaps a cudaFree by 2 ms and a
+      // stream wait by 0.5; the malloc is in no gap's host part; the last ends after the device
+      // spans (it does not lengthen the step's span).
+      {"host", -1, 0, 0, 1, -1, "device_malloc", 4096}, {"host", -1, 34, 34, 37, -1, "device_free", 4096},
+      {"host", -1, 37.5, 37.5, 39, -1, "stream_sync", 0}, {"host", -1, 66, 66, 70, -1, "event_sync", 0}};
   const TraceSummary s = summarize_trace(spans);
   CHECK(s.span_ms == doctest::Approx(64));
   CHECK(s.compute_ms == doctest::Approx(38));
@@ -52,9 +62,21 @@ TEST_CASE("a streaming timeline's idle time is split into waiting for the host, 
   CHECK(s.idle_host_ms + s.idle_copy_ms + s.idle_other_ms == doctest::Approx(s.idle_ms));
   CHECK(s.copy_host_late_ms == doctest::Approx(0.5));
   CHECK(s.copy_queued_ms == doctest::Approx(2.5));
+  CHECK(s.idle_host_calls_ms.size() == 2);
+  CHECK(s.idle_host_calls_ms.at("device_free") == doctest::Approx(2));
+  CHECK(s.idle_host_calls_ms.at("stream_sync") == doctest::Approx(0.5));
+  CHECK(s.host_calls_ms.at("device_malloc") == doctest::Approx(1));
+  CHECK(s.host_calls_ms.at("device_free") == doctest::Approx(3));
+  CHECK(s.host_calls_ms.at("event_sync") == doctest::Approx(4));
+  CHECK(s.host_calls.at("stream_sync") == 1);
   const nlohmann::ordered_json j = trace_summary_json(s);
   CHECK(j["idle_copy_ms"].get<double>() == doctest::Approx(16));
-  CHECK(trace_json(spans).size() == spans.size());
+  CHECK(j["idle_host_calls_ms"]["device_free"].get<double>() == doctest::Approx(2));
+  const nlohmann::ordered_json tj = trace_json(spans);
+  CHECK(tj.size() == spans.size());
+  CHECK(tj[10]["call"] == "device_free");
+  CHECK(tj[10]["bytes"] == 4096);
+  CHECK(!tj[0].contains("call"));
   CHECK(summarize_trace({}).span_ms == 0);
 }
 
@@ -81,6 +103,45 @@ TEST_CASE("a stream trace puts device spans and host times on one axis from its 
   CHECK(spans[0].start_ms >= spans[0].issued_ms);
   CHECK(spans[0].end_ms - spans[0].start_ms >= 8.0);
   CHECK(trace.take().empty());
+}
+
+TEST_CASE("a stream trace records the host calls made between begin and take") {
+  Stream s(Device::cpu());
+  StreamTrace trace(Device::cpu());
+  { const HostSpan before("before", 1); }  // no trace yet: not recorded
+  CachingAllocator device(make_host_raw_backend(), size_t{64} << 20);
+  trace.begin(s);
+  {
+    const HostSpan span("test_call", 7);
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  void* p = device.allocate(size_t{3} << 20);  // a backend allocation of one 4 MiB class
+  device.deallocate(p, size_t{3} << 20);
+  device.release_cache();  // and its free
+  std::vector<TraceSpan> spans = trace.take();
+  { const HostSpan after("after", 1); }  // take() ended the recording
+  REQUIRE(spans.size() == 3);
+  CHECK(spans[0].lane == "host");
+  CHECK(spans[0].call == "test_call");
+  CHECK(spans[0].bytes == 7);
+  CHECK(spans[0].start_ms >= 0);
+  CHECK(spans[0].end_ms - spans[0].start_ms >= 2.5);
+  CHECK(spans[1].call == "device_malloc");
+  CHECK(spans[1].bytes == (size_t{4} << 20));
+  CHECK(spans[2].call == "device_free");
+  CHECK(spans[2].start_ms >= spans[1].end_ms);
+  const TraceSummary sum = summarize_trace(spans);
+  CHECK(sum.host_calls.at("device_malloc") == 1);
+  CHECK(sum.span_ms == 0);  // no device spans
+  CHECK(trace.take().empty());
+
+  // A trace destroyed while recording stops being the sink.
+  {
+    StreamTrace other(Device::cpu());
+    other.begin(s);
+  }
+  const HostSpan safe("after a destroyed trace");
+  CHECK(set_host_span_sink(nullptr) == nullptr);
 }
 
 TEST_CASE("find_invalid_utf8") {

@@ -56,6 +56,7 @@ TEST_CASE("onn-bench train --trace: a streamed run's timeline as a Chrome trace,
   CHECK(t["span_ms"].get<double>() >= t["compute_ms"].get<double>());
   CHECK(t["idle_host_ms"].get<double>() + t["idle_copy_ms"].get<double>() + t["idle_other_ms"].get<double>() ==
         doctest::Approx(t["idle_ms"].get<double>()).epsilon(1e-6));
+  CHECK(t["idle_host_calls_ms"].is_object());  // what the host was held up in (none recorded on the CPU)
   const nlohmann::json chrome = read_json_file(trace);
   std::map<std::string, int> lanes;  // thread id -> complete events
   std::set<int64_t> steps;
@@ -64,6 +65,7 @@ TEST_CASE("onn-bench train --trace: a streamed run's timeline as a Chrome trace,
     ++lanes[e["name"].get<std::string>().substr(0, e["name"].get<std::string>().find(' '))];
     CHECK(e["dur"].get<double>() >= 0);
     CHECK(e["args"]["start_ms"].get<double>() >= 0);  // on the step's own axis (scripts/trace_gaps.py)
+    CHECK(e["args"].contains("lane"));
     steps.insert(e["args"]["step"].get<int64_t>());
   }
   CHECK(lanes["compute"] > 0);
