@@ -10,7 +10,7 @@ std::string describe(const Tensor& t) {
 
 OpCheck::OpCheck(const char* op, const Context& ctx,
                  std::initializer_list<std::pair<const char*, const Tensor*>> args)
-    : device_(ctx.device()) {
+    : device_(ctx.device()), rehearsal_(ctx.rehearsal()) {
   where_ = std::string(op) + "(";
   bool first = true;
   for (const auto& [name, t] : args) {
@@ -40,7 +40,7 @@ void OpCheck::same_dtype(const Tensor& a, const char* an, const Tensor& b, const
 }
 
 void OpCheck::float_dtype(const Tensor& t, const char* name) const {
-  if (cpu()) {
+  if (cpu()) {  // a rehearsal takes CUDA's
     require(t.dtype() == DType::f32 || t.dtype() == DType::f64, name, " must be F32 or F64 on the CPU, got ",
             dtype_name(t.dtype()));
   } else {

@@ -24,7 +24,9 @@ class OpCheck {
 
   const std::string& where() const { return where_; }
   Device device() const { return device_; }
-  bool cpu() const { return device_.is_cpu(); }
+  // The CPU backend's rules and kernels apply (false in a rehearsal: CUDA's rules, no kernel).
+  bool cpu() const { return device_.is_cpu() && !rehearsal_; }
+  bool rehearsal() const { return rehearsal_; }  // Context::start_rehearsal
 
   template <typename... Args>
   void require(bool cond, const Args&... what) const {
@@ -39,17 +41,20 @@ class OpCheck {
  private:
   std::string where_;
   Device device_;
+  bool rehearsal_ = false;
 };
 
 [[noreturn]] void throw_no_cuda_backend(const std::string& where);
 
 }  // namespace onn
 
-// Runs cpu_call on the CPU, cuda_call on CUDA (a clear error in builds without CUDA).
+// Runs cpu_call on the CPU, cuda_call on CUDA (a clear error in builds without CUDA), nothing
+// in a rehearsal.
 #if ONN_HAVE_CUDA
 #define ONN_DISPATCH(check, cpu_call, cuda_call) \
   do {                                           \
-    if ((check).cpu()) {                         \
+    if ((check).rehearsal()) {                   \
+    } else if ((check).cpu()) {                  \
       cpu_call;                                  \
     } else {                                     \
       cuda_call;                                 \
@@ -58,7 +63,8 @@ class OpCheck {
 #else
 #define ONN_DISPATCH(check, cpu_call, cuda_call)           \
   do {                                                     \
-    if ((check).cpu()) {                                   \
+    if ((check).rehearsal()) {                             \
+    } else if ((check).cpu()) {                            \
       cpu_call;                                            \
     } else {                                               \
       ::onn::throw_no_cuda_backend((check).where());       \

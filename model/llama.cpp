@@ -72,52 +72,71 @@ LlamaModel LlamaModel::load_to_host(Context& ctx, const std::string& dir, std::o
 }
 
 LlamaModel LlamaModel::load_into(Context& ctx, Context& home, const std::string& dir, DType compute) {
+  const SafetensorsModel st = SafetensorsModel::open(dir);
+  const WeightLoader w(home, st, compute);
+  return assemble(ctx, load_model_config(dir), compute,
+                  [&](const std::string& name, const Shape& want) { return w.get(name, want); });
+}
+
+LlamaModel LlamaModel::placeholder_on_host(Context& ctx, const ModelConfig& config, DType compute) {
+  const int64_t C = config.hidden_size, F = config.intermediate_size,
+                HD = config.num_attention_heads * config.head_dim, KD = config.num_key_value_heads * config.head_dim;
+  int64_t largest = std::max({config.vocab_size * C, (HD + 2 * KD) * C, 2 * F * C, HD * C});
+  ONN_CHECK_ARG(largest > 0, "placeholder model: empty shapes");
+  // One buffer for every tensor; its pages are never written, so it costs address space only.
+  const Tensor shared = Tensor::empty(Shape{largest}, compute, cpu_allocator());
+  LlamaModel m = assemble(ctx, config, compute, [&](const std::string&, const Shape& want) {
+    return shared.view(0, want, compute);
+  });
+  m.on_host_ = true;
+  return m;
+}
+
+LlamaModel LlamaModel::assemble(Context& ctx, const ModelConfig& config, DType compute, const WeightSource& source) {
   LlamaModel m;
-  m.config_ = load_model_config(dir);
+  m.config_ = config;
   m.dtype_ = compute;
   const ModelConfig& c = m.config_;
-  const SafetensorsModel st = SafetensorsModel::open(dir);
-  const WeightLoader w(home, st, m.dtype_);
   const int64_t C = c.hidden_size, F = c.intermediate_size, HD = c.num_attention_heads * c.head_dim,
                 KD = c.num_key_value_heads * c.head_dim, V = c.vocab_size;
-  m.weights_.embed = w.get("model.embed_tokens.weight", Shape{V, C});
-  m.weights_.norm = w.get("model.norm.weight", Shape{C});
+  m.weights_.embed = source("model.embed_tokens.weight", Shape{V, C});
+  m.weights_.norm = source("model.norm.weight", Shape{C});
   if (c.tie_word_embeddings) {
     m.weights_.lm_head = m.weights_.embed;
   } else {
-    m.weights_.lm_head = w.get("lm_head.weight", Shape{V, C});
+    m.weights_.lm_head = source("lm_head.weight", Shape{V, C});
   }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerWeights L;
-    L.input_norm = w.get(p + "input_layernorm.weight", Shape{C});
-    L.post_attn_norm = w.get(p + "post_attention_layernorm.weight", Shape{C});
+    L.input_norm = source(p + "input_layernorm.weight", Shape{C});
+    L.post_attn_norm = source(p + "post_attention_layernorm.weight", Shape{C});
     if (c.fused_qkv) {
-      L.qkv = w.get(p + "self_attn.qkv_proj.weight", Shape{HD + 2 * KD, C});
+      L.qkv = source(p + "self_attn.qkv_proj.weight", Shape{HD + 2 * KD, C});
       L.wq = L.qkv.slice(0, HD);
       L.wk = L.qkv.slice(HD, HD + KD);
       L.wv = L.qkv.slice(HD + KD, HD + 2 * KD);
     } else {
-      L.wq = w.get(p + "self_attn.q_proj.weight", Shape{HD, C});
-      L.wk = w.get(p + "self_attn.k_proj.weight", Shape{KD, C});
-      L.wv = w.get(p + "self_attn.v_proj.weight", Shape{KD, C});
+      L.wq = source(p + "self_attn.q_proj.weight", Shape{HD, C});
+      L.wk = source(p + "self_attn.k_proj.weight", Shape{KD, C});
+      L.wv = source(p + "self_attn.v_proj.weight", Shape{KD, C});
     }
     if (c.attention_bias) {
-      L.bq = w.get(p + "self_attn.q_proj.bias", Shape{HD});
-      L.bk = w.get(p + "self_attn.k_proj.bias", Shape{KD});
-      L.bv = w.get(p + "self_attn.v_proj.bias", Shape{KD});
+      L.bq = source(p + "self_attn.q_proj.bias", Shape{HD});
+      L.bk = source(p + "self_attn.k_proj.bias", Shape{KD});
+      L.bv = source(p + "self_attn.v_proj.bias", Shape{KD});
     }
-    L.wo = w.get(p + "self_attn.o_proj.weight", Shape{C, HD});
-    if (c.o_bias) L.bo = w.get(p + "self_attn.o_proj.bias", Shape{C});
+    L.wo = source(p + "self_attn.o_proj.weight", Shape{C, HD});
+    if (c.o_bias) L.bo = source(p + "self_attn.o_proj.bias", Shape{C});
     if (c.fused_gate_up) {
-      L.gate_up = w.get(p + "mlp.gate_up_proj.weight", Shape{2 * F, C});
+      L.gate_up = source(p + "mlp.gate_up_proj.weight", Shape{2 * F, C});
       L.wgate = L.gate_up.slice(0, F);
       L.wup = L.gate_up.slice(F, 2 * F);
     } else {
-      L.wgate = w.get(p + "mlp.gate_proj.weight", Shape{F, C});
-      L.wup = w.get(p + "mlp.up_proj.weight", Shape{F, C});
+      L.wgate = source(p + "mlp.gate_proj.weight", Shape{F, C});
+      L.wup = source(p + "mlp.up_proj.weight", Shape{F, C});
     }
-    L.wdown = w.get(p + "mlp.down_proj.weight", Shape{C, F});
+    L.wdown = source(p + "mlp.down_proj.weight", Shape{C, F});
     m.weights_.layers.push_back(std::move(L));
   }
   m.inv_freq_ = rope_inv_freq_tensor(ctx, c.rope, m.dtype_ == DType::f64 ? DType::f64 : DType::f32);

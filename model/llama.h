@@ -65,6 +65,11 @@ class LlamaModel {
   // path (model/streaming.h); only the RoPE table is on ctx's device. The plain forward
   // methods below need a resident model.
   static LlamaModel load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
+  // A model of config's shapes in host memory, as load_to_host, with no file behind it: every
+  // tensor views one buffer the size of the largest, never written (address space, not
+  // memory). Its values are meaningless: it is for a rehearsal (Context::start_rehearsal) of
+  // the streamed path at a real model's shapes.
+  static LlamaModel placeholder_on_host(Context& ctx, const ModelConfig& config, DType compute);
   bool on_host() const { return on_host_; }
   // A model loaded to the host runs its forward methods (logits, loss, prefill, decode)
   // through this stream (model/streaming.h), which must outlive the calls; null detaches.
@@ -105,6 +110,9 @@ class LlamaModel {
   Tensor project(Context& ctx, const Tensor& h) const;  // (N, C) -> (N, V)
 
   static LlamaModel load_into(Context& ctx, Context& home, const std::string& dir, DType compute);
+  // The model of config with each weight from source(HF name, shape).
+  using WeightSource = std::function<Tensor(const std::string& name, const Shape& shape)>;
+  static LlamaModel assemble(Context& ctx, const ModelConfig& config, DType compute, const WeightSource& source);
 
   ModelConfig config_;
   ModelWeights weights_;

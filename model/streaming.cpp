@@ -143,6 +143,7 @@ void StreamedWeights::embed(Context& ctx, const Tensor& ids, Tensor& x) {
   const int64_t n = ids.dim(0), C = c.hidden_size, V = c.vocab_size;
   ONN_CHECK_ARG(x.shape() == Shape({n, C}) && x.dtype() == model_.dtype(), "embed: x must be (", n, ", ", C, ") ",
                 dtype_name(model_.dtype()));
+  if (ctx.rehearsal()) return;  // no rows gathered or copied
   const Tensor host_ids = ids.device().is_cpu() ? ids : ids.to(Device::cpu());
   const size_t row = static_cast<size_t>(C) * dtype_size(model_.dtype());
   staged_.synchronize();  // the previous gather's copy out of staging is done (not all later work)
@@ -195,7 +196,9 @@ void StreamedWeights::offload(Context& ctx, size_t l, const Tensor& x) {
   produced.record(ctx.compute());
   act_stream_->wait(produced);
   Tensor slot = host_slot(l, x.nbytes()).view(0, x.shape(), x.dtype());
-  traced_copy(ctx, "act_out", l, [&] { slot.copy_from(x, act_stream_.get()); });
+  traced_copy(ctx, "act_out", l, [&] {
+    if (!ctx.rehearsal()) slot.copy_from(x, act_stream_.get());
+  });
   out_done_[l].record(*act_stream_);
   offloaded_bytes_ += x.nbytes();
 }
@@ -210,7 +213,9 @@ Tensor StreamedWeights::bring_back(Context& ctx, size_t l, const Shape& shape) {
   act_stream_->wait(allocated);
   act_stream_->wait(out_done_.at(l));
   const Tensor slot = host_slot(l, x.nbytes()).view(0, shape, x.dtype());
-  traced_copy(ctx, "act_in", l, [&] { x.copy_from(slot, act_stream_.get()); });
+  traced_copy(ctx, "act_in", l, [&] {
+    if (!ctx.rehearsal()) x.copy_from(slot, act_stream_.get());
+  });
   in_done_.at(l).record(*act_stream_);
   return x;
 }

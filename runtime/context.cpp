@@ -30,6 +30,13 @@ Context::~Context() {
   }
 }
 
+void Context::start_rehearsal(size_t workspace_bytes) {
+  ONN_CHECK_ARG(device_.is_cpu(), "a rehearsal runs on a CPU context, not ", device_.str());
+  rehearsal_ = true;
+  if (workspace_bytes > 0 && !workspace_.defined())
+    workspace_ = Tensor::empty(Shape{static_cast<int64_t>(workspace_bytes)}, DType::u8, *allocator_);
+}
+
 void Context::synchronize() {
   compute_.synchronize();
   copy_.synchronize();

@@ -38,8 +38,18 @@ class Context {
   size_t workspace_bytes() const { return workspace_.defined() ? workspace_.nbytes() : 0; }
   void synchronize();
 
+  // A rehearsal of a CUDA run on a CPU context: every op validates its arguments by the CUDA
+  // backend's rules and makes the allocations its front makes, but computes nothing, and the
+  // layer streamer copies nothing. The allocator then sees a CUDA run's requests in order
+  // (less the CUDA kernels' own small temporaries) in seconds, for models far too large to
+  // compute here: the planner's peak is checked against it. Tensor values are meaningless.
+  // Also takes the cuBLASLt workspace a CUDA context holds (workspace_bytes).
+  void start_rehearsal(size_t workspace_bytes = kDefaultWorkspaceBytes);
+  bool rehearsal() const { return rehearsal_; }
+
  private:
   Device device_;
+  bool rehearsal_ = false;
   Allocator* allocator_;
   Stream compute_;
   Stream copy_;

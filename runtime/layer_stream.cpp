@@ -247,7 +247,7 @@ void ChunkStreamer::load(size_t chunk, Slot& slot) {
   size_t off = 0;
   for (const Tensor& t : chunks_[chunk]) {
     Tensor v = slot.buffer.view(off, t.shape(), t.dtype());
-    v.copy_from(t, &copy);
+    if (!ctx_.rehearsal()) v.copy_from(t, &copy);
     slot.views.push_back(v);
     off += align_up(t.nbytes());
     stats_.bytes += t.nbytes();

@@ -6,6 +6,8 @@
 #include <optional>
 #include <sstream>
 
+#include "model/streaming.h"
+#include "runtime/allocator.h"
 #include "runtime/error.h"
 #include "train/flops.h"
 
@@ -14,7 +16,19 @@ namespace onn {
 namespace {
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
+// Vocabulary rows per granule of the streamed path's sliced LM head (model/streaming.h).
+const double kHeadGranule = double(StreamOptions{}.head_granule);
 constexpr double kGemmEfficiency = 0.6;  // of the GEMM rate, for a whole layer (attention, norms, launches)
+
+// A budget that fits `bytes`, as the user would write it: "3.12 GiB (--vram-budget 3196MiB)".
+std::string budget_hint(double bytes) {
+  const uint64_t mib = static_cast<uint64_t>(std::ceil(bytes / double(uint64_t{1} << 20)));
+  std::ostringstream o;
+  o.setf(std::ios::fixed);
+  o.precision(2);
+  o << double(mib) / 1024.0 << " GiB (--vram-budget " << mib << "MiB)";
+  return o.str();
+}
 
 std::string gib(double bytes) {
   std::ostringstream o;
@@ -40,30 +54,47 @@ struct ModelDims {
   }
 };
 
-// Trained LoRA parameters (A and B of every adapted module; fused modules share A).
-double lora_parameters(const ModelConfig& c, const LoraSpec& s) {
+// The elements of each LoRA tensor of one adapted layer: A (R, in) and B (out, R) of every
+// adapted module (a fused module has one A and one B).
+std::vector<double> lora_layer_tensors(const ModelConfig& c, const LoraSpec& s) {
   const ModelDims m(c);
   const auto on = [&](LoraTarget t) { return s.targets[static_cast<size_t>(t)]; };
   const double r = double(s.rank);
-  double per_layer = 0;
+  std::vector<double> t;
+  const auto module = [&](double in, double out) { t.insert(t.end(), {r * in, r * out}); };
   if (c.fused_qkv) {
-    if (on(LoraTarget::q)) per_layer += r * (m.C + m.HD + 2 * m.KD);
+    if (on(LoraTarget::q)) module(m.C, m.HD + 2 * m.KD);
   } else {
-    if (on(LoraTarget::q)) per_layer += r * (m.C + m.HD);
-    if (on(LoraTarget::k)) per_layer += r * (m.C + m.KD);
-    if (on(LoraTarget::v)) per_layer += r * (m.C + m.KD);
+    if (on(LoraTarget::q)) module(m.C, m.HD);
+    if (on(LoraTarget::k)) module(m.C, m.KD);
+    if (on(LoraTarget::v)) module(m.C, m.KD);
   }
-  if (on(LoraTarget::o)) per_layer += r * (m.HD + m.C);
+  if (on(LoraTarget::o)) module(m.HD, m.C);
   if (c.fused_gate_up) {
-    if (on(LoraTarget::gate)) per_layer += r * (m.C + 2 * m.F);
+    if (on(LoraTarget::gate)) module(m.C, 2 * m.F);
   } else {
-    if (on(LoraTarget::gate)) per_layer += r * (m.C + m.F);
-    if (on(LoraTarget::up)) per_layer += r * (m.C + m.F);
+    if (on(LoraTarget::gate)) module(m.C, m.F);
+    if (on(LoraTarget::up)) module(m.C, m.F);
   }
-  if (on(LoraTarget::down)) per_layer += r * (m.F + m.C);
-  const double layers = s.layers.empty() ? m.L : double(s.layers.size());
-  return per_layer * layers;
+  if (on(LoraTarget::down)) module(m.F, m.C);
+  return t;
 }
+
+double lora_layers(const ModelConfig& c, const LoraSpec& s) {
+  return s.layers.empty() ? double(c.num_hidden_layers) : double(s.layers.size());
+}
+
+// Trained LoRA parameters (A and B of every adapted module).
+double lora_parameters(const ModelConfig& c, const LoraSpec& s) {
+  double per_layer = 0;
+  for (double n : lora_layer_tensors(c, s)) per_layer += n;
+  return per_layer * lora_layers(c, s);
+}
+
+// Device bytes of `bytes` as the caching allocator hands them out (its size classes): small
+// tensors (the LoRA B of a wide projection, one layer input of a short micro-batch) lose a
+// large share to the 2 MiB rounding.
+double held(double bytes) { return double(CachingAllocator::round_size(static_cast<size_t>(std::ceil(bytes)))); }
 
 struct Candidate {
   Plan plan;
@@ -126,9 +157,15 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   const int64_t L = c.num_hidden_layers;
   const int64_t lowest = req.full || req.lora.layers.empty() ? 0 : req.lora.layers.front();
   const double trained_layers = double(L - lowest);
-  // Trained parameters: value, gradient and two AdamW moments in F32, plus the compute copy.
+  // Trained parameters: value, gradient and two AdamW moments in F32, plus the compute copy
+  // (LoRA; each tensor as the allocator holds it).
   const double trained = req.full ? all_weights / s : lora_parameters(c, req.lora);
-  const double state = trained * (16.0 + (req.full ? 0.0 : s));
+  double state = trained * 16.0;
+  if (!req.full) {
+    state = 0;
+    for (double n : lora_layer_tensors(c, req.lora)) state += 4 * held(n * 4) + (s != 4 ? held(n * s) : 0.0);
+    state *= lora_layers(c, req.lora);
+  }
   const uint64_t budget_margin = 256 * kMiB;
   const uint64_t budget = req.budget > 0 ? req.budget
                           : hw.device_free > budget_margin ? hw.device_free - budget_margin : 0;
@@ -158,19 +195,25 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     // log-sum-exp over vocabulary chunks), so it never needs a larger buffer.
     p.chunk_buffers = static_cast<uint64_t>(streamed ? 2.0 * double(k) * layer_bytes : 0.0);
     p.trainable_state = static_cast<uint64_t>(state);
-    const double boundary = N * m.C * s;  // one layer's input, (N, C)
+    const double boundary = held(N * m.C * s);  // one layer's input, (N, C)
     const double kept_layers = p.recompute ? trained_layers + 1 : m.L + 1;
     // Without recomputation every layer keeps its internals (about 2C + 2HD + 2KD + 3F per token).
-    const double internals = N * (2 * m.C + 2 * m.HD + 2 * m.KD + 3 * m.F) * s;
+    const double internals =
+        2 * held(N * m.C * s) + 2 * held(N * m.HD * s) + 2 * held(N * m.KD * s) + 3 * held(N * m.F * s);
     p.activations = static_cast<uint64_t>(offload ? 2.0 * boundary
                                                   : kept_layers * boundary + (p.recompute ? 0.0 : m.L * internals));
     // One layer rebuilt and differentiated: its internals twice (values, gradients), the
     // attention statistics, five (N, C) rows (the residual stream's gradient and the norm's,
     // the recomputed output, the attention projection, the layer's input); the LM head's F32
     // logits chunk. (Two rows, as before, left the Phi-4 shape with 16 rows per load 0.14 GB
-    // over its prediction on the H100.)
-    p.workspace = static_cast<uint64_t>(2.0 * internals + N * double(c.num_attention_heads) * 4.0 + 5.0 * boundary +
-                                        double(p.lm_head_chunk_tokens) * m.V * 4.0);
+    // over its prediction on the H100.) The streamed (sliced) head's logits are one (token
+    // chunk, granule) buffer and four F32 values per token; the resident head's are (token
+    // chunk, V) in F32.
+    const double head = streamed ? held(double(p.lm_head_chunk_tokens) * std::min(m.V, kHeadGranule) * s) +
+                                       4 * held(N * 4.0)
+                                 : held(double(p.lm_head_chunk_tokens) * m.V * 4.0);
+    p.workspace = static_cast<uint64_t>(2.0 * internals + held(N * double(c.num_attention_heads) * 4.0) +
+                                        5.0 * boundary + head);
     p.margin = 128 * kMiB + budget / 50;
     p.peak = p.resident_weights + p.chunk_buffers + p.trainable_state + p.activations + p.workspace + p.margin;
     // Offloading, the top layer inputs stay on the device in a third of what the budget has
@@ -260,7 +303,7 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
         << ")";
     if (p.host_pinned > hw.host_available)
       why << " and " << gib(double(p.host_pinned)) << " of host RAM (" << gib(double(hw.host_available)) << " available)";
-    if (p.peak > budget) why << "; it would fit with a budget of " << gib(double(p.peak) * 1.02);
+    if (p.peak > budget) why << "; it would fit with a budget of " << budget_hint(double(p.peak) * 1.02);
     if (req.full) why << ", or with LoRA instead of full training";
     else if (p.trainable_state > budget / 4) why << ", or with a smaller --lora-rank or fewer --train-layers";
     else if (p.workspace > budget / 4) why << ", or with a shorter --seq-len";
@@ -385,7 +428,7 @@ GenerationPlan plan_generation(const ModelConfig& c, DType dtype, uint64_t budge
     why << "no generation plan fits a " << gib(double(p.budget)) << " device budget: streamed one layer at a time it "
         << "needs " << gib(double(p.peak)) << " (two layer buffers " << gib(double(p.chunk_buffers)) << ", KV cache "
         << gib(double(p.kv_cache)) << ", workspace " << gib(double(p.workspace)) << "); it would fit with a budget of "
-        << gib(double(p.peak) * 1.02) << ", or with a shorter --max-new-tokens / prompt";
+        << budget_hint(double(p.peak) * 1.02) << ", or with a shorter --max-new-tokens / prompt";
     throw InvalidArgument(why.str());
   }
   ONN_CHECK_ARG(double(p.host_pinned) <= double(hw.host_available),
