@@ -81,7 +81,7 @@ LlamaModel LlamaModel::load_into(Context& ctx, Context& home, const std::string&
 LlamaModel LlamaModel::placeholder_on_host(Context& ctx, const ModelConfig& config, DType compute) {
   const int64_t C = config.hidden_size, F = config.intermediate_size,
                 HD = config.num_attention_heads * config.head_dim, KD = config.num_key_value_heads * config.head_dim;
-  int64_t largest = std::max({config.vocab_size * C, (HD + 2 * KD) * C, 2 * F * C, HD * C});
+  const int64_t largest = std::max({config.vocab_size * C, (HD + 2 * KD) * C, 2 * F * C, HD * C});
   ONN_CHECK_ARG(largest > 0, "placeholder model: empty shapes");
   // One buffer for every tensor; its pages are never written, so it costs address space only.
   const Tensor shared = Tensor::empty(Shape{largest}, compute, cpu_allocator());

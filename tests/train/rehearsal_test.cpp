@@ -41,19 +41,18 @@ PlanHardware h100_like() {
 
 struct Rehearsed {
   Plan plan;
-  AllocatorStats first, second;  // after the first step; the second step's own backend calls
-  uint64_t second_backend_calls = 0;
+  AllocatorStats second;              // after the second step
+  uint64_t second_backend_calls = 0;  // the allocator's backend allocations and frees in it
 };
 
 // Two optimizer steps of the plan (grad_accum micro-batches each) as the trainer runs them.
-Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows, int64_t micro_batch = 0) {
+Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows) {
   PlanRequest req;
   req.model = mc;
   req.lora.rank = 16;
   req.lora.targets = parse_lora_targets("all-linear");
   req.seq_len = 512;
   req.batch_rows = rows;
-  req.micro_batch = micro_batch;
   req.budget = budget;
   Rehearsed r;
   r.plan = plan_training(req, h100_like());
@@ -83,8 +82,8 @@ Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows, int64_t
     zero_gradients(ctx, g);
     std::vector<TrainBatch> batches;
     for (int64_t i = 0; i < r.plan.grad_accum; ++i)
-      batches.push_back(test::packed_train_batch(ctx, mc.vocab_size,
-                                           std::vector<int64_t>(static_cast<size_t>(r.plan.micro_batch), 512), 0, rng));
+      batches.push_back(test::packed_train_batch(
+          ctx, mc.vocab_size, std::vector<int64_t>(static_cast<size_t>(r.plan.micro_batch), 512), 0, rng));
     Tensor losses = Tensor::empty(Shape{r.plan.grad_accum}, DType::f32, alloc);
     for (int64_t i = 0; i < r.plan.grad_accum; ++i) {
       PassOptions opt;
@@ -103,13 +102,9 @@ Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows, int64_t
     cfg.step = step + 1;
     for (size_t i = 0; i < params.size(); ++i)
       adamw_step(ctx, params[i], grads[i], ms[i], vs[i], cfg, copies[i].data() != params[i].data() ? &copies[i] : nullptr);
-    const AllocatorStats after = alloc.stats();
-    if (step == 0) r.first = after;
-    if (step == 1) {
-      r.second = after;
-      r.second_backend_calls =
-          after.backend_allocs + after.backend_frees - before.backend_allocs - before.backend_frees;
-    }
+    r.second = alloc.stats();
+    r.second_backend_calls = r.second.backend_allocs + r.second.backend_frees - before.backend_allocs -
+                             before.backend_frees;
   }
   return r;
 }
