@@ -9,7 +9,7 @@ void cast(Context& ctx, const Tensor& src, Tensor& dst) {
   const OpCheck chk("cast", ctx, {{"src", &src}, {"dst", &dst}});
   chk.require(src.numel() == dst.numel(), "src and dst must have the same number of elements");
   chk.require(dtype_is_float(src.dtype()) && dtype_is_float(dst.dtype()), "cast converts between float dtypes");
-  chk.require(!src.shares_storage_with(dst) || src.dtype() == dst.dtype(), "dst aliases src");
+  chk.require(!src.overlaps(dst) || src.dtype() == dst.dtype(), "dst aliases src");
   if (!chk.cpu()) {
     chk.float_dtype(src, "src");
     chk.float_dtype(dst, "dst");

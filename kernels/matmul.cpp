@@ -39,7 +39,7 @@ MatmulShape matmul_check(const Tensor& a, const Tensor& b, const Tensor& c, cons
   ONN_CHECK_ARG(c.rank() == (batched ? 3 : 2), where(), ": c must be rank ", batched ? 3 : 2);
   ONN_CHECK_ARG(c.dim(-2) == s.m && c.dim(-1) == s.n && (!batched || c.dim(0) == s.batch), where(),
                 ": c must be (", batched ? std::to_string(s.batch) + ", " : std::string(), s.m, ", ", s.n, ")");
-  ONN_CHECK_ARG(!c.shares_storage_with(a) && !c.shares_storage_with(b), where(), ": c aliases an input");
+  ONN_CHECK_ARG(!c.overlaps(a) && !c.overlaps(b), where(), ": c aliases an input");
   s.stride_a = ra == 3 ? a_rows * a_cols : 0;
   s.stride_b = rb == 3 ? b_rows * b_cols : 0;
   s.stride_c = batched ? s.m * s.n : 0;

@@ -37,7 +37,7 @@ void add_rmsnorm_forward(Context& ctx, Tensor& residual, const Tensor& x, const 
   check_forward(chk, residual, weight, eps, y, rstd);
   chk.shape(x, "x", residual.shape());
   chk.same_dtype(x, "x", residual, "residual");
-  chk.require(!y.shares_storage_with(residual) && !y.shares_storage_with(x), "y aliases an input");
+  chk.require(!y.overlaps(residual) && !y.overlaps(x), "y aliases an input");
   ONN_DISPATCH(chk, rmsnorm_forward_cpu(&x, residual, weight, eps, y, rstd),
                rmsnorm_forward_cuda(ctx, &x, residual, weight, eps, y, rstd));
 }

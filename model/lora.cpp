@@ -158,22 +158,39 @@ void LoraAdapter::sync_compute_copies(Context& ctx) {
 
 namespace {
 
-// Allocates a module's tensors (masters F32, compute copies in the model's dtype).
-LoraModule new_module(Context& ctx, const ModelConfig& c, DType compute, int64_t layer, const ModuleKind& kind,
-                      int64_t rank) {
-  int64_t out = 0;
-  for (int t : kind.targets) out += target_shape(c, t).first;
-  const int64_t in = target_shape(c, kind.targets[0]).second;
-  LoraModule m;
-  m.layer = layer;
-  m.name = kind.name;
+// Every module `spec` adapts on `c`, by layer then projection, with uninitialised tensors: the
+// F32 masters packed in one allocation, the compute copies in another (Tensor::empty_packed;
+// alone, the allocator would hold a wide projection's B, 2.2 MiB on Phi-4, as 4 MiB).
+std::vector<LoraModule> new_modules(Context& ctx, const ModelConfig& c, DType compute, const LoraSpec& spec) {
+  std::vector<LoraModule> mods;
+  std::vector<std::pair<Shape, DType>> masters, copies;
   const DType master = lora_master_dtype(compute);
-  m.a = Tensor::empty(Shape{rank, in}, master, ctx.allocator());
-  m.b = Tensor::empty(Shape{out, rank}, master, ctx.allocator());
-  const bool same = compute == master;
-  m.a_c = same ? m.a : Tensor::empty(m.a.shape(), compute, ctx.allocator());
-  m.b_c = same ? m.b : Tensor::empty(m.b.shape(), compute, ctx.allocator());
-  return m;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (!spec.on_layer(l)) continue;
+    for (const ModuleKind& kind : module_kinds(c)) {
+      if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
+      int64_t out = 0;
+      for (int t : kind.targets) out += target_shape(c, t).first;
+      const int64_t in = target_shape(c, kind.targets[0]).second;
+      LoraModule m;
+      m.layer = l;
+      m.name = kind.name;
+      mods.push_back(std::move(m));
+      for (const Shape& sh : {Shape{spec.rank, in}, Shape{out, spec.rank}}) {
+        masters.emplace_back(sh, master);
+        copies.emplace_back(sh, compute);
+      }
+    }
+  }
+  const std::vector<Tensor> mt = Tensor::empty_packed(masters, ctx.allocator());
+  const std::vector<Tensor> ct = compute == master ? mt : Tensor::empty_packed(copies, ctx.allocator());
+  for (size_t i = 0; i < mods.size(); ++i) {
+    mods[i].a = mt[2 * i];
+    mods[i].b = mt[2 * i + 1];
+    mods[i].a_c = ct[2 * i];
+    mods[i].b_c = ct[2 * i + 1];
+  }
+  return mods;
 }
 
 }  // namespace
@@ -202,24 +219,19 @@ LoraAdapter make_lora_adapter(Context& ctx, const LlamaModel& model, const LoraS
   check_lora_spec(c, spec);
   LoraAdapter ad;
   ad.spec = spec;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    if (!spec.on_layer(l)) continue;
-    for (const ModuleKind& kind : module_kinds(c)) {
-      if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
-      LoraModule m = new_module(ctx, c, model.dtype(), l, kind, spec.rank);
-      // Kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in)), from a counter-based
-      // generator keyed by (seed, module number), so layers differ and runs repeat.
-      Tensor host = Tensor::empty(m.a.shape(), m.a.dtype());
-      const double bound = 1.0 / std::sqrt(static_cast<double>(m.a.dim(1)));
-      const uint64_t key = counter_hash(seed, ad.modules.size());
-      for (int64_t i = 0; i < host.numel(); ++i)
-        store_from_double(host.data(), host.dtype(), static_cast<size_t>(i),
-                          static_cast<float>((2.0 * counter_uniform(key, static_cast<uint64_t>(i)) - 1.0) * bound));
-      m.a.copy_from(host, &ctx.compute());
-      m.b.fill_bytes(0, &ctx.compute());
-      ctx.compute().synchronize();  // host is freed on return
-      ad.modules.push_back(std::move(m));
-    }
+  for (LoraModule& m : new_modules(ctx, c, model.dtype(), spec)) {
+    // Kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in)), from a counter-based
+    // generator keyed by (seed, module number), so layers differ and runs repeat.
+    Tensor host = Tensor::empty(m.a.shape(), m.a.dtype());
+    const double bound = 1.0 / std::sqrt(static_cast<double>(m.a.dim(1)));
+    const uint64_t key = counter_hash(seed, ad.modules.size());
+    for (int64_t i = 0; i < host.numel(); ++i)
+      store_from_double(host.data(), host.dtype(), static_cast<size_t>(i),
+                        static_cast<float>((2.0 * counter_uniform(key, static_cast<uint64_t>(i)) - 1.0) * bound));
+    m.a.copy_from(host, &ctx.compute());
+    m.b.fill_bytes(0, &ctx.compute());
+    ctx.compute().synchronize();  // host is freed on return
+    ad.modules.push_back(std::move(m));
   }
   ad.sync_compute_copies(ctx);
   ad.bind(c);
@@ -358,28 +370,23 @@ LoraAdapter load_peft_adapter(Context& ctx, const ModelConfig& c, DType compute,
   LoraAdapter ad;
   ad.spec = spec;
   std::set<std::string> used;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    if (!spec.on_layer(l)) continue;
-    for (const ModuleKind& kind : module_kinds(c)) {
-      if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
-      LoraModule m = new_module(ctx, c, compute, l, kind, spec.rank);
-      const std::string key = kKeyPrefix + std::to_string(l) + "." + kind.name;
-      for (auto [suffix, dst] : {std::pair<const char*, Tensor*>{".lora_A.weight", &m.a}, {".lora_B.weight", &m.b}}) {
-        const std::string name = key + suffix;
-        const TensorInfo* info = st.find(name);
-        if (!info) throw FormatError(st_path + ": tensor \"" + name + "\" is missing");
-        Tensor raw = st.tensor(name);
-        if (!(raw.shape() == dst->shape()))
-          throw FormatError(st_path + ": tensor \"" + name + "\" has shape " + raw.shape().str() + " but the model needs " +
-                            dst->shape().str());
-        if (!dtype_is_float(raw.dtype()))
-          throw FormatError(st_path + ": tensor \"" + name + "\" has dtype " + std::string(dtype_name(raw.dtype())));
-        dst->copy_from(raw.to_dtype(dst->dtype()), &ctx.compute());
-        ctx.compute().synchronize();
-        used.insert(name);
-      }
-      ad.modules.push_back(std::move(m));
+  for (LoraModule& m : new_modules(ctx, c, compute, spec)) {
+    const std::string key = kKeyPrefix + std::to_string(m.layer) + "." + m.name;
+    for (auto [suffix, dst] : {std::pair<const char*, Tensor*>{".lora_A.weight", &m.a}, {".lora_B.weight", &m.b}}) {
+      const std::string name = key + suffix;
+      const TensorInfo* info = st.find(name);
+      if (!info) throw FormatError(st_path + ": tensor \"" + name + "\" is missing");
+      Tensor raw = st.tensor(name);
+      if (!(raw.shape() == dst->shape()))
+        throw FormatError(st_path + ": tensor \"" + name + "\" has shape " + raw.shape().str() + " but the model needs " +
+                          dst->shape().str());
+      if (!dtype_is_float(raw.dtype()))
+        throw FormatError(st_path + ": tensor \"" + name + "\" has dtype " + std::string(dtype_name(raw.dtype())));
+      dst->copy_from(raw.to_dtype(dst->dtype()), &ctx.compute());
+      ctx.compute().synchronize();
+      used.insert(name);
     }
+    ad.modules.push_back(std::move(m));
   }
   for (const TensorInfo& t : st.tensors())
     if (!used.count(t.name))

@@ -24,14 +24,16 @@ Gradients make_gradients(Context& ctx, const LlamaModel& model, const LoraAdapte
   Gradients g;
   if (adapter) {
     g.lora.spec = adapter->spec;
-    for (const LoraModule& m : adapter->modules) {
+    std::vector<std::pair<Shape, DType>> specs;  // packed like the adapter's masters
+    for (const LoraModule& m : adapter->modules)
+      for (const Tensor* t : {&m.a, &m.b}) specs.emplace_back(t->shape(), t->dtype());
+    const std::vector<Tensor> t = Tensor::empty_packed(specs, ctx.allocator());
+    for (size_t i = 0; i < adapter->modules.size(); ++i) {
       LoraModule d;
-      d.layer = m.layer;
-      d.name = m.name;
-      d.a = Tensor::empty(m.a.shape(), m.a.dtype(), ctx.allocator());
-      d.b = Tensor::empty(m.b.shape(), m.b.dtype(), ctx.allocator());
-      d.a_c = d.a;
-      d.b_c = d.b;
+      d.layer = adapter->modules[i].layer;
+      d.name = adapter->modules[i].name;
+      d.a = d.a_c = t[2 * i];
+      d.b = d.b_c = t[2 * i + 1];
       g.lora.modules.push_back(std::move(d));
     }
     g.lora.bind(model.config());

@@ -86,6 +86,42 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Allocator& allocator) {
   return t;
 }
 
+namespace {
+constexpr size_t kPackAlign = 256;
+
+// Each spec's byte offset in a packed allocation; the last entry is the total.
+std::vector<size_t> pack_offsets(const std::vector<std::pair<Shape, DType>>& specs) {
+  std::vector<size_t> off{0};
+  size_t at = 0;
+  for (const auto& [shape, dtype] : specs) {
+    size_t bytes = 0;
+    ONN_CHECK_ARG(!__builtin_mul_overflow(static_cast<size_t>(shape.numel()), dtype_size(dtype), &bytes) &&
+                      bytes <= SIZE_MAX - kPackAlign && at <= SIZE_MAX - (bytes + kPackAlign),
+                  "packed tensors of shape ", shape.str(), " are too large");
+    at += (bytes + kPackAlign - 1) / kPackAlign * kPackAlign;
+    off.push_back(at);
+  }
+  return off;
+}
+}  // namespace
+
+size_t Tensor::packed_bytes(const std::vector<std::pair<Shape, DType>>& specs) { return pack_offsets(specs).back(); }
+
+std::vector<Tensor> Tensor::empty_packed(const std::vector<std::pair<Shape, DType>>& specs, Allocator& allocator) {
+  const std::vector<size_t> off = pack_offsets(specs);
+  if (specs.empty()) return {};
+  const Tensor all = empty(Shape{static_cast<int64_t>(off.back())}, DType::u8, allocator);
+  std::vector<Tensor> out;
+  out.reserve(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) out.push_back(all.view(off[i], specs[i].first, specs[i].second));
+  return out;
+}
+
+bool Tensor::overlaps(const Tensor& other) const {
+  if (!shares_storage_with(other) || !defined() || nbytes() == 0 || other.nbytes() == 0) return false;
+  return offset_ < other.offset_ + other.nbytes() && other.offset_ < offset_ + nbytes();
+}
+
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
   t.fill_bytes(0);

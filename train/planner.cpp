@@ -91,9 +91,9 @@ double lora_parameters(const ModelConfig& c, const LoraSpec& s) {
   return per_layer * lora_layers(c, s);
 }
 
-// Device bytes of `bytes` as the caching allocator hands them out (its size classes): small
-// tensors (the LoRA B of a wide projection, one layer input of a short micro-batch) lose a
-// large share to the 2 MiB rounding.
+// Device bytes of `bytes` as the caching allocator hands them out (its size classes): a tensor
+// just over a 2 MiB multiple (one layer input of a short micro-batch) loses a large share to
+// the rounding.
 double held(double bytes) { return double(CachingAllocator::round_size(static_cast<size_t>(std::ceil(bytes)))); }
 
 struct Candidate {
@@ -158,13 +158,17 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   const int64_t lowest = req.full || req.lora.layers.empty() ? 0 : req.lora.layers.front();
   const double trained_layers = double(L - lowest);
   // Trained parameters: value, gradient and two AdamW moments in F32, plus the compute copy
-  // (LoRA; each tensor as the allocator holds it).
+  // (LoRA: each of the five kinds packed into one allocation, Tensor::empty_packed, each
+  // tensor at a 256-byte boundary).
   const double trained = req.full ? all_weights / s : lora_parameters(c, req.lora);
   double state = trained * 16.0;
   if (!req.full) {
-    state = 0;
-    for (double n : lora_layer_tensors(c, req.lora)) state += 4 * held(n * 4) + (s != 4 ? held(n * s) : 0.0);
-    state *= lora_layers(c, req.lora);
+    const auto packed = [&](double elem_bytes) {
+      double b = 0;
+      for (double n : lora_layer_tensors(c, req.lora)) b += std::ceil(n * elem_bytes / 256) * 256;
+      return held(b * lora_layers(c, req.lora));
+    };
+    state = 4 * packed(4) + (s != 4 ? packed(s) : 0.0);
   }
   const uint64_t budget_margin = 256 * kMiB;
   const uint64_t budget = req.budget > 0 ? req.budget

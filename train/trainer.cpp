@@ -380,11 +380,18 @@ void Trainer::setup() {
       }
     }
   }
-  for (Param& p : params_) {
-    p.m = Tensor::empty(p.value.shape(), p.value.dtype(), ctx_.allocator());
-    p.v = Tensor::empty(p.value.shape(), p.value.dtype(), ctx_.allocator());
-    p.m.fill_bytes(0, &ctx_.compute());
-    p.v.fill_bytes(0, &ctx_.compute());
+  // AdamW's moments: LoRA's many small tensors packed into one allocation per moment (as the
+  // adapter and its gradients are; the planner counts them so), full training's one each.
+  std::vector<std::pair<Shape, DType>> specs;
+  for (const Param& p : params_) specs.emplace_back(p.value.shape(), p.value.dtype());
+  for (Tensor Param::*moment : {&Param::m, &Param::v}) {
+    std::vector<Tensor> t;
+    if (!full) t = Tensor::empty_packed(specs, ctx_.allocator());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Tensor& x = params_[i].*moment;
+      x = full ? Tensor::empty(specs[i].first, specs[i].second, ctx_.allocator()) : t[i];
+      x.fill_bytes(0, &ctx_.compute());
+    }
   }
 
   // Length: --steps, or every micro-batch of --epochs epochs once.

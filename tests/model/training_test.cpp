@@ -13,6 +13,7 @@
 #include <string>
 
 #include "kernels/cross_entropy.h"
+#include "model/init.h"
 #include "model/llama.h"
 #include "model/lora.h"
 #include "model/training.h"
@@ -173,6 +174,50 @@ TEST_CASE("targets and layer ranges parse, and refuse what does not fit") {
   spec.targets = parse_lora_targets("all-linear");
   spec.rank = 0;
   CHECK_THROWS_WITH_AS(make_lora_adapter(ctx, phi3, spec, 0), doctest::Contains("LoRA rank"), InvalidArgument);
+}
+
+TEST_CASE("a LoRA adapter and its gradients are packed: one allocation per kind, whatever the module count") {
+  // Phi-4's shapes (its fused gate_up B is 2.2 MiB in F32, which alone the allocator would hold
+  // as 4 MiB), bf16, so the masters and the compute copies differ.
+  const ModelConfig mc = find_preset("phi4").config;
+  CachingAllocator alloc(make_host_raw_backend(), 0);
+  Context ctx(Device::cpu(), alloc, 0);
+  const LlamaModel model = LlamaModel::placeholder_on_host(ctx, mc, DType::bf16);
+  LoraSpec spec;
+  spec.rank = 16;
+  spec.targets = parse_lora_targets("all-linear");
+  spec.layers = {36, 37, 38, 39};
+  const AllocatorStats before = alloc.stats();
+  const LoraAdapter ad = make_lora_adapter(ctx, model, spec, 1);
+  REQUIRE(ad.modules.size() == 16);  // qkv, o, gate_up, down on 4 layers
+  std::vector<std::pair<Shape, DType>> masters, copies;
+  for (const LoraModule& m : ad.modules) {
+    for (const Tensor* t : {&m.a, &m.b}) masters.emplace_back(t->shape(), t->dtype());
+    for (const Tensor* t : {&m.a_c, &m.b_c}) copies.emplace_back(t->shape(), t->dtype());
+    CHECK(m.a.dtype() == DType::f32);
+    CHECK(m.b_c.dtype() == DType::bf16);
+    CHECK(m.a.shares_storage_with(ad.modules[0].a));
+    CHECK(m.b_c.shares_storage_with(ad.modules[0].a_c));
+    CHECK_FALSE(m.a.overlaps(m.b));
+  }
+  const size_t adapter_bytes = CachingAllocator::round_size(Tensor::packed_bytes(masters)) +
+                               CachingAllocator::round_size(Tensor::packed_bytes(copies));
+  CHECK(alloc.stats().in_use - before.in_use == adapter_bytes);
+  // One tensor per allocation would hold more: the 2 MiB classes round every B of gate_up up.
+  size_t apart = 0;
+  for (const auto& [shape, dtype] : masters) apart += CachingAllocator::round_size(size_t(shape.numel()) * dtype_size(dtype));
+  CHECK(apart > CachingAllocator::round_size(Tensor::packed_bytes(masters)) + (size_t{6} << 20));
+  // The compute copies hold the masters' values (bf16), A nonzero, B zero.
+  const Tensor a0 = ad.modules[2].a.to_dtype(DType::bf16), b0 = ad.modules[2].b_c.to_dtype(DType::f32);
+  CHECK(std::memcmp(a0.data(), ad.modules[2].a_c.data(), a0.nbytes()) == 0);
+  for (int64_t i = 0; i < b0.numel(); ++i) REQUIRE(b0.data_as<float>()[i] == 0.0f);
+  const AllocatorStats mid = alloc.stats();
+  const Gradients g = make_gradients(ctx, model, &ad);
+  CHECK(alloc.stats().in_use - mid.in_use == CachingAllocator::round_size(Tensor::packed_bytes(masters)));
+  for (const LoraModule& m : g.lora.modules) {
+    CHECK(m.a.shares_storage_with(g.lora.modules[0].a));
+    for (int64_t i = 0; i < m.b.numel(); ++i) REQUIRE(m.b.data_as<float>()[i] == 0.0f);  // zeroed
+  }
 }
 
 TEST_CASE("PEFT adapter files: names, shapes and config as PEFT writes them, and they load back bit for bit") {

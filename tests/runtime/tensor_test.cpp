@@ -58,6 +58,46 @@ TEST_CASE("slice and reshape are views over the same storage") {
   CHECK_THROWS_AS(t.slice(2, 1), InvalidArgument);
 }
 
+TEST_CASE("empty_packed carves aligned, disjoint tensors from one allocation") {
+  CachingAllocator alloc(make_host_raw_backend(), 0);
+  // A (16, 5120) F32 and a (35840, 16) F32 (Phi-4's fused gate_up LoRA pair) and an odd bf16.
+  const std::vector<std::pair<Shape, DType>> specs = {
+      {Shape{16, 5120}, DType::f32}, {Shape{35840, 16}, DType::f32}, {Shape{3, 7}, DType::bf16}};
+  const size_t bytes = Tensor::packed_bytes(specs);
+  CHECK(bytes == 327680 + 2293760 + 256);  // 42 bytes rounded up to 256
+  const std::vector<Tensor> t = Tensor::empty_packed(specs, alloc);
+  REQUIRE(t.size() == 3);
+  for (size_t i = 0; i < t.size(); ++i) {
+    CHECK(t[i].shape() == specs[i].first);
+    CHECK(t[i].dtype() == specs[i].second);
+    CHECK(reinterpret_cast<uintptr_t>(t[i].data()) % 256 == 0);
+    for (size_t j = 0; j < t.size(); ++j) {
+      CHECK(t[i].shares_storage_with(t[j]));
+      CHECK(t[i].overlaps(t[j]) == (i == j));
+    }
+  }
+  CHECK(static_cast<const char*>(t[2].data()) - static_cast<const char*>(t[0].data()) == 327680 + 2293760);
+  // One block of the allocator: 2.5 MiB held as 4 MiB once, not 0.3 MiB + 4 MiB + 512 bytes.
+  CHECK(alloc.stats().in_use == CachingAllocator::round_size(bytes));
+  // Writing one leaves the others alone.
+  std::memset(t[1].data(), 0x7f, t[1].nbytes());
+  std::memset(t[0].data(), 0, t[0].nbytes());
+  CHECK(static_cast<const unsigned char*>(t[1].data())[0] == 0x7f);
+  CHECK(static_cast<const unsigned char*>(t[1].data())[t[1].nbytes() - 1] == 0x7f);
+  CHECK(Tensor::empty_packed({}, alloc).empty());
+}
+
+TEST_CASE("overlaps compares byte ranges, not just storage") {
+  const Tensor t = Tensor::zeros(Shape{4, 2}, DType::f32);
+  CHECK(t.overlaps(t));
+  CHECK(t.slice(0, 2).overlaps(t));
+  CHECK_FALSE(t.slice(0, 2).overlaps(t.slice(2, 4)));
+  CHECK(t.slice(1, 3).overlaps(t.slice(2, 4)));
+  CHECK_FALSE(t.slice(1, 1).overlaps(t));  // empty
+  CHECK_FALSE(t.overlaps(Tensor::zeros(Shape{4, 2}, DType::f32)));
+  CHECK_FALSE(t.overlaps(Tensor()));
+}
+
 TEST_CASE("typed access checks the dtype") {
   Tensor t = Tensor::empty(Shape{2}, DType::i32);
   CHECK_NOTHROW(t.data_as<int32_t>());

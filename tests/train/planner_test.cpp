@@ -75,7 +75,8 @@ TEST_CASE("planner: a small model stays resident, sparse layers copy less, more 
   const Plan d = plan_training(phi4(4 * kGiB), gpu(64 * kGiB));
   CHECK(s.lowest_trained_layer == 36);
   CHECK(s.weight_bytes_per_micro_batch < d.weight_bytes_per_micro_batch);
-  CHECK(s.trainable_state * 10 == doctest::Approx(d.trainable_state));  // 4 of 40 layers
+  // 4 of 40 layers (each kind packed into one allocation, rounded to 2 MiB once)
+  CHECK(s.trainable_state * 10 == doctest::Approx(d.trainable_state).epsilon(0.05));
 
   double last = 1e300;
   for (uint64_t gb : {4, 6, 8, 16, 32, 64}) {
