@@ -159,8 +159,9 @@ void LoraAdapter::sync_compute_copies(Context& ctx) {
 namespace {
 
 // Every module `spec` adapts on `c`, by layer then projection, with uninitialised tensors: the
-// F32 masters packed in one allocation, the compute copies in another (Tensor::empty_packed;
-// alone, the allocator would hold a wide projection's B, 2.2 MiB on Phi-4, as 4 MiB).
+// masters (lora_master_dtype) packed in one allocation, the compute copies in another (unless
+// they are the masters; Tensor::empty_packed: alone, the allocator would hold a wide
+// projection's B, 2.2 MiB in F32 on Phi-4, as 4 MiB).
 std::vector<LoraModule> new_modules(Context& ctx, const ModelConfig& c, DType compute, const LoraSpec& spec) {
   std::vector<LoraModule> mods;
   std::vector<std::pair<Shape, DType>> masters, copies;
