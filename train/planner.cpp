@@ -20,7 +20,7 @@ constexpr uint64_t kMiB = uint64_t{1} << 20;
 const double kHeadGranule = double(StreamOptions{}.head_granule);
 constexpr double kGemmEfficiency = 0.6;  // of the GEMM rate, for a whole layer (attention, norms, launches)
 
-// A budget that fits `bytes`, as the user would write it: "3.12 GiB (--vram-budget 3194MiB)".
+// A budget that fits `bytes`, as the user would write it: "2.64 GiB (--vram-budget 2701MiB)".
 std::string budget_hint(double bytes) {
   const uint64_t mib = static_cast<uint64_t>(std::ceil(bytes / double(uint64_t{1} << 20)));
   std::ostringstream o;
