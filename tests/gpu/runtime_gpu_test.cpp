@@ -64,3 +64,11 @@ TEST_CASE("pinned host memory is pinned when a GPU exists") {
   CHECK(p != nullptr);
   pinned_allocator().deallocate(p, 1 << 20);
 }
+
+TEST_CASE("a rehearsal is refused on a CUDA context") {
+  // A rehearsal computes nothing; on a real device it would hand out meaningless tensors.
+  Context ctx(Device::cuda(0));
+  CHECK_THROWS_WITH_AS(ctx.start_rehearsal(), doctest::Contains("a rehearsal runs on a CPU context"),
+                       InvalidArgument);
+  CHECK_FALSE(ctx.rehearsal());
+}
