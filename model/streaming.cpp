@@ -100,13 +100,7 @@ StreamedWeights::StreamedWeights(Context& ctx, const LlamaModel& host_model, con
     chunks.push_back({W.lm_head.slice(v0, std::min(V, v0 + rows))});
   }
   streamer_ = std::make_unique<ChunkStreamer>(ctx, std::move(chunks));
-  if (offload_) {
-    act_stream_ = std::make_unique<Stream>(ctx.device());
-    for (int64_t l = 0; l <= L; ++l) {
-      out_done_.emplace_back(ctx.device(), false);
-      in_done_.emplace_back(ctx.device(), false);
-    }
-  }
+  if (offload_) act_stream_ = std::make_unique<Stream>(ctx.device());
   staged_ = Event(ctx.device(), false);
   norm_ = Tensor::empty(W.norm.shape(), W.norm.dtype(), ctx.allocator());
   norm_.copy_from(W.norm, &ctx.compute());
@@ -161,10 +155,40 @@ void StreamedWeights::embed(Context& ctx, const Tensor& ids, Tensor& x) {
   staged_.record(ctx.compute());
 }
 
-Tensor StreamedWeights::host_slot(size_t l, size_t bytes) {
-  const size_t slots = static_cast<size_t>(model_.config().num_hidden_layers) + 1;
-  ONN_CHECK_ARG(l < slots, "activation slot ", l, " of ", slots);
-  return host_acts_.view(l * bytes, Shape{static_cast<int64_t>(bytes)}, DType::u8);
+size_t StreamedWeights::slot(size_t lane, size_t l) const {
+  const size_t layers = static_cast<size_t>(model_.config().num_hidden_layers) + 1;
+  ONN_CHECK_ARG(lane < lanes_ && l < layers, "activation slot (lane ", lane, ", layer ", l, ") outside the ", lanes_,
+                " x ", layers, " reserved");
+  return lane * layers + l;
+}
+
+Tensor StreamedWeights::host_slot(size_t lane, size_t l, const Shape& shape) const {
+  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(model_.dtype());
+  ONN_CHECK_ARG(bytes <= slot_bytes_, "activation of ", bytes, " bytes in a slot of ", slot_bytes_);
+  return host_acts_.view(slot(lane, l) * slot_bytes_, shape, model_.dtype());
+}
+
+void StreamedWeights::reserve_activations(Context& ctx, size_t lanes, size_t bytes) {
+  ONN_CHECK_ARG(offload_, "activation offload is off");
+  ONN_CHECK_ARG(lanes >= 1, "activation offload needs at least one lane");
+  const size_t layers = static_cast<size_t>(model_.config().num_hidden_layers) + 1;
+  if (lanes == lanes_ && bytes <= slot_bytes_) return;
+  ONN_CHECK_ARG(bytes <= SIZE_MAX / layers / lanes, "activation slots of ", lanes, " x ", layers, " x ", bytes,
+                " bytes overflow");
+  ctx.synchronize();  // no copy may still use the slots being replaced
+  act_stream_->synchronize();
+  host_acts_ = Tensor();
+  const size_t total = std::max<size_t>(lanes * layers * bytes, 1);
+  host_acts_ = Tensor::empty(Shape{static_cast<int64_t>(total)}, DType::u8,
+                             ctx.device().is_cuda() ? static_cast<Allocator&>(pinned_allocator()) : cpu_allocator());
+  lanes_ = lanes;
+  slot_bytes_ = bytes;
+  out_done_.clear();
+  in_done_.clear();
+  for (size_t i = 0; i < lanes * layers; ++i) {
+    out_done_.emplace_back(ctx.device(), false);
+    in_done_.emplace_back(ctx.device(), false);
+  }
 }
 
 template <typename F>
@@ -182,44 +206,39 @@ void StreamedWeights::traced_copy(Context& ctx, const char* lane, size_t l, F&& 
   trace->add(lane, static_cast<int64_t>(l), issued, std::move(start), std::move(end));
 }
 
-void StreamedWeights::offload(Context& ctx, size_t l, const Tensor& x) {
+void StreamedWeights::offload(Context& ctx, size_t lane, size_t l, const Tensor& x) {
   ONN_CHECK_ARG(offload_, "activation offload is off");
-  const size_t slots = static_cast<size_t>(model_.config().num_hidden_layers) + 1;
-  if (!host_acts_.defined() || host_acts_.nbytes() < slots * x.nbytes()) {
-    ctx.synchronize();
-    act_stream_->synchronize();
-    host_acts_ = Tensor();
-    host_acts_ = Tensor::empty(Shape{static_cast<int64_t>(slots * x.nbytes())}, DType::u8,
-                               ctx.device().is_cuda() ? static_cast<Allocator&>(pinned_allocator()) : cpu_allocator());
-  }
+  const Tensor dst = host_slot(lane, l, x.shape());
   Event produced(ctx.device(), false);
   produced.record(ctx.compute());
   act_stream_->wait(produced);
-  Tensor slot = host_slot(l, x.nbytes()).view(0, x.shape(), x.dtype());
+  Tensor host = dst;
   traced_copy(ctx, "act_out", l, [&] {
-    if (!ctx.rehearsal()) slot.copy_from(x, act_stream_.get());
+    if (!ctx.rehearsal()) host.copy_from(x, act_stream_.get());
   });
-  out_done_[l].record(*act_stream_);
+  out_done_[slot(lane, l)].record(*act_stream_);
   offloaded_bytes_ += x.nbytes();
 }
 
-void StreamedWeights::retire(Context& ctx, size_t l) { ctx.compute().wait(out_done_.at(l)); }
+void StreamedWeights::retire(Context& ctx, size_t lane, size_t l) { ctx.compute().wait(out_done_.at(slot(lane, l))); }
 
-Tensor StreamedWeights::bring_back(Context& ctx, size_t l, const Shape& shape) {
+Tensor StreamedWeights::bring_back(Context& ctx, size_t lane, size_t l, const Shape& shape) {
+  const Tensor src = host_slot(lane, l, shape);
   Tensor x = Tensor::empty(shape, model_.dtype(), ctx.allocator());
   // The memory may have been freed by compute work still queued: the copy waits for it.
   Event allocated(ctx.device(), false);
   allocated.record(ctx.compute());
   act_stream_->wait(allocated);
-  act_stream_->wait(out_done_.at(l));
-  const Tensor slot = host_slot(l, x.nbytes()).view(0, shape, x.dtype());
+  act_stream_->wait(out_done_.at(slot(lane, l)));
   traced_copy(ctx, "act_in", l, [&] {
-    if (!ctx.rehearsal()) x.copy_from(slot, act_stream_.get());
+    if (!ctx.rehearsal()) x.copy_from(src, act_stream_.get());
   });
-  in_done_.at(l).record(*act_stream_);
+  in_done_.at(slot(lane, l)).record(*act_stream_);
   return x;
 }
 
-void StreamedWeights::await_back(Context& ctx, size_t l) { ctx.compute().wait(in_done_.at(l)); }
+void StreamedWeights::await_back(Context& ctx, size_t lane, size_t l) {
+  ctx.compute().wait(in_done_.at(slot(lane, l)));
+}
 
 }  // namespace onn

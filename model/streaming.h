@@ -64,14 +64,18 @@ class StreamedWeights {
 
   bool offload_activations() const { return offload_; }
   int64_t activation_layers_on_device() const { return on_device_; }
-  // Activation offload: x (layer l's input, on the device) copied to host slot l once the
-  // compute stream has produced it; the device copy may be dropped after retire(l).
-  void offload(Context& ctx, size_t l, const Tensor& x);
-  void retire(Context& ctx, size_t l);  // later compute work waits for slot l's copy out
-  // Starts bringing slot l back into a fresh device tensor (returned; usable on the compute
-  // stream after await_back(l)).
-  Tensor bring_back(Context& ctx, size_t l, const Shape& shape);
-  void await_back(Context& ctx, size_t l);
+  // Activation offload, per lane (a micro-batch of the pass; one lane unless several share
+  // each weight load): host slots for `lanes` x (L + 1) layer inputs of up to `bytes` each,
+  // made before a pass's first offload (reallocating waits for the device).
+  void reserve_activations(Context& ctx, size_t lanes, size_t bytes);
+  // x (lane's layer l input, on the device) copied to its host slot once the compute stream
+  // has produced it; the device copy may be dropped after retire.
+  void offload(Context& ctx, size_t lane, size_t l, const Tensor& x);
+  void retire(Context& ctx, size_t lane, size_t l);  // later compute work waits for the copy out
+  // Starts bringing the slot back into a fresh device tensor (returned; usable on the compute
+  // stream after await_back).
+  Tensor bring_back(Context& ctx, size_t lane, size_t l, const Shape& shape);
+  void await_back(Context& ctx, size_t lane, size_t l);
   uint64_t offloaded_bytes() const { return offloaded_bytes_; }
 
  private:
@@ -87,10 +91,12 @@ class StreamedWeights {
   bool offload_ = false;
   int64_t on_device_ = 0;
   std::unique_ptr<Stream> act_stream_;
-  Tensor host_acts_;               // pinned, one (N, C) slot per layer
-  std::vector<Event> out_done_, in_done_;
+  Tensor host_acts_;               // pinned, one (N, C) slot per lane and layer
+  size_t lanes_ = 0, slot_bytes_ = 0;
+  std::vector<Event> out_done_, in_done_;  // per slot
   uint64_t offloaded_bytes_ = 0;
-  Tensor host_slot(size_t l, size_t bytes);
+  size_t slot(size_t lane, size_t l) const;
+  Tensor host_slot(size_t lane, size_t l, const Shape& shape) const;
   // An activation copy on act_stream_, a span of the streamer's trace when it has one.
   template <typename F>
   void traced_copy(Context& ctx, const char* lane, size_t l, F&& copy);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <optional>
 
 #include "kernels/counter_rng.h"
@@ -234,13 +235,27 @@ class Pass {
   // The low-VRAM pass: weights arrive chunk by chunk (model/streaming.h); only layer inputs
   // are kept, every layer's internals are rebuilt in the backward, and the backward stops at
   // the lowest trained layer. The same kernels in the same order as run() with recompute and
-  // the sliced head, so the results have the same bits.
-  double run_streamed(const TrainBatch& batch, Gradients* grads) {
-    batch_ = &batch;
-    StreamedWeights& sw = *opt_.stream;
-    const size_t L = static_cast<size_t>(c_.num_hidden_layers);
-    const int64_t C = c_.hidden_size, k = sw.layers_per_chunk();
-    check_context_length(c_, batch.seqs.max_seqlen, "training");
+  // the sliced head, so the results have the same bits. Several lanes (micro-batches, one
+  // Pass each) share every weight load: each chunk serves lane 0, then lane 1, ... so a
+  // gradient receives the lanes' contributions in lane order, as consecutive passes would add
+  // them. Returns lane 0's loss as run() does (NaN with loss_out).
+  static double run_streamed(const std::vector<Pass*>& lanes, const std::vector<const TrainBatch*>& batches,
+                             Gradients* grads) {
+    ONN_CHECK_ARG(!lanes.empty() && lanes.size() == batches.size(), "a streamed pass needs one batch per lane");
+    Pass& first = *lanes.front();
+    Context& ctx = first.ctx_;
+    const ModelConfig& c = first.c_;
+    StreamedWeights& sw = *first.opt_.stream;
+    const size_t L = static_cast<size_t>(c.num_hidden_layers), G = lanes.size();
+    const int64_t C = c.hidden_size, k = sw.layers_per_chunk();
+    for (size_t m = 0; m < G; ++m) {
+      ONN_CHECK_ARG(lanes[m]->opt_.stream == &sw && lanes[m]->opt_.lora == first.opt_.lora,
+                    "the lanes of a streamed pass share one stream and one adapter");
+      ONN_CHECK_ARG(G == 1 || lanes[m]->opt_.loss_out, "a streamed pass of several micro-batches leaves each loss in "
+                    "its loss_out");
+      lanes[m]->batch_ = batches[m];
+      check_context_length(c, batches[m]->seqs.max_seqlen, "training");
+    }
     ONN_CHECK_ARG(!(grads && grads->full), "layer streaming trains LoRA adapters only (full training keeps its weights "
                   "on the device)");
     size_t lowest = L;
@@ -248,9 +263,6 @@ class Pass {
       for (const LoraModule& m : grads->lora.modules) lowest = std::min(lowest, static_cast<size_t>(m.layer));
     const bool train = grads && lowest < L;
     sw.plan_pass(train ? static_cast<int64_t>(lowest) : -1);
-    std::vector<Tensor> xs(L + 1);
-    xs[0] = make(Shape{n_, C});
-    sw.embed(ctx_, batch.host_ids.defined() ? batch.host_ids : batch.ids, xs[0]);
     // With offload, layer inputs the backward needs go to host memory as soon as they exist
     // and leave the device once the next layer has read them; the top
     // activation_layers_on_device of them stay on the device.
@@ -258,88 +270,129 @@ class Pass {
     const auto keep = [&](size_t l) { return train && l >= lowest && l < L; };
     const size_t on_device = static_cast<size_t>(std::min<int64_t>(sw.activation_layers_on_device(), int64_t(L)));
     const auto offloaded = [&](size_t l) { return offload && keep(l) && l < L - on_device; };
-    if (offloaded(0)) sw.offload(ctx_, 0, xs[0]);
+    if (offload) {
+      int64_t rows = 0;
+      for (const Pass* p : lanes) rows = std::max(rows, p->n_);
+      sw.reserve_activations(ctx, G, static_cast<size_t>(rows * C) * dtype_size(first.model_.dtype()));
+    }
+    std::vector<std::vector<Tensor>> xs(G, std::vector<Tensor>(L + 1));  // per lane: layer inputs, last output
+    for (size_t m = 0; m < G; ++m) {
+      const TrainBatch& b = *batches[m];
+      xs[m][0] = lanes[m]->make(Shape{lanes[m]->n_, C});
+      sw.embed(ctx, b.host_ids.defined() ? b.host_ids : b.ids, xs[m][0]);
+      if (offloaded(0)) sw.offload(ctx, m, 0, xs[m][0]);
+    }
     for (int64_t ch = 0; ch < sw.layer_chunks(); ++ch) {
       const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
       for (size_t i = 0; i < Ws.size(); ++i) {
         const size_t l = static_cast<size_t>(ch * k) + i;
-        LayerActs scratch;
-        xs[l + 1] = make(Shape{n_, C});
-        layer_forward(l, Ws[i], xs[l], scratch, xs[l + 1]);
-        if (offloaded(l + 1)) sw.offload(ctx_, l + 1, xs[l + 1]);
-        if (!keep(l)) {
-          xs[l] = Tensor();
-        } else if (offloaded(l)) {
-          sw.retire(ctx_, l);  // its copy out is done before the memory is reused
-          xs[l] = Tensor();
+        for (size_t m = 0; m < G; ++m) {
+          Pass& P = *lanes[m];
+          std::vector<Tensor>& x = xs[m];
+          LayerActs scratch;
+          x[l + 1] = P.make(Shape{P.n_, C});
+          P.layer_forward(l, Ws[i], x[l], scratch, x[l + 1]);
+          if (offloaded(l + 1)) sw.offload(ctx, m, l + 1, x[l + 1]);
+          if (!keep(l)) {
+            x[l] = Tensor();
+          } else if (offloaded(l)) {
+            sw.retire(ctx, m, l);  // its copy out is done before the memory is reused
+            x[l] = Tensor();
+          }
         }
       }
       sw.release();
     }
-    Tensor hf = make(Shape{n_, C}), rstd = stat(Shape{n_});
-    rmsnorm_forward(ctx_, xs[L], sw.norm(), static_cast<float>(c_.rms_norm_eps), hf, rstd);
-    if (!train) xs[L] = Tensor();
-    Tensor loss = Tensor::empty(Shape{1}, loss_dtype(model_.dtype()), ctx_.allocator());
-    Tensor valid;
-    if (opt_.loss_tokens > 0) {
-      valid = Tensor::empty(Shape{1}, loss_dtype(model_.dtype()), ctx_.allocator());
-      fill(ctx_, valid, static_cast<float>(opt_.loss_tokens));
+    std::vector<Tensor> hf(G), rstd(G), loss(G), valid(G);
+    std::vector<std::unique_ptr<SlicedLmHeadLoss>> head(G);
+    for (size_t m = 0; m < G; ++m) {
+      Pass& P = *lanes[m];
+      hf[m] = P.make(Shape{P.n_, C});
+      rstd[m] = P.stat(Shape{P.n_});
+      rmsnorm_forward(ctx, xs[m][L], sw.norm(), static_cast<float>(c.rms_norm_eps), hf[m], rstd[m]);
+      if (!train) xs[m][L] = Tensor();
+      loss[m] = Tensor::empty(Shape{1}, loss_dtype(P.model_.dtype()), ctx.allocator());
+      if (P.opt_.loss_tokens > 0) {
+        valid[m] = Tensor::empty(Shape{1}, loss_dtype(P.model_.dtype()), ctx.allocator());
+        fill(ctx, valid[m], static_cast<float>(P.opt_.loss_tokens));
+      }
+      LmHeadLossOptions lo;
+      head[m] = std::make_unique<SlicedLmHeadLoss>(ctx, hf[m], batches[m]->labels, c.vocab_size,
+                                                   valid[m].defined() ? &valid[m] : nullptr, lo.chunk_tokens,
+                                                   sw.head_granule());
     }
-    LmHeadLossOptions lo;
-    SlicedLmHeadLoss head(ctx_, hf, batch.labels, c_.vocab_size, valid.defined() ? &valid : nullptr, lo.chunk_tokens,
-                          sw.head_granule());
     for (int64_t s = 0; s < sw.head_slices(); ++s) {
       int64_t v0 = 0;
       const Tensor w = sw.acquire_head(s, &v0);
-      head.forward_slice(v0, w);
+      for (size_t m = 0; m < G; ++m) head[m]->forward_slice(v0, w);
       sw.release();
     }
-    head.finish(loss);
+    for (size_t m = 0; m < G; ++m) head[m]->finish(loss[m]);
     if (train) {
-      Tensor dh = make(Shape{n_, C});
+      std::vector<Tensor> dh(G), dx(G);
+      for (size_t m = 0; m < G; ++m) dh[m] = lanes[m]->make(Shape{lanes[m]->n_, C});
       for (int64_t s = sw.head_slices(); s-- > 0;) {
         int64_t v0 = 0;
         const Tensor w = sw.acquire_head(s, &v0);
-        head.backward_slice(v0, w, dh);
+        for (size_t m = 0; m < G; ++m) head[m]->backward_slice(v0, w, dh[m]);
         sw.release();
       }
-      Tensor dx = make(Shape{n_, C});
-      dx.fill_bytes(0, &ctx_.compute());
-      norm_backward(xs[L], sw.norm(), rstd, dh, dx, nullptr);
-      xs[L] = Tensor();
-      // Offloaded layer inputs come back two layers ahead: a copy queued behind a weight chunk
-      // on the same copy engine still arrives before its layer's backward. `back` is the
-      // highest offloaded layer not yet asked back.
-      int64_t back = static_cast<int64_t>(L) - 1;
-      const auto bring_back_from = [&](int64_t from) {
-        for (; back >= static_cast<int64_t>(lowest) && back >= from; --back)
-          if (offloaded(static_cast<size_t>(back)))
-            xs[static_cast<size_t>(back)] = sw.bring_back(ctx_, static_cast<size_t>(back), Shape{n_, C});
+      for (size_t m = 0; m < G; ++m) {
+        Pass& P = *lanes[m];
+        dx[m] = P.make(Shape{P.n_, C});
+        dx[m].fill_bytes(0, &ctx.compute());
+        P.norm_backward(xs[m][L], sw.norm(), rstd[m], dh[m], dx[m], nullptr);
+        xs[m][L] = Tensor();
+        dh[m] = Tensor();  // the head's state goes too: only dx carries on
+        head[m].reset();
+        hf[m] = Tensor();
+        rstd[m] = Tensor();
+      }
+      // Offloaded layer inputs come back ahead of their layer: two layers ahead with one lane
+      // (a copy queued behind a weight chunk on the same copy engine still arrives in time),
+      // one with several (the other lanes' work on the layer comes first). back[m] is lane
+      // m's highest offloaded layer not yet asked back.
+      const int64_t ahead = G == 1 ? 2 : 1;
+      std::vector<int64_t> back(G, static_cast<int64_t>(L) - 1);
+      const auto bring_back_from = [&](size_t m, int64_t from) {
+        for (; back[m] >= static_cast<int64_t>(lowest) && back[m] >= from; --back[m])
+          if (offloaded(static_cast<size_t>(back[m])))
+            xs[m][static_cast<size_t>(back[m])] =
+                sw.bring_back(ctx, m, static_cast<size_t>(back[m]), Shape{lanes[m]->n_, C});
       };
-      if (offload) bring_back_from(static_cast<int64_t>(L) - 2);
+      if (offload)
+        for (size_t m = 0; m < G; ++m) bring_back_from(m, static_cast<int64_t>(L) - ahead);
       for (int64_t ch = sw.layer_chunks(); ch-- > static_cast<int64_t>(lowest) / k;) {
         const std::vector<LayerWeights>& Ws = sw.acquire_layers(ch);
         for (size_t i = Ws.size(); i-- > 0;) {
           const size_t l = static_cast<size_t>(ch * k) + i;
           if (l < lowest) break;
-          if (offload) {  // this layer's input is on the device or (being) copied back; start two below
-            if (offloaded(l)) sw.await_back(ctx_, l);
-            bring_back_from(static_cast<int64_t>(l) - 2);
+          for (size_t m = 0; m < G; ++m) {
+            Pass& P = *lanes[m];
+            if (offload) {  // this layer's input is on the device or (being) copied back; start the next
+              if (offloaded(l)) sw.await_back(ctx, m, l);
+              bring_back_from(m, static_cast<int64_t>(l) - ahead);
+            }
+            LayerActs recomputed;
+            Tensor scratch_out = P.make(Shape{P.n_, C});
+            P.layer_forward(l, Ws[i], xs[m][l], recomputed, scratch_out);
+            P.layer_backward(l, Ws[i], xs[m][l], recomputed, dx[m], l > lowest, *grads);
+            xs[m][l] = Tensor();
           }
-          LayerActs recomputed;
-          Tensor scratch_out = make(Shape{n_, C});
-          layer_forward(l, Ws[i], xs[l], recomputed, scratch_out);
-          layer_backward(l, Ws[i], xs[l], recomputed, dx, l > lowest, *grads);
-          xs[l] = Tensor();
         }
         sw.release();
       }
     }
-    return finish(loss);
+    double first_loss = 0;
+    for (size_t m = 0; m < G; ++m) {
+      const double v = lanes[m]->finish(loss[m]);
+      if (m == 0) first_loss = v;
+    }
+    return first_loss;
   }
 
   double run(const TrainBatch& batch, Gradients* grads) {
-    if (opt_.stream) return run_streamed(batch, grads);
+    if (opt_.stream) return run_streamed({this}, {&batch}, grads);
     batch_ = &batch;
     const size_t L = model_.weights().layers.size();
     const ModelWeights& W = model_.weights();
@@ -449,6 +502,27 @@ double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch
   }
   Pass pass(ctx, model, opt, batch.ids.dim(0));
   return pass.run(batch, &grads);
+}
+
+void forward_backward_group(Context& ctx, LlamaModel& model, const std::vector<const TrainBatch*>& batches,
+                            Gradients& grads, const std::vector<PassOptions>& opts) {
+  ONN_CHECK_ARG(!batches.empty() && batches.size() == opts.size(), "forward_backward_group: ", batches.size(),
+                " batches and ", opts.size(), " pass options");
+  std::vector<std::unique_ptr<Pass>> passes;
+  std::vector<Pass*> lanes;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const PassOptions& o = opts[i];
+    check_batch(*batches[i]);
+    ONN_CHECK_ARG(o.stream && o.lora && !grads.full, "forward_backward_group streams LoRA training (PassOptions::stream "
+                  "and ::lora set, LoRA gradients)");
+    ONN_CHECK_ARG(o.loss_out && o.loss_out->numel() == 1 && o.loss_out->dtype() == loss_dtype(model.dtype()) &&
+                      o.loss_out->device() == ctx.device(),
+                  "forward_backward_group: each micro-batch's PassOptions::loss_out must be one ",
+                  dtype_name(loss_dtype(model.dtype())), " on ", ctx.device().str());
+    passes.push_back(std::make_unique<Pass>(ctx, model, o, batches[i]->ids.dim(0)));
+    lanes.push_back(passes.back().get());
+  }
+  Pass::run_streamed(lanes, batches, &grads);
 }
 
 double forward_loss(Context& ctx, const LlamaModel& model, const TrainBatch& batch, const PassOptions& opt) {

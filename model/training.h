@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "kernels/attention.h"
 #include "model/llama.h"
@@ -65,6 +66,15 @@ struct PassOptions {
 // lowest adapted layer: nothing below it runs backward.
 double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch, Gradients& grads,
                         const PassOptions& opt);
+
+// Streamed LoRA training of several micro-batches per weight load ("load once, process many
+// samples"): every chunk of weights copied to the device serves batches[0], then batches[1],
+// ... before the next chunk, so the weights cross PCIe once per group instead of once per
+// micro-batch. Each gradient receives the micro-batches' contributions in batch order, as
+// consecutive forward_backward calls would add them: the same bits. opts[i] are batch i's
+// (one stream, one adapter; each with loss_out, where its loss is left).
+void forward_backward_group(Context& ctx, LlamaModel& model, const std::vector<const TrainBatch*>& batches,
+                            Gradients& grads, const std::vector<PassOptions>& opts);
 
 // The loss without gradients (evaluation), with the adapter when opt.lora is set.
 double forward_loss(Context& ctx, const LlamaModel& model, const TrainBatch& batch, const PassOptions& opt);

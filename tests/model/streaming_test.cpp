@@ -61,9 +61,10 @@ struct RunResult {
 
 // Three optimizer steps of two micro-batches each on a context whose allocator has `budget`
 // (0: none); streamed with k layers per chunk when k > 0, else resident with the sliced head.
+// grouped (streamed): the step's micro-batches share each weight load (forward_backward_group).
 RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vector<int64_t>& layers,
                 const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3, bool offload = false,
-                bool traced = false, int64_t on_device = 0) {
+                bool traced = false, int64_t on_device = 0, bool grouped = false, uint32_t micro_batches = 2) {
   CachingAllocator alloc(make_host_raw_backend(), budget);
   Context ctx(Device::cpu(), alloc, 0);
   LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
@@ -108,14 +109,31 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
     const uint64_t calls_before = backend_calls();
     if (traced) trace.begin(ctx.compute());
     zero_gradients(ctx, g);
-    for (uint32_t micro = 0; micro < 2; ++micro) {
-      const TrainBatch batch = make_batch(ctx, model.config().vocab_size, static_cast<uint32_t>(step * 10 + micro));
+    std::vector<TrainBatch> batches;
+    std::vector<PassOptions> opts;
+    Tensor losses = Tensor::empty(Shape{micro_batches}, DType::f32, ctx.allocator());
+    std::vector<Tensor> loss_outs(micro_batches);
+    for (uint32_t micro = 0; micro < micro_batches; ++micro) {
+      batches.push_back(make_batch(ctx, model.config().vocab_size, static_cast<uint32_t>(step * 10 + micro)));
       PassOptions opt;
       opt.lora = &ad;
       opt.dropout_seed = static_cast<uint64_t>(step * 100 + micro);
       opt.head_granule = kGranule;
       opt.stream = sw ? &*sw : nullptr;
-      r.losses.push_back(forward_backward(ctx, model, batch, g, opt));
+      opts.push_back(opt);
+    }
+    if (grouped) {
+      std::vector<const TrainBatch*> ptrs;
+      for (uint32_t micro = 0; micro < micro_batches; ++micro) {
+        ptrs.push_back(&batches[micro]);
+        loss_outs[micro] = losses.slice(micro, micro + 1);
+        opts[micro].loss_out = &loss_outs[micro];
+      }
+      forward_backward_group(ctx, model, ptrs, g, opts);
+      for (uint32_t micro = 0; micro < micro_batches; ++micro) r.losses.push_back(losses.data_as<float>()[micro]);
+    } else {
+      for (uint32_t micro = 0; micro < micro_batches; ++micro)
+        r.losses.push_back(forward_backward(ctx, model, batches[micro], g, opts[micro]));
     }
     AdamWConfig cfg;
     cfg.lr = 1e-2f;
@@ -195,6 +213,51 @@ TEST_CASE("streamed LoRA training has the bits of resident training for every ch
     }
     // Below what the run needs: the allocator refuses, naming the budget.
     CHECK_THROWS_WITH_AS(train(dir, k, free.peak / 2, {}), doctest::Contains("budget"), OutOfMemory);
+  }
+}
+
+TEST_CASE("micro-batches sharing each weight load: the bits of resident training, the weights copied once per step") {
+  TempDir tmp;
+  const std::string dir = five_layer_model(tmp);
+  for (uint32_t micro : {2u, 3u}) {
+    CAPTURE(micro);
+    const RunResult resident = train(dir, 0, 0, {}, {}, 3, false, false, 0, false, micro);
+    REQUIRE(resident.losses.size() == 3 * micro);
+    for (int64_t k : {1, 2, 5}) {
+      CAPTURE(k);
+      const RunResult each = train(dir, k, 0, {}, {}, 3, false, false, 0, false, micro);  // a load per micro-batch
+      const RunResult shared = train(dir, k, 0, {}, {}, 3, false, false, 0, true, micro);
+      CHECK(shared.losses == resident.losses);
+      CHECK(same_bits(shared.grads, resident.grads));
+      CHECK(same_bits(shared.weights, resident.weights));
+      CHECK(each.losses == resident.losses);
+      // The weights cross once per step: the group copies exactly what a one-micro-batch step
+      // copies; a load per micro-batch copies (nearly) micro times as much.
+      const RunResult single = train(dir, k, 0, {}, {}, 3, false, false, 0, false, 1);
+      CHECK(shared.streamed_bytes == single.streamed_bytes);
+      CHECK(shared.copies == single.copies);
+      if (k == 1) CHECK(each.streamed_bytes > (micro - 1) * shared.streamed_bytes);
+      // Under a budget of its own unlimited peak, and with activations offloaded (all of them,
+      // or the top two kept): the same bits.
+      const RunResult tight = train(dir, k, shared.peak, {}, {}, 3, false, false, 0, true, micro);
+      CHECK(tight.losses == resident.losses);
+      CHECK(same_bits(tight.weights, resident.weights));
+      CHECK(tight.peak <= shared.peak);
+      for (int64_t on_device : {0, 2}) {
+        CAPTURE(on_device);
+        const RunResult off = train(dir, k, 0, {}, {}, 3, true, false, on_device, true, micro);
+        CHECK(off.losses == resident.losses);
+        CHECK(same_bits(off.grads, resident.grads));
+        CHECK(same_bits(off.weights, resident.weights));
+        CHECK(off.peak <= shared.peak);
+        CHECK(off.offloaded_bytes > 0);
+      }
+    }
+    // Sparse layers: the shared backward stops at the lowest trained layer too.
+    const RunResult sparse_res = train(dir, 0, 0, {3, 4}, {}, 3, false, false, 0, false, micro);
+    const RunResult sparse = train(dir, 1, 0, {3, 4}, {}, 3, true, false, 0, true, micro);
+    CHECK(sparse.losses == sparse_res.losses);
+    CHECK(same_bits(sparse.weights, sparse_res.weights));
   }
 }
 
