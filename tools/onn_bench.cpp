@@ -156,6 +156,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "on", "off"}));
   train->add_option("--layers-per-chunk", c.layers_per_chunk, "layers per streamed chunk (default: the planner's)")
       ->check(CLI::PositiveNumber);
+  train->add_option("--share-loads", c.share_loads, "streamed: the step's micro-batches share each weight load: auto "
+                                                    "(the planner's choice), on, off (default auto)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   std::string train_layers;
   train->add_option("--train-layers", train_layers, "LoRA on these layers only, e.g. 36-39 (default all)");
   std::string trace_path;
@@ -370,6 +373,7 @@ int main(int argc, char** argv) {
         }
       }
       std::cout << "  streamed: " << plan["layers_per_chunk"].get<int64_t>() << " layer(s) per chunk, "
+                << plan["micro_batches_per_load"].get<int64_t>() << " micro-batch(es) per weight load, "
                 << st["bytes_per_step"].get<double>() / 1e9 << " GB per step at " << st["pcie_gbs"].get<double>()
                 << " GB/s; transfer " << st["transfer_ms_per_step"].get<double>() << " ms, compute "
                 << st["compute_ms_per_step"].get<double>() << " ms; step / max(compute, transfer) = "

@@ -161,8 +161,9 @@ int main(int argc, char** argv) {
   auto* accum_opt = app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (default 1)");
   app.add_option("--batch-rows", c.batch_rows,
                  "rows per optimizer step, split by the planner: it picks the micro-batch (the divisor that fits the "
-                 "budget fastest; streamed, the largest, as each micro-batch copies the weights across PCIe) and "
-                 "the accumulation (instead of --micro-batch and --grad-accum)")
+                 "budget fastest; of equally fast ones, the one that copies the weights least, then keeps "
+                 "activations on the device, then the largest) and the accumulation (instead of --micro-batch and "
+                 "--grad-accum)")
       ->check(CLI::PositiveNumber)
       ->excludes(micro_opt)
       ->excludes(accum_opt);
@@ -198,6 +199,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_option("--layers-per-chunk", layers_per_chunk, "layers per streamed chunk (default: the planner's, or 1)")
       ->check(CLI::PositiveNumber);
+  std::string share_loads = "auto";
+  app.add_option("--share-loads", share_loads,
+                 "streamed: the step's micro-batches take turns on every chunk of weights copied to the device, so "
+                 "the weights cross PCIe once per step instead of once per micro-batch (same results): auto (the "
+                 "planner's choice), on, off (default auto)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_option("--host-ram", host_ram, "with --plan: host memory the plan may use, e.g. 64GiB (default: what this "
                                        "machine has available)")
       ->transform(CLI::AsSizeValue(false));
@@ -208,6 +215,7 @@ int main(int argc, char** argv) {
     if (host_ram > 0 && !plan) throw onn::InvalidArgument("--host-ram is for --plan");
     if (plan) {
       c.stream = stream;
+      c.share_loads = share_loads;
       print_plan(c, targets, layers, vram_budget, host_ram, json);
       return 0;
     }
@@ -218,12 +226,12 @@ int main(int argc, char** argv) {
       for (const CLI::Option* o : app.get_options()) {
         const std::string name = o->get_name();
         if (o->count() == 0 || name == "--resume" || name == "--device" || name == "--json" || name == "--log-file" ||
-            name == "--vram-budget" || name == "--stream" || name == "--layers-per-chunk")
+            name == "--vram-budget" || name == "--stream" || name == "--layers-per-chunk" || name == "--share-loads")
           continue;
         throw onn::InvalidArgument("--resume continues the run with its own configuration (" + resume +
                                    "/run_config.json); " + name +
                                    " cannot be given with it (only --device, --vram-budget, --stream, "
-                                   "--layers-per-chunk, --json and --log-file can)");
+                                   "--layers-per-chunk, --share-loads, --json and --log-file can)");
       }
       const std::string device = c.device;
       c = onn::load_run_config(resume);
@@ -247,6 +255,7 @@ int main(int argc, char** argv) {
     c.vram_budget = vram_budget;
     c.stream = stream;
     c.layers_per_chunk = layers_per_chunk;
+    c.share_loads = share_loads;
     Reporter reporter(json, log_file, false);
     const auto t0 = std::chrono::steady_clock::now();
     try {

@@ -176,7 +176,9 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   ONN_CHECK_ARG(budget > 0, "no device memory to plan with (free: ", hw.device_free, " bytes)");
   const double lm_chunk = 1024;
 
-  const auto evaluate = [&](bool streamed, int64_t micro, int64_t k, bool offload) {
+  // shared: the step's micro-batches take turns on every weight load (lanes), so the weights
+  // cross once per step, and every lane's layer-boundary activations live at once.
+  const auto evaluate = [&](bool streamed, int64_t micro, int64_t k, bool offload, bool shared) {
     Candidate cand;
     Plan& p = cand.plan;
     p.streamed = streamed;
@@ -186,6 +188,8 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     p.lowest_trained_layer = lowest;
     p.micro_batch = micro;
     p.grad_accum = req.batch_rows / micro;
+    const double lanes = shared ? double(p.grad_accum) : 1.0;
+    p.micro_batches_per_load = shared ? p.grad_accum : 1;
     p.seq_len = req.seq_len;
     p.activations_on_host = offload;
     p.recompute = streamed || offload;
@@ -204,8 +208,11 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     // Without recomputation every layer keeps its internals (about 2C + 2HD + 2KD + 3F per token).
     const double internals =
         2 * held(N * m.C * s) + 2 * held(N * m.HD * s) + 2 * held(N * m.KD * s) + 3 * held(N * m.F * s);
-    p.activations = static_cast<uint64_t>(offload ? 2.0 * boundary
-                                                  : kept_layers * boundary + (p.recompute ? 0.0 : m.L * internals));
+    // Offloaded, a lane holds its layer input and the next (being produced, or brought back
+    // ahead of the backward): two rows per lane in flight.
+    p.activations = static_cast<uint64_t>(offload ? 2.0 * lanes * boundary
+                                                  : lanes * kept_layers * boundary +
+                                                        (p.recompute ? 0.0 : m.L * internals));
     // One layer rebuilt and differentiated: its internals twice (values, gradients), the
     // attention statistics, five (N, C) rows (the residual stream's gradient and the norm's,
     // the recomputed output, the attention projection, the layer's input); the LM head's F32
@@ -216,8 +223,10 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     const double head = streamed ? held(double(p.lm_head_chunk_tokens) * std::min(m.V, kHeadGranule) * s) +
                                        4 * held(N * 4.0)
                                  : held(double(p.lm_head_chunk_tokens) * m.V * 4.0);
+    // Each further lane keeps its residual stream's gradient row through the layers' backward
+    // (its inputs are counted with the activations) and the head's four F32 values per token.
     p.workspace = static_cast<uint64_t>(2.0 * internals + held(N * double(c.num_attention_heads) * 4.0) +
-                                        5.0 * boundary + head);
+                                        5.0 * boundary + head + (lanes - 1) * (boundary + 4 * held(N * 4.0)));
     p.margin = 128 * kMiB + budget / 50;
     p.peak = p.resident_weights + p.chunk_buffers + p.trainable_state + p.activations + p.workspace + p.margin;
     // Offloading, the top layer inputs stay on the device in a third of what the budget has
@@ -226,32 +235,35 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     int64_t on_device = 0;
     if (offload && p.peak < budget) {
       on_device = std::min(static_cast<int64_t>(kept_layers) - 1,
-                           static_cast<int64_t>(double(budget - p.peak) / 3.0 / boundary));
+                           static_cast<int64_t>(double(budget - p.peak) / 3.0 / (lanes * boundary)));
       on_device = std::max<int64_t>(on_device, 0);
-      p.activations += static_cast<uint64_t>(double(on_device) * boundary);
-      p.peak += static_cast<uint64_t>(double(on_device) * boundary);
+      p.activations += static_cast<uint64_t>(double(on_device) * lanes * boundary);
+      p.peak += static_cast<uint64_t>(double(on_device) * lanes * boundary);
     }
     p.activation_layers_on_device = on_device;
-    p.host_pinned = static_cast<uint64_t>((streamed ? all_weights : 0.0) + (offload ? kept_layers * boundary : 0.0));
+    p.host_pinned =
+        static_cast<uint64_t>((streamed ? all_weights : 0.0) + (offload ? lanes * kept_layers * boundary : 0.0));
     cand.fits = p.peak <= budget && p.host_pinned <= hw.host_available;
     cand.short_by = p.peak > budget ? p.peak - budget : 0;
-    // Time of one micro-batch: compute and copies overlap. The step's first chunk copy is not
-    // overlapped; later micro-batches queue behind the one before, so theirs is.
+    // Time of one pass (a micro-batch, or all of a shared step's): compute and copies overlap.
+    // The step's first chunk copy is not overlapped; later passes queue behind the one before,
+    // so theirs is.
     const double flops = N * training_flops_per_token(c, (double(req.seq_len) + 1) / 2, req.full, lowest) +
                          (p.recompute ? N * trained_layers / m.L * (forward_flops_per_token(c, (double(req.seq_len) + 1) / 2) -
                                                                     2 * m.head_params)
                                       : 0.0);
-    const double compute_s = flops / (hw.gemm_tflops * 1e12 * kGemmEfficiency);
+    const double compute_s = lanes * flops / (hw.gemm_tflops * 1e12 * kGemmEfficiency);
     double bytes = 0, offload_bytes = 0;
     if (streamed) bytes = m.L * layer_bytes + head_bytes + trained_layers * layer_bytes + head_bytes;
-    if (offload) offload_bytes = (kept_layers - double(on_device)) * boundary;  // out forward, back backward
-    p.weight_bytes_per_micro_batch = bytes;
+    if (offload) offload_bytes = lanes * (kept_layers - double(on_device)) * boundary;  // out forward, back backward
+    p.weight_bytes_per_load = bytes;
     const double transfer_s = (bytes + offload_bytes) / (hw.h2d_gbs * 1e9) +
                               (offload ? offload_bytes / (hw.d2h_gbs * 1e9) : 0.0);
     const double fill_s = streamed ? double(k) * layer_bytes / (hw.h2d_gbs * 1e9) : 0.0;
-    p.compute_ms = compute_s * 1e3 * double(p.grad_accum);
-    p.transfer_ms = transfer_s * 1e3 * double(p.grad_accum);
-    p.step_ms = (std::max(compute_s, transfer_s) * double(p.grad_accum) + fill_s) * 1e3;
+    const double passes = double(p.grad_accum) / lanes;
+    p.compute_ms = compute_s * 1e3 * passes;
+    p.transfer_ms = transfer_s * 1e3 * passes;
+    p.step_ms = (std::max(compute_s, transfer_s) * passes + fill_s) * 1e3;
     p.tokens_per_s = double(req.batch_rows * req.seq_len) / (p.step_ms / 1e3);
     return cand;
   };
@@ -269,7 +281,9 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   // the device before offloaded ones, then the lower peak. Copies are where the time model is
   // least sure: on the H100 every offloaded Phi-4 run stayed further from max(compute,
   // transfer) (1.10-2.2) than the same shape with activations on the device (1.02).
-  const auto step_bytes = [](const Plan& p) { return p.weight_bytes_per_micro_batch * double(p.grad_accum); };
+  const auto step_bytes = [](const Plan& p) {
+    return p.weight_bytes_per_load * double(p.grad_accum / p.micro_batches_per_load);
+  };
   const auto consider = [&](const Candidate& cand) {
     if (cand.fits) {
       const Plan& c = cand.plan;
@@ -279,7 +293,9 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
         if (step_bytes(c) < step_bytes(b) * 0.999)
           better = true;
         else if (step_bytes(c) <= step_bytes(b) * 1.001)
-          better = c.activations_on_host != b.activations_on_host ? !c.activations_on_host : c.peak < b.peak;
+          better = c.activations_on_host != b.activations_on_host ? !c.activations_on_host
+                   : c.micro_batch != b.micro_batch                ? c.micro_batch > b.micro_batch
+                                                                   : c.peak < b.peak;
       }
       if (better) best = cand;
     } else if (cand.short_by < closest.short_by) {
@@ -291,11 +307,16 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   for (int64_t micro : micros) {
     // Activation offload is part of the streamed pass only: a resident run keeps its
     // activations on the device.
-    if (req.placement != PlanRequest::Placement::streamed) consider(evaluate(false, micro, L, false));
+    if (req.placement != PlanRequest::Placement::streamed) consider(evaluate(false, micro, L, false, false));
     // Full training keeps its weights resident (their gradients and state are on the device).
     if (req.full || req.placement == PlanRequest::Placement::resident) continue;
-    for (bool offload : {false, true})
-      for (int64_t k = 1; k <= std::max<int64_t>(1, L / 2); ++k) consider(evaluate(true, micro, k, offload));
+    for (bool shared : {false, true}) {
+      const bool several = req.batch_rows / micro > 1;
+      if (shared && (!several || req.sharing == PlanRequest::Sharing::off)) continue;  // nothing (allowed) to share
+      if (!shared && several && req.sharing == PlanRequest::Sharing::on) continue;
+      for (bool offload : {false, true})
+        for (int64_t k = 1; k <= std::max<int64_t>(1, L / 2); ++k) consider(evaluate(true, micro, k, offload, shared));
+    }
   }
   if (!best) {
     const Plan& p = closest.plan;
@@ -321,7 +342,8 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     p.notes.push_back("copy-bound: the weights cross PCIe " +
                       std::string(lowest > 0 ? "once forward and from the lowest trained layer up backward"
                                              : "twice (forward and backward)") +
-                      " per micro-batch; a larger batch per load (--micro-batch) or fewer trained layers amortise it");
+                      (p.micro_batches_per_load > 1 ? " per step" : " per micro-batch") +
+                      "; a larger batch per step (--batch-rows) or fewer trained layers amortise it");
   return p;
 }
 
@@ -352,7 +374,8 @@ nlohmann::ordered_json Plan::to_json() const {
           {"predicted_compute_ms", compute_ms},
           {"predicted_transfer_ms", transfer_ms},
           {"predicted_tokens_per_s", tokens_per_s},
-          {"weight_bytes_per_micro_batch", weight_bytes_per_micro_batch},
+          {"micro_batches_per_load", micro_batches_per_load},
+          {"weight_bytes_per_load", weight_bytes_per_load},
           {"notes", notes}};
 }
 
@@ -364,8 +387,13 @@ std::string Plan::to_text() const {
     o << "streamed: " << chunks << " chunks of " << layers_per_chunk << " layer(s) through two device buffers\n";
   else
     o << "resident: every weight on the device\n";
-  o << "batch: " << micro_batch << " x " << seq_len << " tokens per micro-batch, " << grad_accum
-    << " micro-batch(es) per step; activations on the " << (activations_on_host ? "host" : "device")
+  o << "batch: " << micro_batch << " x " << seq_len << " tokens per micro-batch, " << grad_accum << " micro-batch(es) per step"
+    << (streamed && micro_batches_per_load > 1
+            ? micro_batches_per_load == grad_accum
+                  ? std::string(", which share each weight load (the weights cross PCIe once per step)")
+                  : ", " + std::to_string(micro_batches_per_load) + " sharing each weight load"
+            : std::string())
+    << "; activations on the " << (activations_on_host ? "host" : "device")
     << (activations_on_host && activation_layers_on_device > 0
             ? activation_layers_on_device == 1
                   ? std::string(" (the top layer's input on the device)")

@@ -49,6 +49,8 @@ struct PlanRequest {
   int64_t micro_batch = 0;     // 0: the planner chooses (a divisor of batch_rows)
   // Weights resident or streamed: the planner's choice (auto), or forced (--stream on/off).
   enum class Placement { auto_, resident, streamed } placement = Placement::auto_;
+  // Streamed: whether the step's micro-batches may share each weight load (auto: where faster).
+  enum class Sharing { auto_, on, off } sharing = Sharing::auto_;
   uint64_t budget = 0;         // device bytes; 0: the device's free memory less the margin
 };
 
@@ -57,6 +59,9 @@ struct Plan {
   int64_t layers = 0, layers_per_chunk = 0, chunks = 0;
   int64_t lowest_trained_layer = 0;  // the backward runs from here up
   int64_t micro_batch = 0, grad_accum = 0, seq_len = 0;
+  // Streamed: how many micro-batches each weight load serves (forward_backward_group): 1, or
+  // the whole step's grad_accum, whose weights then cross PCIe once per step.
+  int64_t micro_batches_per_load = 1;
   bool activations_on_host = false;
   // With activations on the host: how many layer inputs (the top ones) stay on the device.
   int64_t activation_layers_on_device = 0;
@@ -74,7 +79,7 @@ struct Plan {
   uint64_t host_pinned = 0;        // streamed weights + offloaded activations in pinned host memory
   // Predicted time of one optimizer step.
   double compute_ms = 0, transfer_ms = 0, step_ms = 0, tokens_per_s = 0;
-  double weight_bytes_per_micro_batch = 0;  // copied host to device
+  double weight_bytes_per_load = 0;  // copied host to device per pass (one per micro_batches_per_load)
   std::vector<std::string> notes;
 
   nlohmann::ordered_json to_json() const;

@@ -100,6 +100,8 @@ void TrainConfig::check() const {
   ONN_CHECK_ARG(c.max_bad_steps >= 1, "--max-bad-steps must be at least 1");
   ONN_CHECK_ARG(c.val_split >= 0 && c.val_split < 1, "--val-split must be in [0, 1)");
   ONN_CHECK_ARG(c.val_split == 0 || c.val_data.empty(), "--val-split and --val-data exclude each other");
+  ONN_CHECK_ARG(c.share_loads == "auto" || c.share_loads == "on" || c.share_loads == "off",
+                "--share-loads must be auto, on or off, not \"", c.share_loads, "\"");
 }
 
 double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total) {
@@ -122,6 +124,9 @@ PlanRequest plan_request(const TrainConfig& c, const ModelConfig& model, Device 
   req.batch_rows = c.batch_rows > 0 ? c.batch_rows : c.micro_batch * c.grad_accum;
   using P = PlanRequest::Placement;
   req.placement = c.stream == "on" ? P::streamed : c.stream == "off" || !device.is_cuda() ? P::resident : P::auto_;
+  req.sharing = c.share_loads == "on" ? PlanRequest::Sharing::on
+                : c.share_loads == "off" ? PlanRequest::Sharing::off
+                                         : PlanRequest::Sharing::auto_;
   req.budget = budget;
   return req;
 }

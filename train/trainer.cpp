@@ -166,6 +166,7 @@ class Trainer {
       j["chunk_buffer_bytes"] = stream_->buffer_bytes();
       j["activations"] = stream_->offload_activations() ? "host" : "device";
       j["activation_layers_on_device"] = stream_->activation_layers_on_device();
+      j["micro_batches_per_load"] = per_load_;
     }
     const auto* caching = dynamic_cast<const CachingAllocator*>(&ctx_.allocator());
     j["budget_bytes"] = caching ? caching->budget() : 0;
@@ -194,6 +195,7 @@ class Trainer {
   std::string model_dir_;
   std::optional<LlamaModel> model_;
   std::optional<Plan> plan_;                  // the planner's, when it was consulted
+  int64_t per_load_ = 1;                      // streamed: micro-batches sharing each weight load
   std::optional<StreamedWeights> stream_;    // layer streaming
   std::optional<StreamTrace> trace_;         // its per-step timeline (TrainConfig::trace)
   static constexpr int64_t kHeadGranule = 8192;
@@ -323,6 +325,13 @@ void Trainer::setup() {
     if (cfg_.stream == "auto") streamed = plan_->streamed;
     if (per_chunk == 0 && plan_->streamed) per_chunk = plan_->layers_per_chunk;
   }
+  // Micro-batches per weight load: --share-loads on (all of the step's), off (one), or the
+  // planner's when the run streams with its split.
+  if (streamed && cfg_.share_loads == "on")
+    per_load_ = cfg_.grad_accum;
+  else if (streamed && cfg_.share_loads == "auto" && plan_ && plan_->streamed &&
+           plan_->micro_batch == cfg_.micro_batch && plan_->grad_accum == cfg_.grad_accum)
+    per_load_ = plan_->micro_batches_per_load;
   // Full training resumes from the checkpoint's weights; LoRA from the base model.
   if (streamed)
     model_.emplace(LlamaModel::load_to_host(ctx_, model_dir_));
@@ -570,14 +579,30 @@ TrainResult Trainer::run() {
       std::vector<TrainBatch> batches;
       for (const std::vector<int64_t>& docs : micro) batches.push_back(make_batch(ctx_, train_, docs));
       losses = Tensor::empty(Shape{static_cast<int64_t>(micro.size())}, loss_dtype(model_->dtype()), ctx_.allocator());
+      std::vector<Tensor> outs(micro.size());
+      std::vector<PassOptions> opts;
       for (size_t i = 0; i < micro.size(); ++i) {
         PassOptions opt = pass_options();
         opt.recompute = cfg_.recompute;
         opt.dropout_seed = counter_hash(cfg_.seed, static_cast<uint64_t>(step_ * cfg_.grad_accum) + i);
         opt.loss_tokens = targets;
-        Tensor out = losses.slice(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
-        opt.loss_out = &out;
-        forward_backward(ctx_, *model_, batches[i], *grads_, opt);
+        outs[i] = losses.slice(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
+        opt.loss_out = &outs[i];
+        opts.push_back(opt);
+      }
+      // Streamed with micro-batches per load: each group of them shares every weight load.
+      const size_t per_load = static_cast<size_t>(std::max<int64_t>(per_load_, 1));
+      for (size_t i = 0; i < micro.size(); i += per_load) {
+        const size_t end = std::min(micro.size(), i + per_load);
+        if (end - i == 1) {
+          forward_backward(ctx_, *model_, batches[i], *grads_, opts[i]);
+          continue;
+        }
+        std::vector<const TrainBatch*> group;
+        for (size_t j = i; j < end; ++j) group.push_back(&batches[j]);
+        forward_backward_group(ctx_, *model_, group, *grads_,
+                               std::vector<PassOptions>(opts.begin() + static_cast<std::ptrdiff_t>(i),
+                                                        opts.begin() + static_cast<std::ptrdiff_t>(end)));
       }
     }
     std::vector<const Tensor*> gp;

@@ -74,7 +74,7 @@ TEST_CASE("planner: a small model stays resident, sparse layers copy less, more 
   const Plan s = plan_training(sparse, gpu(64 * kGiB));
   const Plan d = plan_training(phi4(4 * kGiB), gpu(64 * kGiB));
   CHECK(s.lowest_trained_layer == 36);
-  CHECK(s.weight_bytes_per_micro_batch < d.weight_bytes_per_micro_batch);
+  CHECK(s.weight_bytes_per_load < d.weight_bytes_per_load);
   // 4 of 40 layers (each kind packed into one allocation, rounded to 2 MiB once)
   CHECK(s.trainable_state * 10 == doctest::Approx(d.trainable_state).epsilon(0.05));
 
@@ -102,8 +102,8 @@ TEST_CASE("planner: a forced placement, and the batch split into the largest mic
   full.placement = PlanRequest::Placement::streamed;
   CHECK_THROWS_WITH_AS(plan_training(full, gpu(64 * kGiB)), doctest::Contains("cannot stream"), InvalidArgument);
 
-  // Streamed, every micro-batch copies the weights: the planner's split of 16 rows is the
-  // largest micro-batch that fits, and the step it predicts is the fastest of the splits.
+  // Streamed: the planner's split of 16 rows is one that fits, and the step it predicts is the
+  // fastest of the splits; only micro-batches above some size fail to fit.
   PlanRequest split = phi4(8 * kGiB);
   split.batch_rows = 16;
   const Plan chosen = plan_training(split, gpu(64 * kGiB));
@@ -111,6 +111,7 @@ TEST_CASE("planner: a forced placement, and the batch split into the largest mic
   CHECK(chosen.micro_batch * chosen.grad_accum == 16);
   CHECK(chosen.micro_batch > 1);
   int fitting = 0;
+  int64_t largest_fitting = 0;
   for (int64_t d : {1, 2, 4, 8, 16}) {
     CAPTURE(d);
     PlanRequest fixed = split;
@@ -118,13 +119,44 @@ TEST_CASE("planner: a forced placement, and the batch split into the largest mic
     try {
       const Plan p = plan_training(fixed, gpu(64 * kGiB));
       ++fitting;
-      CHECK(d <= chosen.micro_batch);
+      CHECK(largest_fitting == d / 2);  // every smaller split fitted too
+      largest_fitting = d;
       CHECK(p.step_ms >= chosen.step_ms * 0.999);
     } catch (const InvalidArgument&) {
-      CHECK(d > chosen.micro_batch);  // only larger micro-batches fail to fit
+      CHECK(d > chosen.micro_batch);
     }
   }
   CHECK(fitting >= 2);
+  CHECK(chosen.micro_batch <= largest_fitting);
+}
+
+TEST_CASE("planner: micro-batches share each weight load, so the weights cross once per step") {
+  // 16 rows of the Phi-4 shape under 4 GiB on an H100-like device: one micro-batch of 16 does
+  // not fit, and a load per micro-batch would be copy-bound. The planner's micro-batches take
+  // turns on every weight load instead.
+  PlanHardware hw = gpu(64 * kGiB);
+  hw.h2d_gbs = hw.d2h_gbs = 55;
+  hw.gemm_tflops = 750;
+  PlanRequest r = phi4(4 * kGiB);
+  r.batch_rows = 16;
+  const Plan p = plan_training(r, hw);
+  CHECK(p.streamed);
+  CHECK(p.peak <= r.budget);
+  REQUIRE(p.grad_accum > 1);
+  CHECK(p.micro_batches_per_load == p.grad_accum);
+  CHECK(p.to_text().find("share each weight load") != std::string::npos);
+  CHECK(p.to_json()["micro_batches_per_load"] == p.grad_accum);
+  // The step's copies are one load's weights (and the offloaded activations), not grad_accum
+  // loads' ...
+  const double load_ms = p.weight_bytes_per_load / (hw.h2d_gbs * 1e9) * 1e3;
+  CHECK(p.transfer_ms >= load_ms);
+  CHECK(p.transfer_ms < 1.5 * load_ms);
+  // ... so the step is faster than copying the weights per micro-batch could ever be.
+  CHECK(p.step_ms < double(p.grad_accum) * load_ms);
+  // A single micro-batch has nothing to share.
+  PlanRequest one = r;
+  one.batch_rows = 1;
+  CHECK(plan_training(one, hw).micro_batches_per_load == 1);
 }
 
 TEST_CASE("planner: activations stay on the device when they fit and offloading would not be faster") {
@@ -136,6 +168,7 @@ TEST_CASE("planner: activations stay on the device when they fit and offloading 
   hw.gemm_tflops = 750;
   PlanRequest r = phi4(8 * kGiB);
   r.batch_rows = 16;
+  r.micro_batch = 16;  // (split, the micro-batches could share loads with their inputs on the device)
   r.placement = PlanRequest::Placement::streamed;
   const Plan tight = plan_training(r, hw);
   CHECK(tight.micro_batch == 16);

@@ -85,15 +85,26 @@ Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows) {
       batches.push_back(test::packed_train_batch(
           ctx, mc.vocab_size, std::vector<int64_t>(static_cast<size_t>(r.plan.micro_batch), 512), 0, rng));
     Tensor losses = Tensor::empty(Shape{r.plan.grad_accum}, DType::f32, alloc);
+    std::vector<Tensor> outs(static_cast<size_t>(r.plan.grad_accum));
+    std::vector<PassOptions> opts;
     for (int64_t i = 0; i < r.plan.grad_accum; ++i) {
       PassOptions opt;
       opt.lora = &ad;
       opt.stream = &sw;
       opt.head_granule = so.head_granule;
       opt.loss_tokens = r.plan.micro_batch * r.plan.grad_accum * 512;
-      Tensor out = losses.slice(i, i + 1);
-      opt.loss_out = &out;
-      forward_backward(ctx, model, batches[static_cast<size_t>(i)], g, opt);
+      outs[static_cast<size_t>(i)] = losses.slice(i, i + 1);
+      opt.loss_out = &outs[static_cast<size_t>(i)];
+      opts.push_back(opt);
+    }
+    if (r.plan.micro_batches_per_load > 1) {  // one group: the plan shares loads across the step
+      REQUIRE(r.plan.micro_batches_per_load == r.plan.grad_accum);
+      std::vector<const TrainBatch*> group;
+      for (const TrainBatch& b : batches) group.push_back(&b);
+      forward_backward_group(ctx, model, group, g, opts);
+    } else {
+      for (int64_t i = 0; i < r.plan.grad_accum; ++i)
+        forward_backward(ctx, model, batches[static_cast<size_t>(i)], g, opts[static_cast<size_t>(i)]);
     }
     std::vector<const Tensor*> gp;
     for (const Tensor& t : grads) gp.push_back(&t);
@@ -112,9 +123,9 @@ Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows) {
 void check_rehearsal(const Rehearsed& r, uint64_t budget) {
   INFO("plan: ", r.plan.to_text());
   INFO("peak reserved ", r.second.peak_reserved, ", peak in use ", r.second.peak_in_use, ", predicted ", r.plan.peak);
-  INFO("split ", r.plan.micro_batch, " x ", r.plan.grad_accum, ", ", r.plan.layers_per_chunk, " layer(s) per chunk, ",
-       r.plan.activations_on_host ? "activations offloaded" : "activations on the device");
-  CHECK(r.second.peak_reserved <= budget);
+  INFO("split ", r.plan.micro_batch, " x ", r.plan.grad_accum, " (", r.plan.micro_batches_per_load, " per weight load), ",
+       r.plan.layers_per_chunk, " layer(s) per chunk, ",
+       r.plan.activations_on_host ? "activations offloaded" : "activations on the device");  CHECK(r.second.peak_reserved <= budget);
   // The prediction covers what the step holds at once (its margin is for what a rehearsal
   // does not see: the CUDA kernels' own temporaries, the allocator's rounding).
   CHECK(r.second.peak_in_use <= r.plan.peak);
