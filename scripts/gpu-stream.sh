@@ -31,14 +31,17 @@ want tiny && {
 } > "$out/stream-tinyllama.txt" 2>&1
 want phi4 && {
   s0=$(date +%s); "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1; echo "onn-init: $(( $(date +%s) - s0 )) s"
-  # PHI4_RUNS: "budget:micro-batch:grad-accum" triples, or "budget:rN" (--batch-rows N, the planner's split).
+  # PHI4_RUNS: "budget:micro-batch:grad-accum[:share]" (share: --share-loads on|off), or
+  # "budget:rN" (--batch-rows N, the planner's split).
   # 3 GiB is near the smallest budget the 16-row run fits (2.64 GiB, LoRA state packed).
-  # 12 GiB keeps 16 rows' layer inputs on the device: against 6-8 GiB (offloaded) it isolates
-  # the activation copies.
-  for r in ${PHI4_RUNS:-3GiB:r16 4GiB:r16 6GiB:r16 12GiB:r16}; do
-    IFS=: read -r b mb ga <<< "$r"
+  # 4 GiB: the planner's 8 x 2 sharing each weight load, against the same split loading per
+  # micro-batch (4GiB:8:2:off). 12 GiB keeps 16 rows' layer inputs on the device: against 6 GiB
+  # (offloaded) it isolates the activation copies.
+  for r in ${PHI4_RUNS:-3GiB:r16 4GiB:r16 4GiB:8:2:off 6GiB:r16 12GiB:r16}; do
+    IFS=: read -r b mb ga share <<< "$r"
     if [[ $mb == r* ]]; then set -- --batch-rows "${mb#r}"; else set -- --micro-batch "$mb" --grad-accum "$ga"; fi
-    set -- "$@" $(trace "phi4-$b-$mb${ga:+x$ga}")
+    [ -n "${share:-}" ] && set -- "$@" --share-loads "$share"
+    set -- "$@" $(trace "phi4-$b-$mb${ga:+x$ga}${share:+-$share}")
     T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget "$b" --seq-len 512 "$@" --steps 2 --warmup 1 --json
   done
 } > "$out/stream-phi4.txt" 2>&1

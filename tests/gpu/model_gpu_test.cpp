@@ -50,8 +50,10 @@ namespace {
 // Three optimizer-free passes of LoRA training on CUDA: losses and LoRA gradients on the host.
 // queued: as the trainer runs them, batches (with host ids) first, then the passes back to
 // back with their losses left on the device (PassOptions::loss_out), read once at the end.
+// shared (queued): the three micro-batches share each weight load (forward_backward_group).
 std::pair<std::vector<double>, std::vector<Tensor>> cuda_lora_pass(const std::string& dir, int64_t k, bool offload,
-                                                                   bool queued = false, int64_t on_device = 0) {
+                                                                   bool queued = false, int64_t on_device = 0,
+                                                                   bool shared = false) {
   Context ctx(Device::cuda(0));
   LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
   LoraSpec spec;
@@ -87,16 +89,25 @@ std::pair<std::vector<double>, std::vector<Tensor>> cuda_lora_pass(const std::st
   }
   std::vector<double> losses;
   Tensor device_losses = Tensor::empty(Shape{3}, loss_dtype(model.dtype()), ctx.allocator());
+  std::vector<Tensor> outs(3);
+  std::vector<PassOptions> opts;
   for (int micro = 0; micro < 3; ++micro) {
     PassOptions opt;
     opt.lora = &ad;
     opt.dropout_seed = static_cast<uint64_t>(micro);
     opt.head_granule = 64;
     opt.stream = sw ? &*sw : nullptr;
-    Tensor out = device_losses.slice(micro, micro + 1);
-    if (queued) opt.loss_out = &out;
-    const double l = forward_backward(ctx, model, batches[static_cast<size_t>(micro)], g, opt);
-    if (!queued) losses.push_back(l);
+    outs[static_cast<size_t>(micro)] = device_losses.slice(micro, micro + 1);
+    if (queued) opt.loss_out = &outs[static_cast<size_t>(micro)];
+    opts.push_back(opt);
+  }
+  if (shared) {
+    forward_backward_group(ctx, model, {&batches[0], &batches[1], &batches[2]}, g, opts);
+  } else {
+    for (int micro = 0; micro < 3; ++micro) {
+      const double l = forward_backward(ctx, model, batches[static_cast<size_t>(micro)], g, opts[static_cast<size_t>(micro)]);
+      if (!queued) losses.push_back(l);
+    }
   }
   if (queued) {
     ctx.synchronize();
@@ -122,15 +133,18 @@ TEST_CASE("streamed LoRA training on CUDA (copy and compute streams overlapping)
     int64_t k;
     bool offload, queued;
     int64_t on_device;  // with offload: the top layer inputs kept on the device
+    bool shared = false;  // the micro-batches share each weight load
   };
   for (const Case& c : {Case{1, false, false, 0}, Case{2, true, false, 0}, Case{3, false, false, 0},
                         Case{1, true, false, 0}, Case{1, true, true, 0}, Case{2, false, true, 0},
-                        Case{1, true, true, 2}}) {
+                        Case{1, true, true, 2}, Case{1, false, true, 0, true}, Case{2, true, true, 0, true},
+                        Case{1, true, true, 2, true}}) {
     CAPTURE(c.k);
     CAPTURE(c.offload);
     CAPTURE(c.queued);
     CAPTURE(c.on_device);
-    const auto streamed = cuda_lora_pass(tmp.path().string(), c.k, c.offload, c.queued, c.on_device);
+    CAPTURE(c.shared);
+    const auto streamed = cuda_lora_pass(tmp.path().string(), c.k, c.offload, c.queued, c.on_device, c.shared);
     CHECK(streamed.first == resident.first);
     REQUIRE(streamed.second.size() == resident.second.size());
     bool same = true;
