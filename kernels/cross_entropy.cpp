@@ -185,7 +185,12 @@ SlicedLmHeadLoss::SlicedLmHeadLoss(Context& ctx, const Tensor& h, const Tensor& 
   l_.fill_bytes(0, &ctx.compute());
   target_.fill_bytes(0xff, &ctx.compute());  // NaN until the label's granule is seen
   chunk_ = std::min(chunk_, std::max<int64_t>(n, 1));
-  logits_ = Tensor::empty(Shape{chunk_ * std::min(granule_, vocab_)}, h.dtype(), ctx.allocator());
+}
+
+// The (token chunk, granule) logits scratch, taken for one slice call and given back after it
+// (stream-ordered), so that several losses in turn (a streamed pass's lanes) share one.
+Tensor SlicedLmHeadLoss::scratch() const {
+  return Tensor::empty(Shape{chunk_ * std::min(granule_, vocab_)}, h_.dtype(), ctx_.allocator());
 }
 
 void SlicedLmHeadLoss::check_slice(const char* op, int64_t v0, const Tensor& w) const {
@@ -203,13 +208,14 @@ void SlicedLmHeadLoss::forward_slice(int64_t v0, const Tensor& w) {
   ONN_CHECK_ARG(v0 == next_v0_, "SlicedLmHeadLoss::forward_slice: expected the slice starting at ", next_v0_,
                 ", got ", v0);
   const int64_t n = h_.dim(0), rows = w.dim(0);
+  const Tensor buf = scratch();
   for (int64_t s = 0; s < n; s += chunk_) {
     const int64_t e = std::min(n, s + chunk_);
     const Tensor hc = h_.slice(s, e), lab = labels_.slice(s, e);
     Tensor m = m_.slice(s, e), l = l_.slice(s, e), t = target_.slice(s, e);
     for (int64_t g0 = 0; g0 < rows; g0 += granule_) {
       const int64_t g1 = std::min(rows, g0 + granule_);
-      Tensor logits = logits_.slice(0, (e - s) * (g1 - g0)).reshape(Shape{e - s, g1 - g0});
+      Tensor logits = buf.slice(0, (e - s) * (g1 - g0)).reshape(Shape{e - s, g1 - g0});
       MatmulOptions proj;
       proj.trans_b = true;
       matmul(ctx_, hc, w.slice(g0, g1), logits, proj);
@@ -238,13 +244,14 @@ void SlicedLmHeadLoss::backward_slice(int64_t v0, const Tensor& w, Tensor& dh) {
   const int64_t n = h_.dim(0), rows = w.dim(0);
   // Granules in descending order over the whole vocabulary: the last one writes dh.
   const int64_t last_g0 = ((rows - 1) / granule_) * granule_;
+  const Tensor buf = scratch();
   for (int64_t s = 0; s < n; s += chunk_) {
     const int64_t e = std::min(n, s + chunk_);
     const Tensor hc = h_.slice(s, e), lab = labels_.slice(s, e);
     Tensor dhc = dh.slice(s, e);
     for (int64_t g0 = last_g0; g0 >= 0; g0 -= granule_) {
       const int64_t g1 = std::min(rows, g0 + granule_);
-      Tensor logits = logits_.slice(0, (e - s) * (g1 - g0)).reshape(Shape{e - s, g1 - g0});
+      Tensor logits = buf.slice(0, (e - s) * (g1 - g0)).reshape(Shape{e - s, g1 - g0});
       MatmulOptions proj;
       proj.trans_b = true;
       const Tensor wg = w.slice(g0, g1);

@@ -76,7 +76,8 @@ class SlicedLmHeadLoss {
  private:
   void check_slice(const char* op, int64_t v0, const Tensor& w) const;
   Context& ctx_;
-  Tensor h_, labels_, valid_, m_, l_, target_, logits_;
+  Tensor scratch() const;
+  Tensor h_, labels_, valid_, m_, l_, target_;
   int64_t vocab_, chunk_, granule_, next_v0_ = 0, back_end_ = -1;
   int32_t ignore_;
 };
