@@ -58,7 +58,12 @@ class Reporter {
       if (!plan["resident"].get<bool>())
         std::cerr << "onn-train: weights streamed from host memory, " << plan["layers_per_chunk"].get<int64_t>()
                   << " layer(s) per chunk (" << plan["chunks"].get<int64_t>() << " chunks, LM head in "
-                  << plan["head_slices"].get<int64_t>() << " slices), device budget "
+                  << plan["head_slices"].get<int64_t>() << " slices"
+                  << (plan.value("micro_batches_per_load", 1) > 1
+                          ? ", " + std::to_string(plan["micro_batches_per_load"].get<int64_t>()) +
+                                " micro-batches per weight load"
+                          : std::string())
+                  << "), device budget "
                   << onn::format_bytes(plan["budget_bytes"].get<size_t>()) << "\n";
       if (plan.contains("planner"))
         std::cerr << "onn-train: predicted peak " << onn::format_bytes(plan["planner"]["predicted_peak_bytes"].get<size_t>())
