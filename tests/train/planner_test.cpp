@@ -25,6 +25,14 @@ PlanHardware gpu(uint64_t host) {
   return h;
 }
 
+// An H100-like device: PCIe 5 pinned copies and a fast bf16 GEMM.
+PlanHardware h100_like() {
+  PlanHardware h = gpu(64 * kGiB);
+  h.h2d_gbs = h.d2h_gbs = 55;
+  h.gemm_tflops = 750;
+  return h;
+}
+
 PlanRequest phi4(uint64_t budget) {
   PlanRequest r;
   r.model = find_preset("phi4").config;  // 100352 vocabulary rows, as the real model
@@ -134,9 +142,7 @@ TEST_CASE("planner: micro-batches share each weight load, so the weights cross o
   // 16 rows of the Phi-4 shape under 4 GiB on an H100-like device: one micro-batch of 16 does
   // not fit, and a load per micro-batch would be copy-bound. The planner's micro-batches take
   // turns on every weight load instead.
-  PlanHardware hw = gpu(64 * kGiB);
-  hw.h2d_gbs = hw.d2h_gbs = 55;
-  hw.gemm_tflops = 750;
+  const PlanHardware hw = h100_like();
   PlanRequest r = phi4(4 * kGiB);
   r.batch_rows = 16;
   const Plan p = plan_training(r, hw);
@@ -163,9 +169,7 @@ TEST_CASE("planner: activations stay on the device when they fit and offloading 
   // 16 rows of the Phi-4 shape in one micro-batch on a fast-GEMM device: compute-bound, so the
   // offload's copies predict no slower step. Under 8 GiB only the offload fits; under 12 GiB
   // the layer inputs fit on the device, and there they stay.
-  PlanHardware hw = gpu(64 * kGiB);
-  hw.h2d_gbs = hw.d2h_gbs = 55;
-  hw.gemm_tflops = 750;
+  const PlanHardware hw = h100_like();
   PlanRequest r = phi4(8 * kGiB);
   r.batch_rows = 16;
   r.micro_batch = 16;  // (split, the micro-batches could share loads with their inputs on the device)
