@@ -172,7 +172,7 @@ void StreamedWeights::reserve_activations(Context& ctx, size_t lanes, size_t byt
   ONN_CHECK_ARG(offload_, "activation offload is off");
   ONN_CHECK_ARG(lanes >= 1, "activation offload needs at least one lane");
   const size_t layers = static_cast<size_t>(model_.config().num_hidden_layers) + 1;
-  if (lanes == lanes_ && bytes <= slot_bytes_) return;
+  if (lanes <= lanes_ && bytes <= slot_bytes_) return;  // the slots made before serve
   ONN_CHECK_ARG(bytes <= SIZE_MAX / layers / lanes, "activation slots of ", lanes, " x ", layers, " x ", bytes,
                 " bytes overflow");
   ctx.synchronize();  // no copy may still use the slots being replaced
@@ -208,13 +208,12 @@ void StreamedWeights::traced_copy(Context& ctx, const char* lane, size_t l, F&& 
 
 void StreamedWeights::offload(Context& ctx, size_t lane, size_t l, const Tensor& x) {
   ONN_CHECK_ARG(offload_, "activation offload is off");
-  const Tensor dst = host_slot(lane, l, x.shape());
+  Tensor dst = host_slot(lane, l, x.shape());
   Event produced(ctx.device(), false);
   produced.record(ctx.compute());
   act_stream_->wait(produced);
-  Tensor host = dst;
   traced_copy(ctx, "act_out", l, [&] {
-    if (!ctx.rehearsal()) host.copy_from(x, act_stream_.get());
+    if (!ctx.rehearsal()) dst.copy_from(x, act_stream_.get());
   });
   out_done_[slot(lane, l)].record(*act_stream_);
   offloaded_bytes_ += x.nbytes();

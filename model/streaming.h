@@ -66,7 +66,8 @@ class StreamedWeights {
   int64_t activation_layers_on_device() const { return on_device_; }
   // Activation offload, per lane (a micro-batch of the pass; one lane unless several share
   // each weight load): host slots for `lanes` x (L + 1) layer inputs of up to `bytes` each,
-  // made before a pass's first offload (reallocating waits for the device).
+  // made before a pass's first offload (reallocating, when more or larger slots are needed,
+  // waits for the device).
   void reserve_activations(Context& ctx, size_t lanes, size_t bytes);
   // x (lane's layer l input, on the device) copied to its host slot once the compute stream
   // has produced it; the device copy may be dropped after retire.
