@@ -383,11 +383,8 @@ class Pass {
         sw.release();
       }
     }
-    double first_loss = 0;
-    for (size_t m = 0; m < G; ++m) {
-      const double v = lanes[m]->finish(loss[m]);
-      if (m == 0) first_loss = v;
-    }
+    const double first_loss = first.finish(loss[0]);
+    for (size_t m = 1; m < G; ++m) lanes[m]->finish(loss[m]);
     return first_loss;
   }
 
@@ -481,6 +478,16 @@ class Pass {
   const TrainBatch* batch_ = nullptr;
 };
 
+// PassOptions::loss_out, when set (or required): one value of the loss dtype on the device,
+// checked before any gradient is touched.
+void check_loss_out(Context& ctx, const LlamaModel& model, const Tensor* out, bool required, const char* where) {
+  const DType t = loss_dtype(model.dtype());
+  ONN_CHECK_ARG(out || !required, where, ": each micro-batch needs PassOptions::loss_out");
+  if (out)
+    ONN_CHECK_ARG(out->numel() == 1 && out->dtype() == t && out->device() == ctx.device(), where,
+                  ": PassOptions::loss_out must be one ", dtype_name(t), " on ", ctx.device().str());
+}
+
 void check_batch(const TrainBatch& b) {
   ONN_CHECK_ARG(b.ids.rank() == 1 && b.ids.dtype() == DType::i32 && b.positions.shape() == b.ids.shape() &&
                     b.positions.dtype() == DType::i32 && b.labels.shape() == b.ids.shape() &&
@@ -495,11 +502,7 @@ double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch
   check_batch(batch);
   ONN_CHECK_ARG(grads.full.has_value() != (opt.lora != nullptr),
                 "forward_backward: LoRA gradients need the adapter, full gradients none");
-  if (opt.loss_out) {  // checked before any gradient is touched
-    const DType t = loss_dtype(model.dtype());
-    ONN_CHECK_ARG(opt.loss_out->numel() == 1 && opt.loss_out->dtype() == t && opt.loss_out->device() == ctx.device(),
-                  "PassOptions::loss_out must be one ", dtype_name(t), " on ", ctx.device().str());
-  }
+  check_loss_out(ctx, model, opt.loss_out, false, "forward_backward");
   Pass pass(ctx, model, opt, batch.ids.dim(0));
   return pass.run(batch, &grads);
 }
@@ -515,10 +518,7 @@ void forward_backward_group(Context& ctx, LlamaModel& model, const std::vector<c
     check_batch(*batches[i]);
     ONN_CHECK_ARG(o.stream && o.lora && !grads.full, "forward_backward_group streams LoRA training (PassOptions::stream "
                   "and ::lora set, LoRA gradients)");
-    ONN_CHECK_ARG(o.loss_out && o.loss_out->numel() == 1 && o.loss_out->dtype() == loss_dtype(model.dtype()) &&
-                      o.loss_out->device() == ctx.device(),
-                  "forward_backward_group: each micro-batch's PassOptions::loss_out must be one ",
-                  dtype_name(loss_dtype(model.dtype())), " on ", ctx.device().str());
+    check_loss_out(ctx, model, o.loss_out, true, "forward_backward_group");
     passes.push_back(std::make_unique<Pass>(ctx, model, o, batches[i]->ids.dim(0)));
     lanes.push_back(passes.back().get());
   }
