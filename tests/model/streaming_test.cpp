@@ -333,6 +333,13 @@ TEST_CASE("a pass with loss_out leaves the returned loss on the device, and host
   Tensor wrong = Tensor::zeros(Shape{2}, loss_dtype(model.dtype()));
   opt.loss_out = &wrong;
   CHECK_THROWS_WITH_AS(forward_backward(ctx, model, batch, g, opt), doctest::Contains("loss_out"), InvalidArgument);
+  // A group of micro-batches needs each loss_out, and one set of options per batch.
+  PassOptions none = opt;
+  none.loss_out = nullptr;
+  CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch, &batch}, g, {none, none}),
+                       doctest::Contains("needs PassOptions::loss_out"), InvalidArgument);
+  CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch, &batch}, g, {none}),
+                       doctest::Contains("2 batches and 1 pass options"), InvalidArgument);
   std::vector<Tensor> after;
   for (const Tensor& t : gradient_tensors(g)) after.push_back(clone(t));
   CHECK(same_bits(before, after));
