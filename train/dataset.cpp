@@ -13,6 +13,8 @@
 
 namespace onn {
 
+namespace fs = std::filesystem;
+
 namespace {
 
 // A permutation of v from (key): Fisher-Yates on a counter-based generator, so the order is
@@ -22,6 +24,37 @@ void shuffle(std::vector<int64_t>& v, uint64_t key) {
     const size_t j = static_cast<size_t>(counter_hash(key, i) % i);
     std::swap(v[i - 1], v[j]);
   }
+}
+
+// A fingerprint of the inputs a tokenized corpus depends on: files (path, size, mtime), the
+// tokenizer file's bytes and the tokenization options.
+nlohmann::json corpus_fingerprint(const CorpusSource& src) {
+  nlohmann::json files = nlohmann::json::array();
+  std::vector<fs::path> paths;
+  if (fs::is_directory(src.data)) {
+    for (const auto& e : fs::directory_iterator(src.data)) paths.push_back(e.path());
+    std::sort(paths.begin(), paths.end());
+  } else {
+    paths.push_back(src.data);
+  }
+  for (const fs::path& p : paths) {
+    std::error_code ec;
+    const auto size = fs::file_size(p, ec);
+    const auto time = fs::last_write_time(p, ec).time_since_epoch().count();
+    files.push_back({p.string(), ec ? -1 : static_cast<int64_t>(size), static_cast<int64_t>(time)});
+  }
+  const fs::path dir(src.model_dir);
+  const std::string tok = read_file((dir / "tokenizer.json").string(), size_t{1} << 30);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : tok) h = (h ^ ch) * 0x100000001b3ull;
+  std::string cfg_text;
+  std::error_code ec;
+  if (fs::exists(dir / "tokenizer_config.json", ec))
+    cfg_text = read_file((dir / "tokenizer_config.json").string(), size_t{1} << 26);
+  for (unsigned char ch : cfg_text) h = (h ^ ch) * 0x100000001b3ull;
+  return {{"files", files}, {"tokenizer_fnv1a", std::to_string(h)}, {"seq_len", src.seq_len},
+          {"train_on_inputs", src.train_on_inputs}, {"chat_format", src.chat_format},
+          {"skip_bad_records", src.skip_bad_records}, {"version", 1}};
 }
 
 void append(Corpus& c, const std::vector<int32_t>& ids, bool target) {
@@ -151,7 +184,7 @@ void save_corpus(const Corpus& c, const std::string& path, const nlohmann::json&
 
 std::optional<Corpus> load_corpus(const std::string& path, const nlohmann::json& fingerprint) {
   std::error_code ec;
-  if (!std::filesystem::exists(path + ".json", ec) || !std::filesystem::exists(path + ".safetensors", ec))
+  if (!fs::exists(path + ".json", ec) || !fs::exists(path + ".safetensors", ec))
     return std::nullopt;
   try {
     if (read_json_file(path + ".json", 1 << 24) != fingerprint) return std::nullopt;
@@ -176,6 +209,27 @@ std::optional<Corpus> load_corpus(const std::string& path, const nlohmann::json&
   } catch (const std::exception&) {
     return std::nullopt;
   }
+}
+
+Corpus load_or_tokenize_corpus(const CorpusSource& src, const Tokenizer& tok, DataReport& report, bool& from_cache) {
+  const nlohmann::json fp = corpus_fingerprint(src);
+  if (std::optional<Corpus> cached = load_corpus(src.cache, fp)) {
+    from_cache = true;
+    return *cached;
+  }
+  from_cache = false;
+  ReadOptions ro;
+  ro.skip_bad_records = src.skip_bad_records;
+  const std::vector<Example> examples = read_examples(src.data, ro, report);
+  TokenizeOptions to;
+  to.seq_len = src.seq_len;
+  to.train_on_inputs = src.train_on_inputs;
+  if (!src.chat_format.empty()) to.chat_format = chat_format_from_name(src.chat_format);
+  Corpus corpus = tokenize_examples(tok, examples, to);
+  if (corpus.documents() == 0) throw InvalidArgument(src.data + ": no document of two or more tokens");
+  fs::create_directories(fs::path(src.cache).parent_path());
+  save_corpus(corpus, src.cache, fp);
+  return corpus;
 }
 
 void split_documents(const Corpus& c, double fraction, uint64_t seed, std::vector<int64_t>& train,

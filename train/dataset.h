@@ -45,6 +45,22 @@ Corpus tokenize_examples(const Tokenizer& tok, const std::vector<Example>& examp
 void save_corpus(const Corpus& c, const std::string& path, const nlohmann::json& fingerprint);
 std::optional<Corpus> load_corpus(const std::string& path, const nlohmann::json& fingerprint);
 
+// Where a training corpus comes from and how it is tokenized.
+struct CorpusSource {
+  std::string data;       // a file, or a folder of them
+  std::string model_dir;  // its tokenizer.json (and tokenizer_config.json) are fingerprinted
+  std::string cache;      // the cache path (see save_corpus)
+  int64_t seq_len = 512;
+  bool train_on_inputs = false;
+  std::string chat_format;  // a chat_format_from_name name; "" = the tokenizer's template
+  bool skip_bad_records = false;
+};
+// The corpus of src.data tokenized with `tok`: from src.cache when its fingerprint (the data
+// files' paths, sizes and times, the tokenizer files' bytes, the options) matches, else read,
+// tokenized and cached there (from_cache says which; `report` is filled only when read).
+// InvalidArgument when no document of two or more tokens is left.
+Corpus load_or_tokenize_corpus(const CorpusSource& src, const Tokenizer& tok, DataReport& report, bool& from_cache);
+
 // The documents of `c` split into train and validation: a shuffled `fraction` (at least one
 // document when fraction > 0 and there are two or more) goes to validation, fixed by seed.
 void split_documents(const Corpus& c, double fraction, uint64_t seed, std::vector<int64_t>& train,

@@ -36,59 +36,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fingerprint of the inputs a tokenized corpus depends on: files (path, size, mtime), the
-// tokenizer file's bytes and the tokenization options.
-nlohmann::json corpus_fingerprint(const std::string& data, const std::string& model_dir, const TrainConfig& c) {
-  nlohmann::json files = nlohmann::json::array();
-  std::vector<fs::path> paths;
-  if (fs::is_directory(data)) {
-    for (const auto& e : fs::directory_iterator(data)) paths.push_back(e.path());
-    std::sort(paths.begin(), paths.end());
-  } else {
-    paths.push_back(data);
-  }
-  for (const fs::path& p : paths) {
-    std::error_code ec;
-    const auto size = fs::file_size(p, ec);
-    const auto time = fs::last_write_time(p, ec).time_since_epoch().count();
-    files.push_back({p.string(), ec ? -1 : static_cast<int64_t>(size), static_cast<int64_t>(time)});
-  }
-  const std::string tok = read_file((fs::path(model_dir) / "tokenizer.json").string(), size_t{1} << 30);
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char ch : tok) h = (h ^ ch) * 0x100000001b3ull;
-  std::string cfg_text;
-  std::error_code ec;
-  if (fs::exists(fs::path(model_dir) / "tokenizer_config.json", ec))
-    cfg_text = read_file((fs::path(model_dir) / "tokenizer_config.json").string(), size_t{1} << 26);
-  for (unsigned char ch : cfg_text) h = (h ^ ch) * 0x100000001b3ull;
-  return {{"files", files}, {"tokenizer_fnv1a", std::to_string(h)}, {"seq_len", c.seq_len},
-          {"train_on_inputs", c.train_on_inputs}, {"chat_format", c.chat_format},
-          {"skip_bad_records", c.skip_bad_records}, {"version", 1}};
-}
-
-// Reads (or loads from the run's cache) the tokenized corpus of `data`.
-Corpus load_data(const std::string& data, const std::string& cache, const std::string& model_dir, const Tokenizer& tok,
-                 const TrainConfig& c, DataReport& report, bool& from_cache) {
-  const nlohmann::json fp = corpus_fingerprint(data, model_dir, c);
-  if (std::optional<Corpus> cached = load_corpus(cache, fp)) {
-    from_cache = true;
-    return *cached;
-  }
-  from_cache = false;
-  ReadOptions ro;
-  ro.skip_bad_records = c.skip_bad_records;
-  const std::vector<Example> examples = read_examples(data, ro, report);
-  TokenizeOptions to;
-  to.seq_len = c.seq_len;
-  to.train_on_inputs = c.train_on_inputs;
-  if (!c.chat_format.empty()) to.chat_format = chat_format_from_name(c.chat_format);
-  Corpus corpus = tokenize_examples(tok, examples, to);
-  if (corpus.documents() == 0) throw InvalidArgument(data + ": no document of two or more tokens");
-  fs::create_directories(fs::path(cache).parent_path());
-  save_corpus(corpus, cache, fp);
-  return corpus;
-}
-
 // A trained tensor with its gradient, AdamW moments and compute copy.
 struct Param {
   std::string name;
@@ -282,11 +229,21 @@ void Trainer::setup() {
   tok_.emplace(Tokenizer::load(model_dir_));
   DataReport report;
   bool cached = false;
-  train_ = load_data(cfg_.data, (out / "data" / "train-corpus").string(), model_dir_, *tok_, cfg_, report, cached);
+  CorpusSource src;
+  src.data = cfg_.data;
+  src.model_dir = model_dir_;
+  src.cache = (out / "data" / "train-corpus").string();
+  src.seq_len = cfg_.seq_len;
+  src.train_on_inputs = cfg_.train_on_inputs;
+  src.chat_format = cfg_.chat_format;
+  src.skip_bad_records = cfg_.skip_bad_records;
+  train_ = load_or_tokenize_corpus(src, *tok_, report, cached);
   if (!cfg_.val_data.empty()) {
     DataReport vr;
     bool vc = false;
-    val_corpus_ = load_data(cfg_.val_data, (out / "data" / "val-corpus").string(), model_dir_, *tok_, cfg_, vr, vc);
+    src.data = cfg_.val_data;
+    src.cache = (out / "data" / "val-corpus").string();
+    val_corpus_ = load_or_tokenize_corpus(src, *tok_, vr, vc);
     train_docs_.resize(static_cast<size_t>(train_.documents()));
     std::iota(train_docs_.begin(), train_docs_.end(), 0);
     val_docs_.resize(static_cast<size_t>(val_corpus_.documents()));

@@ -254,3 +254,37 @@ TEST_CASE("validation split and the corpus cache") {
   write(dir, "corpus.safetensors", "garbage");
   CHECK(!load_corpus(dir.file("corpus"), fp).has_value());  // damaged: rebuilt, never trusted
 }
+
+TEST_CASE("a training corpus is tokenized once, then served from its cache until an input changes") {
+  TempDir dir;
+  CorpusSource src;
+  src.data = write(dir, "train.jsonl", "{\"text\": \"hello world, hello again\"}\n{\"text\": \"a second document\"}\n");
+  src.model_dir = std::string(ONN_TEST_DATA_DIR) + "/tokenizers/qwen3";
+  src.cache = dir.file("cache/train-corpus");
+  src.seq_len = 16;
+  const Tokenizer tok = qwen();
+  DataReport report;
+  bool cached = true;
+  const Corpus first = load_or_tokenize_corpus(src, tok, report, cached);
+  CHECK(!cached);
+  CHECK(first.documents() == 2);
+  bool again = false;
+  const Corpus second = load_or_tokenize_corpus(src, tok, report, again);
+  CHECK(again);
+  CHECK(second.ids == first.ids);
+  CHECK(second.target == first.target);
+  // Each input of the fingerprint misses the cache: an option, then the data file's contents.
+  src.seq_len = 8;
+  load_or_tokenize_corpus(src, tok, report, again);
+  CHECK(!again);
+  load_or_tokenize_corpus(src, tok, report, again);
+  CHECK(again);
+  write(dir, "train.jsonl", "{\"text\": \"one short document now\"}\n");
+  const Corpus changed = load_or_tokenize_corpus(src, tok, report, again);
+  CHECK(!again);
+  CHECK(changed.documents() == 1);
+  // Nothing to train on is an error naming the file.
+  src.data = write(dir, "empty.jsonl", "");
+  CHECK_THROWS_WITH_AS(load_or_tokenize_corpus(src, tok, report, again), doctest::Contains("empty.jsonl"),
+                       InvalidArgument);
+}
