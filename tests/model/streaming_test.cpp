@@ -340,6 +340,24 @@ TEST_CASE("a pass with loss_out leaves the returned loss on the device, and host
                        doctest::Contains("needs PassOptions::loss_out"), InvalidArgument);
   CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch, &batch}, g, {none}),
                        doctest::Contains("2 batches and 1 pass options"), InvalidArgument);
+  // It streams LoRA training only, every lane on one stream and one adapter.
+  PassOptions resident = opt;
+  resident.stream = nullptr;
+  CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch}, g, {resident}),
+                       doctest::Contains("streams LoRA training"), InvalidArgument);
+  Tensor out2 = Tensor::zeros(Shape{1}, loss_dtype(model.dtype()));
+  StreamedWeights sw2(ctx, model, so);
+  PassOptions other = opt;
+  other.loss_out = &out2;
+  opt.loss_out = &out;
+  other.stream = &sw2;
+  CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch, &batch}, g, {opt, other}),
+                       doctest::Contains("share one stream and one adapter"), InvalidArgument);
+  LoraAdapter ad2 = make_lora_adapter(ctx, model, spec, 4);
+  other.stream = &sw;
+  other.lora = &ad2;
+  CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch, &batch}, g, {opt, other}),
+                       doctest::Contains("share one stream and one adapter"), InvalidArgument);
   std::vector<Tensor> after;
   for (const Tensor& t : gradient_tensors(g)) after.push_back(clone(t));
   CHECK(same_bits(before, after));
