@@ -157,7 +157,8 @@ int main(int argc, char** argv) {
   train->add_option("--layers-per-chunk", c.layers_per_chunk, "layers per streamed chunk (default: the planner's)")
       ->check(CLI::PositiveNumber);
   train->add_option("--share-loads", c.share_loads, "streamed: the step's micro-batches share each weight load: auto "
-                                                    "(the planner's choice), on, off (default auto)")
+                                                    "(the planner's groups), on (all of them), off (one per load) "
+                                                    "(default auto)")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   std::string train_layers;
   train->add_option("--train-layers", train_layers, "LoRA on these layers only, e.g. 36-39 (default all)");

@@ -208,7 +208,8 @@ int main(int argc, char** argv) {
   app.add_option("--share-loads", share_loads,
                  "streamed: the step's micro-batches take turns on every chunk of weights copied to the device, so "
                  "the weights cross PCIe once per step instead of once per micro-batch (same results): auto (the "
-                 "planner's choice), on, off (default auto)")
+                 "planner's choice, which may group fewer micro-batches per load where all of them do not fit), on, "
+                 "off (default auto)")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_option("--host-ram", host_ram, "with --plan: host memory the plan may use, e.g. 64GiB (default: what this "
                                        "machine has available)")

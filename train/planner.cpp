@@ -176,9 +176,10 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   ONN_CHECK_ARG(budget > 0, "no device memory to plan with (free: ", hw.device_free, " bytes)");
   const double lm_chunk = 1024;
 
-  // shared: the step's micro-batches take turns on every weight load (lanes), so the weights
-  // cross once per step, and every lane's layer-boundary activations live at once.
-  const auto evaluate = [&](bool streamed, int64_t micro, int64_t k, bool offload, bool shared) {
+  // per_load micro-batches (lanes) take turns on every weight load, so the weights cross
+  // grad_accum / per_load times per step, and every lane's layer-boundary activations live at
+  // once.
+  const auto evaluate = [&](bool streamed, int64_t micro, int64_t k, bool offload, int64_t per_load) {
     Candidate cand;
     Plan& p = cand.plan;
     p.streamed = streamed;
@@ -188,8 +189,8 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     p.lowest_trained_layer = lowest;
     p.micro_batch = micro;
     p.grad_accum = req.batch_rows / micro;
-    const double lanes = shared ? double(p.grad_accum) : 1.0;
-    p.micro_batches_per_load = shared ? p.grad_accum : 1;
+    const double lanes = double(per_load);
+    p.micro_batches_per_load = per_load;
     p.seq_len = req.seq_len;
     p.activations_on_host = offload;
     p.recompute = streamed || offload;
@@ -245,7 +246,7 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
         static_cast<uint64_t>((streamed ? all_weights : 0.0) + (offload ? lanes * kept_layers * boundary : 0.0));
     cand.fits = p.peak <= budget && p.host_pinned <= hw.host_available;
     cand.short_by = p.peak > budget ? p.peak - budget : 0;
-    // Time of one pass (a micro-batch, or all of a shared step's): compute and copies overlap.
+    // Time of one pass (a micro-batch, or the group sharing a load): compute and copies overlap.
     // The step's first chunk copy is not overlapped; later passes queue behind the one before,
     // so theirs is.
     const double flops = N * training_flops_per_token(c, (double(req.seq_len) + 1) / 2, req.full, lowest) +
@@ -307,15 +308,17 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
   for (int64_t micro : micros) {
     // Activation offload is part of the streamed pass only: a resident run keeps its
     // activations on the device.
-    if (req.placement != PlanRequest::Placement::streamed) consider(evaluate(false, micro, L, false, false));
+    if (req.placement != PlanRequest::Placement::streamed) consider(evaluate(false, micro, L, false, 1));
     // Full training keeps its weights resident (their gradients and state are on the device).
     if (req.full || req.placement == PlanRequest::Placement::resident) continue;
-    for (bool shared : {false, true}) {
-      const bool several = req.batch_rows / micro > 1;
-      if (shared && (!several || req.sharing == PlanRequest::Sharing::off)) continue;  // nothing (allowed) to share
-      if (!shared && several && req.sharing == PlanRequest::Sharing::on) continue;
+    // Micro-batches per load: a divisor of the step's; --share-loads on takes all of them, off one.
+    const int64_t accum = req.batch_rows / micro;
+    for (int64_t per_load = 1; per_load <= accum; ++per_load) {
+      if (accum % per_load != 0) continue;
+      if (req.sharing == PlanRequest::Sharing::off && per_load > 1) continue;
+      if (req.sharing == PlanRequest::Sharing::on && per_load != accum) continue;
       for (bool offload : {false, true})
-        for (int64_t k = 1; k <= std::max<int64_t>(1, L / 2); ++k) consider(evaluate(true, micro, k, offload, shared));
+        for (int64_t k = 1; k <= std::max<int64_t>(1, L / 2); ++k) consider(evaluate(true, micro, k, offload, per_load));
     }
   }
   if (!best) {
@@ -342,7 +345,9 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     p.notes.push_back("copy-bound: the weights cross PCIe " +
                       std::string(lowest > 0 ? "once forward and from the lowest trained layer up backward"
                                              : "twice (forward and backward)") +
-                      (p.micro_batches_per_load > 1 ? " per step" : " per micro-batch") +
+                      (p.micro_batches_per_load == p.grad_accum ? std::string(" per step")
+                       : p.micro_batches_per_load > 1 ? " per group of " + std::to_string(p.micro_batches_per_load) + " micro-batches"
+                                                      : std::string(" per micro-batch")) +
                       "; a larger batch per step (--batch-rows) or fewer trained layers amortise it");
   return p;
 }
@@ -391,7 +396,8 @@ std::string Plan::to_text() const {
     << (streamed && micro_batches_per_load > 1
             ? micro_batches_per_load == grad_accum
                   ? std::string(", which share each weight load (the weights cross PCIe once per step)")
-                  : ", " + std::to_string(micro_batches_per_load) + " sharing each weight load"
+                  : ", " + std::to_string(micro_batches_per_load) + " sharing each weight load (the weights cross PCIe " +
+                        std::to_string(grad_accum / micro_batches_per_load) + " times per step)"
             : std::string())
     << "; activations on the " << (activations_on_host ? "host" : "device")
     << (activations_on_host && activation_layers_on_device > 0

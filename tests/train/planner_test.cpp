@@ -165,6 +165,48 @@ TEST_CASE("planner: micro-batches share each weight load, so the weights cross o
   CHECK(plan_training(one, hw).micro_batches_per_load == 1);
 }
 
+TEST_CASE("planner: where the whole step's micro-batches cannot share a load, a smaller group of them does") {
+  // 16 rows of the Phi-4 shape at the tightest budget the planner accepts: one row per
+  // micro-batch, copy-bound. Sixteen lanes do not fit; two do, halving the copies.
+  const PlanHardware hw = h100_like();
+  PlanRequest r = phi4(2 * kGiB);
+  r.batch_rows = 16;
+  uint64_t mib = 0;
+  try {
+    plan_training(r, hw);
+  } catch (const InvalidArgument& e) {
+    const std::string what = e.what();
+    const size_t at = what.find("--vram-budget ");
+    REQUIRE(at != std::string::npos);
+    mib = std::stoull(what.substr(at + 14));
+  }
+  REQUIRE(mib > 2048);
+  r.budget = mib << 20;
+  const Plan p = plan_training(r, hw);
+  CHECK(p.peak <= r.budget);
+  REQUIRE(p.grad_accum > 2);
+  CHECK(p.micro_batches_per_load > 1);
+  CHECK(p.micro_batches_per_load < p.grad_accum);
+  CHECK(p.grad_accum % p.micro_batches_per_load == 0);
+  const std::string loads = std::to_string(p.grad_accum / p.micro_batches_per_load);
+  CHECK(p.to_text().find(std::to_string(p.micro_batches_per_load) + " sharing each weight load (the weights cross PCIe " +
+                         loads + " times per step)") != std::string::npos);
+  // Its copies are grad_accum / micro_batches_per_load loads ...
+  const double load_ms = p.weight_bytes_per_load / (hw.h2d_gbs * 1e9) * 1e3;
+  CHECK(p.transfer_ms >= std::stod(loads) * load_ms);
+  // ... fewer than a load per micro-batch (--share-loads off), at the same split.
+  PlanRequest off = r;
+  off.micro_batch = p.micro_batch;
+  off.sharing = PlanRequest::Sharing::off;
+  const Plan unshared = plan_training(off, hw);
+  CHECK(unshared.micro_batches_per_load == 1);
+  CHECK(p.step_ms < 0.75 * unshared.step_ms);
+  // Every micro-batch of the step on one load (--share-loads on) does not fit at that split.
+  PlanRequest on = off;
+  on.sharing = PlanRequest::Sharing::on;
+  CHECK_THROWS_AS(plan_training(on, hw), InvalidArgument);
+}
+
 TEST_CASE("planner: activations stay on the device when they fit and offloading would not be faster") {
   // 16 rows of the Phi-4 shape in one micro-batch on a fast-GEMM device: compute-bound, so the
   // offload's copies predict no slower step. Under 8 GiB only the offload fits; under 12 GiB

@@ -97,14 +97,20 @@ Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows) {
       opt.loss_out = &outs[static_cast<size_t>(i)];
       opts.push_back(opt);
     }
-    if (r.plan.micro_batches_per_load > 1) {  // one group: the plan shares loads across the step
-      REQUIRE(r.plan.micro_batches_per_load == r.plan.grad_accum);
+    // Groups of micro_batches_per_load share each weight load, as the trainer runs them.
+    const size_t per_load = static_cast<size_t>(r.plan.micro_batches_per_load);
+    REQUIRE(per_load >= 1);
+    REQUIRE(batches.size() % per_load == 0);
+    for (size_t i = 0; i < batches.size(); i += per_load) {
+      if (per_load == 1) {
+        forward_backward(ctx, model, batches[i], g, opts[i]);
+        continue;
+      }
       std::vector<const TrainBatch*> group;
-      for (const TrainBatch& b : batches) group.push_back(&b);
-      forward_backward_group(ctx, model, group, g, opts);
-    } else {
-      for (int64_t i = 0; i < r.plan.grad_accum; ++i)
-        forward_backward(ctx, model, batches[static_cast<size_t>(i)], g, opts[static_cast<size_t>(i)]);
+      for (size_t j = i; j < i + per_load; ++j) group.push_back(&batches[j]);
+      forward_backward_group(ctx, model, group, g,
+                             std::vector<PassOptions>(opts.begin() + static_cast<std::ptrdiff_t>(i),
+                                                      opts.begin() + static_cast<std::ptrdiff_t>(i + per_load)));
     }
     std::vector<const Tensor*> gp;
     for (const Tensor& t : grads) gp.push_back(&t);
@@ -125,7 +131,8 @@ void check_rehearsal(const Rehearsed& r, uint64_t budget) {
   INFO("peak reserved ", r.second.peak_reserved, ", peak in use ", r.second.peak_in_use, ", predicted ", r.plan.peak);
   INFO("split ", r.plan.micro_batch, " x ", r.plan.grad_accum, " (", r.plan.micro_batches_per_load, " per weight load), ",
        r.plan.layers_per_chunk, " layer(s) per chunk, ",
-       r.plan.activations_on_host ? "activations offloaded" : "activations on the device");  CHECK(r.second.peak_reserved <= budget);
+       r.plan.activations_on_host ? "activations offloaded" : "activations on the device");
+  CHECK(r.second.peak_reserved <= budget);
   // The prediction covers what the step holds at once (its margin is for what a rehearsal
   // does not see: the CUDA kernels' own temporaries, the allocator's rounding).
   CHECK(r.second.peak_in_use <= r.plan.peak);
