@@ -33,7 +33,8 @@ want phi4 && {
   s0=$(date +%s); "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1; echo "onn-init: $(( $(date +%s) - s0 )) s"
   # PHI4_RUNS: "budget:micro-batch:grad-accum[:share]" (share: --share-loads on|off), or
   # "budget:rN" (--batch-rows N, the planner's split).
-  # 3 GiB is near the smallest budget the 16-row run fits (2.64 GiB, LoRA state packed).
+  # 3 GiB is near the smallest budget the 16-row run fits (2.64 GiB, LoRA state packed);
+  # PHI4_RUNS="2701MiB:r16" runs that one (1 x 16 in 8 groups of 2 sharing each load).
   # 4 GiB: the planner's 8 x 2 sharing each weight load, against the same split loading per
   # micro-batch (4GiB:8:2:off). 12 GiB keeps 16 rows' layer inputs on the device: against 6 GiB
   # (offloaded) it isolates the activation copies.
