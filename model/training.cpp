@@ -525,6 +525,26 @@ void forward_backward_group(Context& ctx, LlamaModel& model, const std::vector<c
   Pass::run_streamed(lanes, batches, &grads);
 }
 
+void forward_backward_groups(Context& ctx, LlamaModel& model, const std::vector<TrainBatch>& batches,
+                             Gradients& grads, const std::vector<PassOptions>& opts, size_t per_load) {
+  ONN_CHECK_ARG(batches.size() == opts.size(), "forward_backward_groups: ", batches.size(), " batches and ",
+                opts.size(), " pass options");
+  ONN_CHECK_ARG(per_load >= 1, "forward_backward_groups: at least one micro-batch per load");
+  for (const PassOptions& o : opts) check_loss_out(ctx, model, o.loss_out, true, "forward_backward_groups");
+  for (size_t i = 0; i < batches.size(); i += per_load) {
+    const size_t end = std::min(batches.size(), i + per_load);
+    if (end - i == 1) {
+      forward_backward(ctx, model, batches[i], grads, opts[i]);
+      continue;
+    }
+    std::vector<const TrainBatch*> group;
+    for (size_t j = i; j < end; ++j) group.push_back(&batches[j]);
+    forward_backward_group(ctx, model, group, grads,
+                           std::vector<PassOptions>(opts.begin() + static_cast<std::ptrdiff_t>(i),
+                                                    opts.begin() + static_cast<std::ptrdiff_t>(end)));
+  }
+}
+
 double forward_loss(Context& ctx, const LlamaModel& model, const TrainBatch& batch, const PassOptions& opt) {
   check_batch(batch);
   PassOptions o = opt;

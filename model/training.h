@@ -76,6 +76,12 @@ double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch
 void forward_backward_group(Context& ctx, LlamaModel& model, const std::vector<const TrainBatch*>& batches,
                             Gradients& grads, const std::vector<PassOptions>& opts);
 
+// A step's micro-batches in order, each `per_load` consecutive ones a group sharing every
+// weight load (forward_backward_group; the last group may be smaller, and a group of one runs
+// forward_backward). Every opts[i] needs loss_out, where batch i's loss is left.
+void forward_backward_groups(Context& ctx, LlamaModel& model, const std::vector<TrainBatch>& batches,
+                             Gradients& grads, const std::vector<PassOptions>& opts, size_t per_load);
+
 // The loss without gradients (evaluation), with the adapter when opt.lora is set.
 double forward_loss(Context& ctx, const LlamaModel& model, const TrainBatch& batch, const PassOptions& opt);
 

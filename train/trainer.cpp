@@ -548,19 +548,7 @@ TrainResult Trainer::run() {
         opts.push_back(opt);
       }
       // Streamed with micro-batches per load: each group of them shares every weight load.
-      const size_t per_load = static_cast<size_t>(std::max<int64_t>(per_load_, 1));
-      for (size_t i = 0; i < micro.size(); i += per_load) {
-        const size_t end = std::min(micro.size(), i + per_load);
-        if (end - i == 1) {
-          forward_backward(ctx_, *model_, batches[i], *grads_, opts[i]);
-          continue;
-        }
-        std::vector<const TrainBatch*> group;
-        for (size_t j = i; j < end; ++j) group.push_back(&batches[j]);
-        forward_backward_group(ctx_, *model_, group, *grads_,
-                               std::vector<PassOptions>(opts.begin() + static_cast<std::ptrdiff_t>(i),
-                                                        opts.begin() + static_cast<std::ptrdiff_t>(end)));
-      }
+      forward_backward_groups(ctx_, *model_, batches, *grads_, opts, static_cast<size_t>(std::max<int64_t>(per_load_, 1)));
     }
     std::vector<const Tensor*> gp;
     for (const Param& p : params_) gp.push_back(&p.grad);

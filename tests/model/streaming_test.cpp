@@ -61,10 +61,11 @@ struct RunResult {
 
 // Three optimizer steps of two micro-batches each on a context whose allocator has `budget`
 // (0: none); streamed with k layers per chunk when k > 0, else resident with the sliced head.
-// grouped (streamed): the step's micro-batches share each weight load (forward_backward_group).
+// per_load > 1 (streamed): each per_load consecutive micro-batches share every weight load
+// (forward_backward_groups).
 RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vector<int64_t>& layers,
                 const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3, bool offload = false,
-                bool traced = false, int64_t on_device = 0, bool grouped = false, uint32_t micro_batches = 2) {
+                bool traced = false, int64_t on_device = 0, uint32_t per_load = 1, uint32_t micro_batches = 2) {
   CachingAllocator alloc(make_host_raw_backend(), budget);
   Context ctx(Device::cpu(), alloc, 0);
   LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
@@ -122,14 +123,12 @@ RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vec
       opt.stream = sw ? &*sw : nullptr;
       opts.push_back(opt);
     }
-    if (grouped) {
-      std::vector<const TrainBatch*> ptrs;
+    if (per_load > 1) {  // groups of per_load micro-batches share each weight load, losses left on the device
       for (uint32_t micro = 0; micro < micro_batches; ++micro) {
-        ptrs.push_back(&batches[micro]);
         loss_outs[micro] = losses.slice(micro, micro + 1);
         opts[micro].loss_out = &loss_outs[micro];
       }
-      forward_backward_group(ctx, model, ptrs, g, opts);
+      forward_backward_groups(ctx, model, batches, g, opts, per_load);
       for (uint32_t micro = 0; micro < micro_batches; ++micro) r.losses.push_back(losses.data_as<float>()[micro]);
     } else {
       for (uint32_t micro = 0; micro < micro_batches; ++micro)
@@ -219,33 +218,33 @@ TEST_CASE("streamed LoRA training has the bits of resident training for every ch
 TEST_CASE("micro-batches sharing each weight load: the bits of resident training, the weights copied once per step") {
   TempDir tmp;
   const std::string dir = five_layer_model(tmp);
-  for (uint32_t micro : {2u, 3u}) {
+  for (uint32_t micro : {2u, 3u, 4u}) {
     CAPTURE(micro);
-    const RunResult resident = train(dir, 0, 0, {}, {}, 3, false, false, 0, false, micro);
+    const RunResult resident = train(dir, 0, 0, {}, {}, 3, false, false, 0, 1, micro);
     REQUIRE(resident.losses.size() == 3 * micro);
     for (int64_t k : {1, 2, 5}) {
       CAPTURE(k);
-      const RunResult each = train(dir, k, 0, {}, {}, 3, false, false, 0, false, micro);  // a load per micro-batch
-      const RunResult shared = train(dir, k, 0, {}, {}, 3, false, false, 0, true, micro);
+      const RunResult each = train(dir, k, 0, {}, {}, 3, false, false, 0, 1, micro);  // a load per micro-batch
+      const RunResult shared = train(dir, k, 0, {}, {}, 3, false, false, 0, micro, micro);
       CHECK(shared.losses == resident.losses);
       CHECK(same_bits(shared.grads, resident.grads));
       CHECK(same_bits(shared.weights, resident.weights));
       CHECK(each.losses == resident.losses);
       // The weights cross once per step: the group copies exactly what a one-micro-batch step
       // copies; a load per micro-batch copies (nearly) micro times as much.
-      const RunResult single = train(dir, k, 0, {}, {}, 3, false, false, 0, false, 1);
+      const RunResult single = train(dir, k, 0, {}, {}, 3, false, false, 0, 1, 1);
       CHECK(shared.streamed_bytes == single.streamed_bytes);
       CHECK(shared.copies == single.copies);
       if (k == 1) CHECK(each.streamed_bytes > (micro - 1) * shared.streamed_bytes);
       // Under a budget of its own unlimited peak, and with activations offloaded (all of them,
       // or the top two kept): the same bits.
-      const RunResult tight = train(dir, k, shared.peak, {}, {}, 3, false, false, 0, true, micro);
+      const RunResult tight = train(dir, k, shared.peak, {}, {}, 3, false, false, 0, micro, micro);
       CHECK(tight.losses == resident.losses);
       CHECK(same_bits(tight.weights, resident.weights));
       CHECK(tight.peak <= shared.peak);
       for (int64_t on_device : {0, 2}) {
         CAPTURE(on_device);
-        const RunResult off = train(dir, k, 0, {}, {}, 3, true, false, on_device, true, micro);
+        const RunResult off = train(dir, k, 0, {}, {}, 3, true, false, on_device, micro, micro);
         CHECK(off.losses == resident.losses);
         CHECK(same_bits(off.grads, resident.grads));
         CHECK(same_bits(off.weights, resident.weights));
@@ -253,9 +252,23 @@ TEST_CASE("micro-batches sharing each weight load: the bits of resident training
         CHECK(off.offloaded_bytes > 0);
       }
     }
+    // Groups smaller than the step (the last one smaller still where they do not divide it):
+    // the same bits, and a load per group (a pass may find its first chunk still in a buffer
+    // from the pass before, so up to one chunk less).
+    for (uint32_t per_load = 2; per_load < micro; ++per_load) {
+      CAPTURE(per_load);
+      const RunResult grouped = train(dir, 1, 0, {}, {}, 3, true, false, 0, per_load, micro);
+      CHECK(grouped.losses == resident.losses);
+      CHECK(same_bits(grouped.grads, resident.grads));
+      CHECK(same_bits(grouped.weights, resident.weights));
+      const RunResult single = train(dir, 1, 0, {}, {}, 3, false, false, 0, 1, 1);
+      const uint64_t groups = (micro + per_load - 1) / per_load;
+      CHECK(grouped.streamed_bytes <= groups * single.streamed_bytes);
+      CHECK(grouped.streamed_bytes > groups * single.streamed_bytes - single.streamed_bytes / 4);
+    }
     // Sparse layers: the shared backward stops at the lowest trained layer too.
-    const RunResult sparse_res = train(dir, 0, 0, {3, 4}, {}, 3, false, false, 0, false, micro);
-    const RunResult sparse = train(dir, 1, 0, {3, 4}, {}, 3, true, false, 0, true, micro);
+    const RunResult sparse_res = train(dir, 0, 0, {3, 4}, {}, 3, false, false, 0, 1, micro);
+    const RunResult sparse = train(dir, 1, 0, {3, 4}, {}, 3, true, false, 0, micro, micro);
     CHECK(sparse.losses == sparse_res.losses);
     CHECK(same_bits(sparse.weights, sparse_res.weights));
   }
@@ -339,6 +352,16 @@ TEST_CASE("a pass with loss_out leaves the returned loss on the device, and host
   CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch, &batch}, g, {none, none}),
                        doctest::Contains("needs PassOptions::loss_out"), InvalidArgument);
   CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch, &batch}, g, {none}),
+                       doctest::Contains("2 batches and 1 pass options"), InvalidArgument);
+  // So does a step's grouping of them, and a group needs at least one micro-batch.
+  const std::vector<TrainBatch> two{batch, batch};
+  PassOptions good = opt;
+  good.loss_out = &out;
+  CHECK_THROWS_WITH_AS(forward_backward_groups(ctx, model, two, g, {good, none}, 2),
+                       doctest::Contains("needs PassOptions::loss_out"), InvalidArgument);
+  CHECK_THROWS_WITH_AS(forward_backward_groups(ctx, model, two, g, {good, good}, 0),
+                       doctest::Contains("at least one micro-batch per load"), InvalidArgument);
+  CHECK_THROWS_WITH_AS(forward_backward_groups(ctx, model, two, g, {good}, 1),
                        doctest::Contains("2 batches and 1 pass options"), InvalidArgument);
   // It streams LoRA training only, every lane on one stream and one adapter.
   PassOptions resident = opt;

@@ -98,20 +98,8 @@ Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows) {
       opts.push_back(opt);
     }
     // Groups of micro_batches_per_load share each weight load, as the trainer runs them.
-    const size_t per_load = static_cast<size_t>(r.plan.micro_batches_per_load);
-    REQUIRE(per_load >= 1);
-    REQUIRE(batches.size() % per_load == 0);
-    for (size_t i = 0; i < batches.size(); i += per_load) {
-      if (per_load == 1) {
-        forward_backward(ctx, model, batches[i], g, opts[i]);
-        continue;
-      }
-      std::vector<const TrainBatch*> group;
-      for (size_t j = i; j < i + per_load; ++j) group.push_back(&batches[j]);
-      forward_backward_group(ctx, model, group, g,
-                             std::vector<PassOptions>(opts.begin() + static_cast<std::ptrdiff_t>(i),
-                                                      opts.begin() + static_cast<std::ptrdiff_t>(i + per_load)));
-    }
+    REQUIRE(r.plan.micro_batches_per_load >= 1);
+    forward_backward_groups(ctx, model, batches, g, opts, static_cast<size_t>(r.plan.micro_batches_per_load));
     std::vector<const Tensor*> gp;
     for (const Tensor& t : grads) gp.push_back(&t);
     global_grad_norm(ctx, gp);
