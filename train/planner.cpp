@@ -345,9 +345,11 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
     p.notes.push_back("copy-bound: the weights cross PCIe " +
                       std::string(lowest > 0 ? "once forward and from the lowest trained layer up backward"
                                              : "twice (forward and backward)") +
-                      (p.micro_batches_per_load == p.grad_accum ? std::string(" per step")
-                       : p.micro_batches_per_load > 1 ? " per group of " + std::to_string(p.micro_batches_per_load) + " micro-batches"
-                                                      : std::string(" per micro-batch")) +
+                      (p.micro_batches_per_load == p.grad_accum
+                           ? std::string(" per step")
+                       : p.micro_batches_per_load > 1
+                           ? " per group of " + std::to_string(p.micro_batches_per_load) + " micro-batches"
+                           : std::string(" per micro-batch")) +
                       "; a larger batch per step (--batch-rows) or fewer trained layers amortise it");
   return p;
 }

@@ -548,7 +548,8 @@ TrainResult Trainer::run() {
         opts.push_back(opt);
       }
       // Streamed with micro-batches per load: each group of them shares every weight load.
-      forward_backward_groups(ctx_, *model_, batches, *grads_, opts, static_cast<size_t>(std::max<int64_t>(per_load_, 1)));
+      const size_t per_load = static_cast<size_t>(std::max<int64_t>(per_load_, 1));
+      forward_backward_groups(ctx_, *model_, batches, *grads_, opts, per_load);
     }
     std::vector<const Tensor*> gp;
     for (const Param& p : params_) gp.push_back(&p.grad);

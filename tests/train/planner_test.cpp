@@ -191,6 +191,13 @@ TEST_CASE("planner: where the whole step's micro-batches cannot share a load, a 
   const std::string loads = std::to_string(p.grad_accum / p.micro_batches_per_load);
   CHECK(p.to_text().find(std::to_string(p.micro_batches_per_load) + " sharing each weight load (the weights cross PCIe " +
                          loads + " times per step)") != std::string::npos);
+  // One row per micro-batch is copy-bound, and the note says how often the weights cross.
+  REQUIRE(p.transfer_ms > p.compute_ms);
+  bool says = false;
+  for (const std::string& n : p.notes)
+    says = says || n.find("per group of " + std::to_string(p.micro_batches_per_load) + " micro-batches") !=
+                       std::string::npos;
+  CHECK(says);
   // Its copies are grad_accum / micro_batches_per_load loads ...
   const double load_ms = p.weight_bytes_per_load / (hw.h2d_gbs * 1e9) * 1e3;
   CHECK(p.transfer_ms >= std::stod(loads) * load_ms);
