@@ -59,8 +59,9 @@ struct Plan {
   int64_t layers = 0, layers_per_chunk = 0, chunks = 0;
   int64_t lowest_trained_layer = 0;  // the backward runs from here up
   int64_t micro_batch = 0, grad_accum = 0, seq_len = 0;
-  // Streamed: how many micro-batches each weight load serves (forward_backward_group): 1, or
-  // the whole step's grad_accum, whose weights then cross PCIe once per step.
+  // Streamed: how many micro-batches each weight load serves (forward_backward_groups): a
+  // divisor of grad_accum, so the weights cross PCIe grad_accum / micro_batches_per_load times
+  // per step (once when it is the whole step's).
   int64_t micro_batches_per_load = 1;
   bool activations_on_host = false;
   // With activations on the host: how many layer inputs (the top ones) stay on the device.

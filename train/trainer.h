@@ -35,8 +35,8 @@ struct TrainConfig {
   int64_t grad_accum = 1;
   // Rows per optimizer step for the planner to split: it sets micro_batch (the divisor that
   // fits the budget fastest; among equally fast ones, the split that copies the weights least,
-  // then keeps activations on the device, then the largest) and grad_accum. 0: micro_batch and grad_accum as given. Not saved: the split
-  // is.
+  // then keeps activations on the device, then the largest) and grad_accum. 0: micro_batch and
+  // grad_accum as given. Not saved: the split is.
   int64_t batch_rows = 0;
   bool packing = true;
   bool train_on_inputs = false;
@@ -68,8 +68,9 @@ struct TrainConfig {
   std::string stream = "auto";
   int64_t layers_per_chunk = 0;
   // Streamed runs: the step's micro-batches take turns on every weight load, so the weights
-  // cross PCIe once per step instead of once per micro-batch (forward_backward_group): "auto"
-  // (the planner's choice), "on", "off". Not saved.
+  // cross PCIe once per step instead of once per micro-batch (forward_backward_groups): "auto"
+  // (the planner's groups, which may be smaller than the step where all do not fit), "on" (the
+  // whole step), "off" (one per load). Not saved.
   std::string share_loads = "auto";
   // Streamed runs: each step event's "stream" object also carries the step's timeline
   // ("trace": copies, compute windows, activation copies) and its summary. Not saved.
