@@ -507,19 +507,31 @@ double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch
   return pass.run(batch, &grads);
 }
 
+namespace {
+// The checks a group of lanes sharing each weight load passes before any pass runs.
+void check_group(Context& ctx, const LlamaModel& model, const std::vector<const TrainBatch*>& batches,
+                 const Gradients& grads, const PassOptions* opts, const char* where) {
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const PassOptions& o = opts[i];
+    check_batch(*batches[i]);
+    ONN_CHECK_ARG(o.stream && o.lora && !grads.full, where, " streams LoRA training (PassOptions::stream and ::lora "
+                  "set, LoRA gradients)");
+    ONN_CHECK_ARG(o.stream == opts[0].stream && o.lora == opts[0].lora, where, ": the micro-batches sharing a weight "
+                  "load share one stream and one adapter");
+    check_loss_out(ctx, model, o.loss_out, true, where);
+  }
+}
+}  // namespace
+
 void forward_backward_group(Context& ctx, LlamaModel& model, const std::vector<const TrainBatch*>& batches,
                             Gradients& grads, const std::vector<PassOptions>& opts) {
   ONN_CHECK_ARG(!batches.empty() && batches.size() == opts.size(), "forward_backward_group: ", batches.size(),
                 " batches and ", opts.size(), " pass options");
+  check_group(ctx, model, batches, grads, opts.data(), "forward_backward_group");
   std::vector<std::unique_ptr<Pass>> passes;
   std::vector<Pass*> lanes;
   for (size_t i = 0; i < batches.size(); ++i) {
-    const PassOptions& o = opts[i];
-    check_batch(*batches[i]);
-    ONN_CHECK_ARG(o.stream && o.lora && !grads.full, "forward_backward_group streams LoRA training (PassOptions::stream "
-                  "and ::lora set, LoRA gradients)");
-    check_loss_out(ctx, model, o.loss_out, true, "forward_backward_group");
-    passes.push_back(std::make_unique<Pass>(ctx, model, o, batches[i]->ids.dim(0)));
+    passes.push_back(std::make_unique<Pass>(ctx, model, opts[i], batches[i]->ids.dim(0)));
     lanes.push_back(passes.back().get());
   }
   Pass::run_streamed(lanes, batches, &grads);
@@ -530,18 +542,31 @@ void forward_backward_groups(Context& ctx, LlamaModel& model, const std::vector<
   ONN_CHECK_ARG(batches.size() == opts.size(), "forward_backward_groups: ", batches.size(), " batches and ",
                 opts.size(), " pass options");
   ONN_CHECK_ARG(per_load >= 1, "forward_backward_groups: at least one micro-batch per load");
-  for (const PassOptions& o : opts) check_loss_out(ctx, model, o.loss_out, true, "forward_backward_groups");
+  // Every group is checked before the first runs: a bad option in a later group must not leave
+  // the gradients holding the earlier groups' part of the step.
+  std::vector<std::vector<const TrainBatch*>> groups;
   for (size_t i = 0; i < batches.size(); i += per_load) {
-    const size_t end = std::min(batches.size(), i + per_load);
-    if (end - i == 1) {
-      forward_backward(ctx, model, batches[i], grads, opts[i]);
-      continue;
+    groups.emplace_back();
+    for (size_t j = i; j < std::min(batches.size(), i + per_load); ++j) groups.back().push_back(&batches[j]);
+    const PassOptions* o = opts.data() + i;
+    if (groups.back().size() > 1) {
+      check_group(ctx, model, groups.back(), grads, o, "forward_backward_groups");
+    } else {
+      check_batch(batches[i]);
+      ONN_CHECK_ARG(grads.full.has_value() != (o->lora != nullptr),
+                    "forward_backward_groups: LoRA gradients need the adapter, full gradients none");
+      check_loss_out(ctx, model, o->loss_out, true, "forward_backward_groups");
     }
-    std::vector<const TrainBatch*> group;
-    for (size_t j = i; j < end; ++j) group.push_back(&batches[j]);
-    forward_backward_group(ctx, model, group, grads,
-                           std::vector<PassOptions>(opts.begin() + static_cast<std::ptrdiff_t>(i),
-                                                    opts.begin() + static_cast<std::ptrdiff_t>(end)));
+  }
+  size_t i = 0;
+  for (const std::vector<const TrainBatch*>& group : groups) {
+    const auto first = opts.begin() + static_cast<std::ptrdiff_t>(i);
+    if (group.size() == 1)
+      forward_backward(ctx, model, *group[0], grads, *first);
+    else
+      forward_backward_group(ctx, model, group, grads,
+                             std::vector<PassOptions>(first, first + static_cast<std::ptrdiff_t>(group.size())));
+    i += group.size();
   }
 }
 

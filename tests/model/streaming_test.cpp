@@ -381,6 +381,15 @@ TEST_CASE("a pass with loss_out leaves the returned loss on the device, and host
   other.lora = &ad2;
   CHECK_THROWS_WITH_AS(forward_backward_group(ctx, model, {&batch, &batch}, g, {opt, other}),
                        doctest::Contains("share one stream and one adapter"), InvalidArgument);
+  // A step's later groups are checked before its first group runs (the gradients below stay
+  // untouched): a mismatched adapter in the second group, a missing loss_out in a last group of
+  // one.
+  const std::vector<TrainBatch> four{batch, batch, batch, batch};
+  CHECK_THROWS_WITH_AS(forward_backward_groups(ctx, model, four, g, {opt, opt, opt, other}, 2),
+                       doctest::Contains("share one stream and one adapter"), InvalidArgument);
+  const std::vector<TrainBatch> three{batch, batch, batch};
+  CHECK_THROWS_WITH_AS(forward_backward_groups(ctx, model, three, g, {opt, opt, none}, 2),
+                       doctest::Contains("needs PassOptions::loss_out"), InvalidArgument);
   std::vector<Tensor> after;
   for (const Tensor& t : gradient_tensors(g)) after.push_back(clone(t));
   CHECK(same_bits(before, after));
