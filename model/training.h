@@ -78,7 +78,9 @@ void forward_backward_group(Context& ctx, LlamaModel& model, const std::vector<c
 
 // A step's micro-batches in order, each `per_load` consecutive ones a group sharing every
 // weight load (forward_backward_group; the last group may be smaller, and a group of one runs
-// forward_backward). Every opts[i] needs loss_out, where batch i's loss is left.
+// forward_backward). Every opts[i] needs loss_out, where batch i's loss is left. Every group's
+// batches and options are checked before the first group runs, so a refusal leaves the
+// gradients untouched.
 void forward_backward_groups(Context& ctx, LlamaModel& model, const std::vector<TrainBatch>& batches,
                              Gradients& grads, const std::vector<PassOptions>& opts, size_t per_load);
 
