@@ -20,6 +20,6 @@ endif()
 execute_process(COMMAND "${WORK_DIR}/build/onn_embed_example" "${WORK_DIR}/x.safetensors"
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out)
 message(STATUS "${out}")
-if(NOT rc EQUAL 0 OR NOT out MATCHES "embed ok: c = \\[\\[19, 22\\], \\[43, 50\\]\\]")
+if(NOT rc EQUAL 0 OR NOT out MATCHES "embed ok: c = \\[\\[19, 22\\], \\[43, 50\\]\\]; tiny preset: 2 layers, 64 wide")
   message(FATAL_ERROR "examples/embed did not run correctly (${rc}): ${out}")
 endif()
