@@ -1,4 +1,5 @@
 // AdamW and the gradient norm: checks and dispatch.
+#include "kernels/backends.h"
 #include "kernels/adamw.h"
 
 #include <cmath>

@@ -35,10 +35,4 @@ double global_grad_norm(Context& ctx, const std::vector<const Tensor*>& grads);
 // <= 0 (clipping off).
 double clip_scale(double norm, double max_norm);
 
-void adamw_cpu(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& cfg, Tensor* param_copy);
-double sum_squares_cpu(const Tensor& t);
-void adamw_cuda(Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& cfg,
-                Tensor* param_copy);
-double global_sum_squares_cuda(Context& ctx, const std::vector<const Tensor*>& grads);
-
 }  // namespace onn

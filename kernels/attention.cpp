@@ -1,4 +1,5 @@
 // Attention: sequence helpers, argument checks and dispatch.
+#include "kernels/backends.h"
 #include "kernels/attention.h"
 
 #include <algorithm>

@@ -45,19 +45,4 @@ void attention_decode(Context& ctx, const Tensor& q, const Tensor& k_cache, cons
 // sm_86 / sm_89 allow 99 KiB against Hopper's 227 KiB. Tests use it to run those variants.
 void attention_cuda_limit_shared_memory(size_t bytes);
 
-void attention_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSeqs& seqs, float scale,
-                           Tensor& out, Tensor& lse);
-void attention_backward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                            const Tensor& dout, const AttentionSeqs& seqs, float scale, Tensor& dq, Tensor& dk,
-                            Tensor& dv);
-void attention_decode_cpu(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& lens,
-                          float scale, Tensor& out);
-void attention_forward_cuda(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                            const AttentionSeqs& seqs, float scale, Tensor& out, Tensor& lse);
-void attention_backward_cuda(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                             const Tensor& lse, const Tensor& dout, const AttentionSeqs& seqs, float scale,
-                             Tensor& dq, Tensor& dk, Tensor& dv);
-void attention_decode_cuda(Context& ctx, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                           const Tensor& lens, float scale, Tensor& out);
-
 }  // namespace onn

@@ -1,4 +1,5 @@
 // Cross-entropy: checks, dispatch, and the chunked LM head built on matmul.
+#include "kernels/backends.h"
 #include "kernels/cross_entropy.h"
 
 #include <algorithm>

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "kernels/defaults.h"
 #include "runtime/context.h"
 #include "runtime/tensor.h"
 
@@ -35,7 +36,7 @@ void cross_entropy_forward_backward(Context& ctx, Tensor& logits, const Tensor& 
 void mean_loss(Context& ctx, const Tensor& token_loss, const Tensor& valid, Tensor& loss);
 
 struct LmHeadLossOptions {
-  int64_t chunk_tokens = 1024;  // tokens per projection: the (chunk, V) logits buffer
+  int64_t chunk_tokens = kLmHeadChunkTokens;  // tokens per projection: the (chunk, V) logits buffer
   int32_t ignore_index = kIgnoreIndex;
   bool accumulate_dw = false;
   // (1) of loss_dtype on the device: the count the loss and gradients are divided by, e.g. the
@@ -62,7 +63,8 @@ class SlicedLmHeadLoss {
   // h (N, C) and labels (N) stay referenced until the last call. valid: as
   // LmHeadLossOptions::valid (null: this call's own count).
   SlicedLmHeadLoss(Context& ctx, const Tensor& h, const Tensor& labels, int64_t vocab, const Tensor* valid = nullptr,
-                   int64_t chunk_tokens = 1024, int64_t granule = 8192, int32_t ignore_index = kIgnoreIndex);
+                   int64_t chunk_tokens = kLmHeadChunkTokens, int64_t granule = kLmHeadGranule,
+                   int32_t ignore_index = kIgnoreIndex);
   int64_t granule() const { return granule_; }
   // w (rows, C): vocabulary rows [v0, v0 + rows). v0 must follow the previous slice, and rows
   // be a multiple of the granule unless the slice ends the vocabulary.
@@ -92,26 +94,5 @@ void vocab_chunk_grad(Context& ctx, Tensor& logits, const Tensor& labels, int64_
 // token_loss (T) = m + log(l) - target, 0 where ignored.
 void vocab_chunk_loss(Context& ctx, const Tensor& labels, const Tensor& m, const Tensor& l, const Tensor& target,
                       Tensor& token_loss, int32_t ignore_index);
-
-void count_valid_labels_cpu(const Tensor& labels, int32_t ignore_index, Tensor& valid);
-void cross_entropy_cpu(Tensor& logits, const Tensor& labels, const Tensor& valid, Tensor& token_loss,
-                       const CrossEntropyOptions& opt);
-void mean_loss_cpu(const Tensor& token_loss, const Tensor& valid, Tensor& loss);
-void vocab_chunk_stats_cpu(const Tensor& logits, const Tensor& labels, int64_t v0, Tensor& m, Tensor& l,
-                           Tensor& target, int32_t ignore_index);
-void vocab_chunk_grad_cpu(Tensor& logits, const Tensor& labels, int64_t v0, const Tensor& m, const Tensor& l,
-                          const Tensor& valid, int32_t ignore_index);
-void vocab_chunk_loss_cpu(const Tensor& labels, const Tensor& m, const Tensor& l, const Tensor& target,
-                          Tensor& token_loss, int32_t ignore_index);
-void vocab_chunk_stats_cuda(Context& ctx, const Tensor& logits, const Tensor& labels, int64_t v0, Tensor& m,
-                            Tensor& l, Tensor& target, int32_t ignore_index);
-void vocab_chunk_grad_cuda(Context& ctx, Tensor& logits, const Tensor& labels, int64_t v0, const Tensor& m,
-                           const Tensor& l, const Tensor& valid, int32_t ignore_index);
-void vocab_chunk_loss_cuda(Context& ctx, const Tensor& labels, const Tensor& m, const Tensor& l,
-                           const Tensor& target, Tensor& token_loss, int32_t ignore_index);
-void count_valid_labels_cuda(Context& ctx, const Tensor& labels, int32_t ignore_index, Tensor& valid);
-void cross_entropy_cuda(Context& ctx, Tensor& logits, const Tensor& labels, const Tensor& valid, Tensor& token_loss,
-                        const CrossEntropyOptions& opt);
-void mean_loss_cuda(Context& ctx, const Tensor& token_loss, const Tensor& valid, Tensor& loss);
 
 }  // namespace onn

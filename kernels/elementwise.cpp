@@ -1,4 +1,5 @@
 // Elementwise ops: argument checks and dispatch.
+#include "kernels/backends.h"
 #include "kernels/elementwise.h"
 
 #include "kernels/op_check.h"

@@ -23,15 +23,4 @@ void fill(Context& ctx, Tensor& x, float value);
 // be x. The same (p, seed) on the gradient is the backward. p in [0, 1).
 void dropout(Context& ctx, const Tensor& x, float p, uint64_t seed, Tensor& out);
 
-void cast_cpu(const Tensor& src, Tensor& dst);
-void add_cpu(const Tensor& a, const Tensor& b, Tensor& out);
-void scale_cpu(Tensor& x, float s);
-void fill_cpu(Tensor& x, float value);
-void dropout_cpu(const Tensor& x, float p, uint64_t seed, Tensor& out);
-void cast_cuda(Context& ctx, const Tensor& src, Tensor& dst);
-void add_cuda(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out);
-void scale_cuda(Context& ctx, Tensor& x, float s);
-void fill_cuda(Context& ctx, Tensor& x, float value);
-void dropout_cuda(Context& ctx, const Tensor& x, float p, uint64_t seed, Tensor& out);
-
 }  // namespace onn

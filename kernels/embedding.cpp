@@ -1,4 +1,5 @@
 // Embedding: argument checks and dispatch.
+#include "kernels/backends.h"
 #include "kernels/embedding.h"
 
 #include "kernels/op_check.h"

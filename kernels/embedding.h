@@ -16,9 +16,4 @@ void embedding_forward(Context& ctx, const Tensor& weight, const Tensor& ids, Te
 // accumulates: zero it first for a fresh gradient.
 void embedding_backward(Context& ctx, const Tensor& ids, const Tensor& dout, Tensor& dweight);
 
-void embedding_forward_cpu(const Tensor& weight, const Tensor& ids, Tensor& out);
-void embedding_backward_cpu(const Tensor& ids, const Tensor& dout, Tensor& dweight);
-void embedding_forward_cuda(Context& ctx, const Tensor& weight, const Tensor& ids, Tensor& out);
-void embedding_backward_cuda(Context& ctx, const Tensor& ids, const Tensor& dout, Tensor& dweight);
-
 }  // namespace onn

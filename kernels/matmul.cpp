@@ -1,4 +1,5 @@
 // matmul: argument checks shared by both backends, and dispatch by device.
+#include "kernels/backends.h"
 #include "kernels/matmul.h"
 
 #include "runtime/build_config.h"

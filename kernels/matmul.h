@@ -31,9 +31,4 @@ void matmul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, const Mat
 Tensor matmul(Context& ctx, const Tensor& a, const Tensor& b, const MatmulOptions& opt = {},
               std::optional<DType> out = std::nullopt);
 
-MatmulShape matmul_check(const Tensor& a, const Tensor& b, const Tensor& c, const MatmulOptions& opt);
-void matmul_cpu(const MatmulShape& s, const Tensor& a, const Tensor& b, Tensor& c, const MatmulOptions& opt);
-void matmul_cuda(Context& ctx, const MatmulShape& s, const Tensor& a, const Tensor& b, Tensor& c,
-                 const MatmulOptions& opt);
-
 }  // namespace onn

@@ -1,4 +1,5 @@
 // Double-precision references.
+#include "kernels/backends.h"
 #include "kernels/reference.h"
 
 #include <cmath>

@@ -1,4 +1,5 @@
 // RMSNorm: argument checks and dispatch.
+#include "kernels/backends.h"
 #include "kernels/rmsnorm.h"
 
 #include "kernels/op_check.h"
@@ -26,8 +27,8 @@ void check_forward(const OpCheck& chk, const Tensor& x, const Tensor& weight, fl
 void rmsnorm_forward(Context& ctx, const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd) {
   const OpCheck chk("rmsnorm_forward", ctx, {{"x", &x}, {"weight", &weight}, {"y", &y}, {"rstd", &rstd}});
   check_forward(chk, x, weight, eps, y, rstd);
-  ONN_DISPATCH(chk, rmsnorm_forward_cpu(nullptr, x, weight, eps, y, rstd),
-               rmsnorm_forward_cuda(ctx, nullptr, x, weight, eps, y, rstd));
+  ONN_DISPATCH(chk, rmsnorm_forward_cpu(x, nullptr, nullptr, weight, eps, y, rstd),
+               rmsnorm_forward_cuda(ctx, x, nullptr, nullptr, weight, eps, y, rstd));
 }
 
 void add_rmsnorm_forward(Context& ctx, Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& y,
@@ -38,8 +39,8 @@ void add_rmsnorm_forward(Context& ctx, Tensor& residual, const Tensor& x, const 
   chk.shape(x, "x", residual.shape());
   chk.same_dtype(x, "x", residual, "residual");
   chk.require(!y.overlaps(residual) && !y.overlaps(x), "y aliases an input");
-  ONN_DISPATCH(chk, rmsnorm_forward_cpu(&x, residual, weight, eps, y, rstd),
-               rmsnorm_forward_cuda(ctx, &x, residual, weight, eps, y, rstd));
+  ONN_DISPATCH(chk, rmsnorm_forward_cpu(residual, &x, &residual, weight, eps, y, rstd),
+               rmsnorm_forward_cuda(ctx, residual, &x, &residual, weight, eps, y, rstd));
 }
 
 void rmsnorm_backward(Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dy,

@@ -23,14 +23,4 @@ void add_rmsnorm_forward(Context& ctx, Tensor& residual, const Tensor& x, const 
 void rmsnorm_backward(Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dy,
                       Tensor& dx, Tensor* dweight, bool accumulate_dx = false);
 
-void rmsnorm_forward_cpu(const Tensor* residual_add, const Tensor& x, const Tensor& weight, float eps, Tensor& y,
-                         Tensor& rstd);
-void rmsnorm_backward_cpu(const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dy, Tensor& dx,
-                          Tensor* dweight, bool accumulate_dx);
-// residual_add: when non-null, x is the residual updated in place by residual_add first.
-void rmsnorm_forward_cuda(Context& ctx, const Tensor* residual_add, const Tensor& x, const Tensor& weight, float eps,
-                          Tensor& y, Tensor& rstd);
-void rmsnorm_backward_cuda(Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dy,
-                           Tensor& dx, Tensor* dweight, bool accumulate_dx);
-
 }  // namespace onn

@@ -1,4 +1,5 @@
 // RoPE: frequency tables (with linear and llama3 scaling), argument checks and dispatch.
+#include "kernels/backends.h"
 #include "kernels/rope.h"
 
 #include <cmath>

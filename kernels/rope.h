@@ -42,7 +42,4 @@ void rope_forward(Context& ctx, Tensor& x, const Tensor& positions, const Tensor
 // dx (N, heads, D) in place: the inverse rotation (the transpose of the forward).
 void rope_backward(Context& ctx, Tensor& dx, const Tensor& positions, const Tensor& inv_freq);
 
-void rope_cpu(Tensor& x, const Tensor& positions, const Tensor& inv_freq, bool inverse);
-void rope_cuda(Context& ctx, Tensor& x, const Tensor& positions, const Tensor& inv_freq, bool inverse);
-
 }  // namespace onn

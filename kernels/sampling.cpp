@@ -1,4 +1,5 @@
 // Sampling: argmax_rows checks and dispatch (the host-side filters live in cpu/sampling.cpp).
+#include "kernels/backends.h"
 #include "kernels/sampling.h"
 
 #include "kernels/op_check.h"

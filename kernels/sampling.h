@@ -29,7 +29,5 @@ int64_t sample_token(std::span<const float> logits, const SamplingParams& p, dou
 
 // logits (N, V) -> out (N) I32: argmax of every row (the first on ties).
 void argmax_rows(Context& ctx, const Tensor& logits, Tensor& out);
-void argmax_rows_cpu(const Tensor& logits, Tensor& out);
-void argmax_rows_cuda(Context& ctx, const Tensor& logits, Tensor& out);
 
 }  // namespace onn

@@ -1,4 +1,5 @@
 // SwiGLU: argument checks for both layouts and dispatch.
+#include "kernels/backends.h"
 #include "kernels/swiglu.h"
 
 #include "kernels/op_check.h"

@@ -17,21 +17,4 @@ void swiglu_forward(Context& ctx, const Tensor& gate_up, Tensor& out);
 // dout (N, F) -> dgate_up (N, 2F) (written).
 void swiglu_backward(Context& ctx, const Tensor& gate_up, const Tensor& dout, Tensor& dgate_up);
 
-// Strided form both layouts reduce to: row i of gate starts at gate + i * ld_in (likewise up,
-// dgate, dup with ld_din); out and dout are dense (N, F).
-struct SwigluArgs {
-  const void* gate;
-  const void* up;
-  int64_t ld_in;
-  void* out;         // forward
-  const void* dout;  // backward
-  void* dgate;
-  void* dup;
-  int64_t ld_din;
-  int64_t n, f;
-  DType dtype;
-};
-void swiglu_cpu(const SwigluArgs& a, bool backward);
-void swiglu_cuda(Context& ctx, const SwigluArgs& a, bool backward);
-
 }  // namespace onn

@@ -1,6 +1,7 @@
 // AdamW on the CPU, in the element type of the parameter (float or double).
 #include <cmath>
 
+#include "kernels/backends.h"
 #include "kernels/adamw.h"
 #include "kernels/cpu/cpu_common.h"
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/backends.h"
 #include "kernels/attention.h"
 #include "kernels/cpu/cpu_common.h"
 

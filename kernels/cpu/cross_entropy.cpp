@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
 #include "kernels/cross_entropy.h"
 

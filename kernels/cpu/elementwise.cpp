@@ -1,4 +1,5 @@
 // Elementwise ops on the CPU: plain loops over contiguous storage.
+#include "kernels/backends.h"
 #include "kernels/elementwise.h"
 
 #include <cstring>

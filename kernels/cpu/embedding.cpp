@@ -1,6 +1,7 @@
 // Embedding on the CPU: row copies, and a scatter-add in position order.
 #include <cstring>
 
+#include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
 #include "kernels/embedding.h"
 

@@ -4,6 +4,7 @@
 
 #include <type_traits>
 
+#include "kernels/backends.h"
 #include "kernels/matmul.h"
 #include "runtime/error.h"
 

@@ -1,4 +1,5 @@
 // RMSNorm on the CPU: one row at a time, sums in double.
+#include "kernels/backends.h"
 #include "kernels/rmsnorm.h"
 
 #include <cmath>
@@ -11,21 +12,24 @@ namespace onn {
 using cpu_kernels::dispatch_float;
 using cpu_kernels::ptr;
 
-void rmsnorm_forward_cpu(const Tensor* residual_add, const Tensor& x, const Tensor& weight, float eps, Tensor& y,
+void rmsnorm_forward_cpu(const Tensor& x, const Tensor* add_t, Tensor* sum_t, const Tensor& weight, float eps, Tensor& y,
                          Tensor& rstd) {
   dispatch_float(x.dtype(), "rmsnorm_forward", [&](auto t) {
     using T = decltype(t);
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const int64_t n = x.dim(0), c = x.dim(1);
-    T* px = ptr<T>(x);
-    const T* add = residual_add ? ptr<T>(*residual_add) : nullptr;
+    const T* px = ptr<const T>(x);
+    const T* add = add_t ? ptr<const T>(*add_t) : nullptr;
+    T* sum = add_t ? ptr<T>(*sum_t) : nullptr;
     const T* w = ptr<T>(weight);
     T* py = ptr<T>(y);
     S* pr = ptr<S>(rstd);
     for (int64_t i = 0; i < n; ++i) {
-      T* row = px + i * c;
-      if (add != nullptr)
-        for (int64_t j = 0; j < c; ++j) row[j] += add[i * c + j];
+      const T* row = px + i * c;
+      if (add != nullptr) {  // x is read before sum (which may be x) is written, element by element
+        for (int64_t j = 0; j < c; ++j) sum[i * c + j] = static_cast<T>(row[j] + add[i * c + j]);
+        row = sum + i * c;
+      }
       double ss = 0;
       for (int64_t j = 0; j < c; ++j) ss += static_cast<double>(row[j]) * row[j];
       const double r = 1.0 / std::sqrt(ss / static_cast<double>(c) + static_cast<double>(eps));

@@ -2,6 +2,7 @@
 // it) and in double for F64.
 #include <cmath>
 
+#include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
 #include "kernels/rope.h"
 

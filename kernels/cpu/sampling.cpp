@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/backends.h"
 #include "kernels/sampling.h"
 #include "runtime/error.h"
 

@@ -1,6 +1,7 @@
 // SwiGLU on the CPU. silu(g) = g * sigmoid(g); d/dg [silu(g) u] = u * s * (1 + g * (1 - s)).
 #include <cmath>
 
+#include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
 #include "kernels/swiglu.h"
 

@@ -4,6 +4,7 @@
 // and the mean are single-block reductions, so the loss has the same bits every run.
 #include <type_traits>
 
+#include "kernels/backends.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda/common.cuh"
 

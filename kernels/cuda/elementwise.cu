@@ -1,6 +1,7 @@
 // Elementwise ops on CUDA: grid-stride loops over groups of eight elements, with 16-byte
 // vector loads and stores when every pointer allows them (the scalar path handles views
 // at odd offsets and the tail).
+#include "kernels/backends.h"
 #include "kernels/counter_rng.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/elementwise.h"

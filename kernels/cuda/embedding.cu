@@ -4,6 +4,7 @@
 // adds the sum into dweight. One owner per dweight row: no atomics, the same bits every run.
 #include <cub/device/device_radix_sort.cuh>
 
+#include "kernels/backends.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/embedding.h"
 

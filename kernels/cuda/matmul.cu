@@ -9,6 +9,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "kernels/backends.h"
 #include "kernels/matmul.h"
 #include "runtime/cuda_check.h"
 #include "runtime/error.h"

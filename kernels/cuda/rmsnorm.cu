@@ -2,6 +2,7 @@
 // the scaled output; the second read hits L1/L2), 16-byte vectors when C % 8 == 0 and the
 // pointers allow. Backward: a fixed grid strides over rows; dweight is summed per block into
 // a (G, C) scratch and then down the blocks in order, so it is bitwise reproducible.
+#include "kernels/backends.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/rmsnorm.h"
 
@@ -14,33 +15,35 @@ namespace {
 constexpr int kNormThreads = 256;
 constexpr int kBackwardBlocks = 512;
 
+// kAdd: sum = x + add (sum may be x), then the norm of sum.
 template <typename T, bool kAdd, bool kVec>
-__global__ void rmsnorm_forward_kernel(T* x, const T* add, const T* __restrict__ w, T* __restrict__ y,
+__global__ void rmsnorm_forward_kernel(const T* x, const T* add, T* sum, const T* __restrict__ w, T* __restrict__ y,
                                        float* __restrict__ rstd, int64_t c, float eps) {
   const int64_t row = blockIdx.x;
-  T* xr = x + row * c;
+  const T* xr = (kAdd ? sum : x) + row * c;  // the normalised row: read after this thread wrote it
+  const T* in = x + row * c;
   T* yr = y + row * c;
   float ss = 0.0f;
   if (kVec) {
     for (int64_t j = threadIdx.x * 8; j < c; j += blockDim.x * 8) {
       float v[8];
-      load8(xr + j, v);
+      load8(in + j, v);
       if (kAdd) {
         float a[8];
         load8(add + row * c + j, a);
 #pragma unroll
         for (int k = 0; k < 8; ++k) v[k] = to_f(from_f<T>(v[k] + a[k]));  // as stored
-        store8(xr + j, v);
+        store8(sum + row * c + j, v);
       }
 #pragma unroll
       for (int k = 0; k < 8; ++k) ss += v[k] * v[k];
     }
   } else {
     for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
-      float v = to_f(xr[j]);
+      float v = to_f(in[j]);
       if (kAdd) {
         const T s = from_f<T>(v + to_f(add[row * c + j]));
-        xr[j] = s;
+        sum[row * c + j] = s;
         v = to_f(s);
       }
       ss += v * v;
@@ -134,17 +137,18 @@ __global__ void column_sum_kernel(const float* __restrict__ partial, float* __re
 
 }  // namespace
 
-void rmsnorm_forward_cuda(Context& ctx, const Tensor* residual_add, const Tensor& x, const Tensor& weight, float eps,
-                          Tensor& y, Tensor& rstd) {
+void rmsnorm_forward_cuda(Context& ctx, const Tensor& x, const Tensor* add_t, Tensor* sum_t, const Tensor& weight,
+                          float eps, Tensor& y, Tensor& rstd) {
   const int64_t n = x.dim(0), c = x.dim(1);
   if (n == 0) return;
   dispatch_float(x.dtype(), "rmsnorm_forward", [&](auto t) {
     using T = decltype(t);
-    const T* add = residual_add ? ptr<const T>(*residual_add) : nullptr;
-    const bool vec = c % 8 == 0 && aligned16(x.data(), weight.data(), y.data()) && (!add || aligned16(add));
+    const T* add = add_t ? ptr<const T>(*add_t) : nullptr;
+    T* sum = add_t ? ptr<T>(*sum_t) : nullptr;
+    const bool vec = c % 8 == 0 && aligned16(x.data(), weight.data(), y.data()) && (!add || aligned16(add, sum));
     const auto args = [&](auto kernel) {
-      kernel<<<static_cast<unsigned>(n), kNormThreads, 0, stream_of(ctx)>>>(ptr<T>(x), add, ptr<const T>(weight),
-                                                                          ptr<T>(y), ptr<float>(rstd), c, eps);
+      kernel<<<static_cast<unsigned>(n), kNormThreads, 0, stream_of(ctx)>>>(
+          ptr<const T>(x), add, sum, ptr<const T>(weight), ptr<T>(y), ptr<float>(rstd), c, eps);
     };
     if (add) {
       vec ? args(rmsnorm_forward_kernel<T, true, true>) : args(rmsnorm_forward_kernel<T, true, false>);

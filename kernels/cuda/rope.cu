@@ -1,6 +1,7 @@
 // RoPE on CUDA: one thread per (token, pair) computes the angle's sine and cosine once
 // (accurate sincosf: positions reach 10^5 and more) and rotates that pair in every head.
 // Consecutive threads take consecutive pairs, so loads and stores coalesce.
+#include "kernels/backends.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/rope.h"
 

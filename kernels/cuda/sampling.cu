@@ -1,5 +1,6 @@
 // argmax over rows on CUDA: one block per row; each thread scans a strided slice, then the
 // block reduces (value, index) pairs, preferring the lower index on ties, as the CPU does.
+#include "kernels/backends.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/sampling.h"
 

@@ -1,5 +1,6 @@
 // SwiGLU on CUDA: a grid-stride loop over groups of eight columns of a row, with 16-byte
 // vectors when F % 8 == 0 and the pointers allow (both layouts keep row starts aligned then).
+#include "kernels/backends.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/swiglu.h"
 
