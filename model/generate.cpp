@@ -42,7 +42,8 @@ size_t held_for_stop(const std::string& text, const std::vector<std::string>& st
 }  // namespace
 
 GenerateResult generate(Context& ctx, const LlamaModel& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
-                        const GenerateOptions& opt, const std::function<void(const std::string&)>& on_token) {
+                        const GenerateOptions& opt, const std::function<void(const std::string&)>& on_token,
+                        WeightFeed* feed) {
   ONN_CHECK_ARG(!prompt.empty(), "generate: the prompt has no tokens");
   ONN_CHECK_ARG(opt.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0");
   ONN_CHECK_ARG(opt.repetition_penalty > 0, "generate: repetition_penalty must be positive");
@@ -59,7 +60,7 @@ GenerateResult generate(Context& ctx, const LlamaModel& model, const Tokenizer& 
   GenerateResult r;
   KVCache cache = model.make_cache(ctx, 1, std::min(total, cfg.max_position_embeddings));
   auto t0 = std::chrono::steady_clock::now();
-  Tensor logits = model.prefill(ctx, cache, {prompt});
+  Tensor logits = model.prefill(ctx, cache, {prompt}, feed);
   std::vector<float> row = host_row(ctx, logits, tok.vocab_size());
   r.prefill_ms = ms_since(t0);
   t0 = std::chrono::steady_clock::now();
@@ -103,7 +104,7 @@ GenerateResult generate(Context& ctx, const LlamaModel& model, const Tokenizer& 
     r.text += out;
     if (on_token) on_token(out);
     if (last) break;
-    logits = model.decode(ctx, cache, {next});
+    logits = model.decode(ctx, cache, {next}, feed);
     row = host_row(ctx, logits, tok.vocab_size());
   }
   r.decode_ms = ms_since(t0);

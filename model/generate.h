@@ -34,8 +34,10 @@ struct GenerateResult {
 // (a padded vocabulary) never samples the padding rows.
 // on_token(text) runs once per generated token with the text that became final with it
 // (possibly empty: an incomplete UTF-8 character or a possible stop-string prefix is held
-// back until a later token, and the last token's text includes all that is left).
+// back until a later token, and the last token's text includes all that is left). feed: where
+// the weights come from (model/stack.h; null: the model's own, resident).
 GenerateResult generate(Context& ctx, const LlamaModel& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
-                        const GenerateOptions& opt, const std::function<void(const std::string&)>& on_token = {});
+                        const GenerateOptions& opt, const std::function<void(const std::string&)>& on_token = {},
+                        WeightFeed* feed = nullptr);
 
 }  // namespace onn

@@ -1,6 +1,7 @@
-// The LLaMA-family transformer (Llama, Mistral, Qwen2, Phi-3) composed from kernels/: weights
-// by their Hugging Face names, converted to the compute dtype (F32 on the CPU, BF16 on CUDA),
-// and the forward for training and prefill over packed sequences.
+// The LLaMA-family transformer (Llama, Mistral, Qwen2, Phi-3): weights by their Hugging Face
+// names, converted to the compute dtype (F32 on the CPU, BF16 on CUDA), on the device or in
+// host memory for layer streaming; and the forward for generation and evaluation over packed
+// sequences (model/inference.cpp, through model/stack.h's one layer loop).
 #pragma once
 
 #include <functional>
@@ -15,7 +16,7 @@
 
 namespace onn {
 
-class StreamedWeights;
+class WeightFeed;
 
 struct LayerWeights {
   Tensor input_norm;      // (C)
@@ -35,6 +36,29 @@ struct ModelWeights {
   Tensor norm;     // (C)
   std::vector<LayerWeights> layers;
 };
+
+// The seven linear projections of a block, in the order the CLI names them (the LoRA targets).
+enum class Projection : int { q, k, v, o, gate, up, down };
+inline constexpr int kProjections = 7;
+// Projection p's weight (out, in) and bias ((out), or undefined) in a layer.
+Tensor LayerWeights::*projection_weight(Projection p);
+Tensor LayerWeights::*projection_bias(Projection p);  // null: the projection never has one
+
+// One tensor of a block as a Hugging Face folder stores it: its name within the layer, its
+// shape, and the field of LayerWeights that holds it. A fused original (Phi-3's qkv_proj,
+// gate_up_proj) is one entry; bind_fused_views cuts its per-projection row views.
+struct LayerTensor {
+  const char* name;  // "self_attn.q_proj.weight"
+  Shape shape;
+  Tensor LayerWeights::*field;
+};
+// Every tensor of a layer of `c`, in the one order the loader, the writers, the layer streamer
+// and the planner share.
+std::vector<LayerTensor> layer_tensors(const ModelConfig& c);
+// wq, wk, wv as row views of qkv and wgate, wup of gate_up where c fuses them.
+void bind_fused_views(const ModelConfig& c, LayerWeights& w);
+// "model.layers.L."
+std::string layer_prefix(int64_t l);
 
 // Every tensor of `w` by its Hugging Face name (fused tensors whole, a tied head once), in
 // the layout config.json implies.
@@ -62,8 +86,8 @@ class LlamaModel {
   static LlamaModel load(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
 
   // The weights in host memory (pinned on CUDA, in the compute dtype) for the layer-streaming
-  // path (model/streaming.h); only the RoPE table is on ctx's device. The plain forward
-  // methods below need a resident model.
+  // path (model/streaming.h); only the RoPE table is on ctx's device. Its forward runs through
+  // a StreamedWeights made from it, passed as the feed of each call below.
   static LlamaModel load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
   // A model of config's shapes in host memory, as load_to_host, with no file behind it: every
   // tensor views one buffer the size of the largest, never written (address space, not
@@ -71,9 +95,6 @@ class LlamaModel {
   // the streamed path at a real model's shapes.
   static LlamaModel placeholder_on_host(Context& ctx, const ModelConfig& config, DType compute);
   bool on_host() const { return on_host_; }
-  // A model loaded to the host runs its forward methods (logits, loss, prefill, decode)
-  // through this stream (model/streaming.h), which must outlive the calls; null detaches.
-  void attach_stream(StreamedWeights* stream) { stream_ = stream; }
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
@@ -83,32 +104,32 @@ class LlamaModel {
   const Tensor& inv_freq() const { return inv_freq_; }  // (R/2) RoPE frequencies on the device
   float attention_scale() const;                         // 1 / sqrt(D)
 
+  // The forward below runs over `feed`: null is the model's own weights (resident), a
+  // StreamedWeights made from a model loaded to the host streams them.
+  //
   // ids (N) I32, positions (N) I32 (restarting per sequence), seqs: the packing of the N
   // tokens. Returns the final-norm hidden states (N, C).
-  Tensor hidden_states(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs) const;
+  Tensor hidden_states(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs,
+                       WeightFeed* feed = nullptr) const;
   // (N, V) logits in the compute dtype.
-  Tensor logits(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs) const;
+  Tensor logits(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs,
+                WeightFeed* feed = nullptr) const;
   // Mean cross-entropy of labels (N) I32 (-100 ignored) against the logits, through the chunked
   // LM head; returned on the host.
   double loss(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs,
-              const Tensor& labels) const;
+              const Tensor& labels, WeightFeed* feed = nullptr) const;
 
   // A preallocated cache for `batch` sequences of at most max_len tokens (checked against the
   // config's context limits).
   KVCache make_cache(Context& ctx, int64_t batch, int64_t max_len) const;
   // Runs every prompt (one per cache sequence, each non-empty) through the model in one packed
   // forward, fills the cache and returns the logits of each prompt's last token, (B, V).
-  Tensor prefill(Context& ctx, KVCache& cache, const std::vector<std::vector<int32_t>>& prompts) const;
+  Tensor prefill(Context& ctx, KVCache& cache, const std::vector<std::vector<int32_t>>& prompts,
+                 WeightFeed* feed = nullptr) const;
   // One new token per sequence: appends its keys and values and returns its logits, (B, V).
-  Tensor decode(Context& ctx, KVCache& cache, const std::vector<int32_t>& tokens) const;
+  Tensor decode(Context& ctx, KVCache& cache, const std::vector<int32_t>& tokens, WeightFeed* feed = nullptr) const;
 
  private:
-  // Attention for layer l over q (N, H, D), k and v (N, KVH, D) after RoPE, into out (N, H, D).
-  using AttentionFn = std::function<void(size_t l, Tensor& q, Tensor& k, Tensor& v, Tensor& out)>;
-  // The blocks over ids (N) at positions (N); returns the final-norm hidden states (N, C).
-  Tensor run_blocks(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionFn& attend) const;
-  Tensor project(Context& ctx, const Tensor& h) const;  // (N, C) -> (N, V)
-
   static LlamaModel load_into(Context& ctx, Context& home, const std::string& dir, DType compute);
   // The model of config with each weight from source(HF name, shape).
   using WeightSource = std::function<Tensor(const std::string& name, const Shape& shape)>;
@@ -117,7 +138,6 @@ class LlamaModel {
   ModelConfig config_;
   ModelWeights weights_;
   bool on_host_ = false;
-  StreamedWeights* stream_ = nullptr;
   DType dtype_ = DType::f32;
   Tensor inv_freq_;  // (R/2) F32 on the device
 };

@@ -21,7 +21,7 @@ namespace onn {
 
 namespace {
 
-constexpr const char* kKeyPrefix = "base_model.model.model.layers.";
+constexpr const char* kKeyPrefix = "base_model.model.";  // PEFT's wrapper before the model's own names
 
 // (out, in) of target t in a block.
 std::pair<int64_t, int64_t> target_shape(const ModelConfig& c, int t) {
@@ -166,21 +166,21 @@ std::vector<LoraModule> new_modules(Context& ctx, const ModelConfig& c, DType co
   std::vector<LoraModule> mods;
   std::vector<std::pair<Shape, DType>> masters, copies;
   const DType master = lora_master_dtype(compute);
+  const std::vector<std::pair<Shape, Shape>> shapes = lora_layer_shapes(c, spec);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     if (!spec.on_layer(l)) continue;
+    size_t i = 0;
     for (const ModuleKind& kind : module_kinds(c)) {
       if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
-      int64_t out = 0;
-      for (int t : kind.targets) out += target_shape(c, t).first;
-      const int64_t in = target_shape(c, kind.targets[0]).second;
       LoraModule m;
       m.layer = l;
       m.name = kind.name;
       mods.push_back(std::move(m));
-      for (const Shape& sh : {Shape{spec.rank, in}, Shape{out, spec.rank}}) {
+      for (const Shape& sh : {shapes[i].first, shapes[i].second}) {
         masters.emplace_back(sh, master);
         copies.emplace_back(sh, compute);
       }
+      ++i;
     }
   }
   const std::vector<Tensor> mt = Tensor::empty_packed(masters, ctx.allocator());
@@ -195,6 +195,20 @@ std::vector<LoraModule> new_modules(Context& ctx, const ModelConfig& c, DType co
 }
 
 }  // namespace
+
+std::string peft_module_key(const LoraModule& m) { return kKeyPrefix + layer_prefix(m.layer) + m.name; }
+
+std::vector<std::pair<Shape, Shape>> lora_layer_shapes(const ModelConfig& c, const LoraSpec& spec) {
+  std::vector<std::pair<Shape, Shape>> shapes;
+  for (const ModuleKind& kind : module_kinds(c)) {
+    if (!spec.targets[static_cast<size_t>(kind.targets[0])]) continue;
+    int64_t out = 0;
+    for (int t : kind.targets) out += target_shape(c, t).first;
+    const int64_t in = target_shape(c, kind.targets[0]).second;
+    shapes.emplace_back(Shape{spec.rank, in}, Shape{out, spec.rank});
+  }
+  return shapes;
+}
 
 void check_lora_spec(const ModelConfig& c, const LoraSpec& spec) {
   ONN_CHECK_ARG(spec.rank >= 1 && spec.rank <= 4096, "LoRA rank must be in [1, 4096], got ", spec.rank);
@@ -243,14 +257,13 @@ void merge_lora(Context& ctx, LlamaModel& model, const LoraAdapter& adapter) {
   const float scale = static_cast<float>(adapter.spec.scale());
   for (size_t l = 0; l < adapter.a.size(); ++l) {
     LayerWeights& L = model.mutable_weights().layers[l];
-    Tensor* w[kLoraTargets] = {&L.wq, &L.wk, &L.wv, &L.wo, &L.wgate, &L.wup, &L.wdown};
     for (int t = 0; t < kLoraTargets; ++t) {
       const Tensor& a = adapter.a[l][static_cast<size_t>(t)];
       if (!a.defined()) continue;
       MatmulOptions o;  // (out, R) @ (R, in), added into W
       o.alpha = scale;
       o.beta = 1.0f;
-      matmul(ctx, adapter.b[l][static_cast<size_t>(t)], a, *w[t], o);
+      matmul(ctx, adapter.b[l][static_cast<size_t>(t)], a, L.*projection_weight(static_cast<Projection>(t)), o);
     }
   }
   ctx.synchronize();
@@ -263,7 +276,7 @@ void save_peft_adapter(const LoraAdapter& adapter, const ModelConfig& cfg, const
   std::vector<std::pair<std::string, Tensor>> tensors;
   std::set<std::string> modules;
   for (const LoraModule& m : adapter.modules) {
-    const std::string key = kKeyPrefix + std::to_string(m.layer) + "." + m.name;
+    const std::string key = peft_module_key(m);
     tensors.emplace_back(key + ".lora_A.weight", m.a);
     tensors.emplace_back(key + ".lora_B.weight", m.b);
     modules.insert(short_name(m.name));
@@ -372,7 +385,7 @@ LoraAdapter load_peft_adapter(Context& ctx, const ModelConfig& c, DType compute,
   ad.spec = spec;
   std::set<std::string> used;
   for (LoraModule& m : new_modules(ctx, c, compute, spec)) {
-    const std::string key = kKeyPrefix + std::to_string(m.layer) + "." + m.name;
+    const std::string key = peft_module_key(m);
     for (auto [suffix, dst] : {std::pair<const char*, Tensor*>{".lora_A.weight", &m.a}, {".lora_B.weight", &m.b}}) {
       const std::string name = key + suffix;
       const TensorInfo* info = st.find(name);
@@ -416,7 +429,7 @@ MergeResult merge_adapter_folder(const std::string& model_dir, const std::string
   // The base tensor each adapted module folds into, checked before anything is written.
   std::map<std::string, const LoraModule*> folds;
   for (const LoraModule& m : adapter.modules) {
-    const std::string name = "model.layers." + std::to_string(m.layer) + "." + m.name + ".weight";
+    const std::string name = layer_prefix(m.layer) + m.name + ".weight";
     const SafetensorsModel::Entry* e = base.find(name);
     if (!e) throw FormatError(base.source() + ": tensor \"" + name + "\" that the adapter changes is missing");
     const std::vector<int64_t> want = {m.b.dim(0), m.a.dim(1)};

@@ -9,16 +9,15 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/llama.h"
 #include "runtime/context.h"
 #include "runtime/tensor.h"
 
 namespace onn {
 
-class LlamaModel;
-
-// The seven adaptable projections of a block, in the order the CLI names them.
-enum class LoraTarget : int { q, k, v, o, gate, up, down };
-inline constexpr int kLoraTargets = 7;
+// The adaptable projections of a block are its seven linear projections (model/llama.h).
+using LoraTarget = Projection;
+inline constexpr int kLoraTargets = kProjections;
 using LoraTargets = std::array<bool, kLoraTargets>;
 
 // "q,k,v,o,gate,up,down" in any order and subset, or "all-linear" (also accepts the PEFT
@@ -75,6 +74,13 @@ struct LoraAdapter {
 // Deterministic in `seed`. InvalidArgument when the spec does not fit the model (rank, a
 // layer past the end, Phi-3 q/k/v or gate/up not targeted together).
 LoraAdapter make_lora_adapter(Context& ctx, const LlamaModel& model, const LoraSpec& spec, uint64_t seed);
+
+// The PEFT key of a module's tensors, without the ".lora_A.weight" / ".lora_B.weight" suffix:
+// "base_model.model.model.layers.L.self_attn.q_proj".
+std::string peft_module_key(const LoraModule& m);
+// The (A, B) shapes, (R, in) and (out, R), of each module `spec` adapts in one layer of `c`, in
+// module order (a fused module once).
+std::vector<std::pair<Shape, Shape>> lora_layer_shapes(const ModelConfig& c, const LoraSpec& spec);
 
 // PEFT files: adapter_model.safetensors (keys base_model.model.model.layers.L.<module>.lora_A.weight
 // (R, in) and lora_B.weight (out, R), F32) and adapter_config.json. Written atomically.

@@ -1,6 +1,7 @@
 // The training pass of the LLaMA-family model: a forward that keeps what the backward needs
 // (every layer's internals, or only the layer inputs with --recompute), the backward through
-// every block into LoRA or full-weight gradients, and the evaluation loss with an adapter.
+// every block into LoRA or full-weight gradients, and the evaluation loss with an adapter. The
+// checks of what a caller passes live here; the passes themselves are model/stack.h's.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "model/block.h"
 #include "model/llama.h"
 #include "model/lora.h"
 
@@ -24,12 +26,6 @@ struct TrainBatch {
   // Optional: ids on the host as well. The streamed path gathers embedding rows on the host;
   // with these it need not read ids back (which waits for the device).
   Tensor host_ids;
-};
-
-// What receives gradients: the adapter's modules, or every model weight.
-struct Gradients {
-  LoraAdapter lora;                  // LoRA: F32 dA, dB laid out as the adapter (views included)
-  std::optional<ModelWeights> full;  // full training: F32, the model's structure
 };
 
 // Zeroed gradients for an adapter (LoRA) or for every weight of the model (adapter null).

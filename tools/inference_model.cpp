@@ -65,7 +65,6 @@ InferenceModel load_inference_model(Context& ctx, const std::string& model_dir, 
   StreamOptions so;
   so.layers_per_chunk = std::min<int64_t>(std::max<int64_t>(k, 1), m.model->config().num_hidden_layers);
   m.stream = std::make_unique<StreamedWeights>(ctx, *m.model, so);
-  m.model->attach_stream(m.stream.get());
   return m;
 }
 

@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
         return t.to(ctx.device());
       };
       const int64_t n = static_cast<int64_t>(ids.size() - lens.size());  // predicted tokens
-      total += model.loss(ctx, to_dev(ids), to_dev(pos), onn::packed_seqs(ctx, lens), to_dev(labels)) * static_cast<double>(n);
+      total += model.loss(ctx, to_dev(ids), to_dev(pos), onn::packed_seqs(ctx, lens), to_dev(labels), im.stream.get()) * static_cast<double>(n);
       count += n;
     }
     const double loss = total / static_cast<double>(count);

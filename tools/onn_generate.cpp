@@ -113,14 +113,14 @@ int main(int argc, char** argv) {
       std::string line;
       while ((std::cerr << "> " << std::flush) && std::getline(std::cin, line)) {
         if (line.empty()) continue;
-        const onn::GenerateResult r = onn::generate(ctx, model, tok, encode_turn(line), opt, on_token);
+        const onn::GenerateResult r = onn::generate(ctx, model, tok, encode_turn(line), opt, on_token, im.stream.get());
         std::cout << "\n";
         messages.push_back({"assistant", r.text});
       }
       return 0;
     }
     const std::vector<int32_t> ids = encode_turn(prompt);
-    const onn::GenerateResult r = onn::generate(ctx, model, tok, ids, opt, on_token);
+    const onn::GenerateResult r = onn::generate(ctx, model, tok, ids, opt, on_token, im.stream.get());
     const double ms = r.prefill_ms + r.decode_ms;
     if (json) {
       const double secs = r.decode_ms / 1000.0;

@@ -428,10 +428,10 @@ TEST_CASE("streamed generation and evaluation: the resident model's logits and l
       so.layers_per_chunk = k;
       so.head_granule = kGranule;
       sw.emplace(ctx, model, so);
-      model.attach_stream(&*sw);
     }
+    WeightFeed* feed = sw ? &*sw : nullptr;
     KVCache cache = model.make_cache(ctx, 1, 16);
-    Tensor l = model.prefill(ctx, cache, {prompt});
+    Tensor l = model.prefill(ctx, cache, {prompt}, feed);
     logits->push_back(clone(l));
     for (int i = 0; i < 4; ++i) {
       // Greedy: the argmax of the last logits.
@@ -439,11 +439,11 @@ TEST_CASE("streamed generation and evaluation: the resident model's logits and l
       int32_t best = 0;
       for (int32_t v = 1; v < model.config().vocab_size; ++v)
         if (row[v] > row[best]) best = v;
-      l = model.decode(ctx, cache, {best});
+      l = model.decode(ctx, cache, {best}, feed);
       logits->push_back(clone(l));
     }
     const TrainBatch b = make_batch(ctx, model.config().vocab_size, 77);
-    *loss = model.loss(ctx, b.ids, b.positions, b.seqs, b.labels);
+    *loss = model.loss(ctx, b.ids, b.positions, b.seqs, b.labels, feed);
     *peak = alloc.stats().peak_reserved;
   };
   std::vector<Tensor> ref;
