@@ -30,6 +30,9 @@ class Context {
 
   Device device() const { return device_; }
   Allocator& allocator() const { return *allocator_; }
+  // The allocator as a budgeted caching allocator (a CUDA device's, or a simulated device's);
+  // null where it is not one (the CPU's plain allocator).
+  CachingAllocator* caching_allocator() const { return dynamic_cast<CachingAllocator*>(allocator_); }
   Stream& compute() { return compute_; }
   Stream& copy() { return copy_; }
   cublasContext* cublas() const { return cublas_; }

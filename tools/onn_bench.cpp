@@ -20,8 +20,9 @@
 #include "runtime/cuda_backend.h"
 #include "runtime/error.h"
 #include "runtime/file_util.h"
+#include "plan/flops.h"
 #include "tools/cli.h"
-#include "train/flops.h"
+#include "tools/placement_flags.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -115,23 +116,22 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"onn-bench: end-to-end figures of ONN's training loop"};
-  app.require_subcommand(1);
-  CLI::App* train = app.add_subcommand("train", "time training steps of a model shape: ms/step, tokens/s, peak "
-                                                "memory, MFU (and energy on CUDA)");
-  std::string preset = "tiny", model_dir, device_flag, targets = "all-linear";
+// What `onn-bench train` was asked.
+struct BenchArgs {
+  std::string preset = "tiny", model_dir, device_flag, targets = "all-linear", train_layers, trace_path;
   onn::TrainConfig c;
+  int64_t steps = 10, warmup = 3;
+  bool json = false;
+};
+
+void add_train_flags(CLI::App* train, BenchArgs& a) {
+  onn::TrainConfig& c = a.c;
   c.seq_len = 512;
   c.micro_batch = 4;
   c.lora.rank = 16;
   c.lora.alpha = 32;
-  int64_t steps = 10, warmup = 3;
-  bool json = false;
-  auto* p = train->add_option("--preset", preset, "an onn-init preset, random weights (default tiny)");
-  train->add_option("--model", model_dir, "a model folder instead of a preset")->excludes(p);
+  auto* p = train->add_option("--preset", a.preset, "an onn-init preset, random weights (default tiny)");
+  train->add_option("--model", a.model_dir, "a model folder instead of a preset")->excludes(p);
   train->add_option("--seq-len", c.seq_len, "tokens per row (default 512)")->check(CLI::Range(2, 1 << 20));
   auto* mb = train->add_option("--micro-batch", c.micro_batch, "rows per micro-batch (default 4)")->check(CLI::Range(1, 1 << 16));
   auto* ga = train->add_option("--grad-accum", c.grad_accum, "micro-batches per step (default 1)")->check(CLI::Range(1, 1 << 16));
@@ -140,249 +140,286 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 16))
       ->excludes(mb)
       ->excludes(ga);
-  train->add_option("--steps", steps, "timed steps (default 10)")->check(CLI::Range(1, 1 << 20));
-  train->add_option("--warmup", warmup, "untimed steps first (default 3)")->check(CLI::Range(0, 1 << 20));
+  train->add_option("--steps", a.steps, "timed steps (default 10)")->check(CLI::Range(1, 1 << 20));
+  train->add_option("--warmup", a.warmup, "untimed steps first (default 3)")->check(CLI::Range(0, 1 << 20));
   train->add_flag("--full", c.full, "full training instead of LoRA");
   train->add_option("--lora-rank", c.lora.rank, "LoRA rank (default 16)");
-  train->add_option("--lora-targets", targets, "LoRA targets (default all-linear)");
+  train->add_option("--lora-targets", a.targets, "LoRA targets (default all-linear)");
   train->add_flag("--recompute", c.recompute, "recompute layer internals in the backward");
-  train->add_option("--device", device_flag, "cpu or cuda[:N] (default: cuda when present)");
-  train->add_flag("--json", json, "one JSON object instead of text");
-  uint64_t vram_budget = 0;
-  train->add_option("--vram-budget", vram_budget, "device memory the run may use, e.g. 4GiB (streaming when it does "
-                                                  "not fit; default: the free memory less a margin)")
-      ->transform(CLI::AsSizeValue(false));
-  train->add_option("--stream", c.stream, "layer streaming: auto, on, off (default auto: the planner decides)")
-      ->check(CLI::IsMember({"auto", "on", "off"}));
-  train->add_option("--layers-per-chunk", c.layers_per_chunk, "layers per streamed chunk (default: the planner's)")
-      ->check(CLI::PositiveNumber);
-  train->add_option("--share-loads", c.share_loads, "streamed: the step's micro-batches share each weight load: auto "
-                                                    "(the planner's groups), on (all of them), off (one per load) "
-                                                    "(default auto)")
-      ->check(CLI::IsMember({"auto", "on", "off"}));
-  std::string train_layers;
-  train->add_option("--train-layers", train_layers, "LoRA on these layers only, e.g. 36-39 (default all)");
-  std::string trace_path;
-  train->add_option("--trace", trace_path, "streamed runs: write the timed steps' timeline (weight copies, compute "
-                                           "windows, activation copies) to FILE as a Chrome trace (Perfetto, "
-                                           "chrome://tracing), and add where each step's time went to the figures");
+  train->add_option("--device", a.device_flag, "cpu or cuda[:N] (default: cuda when present)");
+  train->add_flag("--json", a.json, "one JSON object instead of text");
+  onn::tools::add_placement_flags(*train, c.placement, {"the run", true});
+  train->add_option("--train-layers", a.train_layers, "LoRA on these layers only, e.g. 36-39 (default all)");
+  train->add_option("--trace", a.trace_path, "streamed runs: write the timed steps' timeline (weight copies, compute "
+                                             "windows, activation copies) to FILE as a Chrome trace (Perfetto, "
+                                             "chrome://tracing), and add where each step's time went to the figures");
+}
+
+// Synthetic text: enough for every step (a window per row), at least one token per byte.
+void write_synthetic_data(const fs::path& path, int64_t tokens, int64_t seq_len) {
+  std::ofstream f(path);
+  std::mt19937 rng(7);
+  const char* words[] = {"the", "model", "learns", "from", "data", "tokens", "stream", "across", "layers", "fast"};
+  for (int64_t written = 0; written < 4 * tokens;) {
+    std::string text;
+    while (static_cast<int64_t>(text.size()) < 8 * seq_len) text += std::string(words[rng() % 10]) + " ";
+    written += static_cast<int64_t>(text.size());
+    f << nlohmann::json{{"text", text}}.dump() << "\n";
+  }
+}
+
+// The run's configuration: the model (a preset written to tmp, or --model), the data, the
+// flags; returns the model's config.
+onn::ModelConfig prepare_run(BenchArgs& a, const TempFolder& tmp, onn::Device device) {
+  onn::TrainConfig& c = a.c;
+  if (a.model_dir.empty()) {
+    onn::InitOptions io;
+    io.seed = 1;
+    io.dtype = device.is_cuda() ? onn::DType::bf16 : onn::DType::f32;
+    c.model_dir = (tmp.path / "model").string();
+    onn::write_random_model(onn::find_preset(a.preset), c.model_dir, io);
+  } else {
+    c.model_dir = a.model_dir;
+  }
+  const onn::ModelConfig mc = onn::load_model_config(c.model_dir);
+  c.seq_len = std::min<int64_t>(c.seq_len, mc.max_position_embeddings);
+  const int64_t rows = c.batch_rows > 0 ? c.batch_rows : c.grad_accum * c.micro_batch;
+  write_synthetic_data(tmp.path / "data.jsonl", (a.steps + a.warmup) * rows * c.seq_len, c.seq_len);
+  c.data = (tmp.path / "data.jsonl").string();
+  c.out_dir = (tmp.path / "run").string();
+  c.device = device.str();
+  c.steps = a.steps + a.warmup;
+  c.lora.targets = onn::parse_lora_targets(a.targets);
+  if (!a.train_layers.empty()) c.lora.layers = onn::parse_layer_ranges(a.train_layers, mc.num_hidden_layers);
+  c.lr = 1e-5;
+  c.write_outputs = false;
+  c.trace = !a.trace_path.empty();
+  return mc;
+}
+
+// What the timed steps' events reported, per step.
+struct Timed {
+  std::vector<double> ms, tok_s, tokens_per_step, joules_per_token, transfer_ms, compute_ms, pcie_gbs, stream_bytes;
+  std::vector<nlohmann::ordered_json> traces, trace_summaries;
+  size_t peak = 0;
+  nlohmann::ordered_json plan;
+  int64_t params_total = 0, params_trained = 0;
+  onn::AllocatorStats timed_from;  // the device allocator when the timed steps began
+  int64_t peak_rss_bytes = 0;      // the process's, when the run ended
+};
+
+// onn-train's own loop on the run, warm-up steps first.
+Timed run_steps(BenchArgs& a, onn::Device device) {
+  Timed t;
+  onn::TrainConfig& c = a.c;
+  onn::train(c, false, [&](const nlohmann::ordered_json& e) {
+    if (e["type"] == "init") {
+      t.params_total = e["parameters_total"];
+      t.params_trained = e["parameters_trainable"];
+      t.plan = e["plan"];
+      c.micro_batch = t.plan["micro_batch"];  // the planner's split with --batch-rows
+      c.grad_accum = t.plan["grad_accum"];
+    }
+    // The allocator's backend calls in the timed steps only (after setup and warm-up).
+    if (device.is_cuda() && (e["type"] == "init" || (e["type"] == "step" && e["step"].get<int64_t>() == a.warmup)))
+      t.timed_from = onn::cuda_caching_allocator(device.index).stats();
+    if (e["type"] != "step" || e["step"].get<int64_t>() <= a.warmup) return;
+    t.ms.push_back(e["ms"]);
+    t.tok_s.push_back(e["tokens_per_s"]);
+    t.tokens_per_step.push_back(e["tokens"].get<double>());
+    t.peak = std::max(t.peak, e["mem_bytes"].get<size_t>());
+    if (!e["j_per_token"].is_null()) t.joules_per_token.push_back(e["j_per_token"]);
+    if (const auto& st = e["stream"]; !st.is_null()) {
+      t.transfer_ms.push_back(st["transfer_ms"]);
+      t.compute_ms.push_back(st["compute_ms"]);
+      t.pcie_gbs.push_back(st["pcie_gbs"]);
+      t.stream_bytes.push_back(st["bytes"].get<double>());
+      if (st.contains("trace")) {
+        t.traces.push_back(st["trace"]);
+        t.trace_summaries.push_back(st["trace_summary"]);
+      }
+    }
+  });
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  t.peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;
+  return t;
+}
+
+// The device's own figures after the run: its allocator, and the copy rates this machine's
+// pinned memory reaches (for a streamed run), for comparison.
+struct DeviceFigures {
+  onn::AllocatorStats alloc;
+  double pinned_h2d = 0, pinned_d2h = 0;
+  onn::cuda::DuplexRate duplex;
+  std::string name = "cpu";
+  double nominal_tflops = 0, measured_tflops = 0;
+};
+
+DeviceFigures device_figures(onn::Device device, bool streamed) {
+  DeviceFigures d;
+  if (!device.is_cuda()) {
+    d.measured_tflops = measured_cpu_tflops();
+    return d;
+  }
+  d.alloc = onn::cuda_caching_allocator(device.index).stats();
+  if (streamed) {
+    const size_t bytes = size_t{256} << 20;
+    d.pinned_h2d = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::host_to_device, true, bytes, 5);
+    d.pinned_d2h = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::device_to_host, true, bytes, 5);
+    d.duplex = onn::cuda::measure_duplex_gbs(device.index, bytes, 5);
+  }
+  d.name = onn::cuda::properties(device.index).name;
+  d.nominal_tflops = nominal_bf16_tflops(d.name);
+  d.measured_tflops = onn::cuda::measure_bf16_gemm_tflops(device.index, 8192, 10);
+  return d;
+}
+
+nlohmann::ordered_json or_null(bool present, const nlohmann::ordered_json& v) { return present ? v : nullptr; }
+
+// The figures of a streamed run: PCIe against the pinned rates, transfer against compute, and
+// the timed step with the median span's timeline summary, whole (its fields add up).
+nlohmann::ordered_json stream_figures(const Timed& t, const DeviceFigures& d) {
+  const double tr = median(t.transfer_ms), k = median(t.compute_ms), pcie = median(t.pcie_gbs);
+  nlohmann::ordered_json s = {{"transfer_ms_per_step", tr},
+                              {"compute_ms_per_step", k},
+                              {"bytes_per_step", median(t.stream_bytes)},
+                              {"pcie_gbs", pcie},
+                              {"pinned_h2d_gbs_measured", or_null(d.pinned_h2d > 0, d.pinned_h2d)},
+                              {"pcie_fraction_of_pinned", or_null(d.pinned_h2d > 0, pcie / d.pinned_h2d)},
+                              {"pinned_d2h_gbs_measured", or_null(d.pinned_d2h > 0, d.pinned_d2h)},
+                              {"duplex_h2d_gbs_measured", or_null(d.duplex.h2d_gbs > 0, d.duplex.h2d_gbs)},
+                              {"duplex_d2h_gbs_measured", or_null(d.duplex.d2h_gbs > 0, d.duplex.d2h_gbs)},
+                              {"step_over_max_compute_transfer", median(t.ms) / std::max(tr, k)}};
+  if (!t.trace_summaries.empty()) {
+    std::vector<size_t> order(t.trace_summaries.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return t.trace_summaries[a]["span_ms"].get<double>() < t.trace_summaries[b]["span_ms"].get<double>();
+    });
+    const size_t mid = order[order.size() / 2];
+    s["trace"] = t.trace_summaries[mid];
+    s["trace"]["step"] = mid;
+  }
+  return s;
+}
+
+nlohmann::ordered_json figures(const BenchArgs& a, const onn::ModelConfig& mc, onn::Device device, const Timed& t,
+                               const DeviceFigures& d) {
+  const onn::TrainConfig& c = a.c;
+  const double tps = median(t.tok_s);
+  const double flops = onn::training_flops_per_token(mc, (static_cast<double>(c.seq_len) + 1) / 2, c.full);
+  const auto mfu = [&](double peak_tflops) { return or_null(peak_tflops > 0, tps * flops / (peak_tflops * 1e12)); };
+  const bool cuda = device.is_cuda();
+  nlohmann::ordered_json r = {
+      {"bench", "train"},
+      {"model", a.model_dir.empty() ? a.preset : a.model_dir},
+      {"architecture", mc.architecture},
+      {"mode", c.full ? "full" : "lora"},
+      {"lora_rank", or_null(!c.full, c.lora.rank)},
+      {"device", d.name},
+      {"parameters_total", t.params_total},
+      {"parameters_trained", t.params_trained},
+      {"seq_len", c.seq_len},
+      {"micro_batch", c.micro_batch},
+      {"grad_accum", c.grad_accum},
+      {"recompute", c.recompute},
+      {"steps_timed", t.ms.size()},
+      {"ms_per_step", median(t.ms)},
+      {"tokens_per_step", median(t.tokens_per_step)},
+      {"tokens_per_s", tps},
+      {"model_flops_per_token", flops},
+      {"peak_device_bytes", or_null(cuda, t.peak)},
+      {"peak_rss_bytes", t.peak_rss_bytes},
+      {"nominal_peak_tflops", or_null(d.nominal_tflops > 0, d.nominal_tflops)},
+      {"measured_gemm_tflops", d.measured_tflops},
+      {"mfu", mfu(d.nominal_tflops)},
+      {"mfu_vs_measured_gemm", mfu(d.measured_tflops)},
+      {"j_per_token", or_null(!t.joules_per_token.empty(), median(t.joules_per_token))},
+      {"ms_per_sample", median(t.ms) / static_cast<double>(c.micro_batch * c.grad_accum)},
+      {"budget_bytes", or_null(cuda, d.alloc.budget)},
+      {"peak_reserved_bytes", or_null(cuda, d.alloc.peak_reserved)},
+      {"allocator_backend_allocs", d.alloc.backend_allocs},
+      {"allocator_backend_frees", d.alloc.backend_frees},
+      {"allocator_backend_allocs_timed", d.alloc.backend_allocs - t.timed_from.backend_allocs},
+      {"allocator_backend_frees_timed", d.alloc.backend_frees - t.timed_from.backend_frees},
+      {"allocator_backend_ms_timed", d.alloc.backend_ms - t.timed_from.backend_ms},
+      {"plan", t.plan}};
+  if (!t.transfer_ms.empty()) r["stream"] = stream_figures(t, d);
+  return r;
+}
+
+void print_text(const nlohmann::ordered_json& r, const BenchArgs& a, const Timed& t, onn::Device device) {
+  const onn::TrainConfig& c = a.c;
+  std::cout << "onn-bench train: " << r["model"].get<std::string>() << " (" << r["architecture"].get<std::string>()
+            << "), " << r["mode"].get<std::string>() << " on " << r["device"].get<std::string>() << ", " << c.micro_batch
+            << " x " << c.seq_len << " tokens x " << c.grad_accum << " per step\n"
+            << "  " << r["ms_per_step"].get<double>() << " ms/step, " << r["tokens_per_s"].get<double>()
+            << " tokens/s (median of " << t.ms.size() << " steps)\n"
+            << "  peak memory: " << (device.is_cuda() ? std::to_string(t.peak >> 20) + " MiB device, " : "")
+            << (r["peak_rss_bytes"].get<int64_t>() >> 20) << " MiB host RSS\n"
+            << "  MFU " << (r["mfu"].is_null() ? "n/a (no datasheet peak for this device)" : r["mfu"].dump())
+            << ", " << r["mfu_vs_measured_gemm"].dump() << " of the measured GEMM rate ("
+            << r["measured_gemm_tflops"].get<double>() << " TFLOP/s)\n";
+  if (!r["j_per_token"].is_null()) std::cout << "  energy " << r["j_per_token"].dump() << " J/token\n";
+  if (r.contains("stream")) {
+    const auto& st = r["stream"];
+    if (st.contains("trace")) {
+      const auto& tr = st["trace"];
+      std::cout << "  timeline (" << a.trace_path << "): compute windows " << tr["compute_ms"].get<double>()
+                << " ms of " << tr["span_ms"].get<double>() << "; idle " << tr["idle_ms"].get<double>()
+                << " ms: waiting for the host " << tr["idle_host_ms"].get<double>() << ", for a copy "
+                << tr["idle_copy_ms"].get<double>() << ", other " << tr["idle_other_ms"].get<double>()
+                << "; weight copies started late by the host " << tr["copy_host_late_ms"].get<double>()
+                << " ms, queued " << tr["copy_queued_ms"].get<double>() << " ms\n";
+      if (!tr["idle_host_calls_ms"].empty()) {  // what the host was held up in while the device waited
+        std::cout << "  waiting for the host, the host was in:";
+        for (const auto& [call, ms] : tr["idle_host_calls_ms"].items())
+          std::cout << " " << call << " " << ms.get<double>() << " ms (" << tr["host_calls"][call].get<int64_t>()
+                    << " calls in the step)";
+        std::cout << "\n";
+      }
+    }
+    std::cout << "  streamed: " << t.plan["layers_per_chunk"].get<int64_t>() << " layer(s) per chunk, "
+              << t.plan["micro_batches_per_load"].get<int64_t>() << " micro-batch(es) per weight load, "
+              << st["bytes_per_step"].get<double>() / 1e9 << " GB per step at " << st["pcie_gbs"].get<double>()
+              << " GB/s; transfer " << st["transfer_ms_per_step"].get<double>() << " ms, compute "
+              << st["compute_ms_per_step"].get<double>() << " ms; step / max(compute, transfer) = "
+              << st["step_over_max_compute_transfer"].get<double>() << "\n";
+  }
+  if (device.is_cuda())
+    std::cout << "  allocator: peak reserved " << (r["peak_reserved_bytes"].get<size_t>() >> 20) << " MiB of a "
+              << (r["budget_bytes"].get<size_t>() >> 20) << " MiB budget\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"onn-bench: end-to-end figures of ONN's training loop"};
+  app.require_subcommand(1);
+  CLI::App* train = app.add_subcommand("train", "time training steps of a model shape: ms/step, tokens/s, peak "
+                                                "memory, MFU (and energy on CUDA)");
+  BenchArgs a;
+  add_train_flags(train, a);
   return onn::tools::run_cli(app, "onn-bench", argc, argv, [&] {
-    const onn::Device device = onn::tools::device_from_flag(device_flag);
-    if (!trace_path.empty() && c.stream == "off")
+    const onn::Device device = onn::tools::device_from_flag(a.device_flag);
+    if (!a.trace_path.empty() && a.c.placement.stream == onn::Placement::resident)
       throw onn::InvalidArgument("--trace needs a streamed run; --stream off has no timeline to write");
     TempFolder tmp;
-    const std::string label = model_dir.empty() ? preset : model_dir;
-    if (model_dir.empty()) {
-      onn::InitOptions io;
-      io.seed = 1;
-      io.dtype = device.is_cuda() ? onn::DType::bf16 : onn::DType::f32;
-      model_dir = (tmp.path / "model").string();
-      onn::write_random_model(onn::find_preset(preset), model_dir, io);
-    }
-    const onn::ModelConfig mc = onn::load_model_config(model_dir);
-    c.seq_len = std::min<int64_t>(c.seq_len, mc.max_position_embeddings);
-    // Synthetic text: enough for every step (a window per row), at least one token per byte.
-    const int64_t rows = c.batch_rows > 0 ? c.batch_rows : c.grad_accum * c.micro_batch;
-    const int64_t tokens = (steps + warmup) * rows * c.seq_len;
-    {
-      std::ofstream f(tmp.path / "data.jsonl");
-      std::mt19937 rng(7);
-      const char* words[] = {"the", "model", "learns", "from", "data", "tokens", "stream", "across", "layers", "fast"};
-      for (int64_t written = 0; written < 4 * tokens;) {
-        std::string text;
-        while (static_cast<int64_t>(text.size()) < 8 * c.seq_len) text += std::string(words[rng() % 10]) + " ";
-        written += static_cast<int64_t>(text.size());
-        f << nlohmann::json{{"text", text}}.dump() << "\n";
-      }
-    }
-    c.model_dir = model_dir;
-    c.data = (tmp.path / "data.jsonl").string();
-    c.out_dir = (tmp.path / "run").string();
-    c.device = device.str();
-    c.steps = steps + warmup;
-    c.lora.targets = onn::parse_lora_targets(targets);
-    if (!train_layers.empty()) c.lora.layers = onn::parse_layer_ranges(train_layers, mc.num_hidden_layers);
-    c.vram_budget = vram_budget;
-    c.lr = 1e-5;
-    c.write_outputs = false;
-    c.trace = !trace_path.empty();
-    std::vector<double> ms, tok_s, tokens_per_step, joules_per_token, transfer_ms, compute_ms, pcie_gbs, stream_bytes;
-    std::vector<nlohmann::ordered_json> traces, trace_summaries;  // per timed step
-    size_t peak = 0;
-    nlohmann::ordered_json plan;
-    int64_t params_total = 0, params_trained = 0;
-    onn::AllocatorStats timed_from;
-    onn::train(c, false, [&](const nlohmann::ordered_json& e) {
-      if (e["type"] == "init") {
-        params_total = e["parameters_total"];
-        params_trained = e["parameters_trainable"];
-        plan = e["plan"];
-        c.micro_batch = plan["micro_batch"];  // the planner's split with --batch-rows
-        c.grad_accum = plan["grad_accum"];
-      }
-      // The allocator's backend calls in the timed steps only (after setup and warm-up).
-      if (device.is_cuda() && (e["type"] == "init" || (e["type"] == "step" && e["step"].get<int64_t>() == warmup)))
-        timed_from = onn::cuda_caching_allocator(device.index).stats();
-      if (e["type"] != "step" || e["step"].get<int64_t>() <= warmup) return;
-      ms.push_back(e["ms"]);
-      tok_s.push_back(e["tokens_per_s"]);
-      tokens_per_step.push_back(e["tokens"].get<double>());
-      peak = std::max(peak, e["mem_bytes"].get<size_t>());
-      if (!e["j_per_token"].is_null()) joules_per_token.push_back(e["j_per_token"]);
-      if (const auto& st = e["stream"]; !st.is_null()) {
-        transfer_ms.push_back(st["transfer_ms"]);
-        compute_ms.push_back(st["compute_ms"]);
-        pcie_gbs.push_back(st["pcie_gbs"]);
-        stream_bytes.push_back(st["bytes"].get<double>());
-        if (st.contains("trace")) {
-          traces.push_back(st["trace"]);
-          trace_summaries.push_back(st["trace_summary"]);
-        }
-      }
-    });
-    size_t reserved_peak = 0, budget = 0;
-    uint64_t backend_allocs = 0, backend_frees = 0;
-    double backend_ms = 0;
-    double pinned_h2d = 0, pinned_d2h = 0;
-    onn::cuda::DuplexRate duplex;
-    if (device.is_cuda()) {
-      const onn::AllocatorStats st = onn::cuda_caching_allocator(device.index).stats();
-      reserved_peak = st.peak_reserved;
-      budget = st.budget;
-      backend_allocs = st.backend_allocs;
-      backend_frees = st.backend_frees;
-      backend_ms = st.backend_ms;
-      if (!transfer_ms.empty()) {  // the copy rates this machine's pinned memory reaches, for comparison
-        pinned_h2d = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::host_to_device, true,
-                                                 size_t{256} << 20, 5);
-        pinned_d2h = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::device_to_host, true,
-                                                 size_t{256} << 20, 5);
-        duplex = onn::cuda::measure_duplex_gbs(device.index, size_t{256} << 20, 5);
-      }
-    }
-    if (!trace_path.empty()) {
-      if (traces.empty())
+    const onn::ModelConfig mc = prepare_run(a, tmp, device);
+    const Timed t = run_steps(a, device);
+    const DeviceFigures d = device_figures(device, !t.transfer_ms.empty());
+    if (!a.trace_path.empty()) {
+      if (t.traces.empty())
         throw onn::InvalidArgument("--trace: the run was not streamed (it was planned resident), so there is no "
                                    "timeline to write; add --stream on or a smaller --vram-budget");
-      write_chrome_trace(trace_path, traces);
+      write_chrome_trace(a.trace_path, t.traces);
     }
-    rusage ru{};
-    ::getrusage(RUSAGE_SELF, &ru);
-    const double tps = median(tok_s);
-    const double flops = onn::training_flops_per_token(mc, (static_cast<double>(c.seq_len) + 1) / 2, c.full);
-    double nominal = 0, measured = 0;
-    std::string device_name = "cpu";
-    if (device.is_cuda()) {
-      device_name = onn::cuda::properties(device.index).name;
-      nominal = nominal_bf16_tflops(device_name);
-      measured = onn::cuda::measure_bf16_gemm_tflops(device.index, 8192, 10);
-    } else {
-      measured = measured_cpu_tflops();
-    }
-    const auto mfu = [&](double peak_tflops) {
-      return peak_tflops > 0 ? nlohmann::ordered_json(tps * flops / (peak_tflops * 1e12)) : nlohmann::ordered_json(nullptr);
-    };
-    nlohmann::ordered_json r = {
-        {"bench", "train"},
-        {"model", label},
-        {"architecture", mc.architecture},
-        {"mode", c.full ? "full" : "lora"},
-        {"lora_rank", c.full ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.lora.rank)},
-        {"device", device_name},
-        {"parameters_total", params_total},
-        {"parameters_trained", params_trained},
-        {"seq_len", c.seq_len},
-        {"micro_batch", c.micro_batch},
-        {"grad_accum", c.grad_accum},
-        {"recompute", c.recompute},
-        {"steps_timed", ms.size()},
-        {"ms_per_step", median(ms)},
-        {"tokens_per_step", median(tokens_per_step)},
-        {"tokens_per_s", tps},
-        {"model_flops_per_token", flops},
-        {"peak_device_bytes", device.is_cuda() ? nlohmann::ordered_json(peak) : nlohmann::ordered_json(nullptr)},
-        {"peak_rss_bytes", static_cast<int64_t>(ru.ru_maxrss) * 1024},
-        {"nominal_peak_tflops", nominal > 0 ? nlohmann::ordered_json(nominal) : nlohmann::ordered_json(nullptr)},
-        {"measured_gemm_tflops", measured},
-        {"mfu", mfu(nominal)},
-        {"mfu_vs_measured_gemm", mfu(measured)},
-        {"j_per_token", joules_per_token.empty() ? nlohmann::ordered_json(nullptr)
-                                                  : nlohmann::ordered_json(median(joules_per_token))},
-        {"ms_per_sample", median(ms) / static_cast<double>(c.micro_batch * c.grad_accum)},
-        {"budget_bytes", device.is_cuda() ? nlohmann::ordered_json(budget) : nlohmann::ordered_json(nullptr)},
-        {"peak_reserved_bytes", device.is_cuda() ? nlohmann::ordered_json(reserved_peak) : nlohmann::ordered_json(nullptr)},
-        {"allocator_backend_allocs", backend_allocs},
-        {"allocator_backend_frees", backend_frees},
-        {"allocator_backend_allocs_timed", backend_allocs - timed_from.backend_allocs},
-        {"allocator_backend_frees_timed", backend_frees - timed_from.backend_frees},
-        {"allocator_backend_ms_timed", backend_ms - timed_from.backend_ms},
-        {"plan", plan}};
-    if (!transfer_ms.empty()) {
-      const double t = median(transfer_ms), k = median(compute_ms);
-      r["stream"] = {{"transfer_ms_per_step", t},
-                     {"compute_ms_per_step", k},
-                     {"bytes_per_step", median(stream_bytes)},
-                     {"pcie_gbs", median(pcie_gbs)},
-                     {"pinned_h2d_gbs_measured", pinned_h2d > 0 ? nlohmann::ordered_json(pinned_h2d) : nlohmann::ordered_json(nullptr)},
-                     {"pcie_fraction_of_pinned", pinned_h2d > 0 ? nlohmann::ordered_json(median(pcie_gbs) / pinned_h2d)
-                                                                : nlohmann::ordered_json(nullptr)},
-                     {"pinned_d2h_gbs_measured", pinned_d2h > 0 ? nlohmann::ordered_json(pinned_d2h) : nlohmann::ordered_json(nullptr)},
-                     {"duplex_h2d_gbs_measured", duplex.h2d_gbs > 0 ? nlohmann::ordered_json(duplex.h2d_gbs) : nlohmann::ordered_json(nullptr)},
-                     {"duplex_d2h_gbs_measured", duplex.d2h_gbs > 0 ? nlohmann::ordered_json(duplex.d2h_gbs) : nlohmann::ordered_json(nullptr)},
-                     {"step_over_max_compute_transfer", median(ms) / std::max(t, k)}};
-      if (!trace_summaries.empty()) {  // the timed step with the median span, whole (its fields add up)
-        std::vector<size_t> order(trace_summaries.size());
-        std::iota(order.begin(), order.end(), size_t{0});
-        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-          return trace_summaries[a]["span_ms"].get<double>() < trace_summaries[b]["span_ms"].get<double>();
-        });
-        const size_t mid = order[order.size() / 2];
-        r["stream"]["trace"] = trace_summaries[mid];
-        r["stream"]["trace"]["step"] = mid;
-      }
-    }
-    if (json) {
+    const nlohmann::ordered_json r = figures(a, mc, device, t, d);
+    if (a.json)
       std::cout << r.dump() << "\n";
-      return 0;
-    }
-    std::cout << "onn-bench train: " << r["model"].get<std::string>() << " (" << mc.architecture << "), "
-              << r["mode"].get<std::string>() << " on " << device_name << ", " << c.micro_batch << " x " << c.seq_len
-              << " tokens x " << c.grad_accum << " per step\n"
-              << "  " << median(ms) << " ms/step, " << tps << " tokens/s (median of " << ms.size() << " steps)\n"
-              << "  peak memory: " << (device.is_cuda() ? std::to_string(peak >> 20) + " MiB device, " : "")
-              << (ru.ru_maxrss >> 10) << " MiB host RSS\n"
-              << "  MFU " << (r["mfu"].is_null() ? "n/a (no datasheet peak for this device)" : r["mfu"].dump())
-              << ", " << r["mfu_vs_measured_gemm"].dump() << " of the measured GEMM rate (" << measured
-              << " TFLOP/s)\n";
-    if (!r["j_per_token"].is_null()) std::cout << "  energy " << r["j_per_token"].dump() << " J/token\n";
-    if (r.contains("stream")) {
-      const auto& st = r["stream"];
-      if (st.contains("trace")) {
-        const auto& tr = st["trace"];
-        std::cout << "  timeline (" << trace_path << "): compute windows " << tr["compute_ms"].get<double>()
-                  << " ms of " << tr["span_ms"].get<double>() << "; idle " << tr["idle_ms"].get<double>()
-                  << " ms: waiting for the host " << tr["idle_host_ms"].get<double>() << ", for a copy "
-                  << tr["idle_copy_ms"].get<double>() << ", other " << tr["idle_other_ms"].get<double>()
-                  << "; weight copies started late by the host " << tr["copy_host_late_ms"].get<double>()
-                  << " ms, queued " << tr["copy_queued_ms"].get<double>() << " ms\n";
-        if (!tr["idle_host_calls_ms"].empty()) {  // what the host was held up in while the device waited
-          std::cout << "  waiting for the host, the host was in:";
-          for (const auto& [call, ms] : tr["idle_host_calls_ms"].items())
-            std::cout << " " << call << " " << ms.get<double>() << " ms (" << tr["host_calls"][call].get<int64_t>()
-                      << " calls in the step)";
-          std::cout << "\n";
-        }
-      }
-      std::cout << "  streamed: " << plan["layers_per_chunk"].get<int64_t>() << " layer(s) per chunk, "
-                << plan["micro_batches_per_load"].get<int64_t>() << " micro-batch(es) per weight load, "
-                << st["bytes_per_step"].get<double>() / 1e9 << " GB per step at " << st["pcie_gbs"].get<double>()
-                << " GB/s; transfer " << st["transfer_ms_per_step"].get<double>() << " ms, compute "
-                << st["compute_ms_per_step"].get<double>() << " ms; step / max(compute, transfer) = "
-                << st["step_over_max_compute_transfer"].get<double>() << "\n";
-    }
-    if (device.is_cuda())
-      std::cout << "  allocator: peak reserved " << (reserved_peak >> 20) << " MiB of a " << (budget >> 20)
-                << " MiB budget\n";
+    else
+      print_text(r, a, t, device);
     return 0;
   });
 }

@@ -12,7 +12,7 @@
 #include "runtime/error.h"
 #include "runtime/file_util.h"
 #include "tools/cli.h"
-#include "tools/inference_model.h"
+#include "tools/placement_flags.h"
 
 namespace {
 
@@ -40,21 +40,26 @@ int main(int argc, char** argv) {
   app.add_option("--batch-tokens", batch_tokens, "tokens per forward pass (default 8192)")->check(CLI::Range(2, 1 << 24));
   app.add_option("--device", device_flag, "cpu or cuda[:N] (default: cuda when present)");
   app.add_flag("--json", json, "print {\"loss\":..., \"perplexity\":..., \"tokens\":N}");
-  onn::tools::InferenceFlags inf;
-  inf.add_to(app, "the evaluation");
+  onn::PlacementFlags placement;
+  bool plan = false;
+  onn::tools::add_placement_flags(app, placement, {"the evaluation"});
+  onn::tools::add_plan_flags(app, plan, placement, "print whether the model runs resident or streamed and the "
+                             "predicted device memory, from config.json alone, and exit");
   return onn::tools::run_cli(app, "onn-eval", argc, argv, [&] {
-    if (inf.plan) {
-      const onn::GenerationPlan p = onn::tools::inference_plan(device_flag, model_dir, inf, 1, seq_len, batch_tokens);
+    const onn::GenerationShape shape{1, seq_len, batch_tokens};
+    if (plan) {
+      const onn::Device device = device_flag.empty() ? onn::default_device() : onn::Device::parse(device_flag);
+      const onn::GenerationPlan p = onn::generation_plan(device, model_dir, placement, shape);
       std::cout << (json ? p.to_json().dump() + "\n" : p.to_text());
       return 0;
     }
-    if (inf.host_ram > 0) throw onn::InvalidArgument("--host-ram is for --plan");
+    onn::tools::check_host_ram(placement, plan);
     onn::Context ctx(onn::tools::device_from_flag(device_flag));
-    onn::tools::InferenceModel im = onn::tools::load_inference_model(ctx, model_dir, inf, 1, seq_len, batch_tokens);
-    onn::LlamaModel& model = *im.model;
+    const onn::PlacedModel placed = onn::place_for_generation(ctx, model_dir, placement, shape);
+    onn::LlamaModel& model = *placed.model;
     // An adapter is folded into the weights once, so the forward runs at full speed.
     if (!adapter_dir.empty()) {
-      if (im.stream) throw onn::InvalidArgument("--adapter with a streamed model: merge it first with onn-merge");
+      if (placed.stream) throw onn::InvalidArgument("--adapter with a streamed model: merge it first with onn-merge");
       onn::merge_lora(ctx, model, onn::load_peft_adapter(ctx, model, adapter_dir));
     }
     const onn::Tokenizer tok = onn::Tokenizer::load(model_dir);
@@ -89,7 +94,7 @@ int main(int argc, char** argv) {
         return t.to(ctx.device());
       };
       const int64_t n = static_cast<int64_t>(ids.size() - lens.size());  // predicted tokens
-      total += model.loss(ctx, to_dev(ids), to_dev(pos), onn::packed_seqs(ctx, lens), to_dev(labels), im.stream.get()) * static_cast<double>(n);
+      total += model.loss(ctx, to_dev(ids), to_dev(pos), onn::packed_seqs(ctx, lens), to_dev(labels), placed.feed()) * static_cast<double>(n);
       count += n;
     }
     const double loss = total / static_cast<double>(count);

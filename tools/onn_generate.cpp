@@ -11,7 +11,7 @@
 #include "runtime/error.h"
 #include "runtime/file_util.h"
 #include "tools/cli.h"
-#include "tools/inference_model.h"
+#include "tools/placement_flags.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"onn-generate: generate text from a model folder (config.json, safetensors, tokenizer.json), "
@@ -53,15 +53,20 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_flag, "cpu or cuda[:N] (default: cuda when present)");
   app.add_flag("--json", json, "NDJSON events: {\"type\":\"token\",\"text\":...} per token, then "
                                "{\"type\":\"done\",\"tokens\":N,\"ms\":M,\"tok_per_s\":X}");
-  onn::tools::InferenceFlags inf;
-  inf.add_to(app, "generation");
+  onn::PlacementFlags placement;
+  bool plan = false;
+  onn::tools::add_placement_flags(app, placement, {"generation"});
+  onn::tools::add_plan_flags(app, plan, placement, "print whether the model runs resident or streamed, the predicted "
+                             "device memory and (streamed) the PCIe time per decoded token, from config.json alone, "
+                             "and exit");
   return onn::tools::run_cli(app, "onn-generate", argc, argv, [&] {
-    if (inf.plan) {
-      const onn::GenerationPlan p = onn::tools::inference_plan(device_flag, model_dir, inf, 1, 2048, 512);
+    if (plan) {
+      const onn::Device device = device_flag.empty() ? onn::default_device() : onn::Device::parse(device_flag);
+      const onn::GenerationPlan p = onn::generation_plan(device, model_dir, placement, {1, 2048, 512});
       std::cout << (json ? p.to_json().dump() + "\n" : p.to_text());
       return 0;
     }
-    if (inf.host_ram > 0) throw onn::InvalidArgument("--host-ram is for --plan");
+    onn::tools::check_host_ram(placement, plan);
     if (!chat && prompt.empty() && prompt_file.empty())
       throw onn::InvalidArgument("give --prompt or --prompt-file (or --chat on a terminal)");
     if (!chat && (!system.empty() || !chat_format.empty()))
@@ -72,12 +77,12 @@ int main(int argc, char** argv) {
     if (opt.sampling.top_p <= 0.0f) throw onn::InvalidArgument("--top-p must be above 0");
     onn::Context ctx(onn::tools::device_from_flag(device_flag));
     const onn::ModelConfig cfg = onn::load_model_config(model_dir);
-    onn::tools::InferenceModel im = onn::tools::load_inference_model(
-        ctx, model_dir, inf, 1, std::min<int64_t>(cfg.max_position_embeddings, 2048), 512);
-    onn::LlamaModel& model = *im.model;
+    const onn::PlacedModel placed = onn::place_for_generation(
+        ctx, model_dir, placement, {1, std::min<int64_t>(cfg.max_position_embeddings, 2048), 512});
+    onn::LlamaModel& model = *placed.model;
     // An adapter is folded into the weights once, so the forward runs at full speed.
     if (!adapter_dir.empty()) {
-      if (im.stream) throw onn::InvalidArgument("--adapter with a streamed model: merge it first with onn-merge");
+      if (placed.stream) throw onn::InvalidArgument("--adapter with a streamed model: merge it first with onn-merge");
       onn::merge_lora(ctx, model, onn::load_peft_adapter(ctx, model, adapter_dir));
     }
     const onn::Tokenizer tok = onn::Tokenizer::load(model_dir);
@@ -113,14 +118,14 @@ int main(int argc, char** argv) {
       std::string line;
       while ((std::cerr << "> " << std::flush) && std::getline(std::cin, line)) {
         if (line.empty()) continue;
-        const onn::GenerateResult r = onn::generate(ctx, model, tok, encode_turn(line), opt, on_token, im.stream.get());
+        const onn::GenerateResult r = onn::generate(ctx, model, tok, encode_turn(line), opt, on_token, placed.feed());
         std::cout << "\n";
         messages.push_back({"assistant", r.text});
       }
       return 0;
     }
     const std::vector<int32_t> ids = encode_turn(prompt);
-    const onn::GenerateResult r = onn::generate(ctx, model, tok, ids, opt, on_token, im.stream.get());
+    const onn::GenerateResult r = onn::generate(ctx, model, tok, ids, opt, on_token, placed.feed());
     const double ms = r.prefill_ms + r.decode_ms;
     if (json) {
       const double secs = r.decode_ms / 1000.0;

@@ -12,11 +12,10 @@
 #include "model/init.h"
 #include "model/lora.h"
 #include "runtime/error.h"
+#include "plan/planner.h"
 #include "tools/cli.h"
+#include "tools/placement_flags.h"
 #include "tools/train_demo.h"
-#include "runtime/cuda_backend.h"
-#include "runtime/hardware.h"
-#include "train/planner.h"
 #include "train/trainer.h"
 
 namespace {
@@ -110,8 +109,7 @@ class Reporter {
 
 // --plan: the planner's decision for this configuration on this machine's device (or, with
 // --device cuda where none is present, on assumed GPU figures and the given budget).
-void print_plan(const onn::TrainConfig& c, const std::string& targets, const std::string& layers, uint64_t budget,
-                uint64_t host_ram, bool json) {
+void print_plan(const onn::TrainConfig& c, const std::string& targets, const std::string& layers, bool json) {
   if (c.model_dir.empty() == c.init_preset.empty()) throw onn::InvalidArgument("--plan needs --model DIR or --init PRESET");
   const onn::ModelConfig model =
       c.model_dir.empty() ? onn::find_preset(c.init_preset).config : onn::load_model_config(c.model_dir);
@@ -119,8 +117,8 @@ void print_plan(const onn::TrainConfig& c, const std::string& targets, const std
   run.lora.targets = onn::parse_lora_targets(targets);
   if (!layers.empty()) run.lora.layers = onn::parse_layer_ranges(layers, model.num_hidden_layers);
   const onn::Device device = c.device.empty() ? onn::default_device() : onn::Device::parse(c.device);
-  const onn::PlanRequest req = onn::plan_request(run, model, device, budget);
-  const onn::PlanHardware hw = onn::plan_hardware_for(device, budget, host_ram);
+  const onn::PlanRequest req = onn::plan_request(run, model, device, c.placement.vram_budget);
+  const onn::PlanHardware hw = onn::plan_hardware_for(device, c.placement.vram_budget, c.placement.host_ram);
   const onn::Plan p = onn::plan_training(req, hw);
   if (json) {
     nlohmann::ordered_json j = {{"type", "plan"}, {"device", hw.name}, {"measured", hw.measured}};
@@ -141,7 +139,7 @@ int main(int argc, char** argv) {
   onn::TrainConfig c;
   std::string targets = "all-linear", layers, resume, log_file;
   bool json = false, demo = false, no_packing = false, plan = false;
-  uint64_t vram_budget = 0, host_ram = 0;
+  std::string schedule = "cosine";
   app.add_flag("--demo", demo, "train a small model from scratch on synthetic arithmetic, then LoRA-tune it on a "
                                "second task (no downloads; a few minutes on a CPU)");
   app.add_option("--model", c.model_dir, "a Hugging Face model folder (config.json, safetensors, tokenizer.json)");
@@ -181,7 +179,7 @@ int main(int argc, char** argv) {
   app.add_option("--epochs", c.epochs, "passes over the data when --steps is not given (default 1)")->excludes(steps);
   app.add_option("--lr", c.lr, "peak learning rate (default 2e-4)");
   app.add_option("--min-lr", c.min_lr, "learning rate at the end of the decay (default 0)");
-  app.add_option("--schedule", c.schedule, "cosine (default), linear or constant after warmup");
+  app.add_option("--schedule", schedule, "cosine (default), linear or constant after warmup");
   app.add_option("--warmup-steps", c.warmup_steps, "linear warmup steps (default 0)");
   app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay (default 0; norms and biases never)");
   app.add_option("--max-grad-norm", c.max_grad_norm, "clip the global gradient norm (default 1; 0: off)");
@@ -191,38 +189,17 @@ int main(int argc, char** argv) {
   app.add_option("--keep-last", c.keep_last, "checkpoints kept (default 2)");
   app.add_option("--max-bad-steps", c.max_bad_steps, "NaN/Inf steps in a row before stopping (default 5)");
   app.add_option("--seed", c.seed, "seed of data order, LoRA init and dropout (default 0)");
-  app.add_flag("--plan", plan, "print how the run would fit the device (resident or streamed, micro-batch, "
-                               "predicted peak memory and step time) from config.json alone, and exit");
-  app.add_option("--vram-budget", vram_budget, "device memory the run may use, e.g. 4GiB (default: the free memory "
-                                               "less a margin)")
-      ->transform(CLI::AsSizeValue(false));
-  std::string stream = "auto";
-  int64_t layers_per_chunk = 0;
-  app.add_option("--stream", stream, "LoRA with the frozen weights in host memory, streamed to the device a chunk of "
-                                     "layers at a time: auto (on CUDA the planner decides from the budget), on, off "
-                                     "(default auto)")
-      ->check(CLI::IsMember({"auto", "on", "off"}));
-  app.add_option("--layers-per-chunk", layers_per_chunk, "layers per streamed chunk (default: the planner's, or 1)")
-      ->check(CLI::PositiveNumber);
-  std::string share_loads = "auto";
-  app.add_option("--share-loads", share_loads,
-                 "streamed: the step's micro-batches take turns on every chunk of weights copied to the device, so "
-                 "the weights cross PCIe once per step instead of once per micro-batch (same results): auto (the "
-                 "planner's choice, which may group fewer micro-batches per load where all of them do not fit), on, "
-                 "off (default auto)")
-      ->check(CLI::IsMember({"auto", "on", "off"}));
-  app.add_option("--host-ram", host_ram, "with --plan: host memory the plan may use, e.g. 64GiB (default: what this "
-                                       "machine has available)")
-      ->transform(CLI::AsSizeValue(false));
+  onn::tools::add_plan_flags(app, plan, c.placement, "print how the run would fit the device (resident or streamed, "
+                             "micro-batch, predicted peak memory and step time) from config.json alone, and exit");
+  onn::tools::add_placement_flags(app, c.placement, {"the run", true});
   app.add_flag("--json", json, "NDJSON events on stdout (init, step, val, checkpoint, done, error)");
   app.add_option("--log-file", log_file, "append the NDJSON events to this file");
   return onn::tools::run_cli(app, "onn-train", argc, argv, [&] {
     if (demo) return onn::tools::run_train_demo(c.out_dir, c.device, json);
-    if (host_ram > 0 && !plan) throw onn::InvalidArgument("--host-ram is for --plan");
+    onn::tools::check_host_ram(c.placement, plan);
+    c.schedule = onn::parse_schedule(schedule);
     if (plan) {
-      c.stream = stream;
-      c.share_loads = share_loads;
-      print_plan(c, targets, layers, vram_budget, host_ram, json);
+      print_plan(c, targets, layers, json);
       return 0;
     }
     const bool resuming = !resume.empty();
@@ -240,8 +217,10 @@ int main(int argc, char** argv) {
                                    "--layers-per-chunk, --share-loads, --json and --log-file can)");
       }
       const std::string device = c.device;
+      const onn::PlacementFlags placement = c.placement;
       c = onn::load_run_config(resume);
       c.out_dir = resume;
+      c.placement = placement;
       if (!device.empty()) c.device = device;
     } else {
       if (c.data.empty()) throw onn::InvalidArgument("--data is required (or --demo, or --resume RUN_DIR)");
@@ -258,10 +237,6 @@ int main(int argc, char** argv) {
       }
     }
     onn::tools::device_from_flag(c.device);  // a clear error for a missing CUDA device
-    c.vram_budget = vram_budget;
-    c.stream = stream;
-    c.layers_per_chunk = layers_per_chunk;
-    c.share_loads = share_loads;
     Reporter reporter(json, log_file, false);
     const auto t0 = std::chrono::steady_clock::now();
     try {

@@ -13,6 +13,21 @@ namespace onn {
 
 namespace fs = std::filesystem;
 
+Schedule parse_schedule(const std::string& name) {
+  for (Schedule s : {Schedule::cosine, Schedule::linear, Schedule::constant})
+    if (name == schedule_name(s)) return s;
+  throw InvalidArgument("--schedule must be cosine, linear or constant, not \"" + name + "\"");
+}
+
+const char* schedule_name(Schedule s) {
+  switch (s) {
+    case Schedule::linear: return "linear";
+    case Schedule::constant: return "constant";
+    case Schedule::cosine: break;
+  }
+  return "cosine";
+}
+
 nlohmann::ordered_json TrainConfig::to_json() const {
   nlohmann::ordered_json targets = nlohmann::ordered_json::array();
   const char* names[kLoraTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -27,7 +42,7 @@ nlohmann::ordered_json TrainConfig::to_json() const {
           {"skip_bad_records", skip_bad_records}, {"chat_format", chat_format}, {"val_split", val_split},
           {"steps", steps}, {"epochs", epochs}, {"lr", lr}, {"min_lr", min_lr}, {"weight_decay", weight_decay},
           {"max_grad_norm", max_grad_norm}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps},
-          {"warmup_steps", warmup_steps}, {"schedule", schedule}, {"eval_every", eval_every},
+          {"warmup_steps", warmup_steps}, {"schedule", schedule_name(schedule)}, {"eval_every", eval_every},
           {"save_every", save_every}, {"keep_last", keep_last}, {"max_bad_steps", max_bad_steps}, {"seed", seed}};
 }
 
@@ -69,13 +84,15 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
     c.beta2 = j.at("beta2");
     c.eps = j.at("eps");
     c.warmup_steps = j.at("warmup_steps");
-    c.schedule = j.at("schedule");
+    c.schedule = parse_schedule(j.at("schedule").get<std::string>());
     c.eval_every = j.at("eval_every");
     c.save_every = j.at("save_every");
     c.keep_last = j.at("keep_last");
     c.max_bad_steps = j.at("max_bad_steps");
     c.seed = j.at("seed");
   } catch (const nlohmann::json::exception& e) {
+    throw FormatError(source + ": the run configuration is damaged (" + e.what() + ")");
+  } catch (const InvalidArgument& e) {
     throw FormatError(source + ": the run configuration is damaged (" + e.what() + ")");
   }
   return c;
@@ -94,22 +111,19 @@ void TrainConfig::check() const {
   ONN_CHECK_ARG(c.min_lr >= 0 && c.min_lr <= c.lr, "--min-lr must be in [0, --lr]");
   ONN_CHECK_ARG(c.weight_decay >= 0, "--weight-decay must be >= 0");
   ONN_CHECK_ARG(c.warmup_steps >= 0, "--warmup-steps must be >= 0");
-  ONN_CHECK_ARG(c.schedule == "cosine" || c.schedule == "linear" || c.schedule == "constant",
-                "--schedule must be cosine, linear or constant");
   ONN_CHECK_ARG(c.keep_last >= 1, "--keep-last must be at least 1");
   ONN_CHECK_ARG(c.max_bad_steps >= 1, "--max-bad-steps must be at least 1");
   ONN_CHECK_ARG(c.val_split >= 0 && c.val_split < 1, "--val-split must be in [0, 1)");
   ONN_CHECK_ARG(c.val_split == 0 || c.val_data.empty(), "--val-split and --val-data exclude each other");
-  ONN_CHECK_ARG(c.share_loads == "auto" || c.share_loads == "on" || c.share_loads == "off",
-                "--share-loads must be auto, on or off, not \"", c.share_loads, "\"");
+  ONN_CHECK_ARG(c.placement.layers_per_chunk >= 0, "--layers-per-chunk must not be negative");
 }
 
 double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total) {
   if (step < cfg.warmup_steps) return cfg.lr * static_cast<double>(step + 1) / static_cast<double>(cfg.warmup_steps);
-  if (cfg.schedule == "constant") return cfg.lr;
+  if (cfg.schedule == Schedule::constant) return cfg.lr;
   const int64_t span = std::max<int64_t>(1, total - cfg.warmup_steps);
   const double progress = std::min(1.0, static_cast<double>(step - cfg.warmup_steps) / static_cast<double>(span));
-  const double shape = cfg.schedule == "linear" ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
+  const double shape = cfg.schedule == Schedule::linear ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
   return cfg.min_lr + (cfg.lr - cfg.min_lr) * shape;
 }
 
@@ -122,11 +136,8 @@ PlanRequest plan_request(const TrainConfig& c, const ModelConfig& model, Device 
   req.seq_len = c.seq_len > 0 ? c.seq_len : std::min<int64_t>(512, model.max_position_embeddings);
   req.micro_batch = c.batch_rows > 0 ? 0 : c.micro_batch;
   req.batch_rows = c.batch_rows > 0 ? c.batch_rows : c.micro_batch * c.grad_accum;
-  using P = PlanRequest::Placement;
-  req.placement = c.stream == "on" ? P::streamed : c.stream == "off" || !device.is_cuda() ? P::resident : P::auto_;
-  req.sharing = c.share_loads == "on" ? PlanRequest::Sharing::on
-                : c.share_loads == "off" ? PlanRequest::Sharing::off
-                                         : PlanRequest::Sharing::auto_;
+  req.placement = c.placement.stream == Placement::auto_ && !device.is_cuda() ? Placement::resident : c.placement.stream;
+  req.sharing = c.placement.share_loads;
   req.budget = budget;
   return req;
 }

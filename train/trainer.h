@@ -12,9 +12,16 @@
 #include "model/chat.h"
 #include "model/lora.h"
 #include "runtime/json.h"
-#include "train/planner.h"
+#include "plan/placement.h"
+#include "plan/planner.h"
 
 namespace onn {
+
+// The learning rate after warmup: cosine or linear decay to min_lr, or constant.
+enum class Schedule { cosine, linear, constant };
+// "cosine", "linear", "constant"; InvalidArgument naming --schedule otherwise.
+Schedule parse_schedule(const std::string& name);
+const char* schedule_name(Schedule s);
 
 struct TrainConfig {
   // What and where.
@@ -50,7 +57,7 @@ struct TrainConfig {
   double lr = 2e-4, min_lr = 0.0, weight_decay = 0.0, max_grad_norm = 1.0;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   int64_t warmup_steps = 0;
-  std::string schedule = "cosine";  // cosine, linear or constant (after warmup)
+  Schedule schedule = Schedule::cosine;
   // Bookkeeping.
   int64_t eval_every = 0;  // 0: at the end only (when there is validation data)
   int64_t save_every = 0;  // 0: at the end only
@@ -60,18 +67,14 @@ struct TrainConfig {
   // Not part of the saved configuration: false skips checkpoints and the final adapter/model
   // (onn-bench times the training loop without writing gigabytes).
   bool write_outputs = true;
-  // Device bytes the run's allocator may hold (0: no limit beyond the device's). Not saved:
-  // a resumed run may run under another budget.
-  uint64_t vram_budget = 0;
-  // Layer streaming (LoRA): "auto" (CUDA: the planner decides from the budget; CPU: resident),
-  // "on", "off". layers_per_chunk 0: the planner's (or 1). Not saved either.
-  std::string stream = "auto";
-  int64_t layers_per_chunk = 0;
-  // Streamed runs: the step's micro-batches take turns on every weight load, so the weights
-  // cross PCIe once per step instead of once per micro-batch (forward_backward_groups): "auto"
-  // (the planner's groups, which may be smaller than the step where all do not fit), "on" (the
-  // whole step), "off" (one per load). Not saved.
-  std::string share_loads = "auto";
+  // Where the run is placed (plan/placement.h): --vram-budget (the allocator's budget; 0: the
+  // free memory less the margin on CUDA, none on the CPU), --stream (auto: on CUDA the planner
+  // decides from the budget, resident on the CPU), --layers-per-chunk (0: the planner's, or 1)
+  // and --share-loads (streamed: the step's micro-batches take turns on every weight load, so
+  // the weights cross PCIe once per step instead of once per micro-batch; auto: the planner's
+  // groups, which may be smaller than the step where all do not fit). Not saved: a resumed run
+  // may run under another budget.
+  PlacementFlags placement;
   // Streamed runs: each step event's "stream" object also carries the step's timeline
   // ("trace": copies, compute windows, activation copies) and its summary. Not saved.
   bool trace = false;
@@ -90,7 +93,7 @@ double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total);
 
 // What the planner is asked for a run of `cfg` on `device` under `budget` (0: the free memory
 // less the margin): the run's own split of the batch, or with batch_rows the planner's; the
-// placement --stream forces (resident on the CPU unless "on"). seq_len 0 means the run's
+// placement --stream forces (resident on the CPU unless on). seq_len 0 means the run's
 // default, min(512, the model's context).
 PlanRequest plan_request(const TrainConfig& cfg, const ModelConfig& model, Device device, uint64_t budget);
 

@@ -6,7 +6,7 @@
 
 #include "model/init.h"
 #include "runtime/error.h"
-#include "train/planner.h"
+#include "plan/planner.h"
 
 using namespace onn;
 

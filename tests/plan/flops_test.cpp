@@ -2,7 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "model/init.h"
-#include "train/flops.h"
+#include "plan/flops.h"
 
 using namespace onn;
 

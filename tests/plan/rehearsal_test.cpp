@@ -20,7 +20,7 @@
 #include "model/training.h"
 #include "runtime/error.h"
 #include "support/train_batch.h"
-#include "train/planner.h"
+#include "plan/planner.h"
 
 using namespace onn;
 

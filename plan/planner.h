@@ -39,7 +39,20 @@ PlanHardware plan_hardware(const HardwareProfile& profile, int cuda_index);
 // (InvalidArgument when `budget` is 0). host_ram > 0 replaces the available host memory.
 PlanHardware plan_hardware_for(Device device, uint64_t budget, uint64_t host_ram = 0);
 
+// Weights resident or streamed: the planner's choice (auto, --stream auto), or forced (--stream
+// off / on).
+enum class Placement { auto_, resident, streamed };
+// Streamed: whether a step's micro-batches may share each weight load (auto: where faster;
+// --share-loads auto|on|off).
+enum class Sharing { auto_, on, off };
+
+// The budget a run gets without --vram-budget: the device's free memory less
+// kDeviceMemoryMargin (0 when less than that is free).
+uint64_t default_budget(uint64_t device_free);
+
 struct PlanRequest {
+  using Placement = onn::Placement;
+  using Sharing = onn::Sharing;
   ModelConfig model;
   DType dtype = DType::bf16;   // compute dtype of the weights on the device
   bool full = false;
@@ -47,10 +60,8 @@ struct PlanRequest {
   int64_t seq_len = 512;
   int64_t batch_rows = 4;      // rows of seq_len per optimizer step (micro-batch x accumulation)
   int64_t micro_batch = 0;     // 0: the planner chooses (a divisor of batch_rows)
-  // Weights resident or streamed: the planner's choice (auto), or forced (--stream on/off).
-  enum class Placement { auto_, resident, streamed } placement = Placement::auto_;
-  // Streamed: whether the step's micro-batches may share each weight load (auto: where faster).
-  enum class Sharing { auto_, on, off } sharing = Sharing::auto_;
+  Placement placement = Placement::auto_;
+  Sharing sharing = Sharing::auto_;
   uint64_t budget = 0;         // device bytes; 0: the device's free memory less the margin
 };
 

@@ -1,0 +1,98 @@
+// The placement step (plan/placement.h).
+#include "plan/placement.h"
+
+#include <algorithm>
+
+#include "kernels/defaults.h"
+#include "runtime/allocator.h"
+#include "runtime/cuda_backend.h"
+#include "runtime/error.h"
+
+namespace onn {
+
+uint64_t apply_budget(Context& ctx, uint64_t flag) {
+  CachingAllocator* caching = ctx.caching_allocator();
+  if (flag > 0) {
+    if (!caching) throw InvalidArgument("--vram-budget applies to a CUDA device; this run is on " + ctx.device().str());
+    caching->set_budget(flag);
+  } else if (caching && ctx.device().is_cuda() && caching->budget() == 0) {
+    // No flag: what the allocator holds plus the free memory less the margin (other processes,
+    // the CUDA context).
+    size_t free_bytes = 0, total = 0;
+    cuda::mem_info(ctx.device().index, &free_bytes, &total);
+    caching->set_budget(caching->stats().reserved + default_budget(free_bytes));
+  }
+  return caching ? caching->budget() : 0;
+}
+
+PlacedModel load_placed(Context& ctx, const std::string& dir, const PlacementChoice& choice) {
+  PlacedModel m;
+  if (!choice.streamed) {
+    m.model = std::make_unique<LlamaModel>(LlamaModel::load(ctx, dir));
+    return m;
+  }
+  m.model = std::make_unique<LlamaModel>(LlamaModel::load_to_host(ctx, dir));
+  m.stream = std::make_unique<StreamedWeights>(ctx, *m.model, choice.stream);
+  return m;
+}
+
+namespace {
+
+// --layers-per-chunk, else the plan's, within [1, L].
+int64_t chunk_layers(int64_t flag, int64_t planned, int64_t layers) {
+  return std::min<int64_t>(std::max<int64_t>(flag > 0 ? flag : planned, 1), std::max<int64_t>(layers, 1));
+}
+
+}  // namespace
+
+GenerationPlan generation_plan(Device device, const std::string& dir, const PlacementFlags& f,
+                               const GenerationShape& shape) {
+  const ModelConfig cfg = load_model_config(dir);
+  const PlanHardware hw = plan_hardware_for(device, f.vram_budget, f.host_ram);
+  return plan_generation(cfg, default_compute_dtype(device), f.vram_budget, shape.batch,
+                         std::min<int64_t>(shape.max_len, cfg.max_position_embeddings), shape.prefill_tokens, hw);
+}
+
+PlacedModel place_for_generation(Context& ctx, const std::string& dir, const PlacementFlags& f,
+                                 const GenerationShape& shape, std::optional<GenerationPlan>* plan) {
+  PlacementFlags planned = f;
+  planned.vram_budget = apply_budget(ctx, f.vram_budget);
+  PlacementChoice choice;
+  choice.streamed = f.stream == Placement::streamed;
+  int64_t k = 0;
+  if (f.stream == Placement::auto_ && ctx.device().is_cuda()) {
+    const GenerationPlan p = generation_plan(ctx.device(), dir, planned, shape);
+    choice.streamed = p.streamed;
+    k = p.layers_per_chunk;
+    if (plan) *plan = p;
+  }
+  if (choice.streamed)
+    choice.stream.layers_per_chunk = chunk_layers(f.layers_per_chunk, k, load_model_config(dir).num_hidden_layers);
+  return load_placed(ctx, dir, choice);
+}
+
+std::optional<Plan> training_plan(const PlanRequest& req, const PlacementFlags& f, Device device, bool split_batch) {
+  ONN_CHECK_ARG(!(req.full && f.stream == Placement::streamed), "--stream on trains LoRA adapters only: full "
+                "training keeps its weights, their gradients and optimizer state on the device");
+  if (!split_batch && (req.full || f.stream == Placement::resident || !device.is_cuda())) return std::nullopt;
+  return plan_training(req, plan_hardware_for(device, req.budget));
+}
+
+PlacementChoice training_choice(const PlanRequest& req, const PlacementFlags& f, const std::optional<Plan>& plan,
+                                int64_t grad_accum) {
+  PlacementChoice c;
+  const bool planned = plan && plan->streamed;
+  c.streamed = f.stream == Placement::streamed || (f.stream == Placement::auto_ && planned);
+  if (!c.streamed) return c;
+  c.stream.layers_per_chunk = chunk_layers(f.layers_per_chunk, planned ? plan->layers_per_chunk : 0,
+                                           req.model.num_hidden_layers);
+  c.stream.offload_activations = planned && plan->activations_on_host;
+  c.stream.activation_layers_on_device = c.stream.offload_activations ? plan->activation_layers_on_device : 0;
+  if (f.share_loads == Sharing::on)
+    c.micro_batches_per_load = grad_accum;
+  else if (f.share_loads == Sharing::auto_ && planned && plan->grad_accum == grad_accum)
+    c.micro_batches_per_load = plan->micro_batches_per_load;
+  return c;
+}
+
+}  // namespace onn

@@ -1,0 +1,53 @@
+// The placement flags (tools/placement_flags.h).
+#include "tools/placement_flags.h"
+
+#include "kernels/defaults.h"
+#include "runtime/error.h"
+
+namespace onn::tools {
+
+namespace {
+
+Placement placement_named(const std::string& v) {
+  return v == "on" ? Placement::streamed : v == "off" ? Placement::resident : Placement::auto_;
+}
+
+Sharing sharing_named(const std::string& v) { return v == "on" ? Sharing::on : v == "off" ? Sharing::off : Sharing::auto_; }
+
+}  // namespace
+
+void add_placement_flags(CLI::App& app, PlacementFlags& f, const PlacementFlagUse& use) {
+  const CLI::IsMember auto_on_off({"auto", "on", "off"});
+  app.add_option("--vram-budget", f.vram_budget, "device memory " + use.what + " may use, e.g. 4GiB (default: the "
+                 "free memory less " + std::to_string(kDeviceMemoryMargin >> 20) + " MiB); the device allocator "
+                 "enforces it")
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option_function<std::string>(
+         "--stream", [&f](const std::string& v) { f.stream = placement_named(v); },
+         std::string("keep the ") + (use.training ? "frozen (LoRA) " : "") + "weights in host memory and stream them "
+         "to the device a chunk of layers at a time: auto (on CUDA the planner decides from the budget), on (also on "
+         "the CPU: the same schedule), off (default auto)")
+      ->check(auto_on_off);
+  app.add_option("--layers-per-chunk", f.layers_per_chunk, "layers per streamed chunk (default: the plan's, or 1)")
+      ->check(CLI::PositiveNumber);
+  if (!use.training) return;
+  app.add_option_function<std::string>(
+         "--share-loads", [&f](const std::string& v) { f.share_loads = sharing_named(v); },
+         "streamed: the step's micro-batches take turns on every chunk of weights copied to the device, so the "
+         "weights cross PCIe once per step instead of once per micro-batch (same results): auto (the planner's "
+         "choice, which may group fewer micro-batches per load where all of them do not fit), on, off (default auto)")
+      ->check(auto_on_off);
+}
+
+void add_plan_flags(CLI::App& app, bool& plan, PlacementFlags& f, const std::string& plan_help) {
+  app.add_flag("--plan", plan, plan_help);
+  app.add_option("--host-ram", f.host_ram, "with --plan: host memory the plan may use, e.g. 64GiB (default: what "
+                 "this machine has available)")
+      ->transform(CLI::AsSizeValue(false));
+}
+
+void check_host_ram(const PlacementFlags& f, bool plan) {
+  if (f.host_ram > 0 && !plan) throw InvalidArgument("--host-ram is for --plan");
+}
+
+}  // namespace onn::tools
