@@ -131,17 +131,17 @@ void print_plan(const onn::TrainConfig& c, const std::string& targets, const std
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"onn-train: fine-tune a Hugging Face model folder with LoRA (default) or train it fully; "
-               "--demo runs the built-in demo"};
+// What onn-train was asked beside the run's configuration.
+struct TrainArgs {
   onn::TrainConfig c;
-  std::string targets = "all-linear", layers, resume, log_file;
+  std::string targets = "all-linear", layers, resume, log_file, schedule = "cosine";
   bool json = false, demo = false, no_packing = false, plan = false;
-  std::string schedule = "cosine";
-  app.add_flag("--demo", demo, "train a small model from scratch on synthetic arithmetic, then LoRA-tune it on a "
-                               "second task (no downloads; a few minutes on a CPU)");
+};
+
+void add_flags(CLI::App& app, TrainArgs& a) {
+  onn::TrainConfig& c = a.c;
+  app.add_flag("--demo", a.demo, "train a small model from scratch on synthetic arithmetic, then LoRA-tune it on a "
+                                 "second task (no downloads; a few minutes on a CPU)");
   app.add_option("--model", c.model_dir, "a Hugging Face model folder (config.json, safetensors, tokenizer.json)");
   app.add_option("--init", c.init_preset, "train from scratch: an onn-init preset (tiny, small, ...); implies --full");
   app.add_option("--init-tokenizer-vocab", c.init_tokenizer_vocab,
@@ -150,15 +150,15 @@ int main(int argc, char** argv) {
   app.add_option("--val-data", c.val_data, "validation data (instead of --val-split)");
   app.add_option("--val-split", c.val_split, "fraction of --data held out for validation (default 0)");
   app.add_option("--out", c.out_dir, "the run folder: checkpoints, adapter/ or model/, logs");
-  app.add_option("--resume", resume, "continue the run in this folder from its last checkpoint");
+  app.add_option("--resume", a.resume, "continue the run in this folder from its last checkpoint");
   app.add_option("--device", c.device, "cpu or cuda[:N] (default: cuda when present)");
   app.add_flag("--full", c.full, "train every weight instead of a LoRA adapter");
   app.add_option("--lora-rank", c.lora.rank, "LoRA rank r (default 8)");
   app.add_option("--lora-alpha", c.lora.alpha, "LoRA alpha (default 16)");
   app.add_option("--lora-dropout", c.lora.dropout, "dropout on the LoRA input (default 0)");
-  app.add_option("--lora-targets", targets, "q,k,v,o,gate,up,down or all-linear (default)");
+  app.add_option("--lora-targets", a.targets, "q,k,v,o,gate,up,down or all-linear (default)");
   app.add_flag("--rslora", c.lora.rslora, "scale alpha/sqrt(r) instead of alpha/r");
-  app.add_option("--train-layers", layers, "adapt only these layers, e.g. 0-3,36-39 (default: all)");
+  app.add_option("--train-layers", a.layers, "adapt only these layers, e.g. 0-3,36-39 (default: all)");
   app.add_option("--seq-len", c.seq_len, "tokens per row (default: 512, or the model's context when shorter)");
   auto* micro_opt = app.add_option("--micro-batch", c.micro_batch, "rows per forward/backward (default 4)");
   auto* accum_opt = app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (default 1)");
@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->excludes(micro_opt)
       ->excludes(accum_opt);
-  app.add_flag("--no-packing", no_packing, "one document per row instead of packing several");
+  app.add_flag("--no-packing", a.no_packing, "one document per row instead of packing several");
   app.add_flag("--train-on-inputs", c.train_on_inputs, "loss on prompts and user turns too");
   app.add_flag("--skip-bad-records", c.skip_bad_records, "skip invalid records (reported) instead of stopping");
   app.add_option("--chat-format", c.chat_format, "chat template for messages data: llama3, chatml, qwen3, llama2, "
@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
   app.add_option("--epochs", c.epochs, "passes over the data when --steps is not given (default 1)")->excludes(steps);
   app.add_option("--lr", c.lr, "peak learning rate (default 2e-4)");
   app.add_option("--min-lr", c.min_lr, "learning rate at the end of the decay (default 0)");
-  app.add_option("--schedule", schedule, "cosine (default), linear or constant after warmup");
+  app.add_option("--schedule", a.schedule, "cosine (default), linear or constant after warmup");
   app.add_option("--warmup-steps", c.warmup_steps, "linear warmup steps (default 0)");
   app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay (default 0; norms and biases never)");
   app.add_option("--max-grad-norm", c.max_grad_norm, "clip the global gradient norm (default 1; 0: off)");
@@ -189,71 +189,90 @@ int main(int argc, char** argv) {
   app.add_option("--keep-last", c.keep_last, "checkpoints kept (default 2)");
   app.add_option("--max-bad-steps", c.max_bad_steps, "NaN/Inf steps in a row before stopping (default 5)");
   app.add_option("--seed", c.seed, "seed of data order, LoRA init and dropout (default 0)");
-  onn::tools::add_plan_flags(app, plan, c.placement, "print how the run would fit the device (resident or streamed, "
-                             "micro-batch, predicted peak memory and step time) from config.json alone, and exit");
+  onn::tools::add_plan_flags(app, a.plan, a.c.placement, "print how the run would fit the device (resident or "
+                             "streamed, micro-batch, predicted peak memory and step time) from config.json alone, "
+                             "and exit");
   onn::tools::add_placement_flags(app, c.placement, {"the run", true});
-  app.add_flag("--json", json, "NDJSON events on stdout (init, step, val, checkpoint, done, error)");
-  app.add_option("--log-file", log_file, "append the NDJSON events to this file");
+  app.add_flag("--json", a.json, "NDJSON events on stdout (init, step, val, checkpoint, done, error)");
+  app.add_option("--log-file", a.log_file, "append the NDJSON events to this file");
+}
+
+// The run continues with the configuration it was started with (same batches, same schedule);
+// only where it runs and how it reports may change.
+void resume_config(const CLI::App& app, TrainArgs& a) {
+  for (const CLI::Option* o : app.get_options()) {
+    const std::string name = o->get_name();
+    if (o->count() == 0 || name == "--resume" || name == "--device" || name == "--json" || name == "--log-file" ||
+        name == "--vram-budget" || name == "--stream" || name == "--layers-per-chunk" || name == "--share-loads")
+      continue;
+    throw onn::InvalidArgument("--resume continues the run with its own configuration (" + a.resume +
+                               "/run_config.json); " + name +
+                               " cannot be given with it (only --device, --vram-budget, --stream, "
+                               "--layers-per-chunk, --share-loads, --json and --log-file can)");
+  }
+  const std::string device = a.c.device;
+  const onn::PlacementFlags placement = a.c.placement;
+  a.c = onn::load_run_config(a.resume);
+  a.c.out_dir = a.resume;
+  a.c.placement = placement;
+  if (!device.empty()) a.c.device = device;
+}
+
+// A new run's configuration from the flags that need parsing.
+void new_config(TrainArgs& a) {
+  onn::TrainConfig& c = a.c;
+  if (c.data.empty()) throw onn::InvalidArgument("--data is required (or --demo, or --resume RUN_DIR)");
+  if (c.model_dir.empty() == c.init_preset.empty()) throw onn::InvalidArgument("give --model DIR or --init PRESET");
+  if (c.out_dir.empty()) throw onn::InvalidArgument("--out RUN_DIR is required");
+  c.lora.targets = onn::parse_lora_targets(a.targets);
+  c.packing = !a.no_packing;
+  if (!a.layers.empty()) {
+    if (c.model_dir.empty()) throw onn::InvalidArgument("--train-layers is for LoRA on an existing --model");
+    c.lora.layers = onn::parse_layer_ranges(a.layers, onn::load_model_config(c.model_dir).num_hidden_layers);
+  }
+}
+
+// The run, its events reported, and the done (or error) event.
+int run_training(const TrainArgs& a, bool resuming) {
+  onn::TrainConfig c = a.c;
+  Reporter reporter(a.json, a.log_file, false);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    if (!resuming) c.schedule = onn::parse_schedule(a.schedule);
+    const onn::TrainResult r = onn::train(c, resuming, [&](const nlohmann::ordered_json& e) { reporter(e); });
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const auto or_null = [](double v) { return v >= 0 ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); };
+    reporter({{"type", "done"}, {"steps", r.steps}, {"skipped_steps", r.skipped_steps}, {"loss", r.last_loss},
+              {"val_loss", or_null(r.val_loss)}, {"ms", ms}, {"energy_j", or_null(r.energy_j)},
+              {"j_per_token", or_null(r.energy_j_per_token)}, {"output", r.output}, {"tensorboard", r.tensorboard}});
+    if (!a.json) std::cout << "onn-train: done; " << (c.full ? "model" : "adapter") << " in " << r.output << "\n";
+  } catch (const onn::Error& e) {
+    reporter({{"type", "error"}, {"message", onn::tools::one_line(e.what())}});
+    throw;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"onn-train: fine-tune a Hugging Face model folder with LoRA (default) or train it fully; "
+               "--demo runs the built-in demo"};
+  TrainArgs a;
+  add_flags(app, a);
   return onn::tools::run_cli(app, "onn-train", argc, argv, [&] {
-    if (demo) return onn::tools::run_train_demo(c.out_dir, c.device, json);
-    onn::tools::check_host_ram(c.placement, plan);
-    c.schedule = onn::parse_schedule(schedule);
-    if (plan) {
-      print_plan(c, targets, layers, json);
+    if (a.demo) return onn::tools::run_train_demo(a.c.out_dir, a.c.device, a.json);
+    onn::tools::check_host_ram(a.c.placement, a.plan);
+    if (a.plan) {
+      print_plan(a.c, a.targets, a.layers, a.json);
       return 0;
     }
-    const bool resuming = !resume.empty();
-    if (resuming) {
-      // The run continues with the configuration it was started with (same batches, same
-      // schedule); only where it runs and how it reports may change.
-      for (const CLI::Option* o : app.get_options()) {
-        const std::string name = o->get_name();
-        if (o->count() == 0 || name == "--resume" || name == "--device" || name == "--json" || name == "--log-file" ||
-            name == "--vram-budget" || name == "--stream" || name == "--layers-per-chunk" || name == "--share-loads")
-          continue;
-        throw onn::InvalidArgument("--resume continues the run with its own configuration (" + resume +
-                                   "/run_config.json); " + name +
-                                   " cannot be given with it (only --device, --vram-budget, --stream, "
-                                   "--layers-per-chunk, --share-loads, --json and --log-file can)");
-      }
-      const std::string device = c.device;
-      const onn::PlacementFlags placement = c.placement;
-      c = onn::load_run_config(resume);
-      c.out_dir = resume;
-      c.placement = placement;
-      if (!device.empty()) c.device = device;
-    } else {
-      if (c.data.empty()) throw onn::InvalidArgument("--data is required (or --demo, or --resume RUN_DIR)");
-      if (c.model_dir.empty() == c.init_preset.empty()) throw onn::InvalidArgument("give --model DIR or --init PRESET");
-      if (c.out_dir.empty()) throw onn::InvalidArgument("--out RUN_DIR is required");
-      c.lora.targets = onn::parse_lora_targets(targets);
-      c.packing = !no_packing;
-      if (!layers.empty()) {
-        if (!c.model_dir.empty()) {
-          c.lora.layers = onn::parse_layer_ranges(layers, onn::load_model_config(c.model_dir).num_hidden_layers);
-        } else {
-          throw onn::InvalidArgument("--train-layers is for LoRA on an existing --model");
-        }
-      }
-    }
-    onn::tools::device_from_flag(c.device);  // a clear error for a missing CUDA device
-    Reporter reporter(json, log_file, false);
-    const auto t0 = std::chrono::steady_clock::now();
-    try {
-      const onn::TrainResult r = onn::train(c, resuming, [&](const nlohmann::ordered_json& e) { reporter(e); });
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      reporter({{"type", "done"}, {"steps", r.steps}, {"skipped_steps", r.skipped_steps}, {"loss", r.last_loss},
-                {"val_loss", r.val_loss >= 0 ? nlohmann::ordered_json(r.val_loss) : nlohmann::ordered_json(nullptr)},
-                {"ms", ms},
-                {"energy_j", r.energy_j >= 0 ? nlohmann::ordered_json(r.energy_j) : nlohmann::ordered_json(nullptr)},
-                {"j_per_token", r.energy_j_per_token >= 0 ? nlohmann::ordered_json(r.energy_j_per_token)
-                                                          : nlohmann::ordered_json(nullptr)},
-                {"output", r.output}, {"tensorboard", r.tensorboard}});
-      if (!json) std::cout << "onn-train: done; " << (c.full ? "model" : "adapter") << " in " << r.output << "\n";
-    } catch (const onn::Error& e) {
-      reporter({{"type", "error"}, {"message", onn::tools::one_line(e.what())}});
-      throw;
-    }
-    return 0;
+    const bool resuming = !a.resume.empty();
+    if (resuming)
+      resume_config(app, a);
+    else
+      new_config(a);
+    onn::tools::device_from_flag(a.c.device);  // a clear error for a missing CUDA device
+    return run_training(a, resuming);
   });
 }
