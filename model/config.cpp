@@ -234,7 +234,7 @@ ModelConfig load_model_config(const std::string& path) {
   std::string file = path;
   if (std::filesystem::is_directory(path)) file = (std::filesystem::path(path) / "config.json").string();
   if (!std::filesystem::exists(file)) throw IoError(file + ": no such file (a model folder holds config.json)");
-  return parse_model_config(read_json_file(file, size_t{1} << 20), file);
+  return parse_model_config(read_json_file(file, kMaxConfigFileBytes), file);
 }
 
 void check_context_length(const ModelConfig& cfg, int64_t context, const std::string& source) {

@@ -121,9 +121,7 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
                         {"eos_token_id", eos},
                         {"torch_dtype", opt.dtype == DType::bf16 ? "bfloat16" : "float32"}};
   const auto write_text = [&](const std::string& name, const std::string& text) {
-    AtomicFile f((fs::path(dir) / name).string());
-    f.write(text.data(), text.size());
-    f.commit();
+    write_file_atomic((fs::path(dir) / name).string(), text);
   };
   const int64_t C = c.hidden_size, F = c.intermediate_size, HD = c.num_attention_heads * c.head_dim,
                 KD = c.num_key_value_heads * c.head_dim, V = c.vocab_size;

@@ -306,10 +306,7 @@ void save_peft_adapter(const LoraAdapter& adapter, const ModelConfig& cfg, const
       {"use_dora", false},
       {"revision", nullptr},
       {"producer", "onn " + std::to_string(cfg.num_hidden_layers) + "-layer " + cfg.architecture}};
-  const std::string text = config.dump(2) + "\n";
-  AtomicFile f((fs::path(dir) / "adapter_config.json").string());
-  f.write(text.data(), text.size());
-  f.commit();
+  write_file_atomic((fs::path(dir) / "adapter_config.json").string(), config.dump(2) + "\n");
 }
 
 LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::string& dir) {
@@ -319,7 +316,7 @@ LoraAdapter load_peft_adapter(Context& ctx, const LlamaModel& model, const std::
 LoraAdapter load_peft_adapter(Context& ctx, const ModelConfig& c, DType compute, const std::string& dir) {
   namespace fs = std::filesystem;
   const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
-  const nlohmann::json doc = read_json_file(cfg_path, 1 << 20);
+  const nlohmann::json doc = read_json_file(cfg_path, kMaxConfigFileBytes);
   const auto field = [&](const char* name) -> const nlohmann::json& {
     if (!doc.is_object() || !doc.contains(name)) throw FormatError(cfg_path + ": field \"" + name + "\" missing");
     return doc[name];

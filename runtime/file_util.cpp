@@ -108,6 +108,12 @@ void AtomicFile::write(std::span<const uint8_t> bytes) {
   }
 }
 
+void write_file_atomic(const std::string& path, std::string_view text) {
+  AtomicFile f(path);
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
 void AtomicFile::commit() {
   ONN_ASSERT(fd_ >= 0 && !committed_, "double commit");
   if (::fsync(fd_) != 0) throw IoError(target_ + ": fsync failed: " + errno_text());

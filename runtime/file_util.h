@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace onn {
 
@@ -32,6 +33,9 @@ class MappedFile {
 
 // The whole file; IoError if missing or larger than max_bytes.
 std::string read_file(const std::string& path, size_t max_bytes);
+
+// `text` as the whole of `path`, through an AtomicFile: the old file or the new one, never half.
+void write_file_atomic(const std::string& path, std::string_view text);
 
 class AtomicFile {
  public:

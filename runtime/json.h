@@ -18,6 +18,9 @@ size_t find_invalid_utf8(std::string_view text);
 // part of it, e.g. "model.safetensors: header").
 nlohmann::json parse_json_strict(std::string_view text, const std::string& source, int max_depth = 64);
 
+// The most a small configuration file (config.json, adapter_config.json) may hold.
+inline constexpr size_t kMaxConfigFileBytes = size_t{1} << 20;
+
 // Reads and parses a JSON file (at most max_bytes); errors name the path.
 nlohmann::json read_json_file(const std::string& path, size_t max_bytes = size_t{64} << 20, int max_depth = 64);
 

@@ -20,6 +20,7 @@
 #include "runtime/cuda_backend.h"
 #include "runtime/error.h"
 #include "runtime/file_util.h"
+#include "runtime/hardware.h"
 #include "plan/flops.h"
 #include "tools/cli.h"
 #include "tools/placement_flags.h"
@@ -106,9 +107,7 @@ void write_chrome_trace(const std::string& path, const std::vector<nlohmann::ord
     offset_ms += step_end;
   }
   const std::string text = nlohmann::ordered_json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() + "\n";
-  onn::AtomicFile f(path);
-  f.write(text.data(), text.size());
-  f.commit();
+  onn::write_file_atomic(path, text);
 }
 
 double median(std::vector<double> v) {
@@ -263,15 +262,16 @@ DeviceFigures device_figures(onn::Device device, bool streamed) {
     return d;
   }
   d.alloc = onn::cuda_caching_allocator(device.index).stats();
+  const onn::ProfileOptions profile;  // the hardware profile's sizes, so the figures compare
   if (streamed) {
-    const size_t bytes = size_t{256} << 20;
+    const size_t bytes = profile.transfer_bytes;
     d.pinned_h2d = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::host_to_device, true, bytes, 5);
     d.pinned_d2h = onn::cuda::measure_copy_gbs(device.index, onn::cuda::CopyKind::device_to_host, true, bytes, 5);
     d.duplex = onn::cuda::measure_duplex_gbs(device.index, bytes, 5);
   }
   d.name = onn::cuda::properties(device.index).name;
   d.nominal_tflops = nominal_bf16_tflops(d.name);
-  d.measured_tflops = onn::cuda::measure_bf16_gemm_tflops(device.index, 8192, 10);
+  d.measured_tflops = onn::cuda::measure_bf16_gemm_tflops(device.index, profile.gemm_n, profile.reps);
   return d;
 }
 

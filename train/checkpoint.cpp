@@ -14,12 +14,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write_text(const fs::path& path, const std::string& text) {
-  AtomicFile f(path.string());
-  f.write(text.data(), text.size());
-  f.commit();
-}
-
 // Keeps the last `keep` complete checkpoints.
 void prune(const fs::path& ckpts, int64_t keep) {
   std::vector<fs::path> all;
@@ -77,10 +71,11 @@ fs::path save_checkpoint(const fs::path& run_dir, const CheckpointWrite& w) {
                                   {"last_loss", s.last_loss},
                                   {"val_loss", s.val_loss}};
   for (const auto& [key, value] : w.extra.items()) state[key] = value;
-  write_text(tmp / "trainer_state.json", state.dump(2) + "\n");
+  write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
-  write_text(ckpts / "latest", final_dir.filename().string() + "\n");  // last: a checkpoint counts once complete
+  // Last: a checkpoint counts once complete.
+  write_file_atomic((ckpts / "latest").string(), final_dir.filename().string() + "\n");
   prune(ckpts, w.keep_last);
   return final_dir;
 }

@@ -176,10 +176,7 @@ void save_corpus(const Corpus& c, const std::string& path, const nlohmann::json&
       {"target", DType::u8, {static_cast<int64_t>(c.target.size())}, c.target.data(), c.target.size()},
       {"offsets", DType::i64, {static_cast<int64_t>(c.offsets.size())}, c.offsets.data(), c.offsets.size() * i64}};
   write_safetensors(path + ".safetensors", t, {{"truncated", std::to_string(c.truncated)}});
-  const std::string text = fingerprint.dump(2) + "\n";
-  AtomicFile f(path + ".json");  // written last: a cache without it is never used
-  f.write(text.data(), text.size());
-  f.commit();
+  write_file_atomic(path + ".json", fingerprint.dump(2) + "\n");  // written last: a cache without it is never used
 }
 
 std::optional<Corpus> load_corpus(const std::string& path, const nlohmann::json& fingerprint) {

@@ -33,12 +33,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write_text(const fs::path& path, const std::string& text) {
-  AtomicFile f(path.string());
-  f.write(text.data(), text.size());
-  f.commit();
-}
-
 Device device_from(const std::string& flag) { return flag.empty() ? default_device() : Device::parse(flag); }
 
 // What one optimizer step did.
@@ -155,7 +149,7 @@ void Trainer::setup() {
   if (resume_) st_ = load_checkpoint(ctx_, ckpt_, params_);
   // The run's configuration, before any step: --resume reads it back.
   remove_interrupted_checkpoints(out_);
-  if (!resume_) write_text(out_ / "run_config.json", cfg_.to_json().dump(2) + "\n");
+  if (!resume_) write_file_atomic((out_ / "run_config.json").string(), cfg_.to_json().dump(2) + "\n");
   emit_init(report, cached);
 }
 
@@ -403,7 +397,7 @@ void Trainer::save_weights(const fs::path& dir) {
   // The weights are F32 masters.
   nlohmann::json c = read_json_file((dir / "config.json").string());
   c["torch_dtype"] = "float32";
-  write_text(dir / "config.json", c.dump(2) + "\n");
+  write_file_atomic((dir / "config.json").string(), c.dump(2) + "\n");
 }
 
 void Trainer::save() {
