@@ -1,6 +1,6 @@
 // AdamW and the gradient norm: checks and dispatch.
-#include "kernels/backends.h"
 #include "kernels/adamw.h"
+#include "kernels/backends.h"
 
 #include <cmath>
 

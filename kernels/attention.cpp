@@ -1,6 +1,6 @@
 // Attention: sequence helpers, argument checks and dispatch.
-#include "kernels/backends.h"
 #include "kernels/attention.h"
+#include "kernels/backends.h"
 
 #include <algorithm>
 

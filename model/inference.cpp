@@ -68,9 +68,8 @@ Tensor LlamaModel::hidden_states(Context& ctx, const Tensor& ids, const Tensor& 
 
 Tensor LlamaModel::logits(Context& ctx, const Tensor& ids, const Tensor& positions, const AttentionSeqs& seqs,
                           WeightFeed* feed) const {
-  check_context_length(config_, seqs.max_seqlen, "model forward");
+  const Tensor h = hidden_states(ctx, ids, positions, seqs, feed);
   const FeedOf f(*this, feed);
-  const Tensor h = stack_hidden(ctx, *this, *f, {forward_lane(ids, Tensor(), positions, &seqs, nullptr)})[0];
   return stack_logits(ctx, *this, *f, h);
 }
 

@@ -53,12 +53,16 @@ class StackPass {
   StackPass(Context& ctx, const LlamaModel& model, WeightFeed& feed, const std::vector<Lane>& lanes, Gradients* grads,
             const StackOptions& opt, Mode mode);
 
+  // The blocks alone: each lane's final-norm hidden states.
   std::vector<Tensor> hidden();
+  // With the loss: each lane's, after the backward when the pass trains.
   std::vector<double> loss();
-  std::vector<double> train();
 
  private:
   struct LaneState {
+    LaneState(Block b, size_t layers, bool keep_internals)
+        : block(std::move(b)), xs(layers + 1), acts(keep_internals ? layers : 0),
+          back(static_cast<int64_t>(layers) - 1) {}
     Block block;
     std::vector<Tensor> xs;      // layer inputs, then the last layer's output: (N, C) each
     std::vector<BlockActs> acts;  // per layer, when the internals are kept for the backward
@@ -71,6 +75,7 @@ class StackPass {
 
   bool keep(size_t l) const { return train_ && l >= lowest_ && l < L_; }
   bool offloaded(size_t l) const { return off_ && keep(l) && l < L_ - on_device_; }
+  void forward();
   void embed();
   void forward_layers();
   void final_norm();
@@ -108,12 +113,7 @@ StackPass::StackPass(Context& ctx, const LlamaModel& model, WeightFeed& feed, co
   sliced_ = granule_ > 0 && !(grads && grads->full);
   off_ = train_ ? feed.offload() : nullptr;
   if (off_) on_device_ = static_cast<size_t>(std::min<int64_t>(off_->layers_on_device(), static_cast<int64_t>(L_)));
-  for (const Lane& lane : lanes) {
-    LaneState s{Block(ctx, model, lane.ids->dim(0), lane.block), std::vector<Tensor>(L_ + 1), {}, {}, {}, {}, {},
-                {}, {}, nullptr, static_cast<int64_t>(L_) - 1};
-    if (keep_internals_) s.acts.resize(L_);
-    lanes_.push_back(std::move(s));
-  }
+  for (const Lane& lane : lanes) lanes_.emplace_back(Block(ctx, model, lane.ids->dim(0), lane.block), L_, keep_internals_);
   feed.plan_pass(train_ ? static_cast<int64_t>(lowest_) : -1);
   if (off_) {
     int64_t rows = 0;
@@ -293,27 +293,21 @@ std::vector<double> StackPass::finish() {
   return out;
 }
 
-std::vector<Tensor> StackPass::hidden() {
+void StackPass::forward() {
   embed();
   forward_layers();
   final_norm();
+}
+
+std::vector<Tensor> StackPass::hidden() {
+  forward();
   std::vector<Tensor> h;
   for (LaneState& s : lanes_) h.push_back(std::move(s.hf));
   return h;
 }
 
 std::vector<double> StackPass::loss() {
-  embed();
-  forward_layers();
-  final_norm();
-  head_forward();
-  return finish();
-}
-
-std::vector<double> StackPass::train() {
-  embed();
-  forward_layers();
-  final_norm();
+  forward();
   head_forward();
   if (train_) {
     head_backward();
@@ -336,7 +330,7 @@ std::vector<double> stack_loss(Context& ctx, const LlamaModel& model, WeightFeed
 
 std::vector<double> stack_train(Context& ctx, const LlamaModel& model, WeightFeed& feed, const std::vector<Lane>& lanes,
                                 Gradients& grads, const StackOptions& opt) {
-  return StackPass(ctx, model, feed, lanes, &grads, opt, Mode::train).train();
+  return StackPass(ctx, model, feed, lanes, &grads, opt, Mode::train).loss();
 }
 
 Tensor stack_logits(Context& ctx, const LlamaModel& model, WeightFeed& feed, const Tensor& h) {

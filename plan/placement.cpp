@@ -45,29 +45,35 @@ int64_t chunk_layers(int64_t flag, int64_t planned, int64_t layers) {
 
 }  // namespace
 
-GenerationPlan generation_plan(Device device, const std::string& dir, const PlacementFlags& f,
-                               const GenerationShape& shape) {
-  const ModelConfig cfg = load_model_config(dir);
+namespace {
+
+GenerationPlan plan_for(const ModelConfig& cfg, Device device, const PlacementFlags& f, const GenerationShape& shape) {
   const PlanHardware hw = plan_hardware_for(device, f.vram_budget, f.host_ram);
   return plan_generation(cfg, default_compute_dtype(device), f.vram_budget, shape.batch,
                          std::min<int64_t>(shape.max_len, cfg.max_position_embeddings), shape.prefill_tokens, hw);
 }
 
+}  // namespace
+
+GenerationPlan generation_plan(Device device, const std::string& dir, const PlacementFlags& f,
+                               const GenerationShape& shape) {
+  return plan_for(load_model_config(dir), device, f, shape);
+}
+
 PlacedModel place_for_generation(Context& ctx, const std::string& dir, const PlacementFlags& f,
-                                 const GenerationShape& shape, std::optional<GenerationPlan>* plan) {
+                                 const GenerationShape& shape) {
+  const ModelConfig cfg = load_model_config(dir);
   PlacementFlags planned = f;
   planned.vram_budget = apply_budget(ctx, f.vram_budget);
   PlacementChoice choice;
   choice.streamed = f.stream == Placement::streamed;
   int64_t k = 0;
   if (f.stream == Placement::auto_ && ctx.device().is_cuda()) {
-    const GenerationPlan p = generation_plan(ctx.device(), dir, planned, shape);
+    const GenerationPlan p = plan_for(cfg, ctx.device(), planned, shape);
     choice.streamed = p.streamed;
     k = p.layers_per_chunk;
-    if (plan) *plan = p;
   }
-  if (choice.streamed)
-    choice.stream.layers_per_chunk = chunk_layers(f.layers_per_chunk, k, load_model_config(dir).num_hidden_layers);
+  if (choice.streamed) choice.stream.layers_per_chunk = chunk_layers(f.layers_per_chunk, k, cfg.num_hidden_layers);
   return load_placed(ctx, dir, choice);
 }
 

@@ -57,10 +57,9 @@ struct GenerationShape {
 // assumed figures and needs --vram-budget).
 GenerationPlan generation_plan(Device device, const std::string& dir, const PlacementFlags& f,
                                const GenerationShape& shape);
-// Sets the budget, decides (on CUDA with --stream auto the plan does) and loads. `plan` gets
-// the plan when one was made.
+// Sets the budget, decides (on CUDA with --stream auto the plan does) and loads.
 PlacedModel place_for_generation(Context& ctx, const std::string& dir, const PlacementFlags& f,
-                                 const GenerationShape& shape, std::optional<GenerationPlan>* plan = nullptr);
+                                 const GenerationShape& shape);
 
 // Training: the planner's plan for `req` (whose budget apply_budget set), when it is consulted:
 // to split the batch (--batch-rows, any device), or for LoRA on CUDA unless --stream off.

@@ -377,9 +377,8 @@ double Trainer::evaluate() {
   for (const auto& b : batches) total += batch_target_tokens(val_corpus_, b);
   if (total == 0) return -1;
   double loss = 0;
-  std::vector<Tensor> none;
-  PassOptions opt = pass_options(1, total, none)[0];
-  opt.loss_out = nullptr;
+  std::vector<Tensor> none;  // evaluation returns its losses
+  const PassOptions opt = pass_options(1, total, none)[0];
   for (const auto& b : batches) loss += forward_loss(ctx_, model(), make_batch(ctx_, val_corpus_, b), opt);
   return loss;
 }

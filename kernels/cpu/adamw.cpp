@@ -1,8 +1,8 @@
 // AdamW on the CPU, in the element type of the parameter (float or double).
 #include <cmath>
 
-#include "kernels/backends.h"
 #include "kernels/adamw.h"
+#include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
 
 namespace onn {

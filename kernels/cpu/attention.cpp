@@ -4,8 +4,8 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/backends.h"
 #include "kernels/attention.h"
+#include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
 
 namespace onn {

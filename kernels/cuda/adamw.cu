@@ -3,8 +3,8 @@
 // squares, and one block adds those in order in double, so the norm is bitwise reproducible.
 #include <cmath>
 
-#include "kernels/backends.h"
 #include "kernels/adamw.h"
+#include "kernels/backends.h"
 #include "kernels/cuda/common.cuh"
 
 namespace onn {

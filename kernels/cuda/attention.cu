@@ -16,8 +16,8 @@
 #include <algorithm>
 #include <atomic>
 
-#include "kernels/backends.h"
 #include "kernels/attention.h"
+#include "kernels/backends.h"
 #include "kernels/cuda/attention_wmma.cuh"
 #include "kernels/cuda/common.cuh"
 
