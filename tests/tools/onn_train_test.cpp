@@ -387,3 +387,19 @@ TEST_CASE("onn-train --batch-rows: the planner splits the step's rows, and the r
     if (e["type"] == "step") ++steps;
   CHECK(steps == 2);
 }
+
+TEST_CASE("onn-train --resume: a run_config.json with an unknown schedule is refused in one line, naming the file") {
+  TempDir dir;
+  const std::string data = write_data(dir, 8), out = dir.file("run");
+  const ProcessResult first = run_process({kTrain, "--model", kModel, "--data", data, "--out", out, "--device", "cpu",
+                                           "--steps", "1", "--lora-rank", "2", "--micro-batch", "4", "--seq-len", "32"});
+  REQUIRE_MESSAGE(first.exit_code == 0, first.err);
+  nlohmann::json cfg = nlohmann::json::parse(slurp(out + "/run_config.json"));
+  cfg["schedule"] = "step";
+  std::ofstream(out + "/run_config.json") << cfg.dump(2) << "\n";
+  const ProcessResult r = run_process({kTrain, "--resume", out, "--device", "cpu"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("run_config.json: the run configuration is damaged") != std::string::npos);
+  CHECK(r.err.find("--schedule must be cosine, linear or constant") != std::string::npos);
+  CHECK(r.err.find('\n') == r.err.size() - 1);
+}
