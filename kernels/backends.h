@@ -11,6 +11,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/matmul.h"
+#include "kernels/quant.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/sampling.h"
@@ -124,5 +125,9 @@ double global_sum_squares_cuda(Context& ctx, const std::vector<const Tensor*>& g
 // sampling
 void argmax_rows_cpu(const Tensor& logits, Tensor& out);
 void argmax_rows_cuda(Context& ctx, const Tensor& logits, Tensor& out);
+
+// quant
+void dequantize_cpu(const QuantTensor& q, Tensor& out);
+void dequantize_cuda(Context& ctx, const QuantTensor& q, Tensor& out);
 
 }  // namespace onn

@@ -1,0 +1,64 @@
+// Dequantization on the CPU: one pass over the weight's elements, in the compute dtype.
+#include "kernels/backends.h"
+#include "kernels/cpu/cpu_common.h"
+#include "kernels/quant_math.h"
+
+namespace onn {
+
+using namespace cpu_kernels;
+
+namespace {
+
+template <typename T>
+void dequantize_nf4(const QuantTensor& q, T* out) {
+  const int64_t e0 = q.row0 * q.cols, n = q.rows * q.cols;
+  const uint8_t* packed = ptr<uint8_t>(q.data);
+  const float* code = ptr<float>(q.code);
+  const bool dq = q.double_quant();
+  const float* absmax = dq ? nullptr : ptr<float>(q.absmax);
+  const uint8_t* qabsmax = dq ? ptr<uint8_t>(q.absmax) : nullptr;
+  const float* ncode = dq ? ptr<float>(q.nested_code) : nullptr;
+  const float* nabsmax = dq ? ptr<float>(q.nested_absmax) : nullptr;
+  int64_t block = -1;
+  float am = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t e = e0 + i;
+    if (e / kNf4Block != block) {
+      block = e / kNf4Block;
+      am = quant_math::nf4_block_absmax(absmax, qabsmax, ncode, nabsmax, q.nested_offset, block, kNf4NestedBlock);
+    }
+    out[i] = static_cast<T>(quant_math::nf4_element(packed, code, e, am));
+  }
+}
+
+template <typename T>
+void dequantize_rows(const QuantTensor& q, T* out) {
+  const float fmax = q.format == QuantFormat::int8 ? kInt8Max : kFp8E4M3Max;
+  const float* absmax = ptr<float>(q.absmax);
+  for (int64_t r = 0; r < q.rows; ++r) {
+    const int64_t row = q.row0 + r;
+    const float scale = quant_math::row_scale(absmax[row], fmax);
+    T* o = out + r * q.cols;
+    if (q.format == QuantFormat::int8) {
+      const int8_t* in = ptr<int8_t>(q.data) + row * q.cols;
+      for (int64_t c = 0; c < q.cols; ++c) o[c] = static_cast<T>(static_cast<float>(in[c]) * scale);
+    } else {
+      const uint8_t* in = ptr<uint8_t>(q.data) + row * q.cols;
+      for (int64_t c = 0; c < q.cols; ++c) o[c] = static_cast<T>(quant_math::fp8_e4m3_value(in[c]) * scale);
+    }
+  }
+}
+
+}  // namespace
+
+void dequantize_cpu(const QuantTensor& q, Tensor& out) {
+  dispatch_float(out.dtype(), "dequantize", [&](auto zero) {
+    using T = decltype(zero);
+    if (q.format == QuantFormat::nf4)
+      dequantize_nf4(q, ptr<T>(out));
+    else
+      dequantize_rows(q, ptr<T>(out));
+  });
+}
+
+}  // namespace onn

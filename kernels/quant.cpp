@@ -1,0 +1,315 @@
+// Quantized weights: the formats' constants, layout checks, the CPU quantizer (the load path)
+// and dequantize's checked front.
+#include "kernels/quant.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/backends.h"
+#include "kernels/op_check.h"
+#include "kernels/quant_math.h"
+#include "runtime/error.h"
+
+namespace onn {
+
+std::string_view quant_format_name(QuantFormat f) {
+  switch (f) {
+    case QuantFormat::none: return "none";
+    case QuantFormat::nf4: return "nf4";
+    case QuantFormat::int8: return "int8";
+    case QuantFormat::fp8: return "fp8";
+  }
+  return "?";
+}
+
+std::optional<QuantFormat> parse_quant_format(std::string_view name) {
+  for (QuantFormat f : {QuantFormat::none, QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8})
+    if (name == quant_format_name(f)) return f;
+  return std::nullopt;
+}
+
+const std::array<float, kNf4Codes>& nf4_code() {
+  // QLoRA's NormalFloat4 (Dettmers et al. 2023, appendix E), as bitsandbytes defines it.
+  static const std::array<float, kNf4Codes> code = {
+      -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+      -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+      0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+      0.7229568362236023f, 1.0f};
+  return code;
+}
+
+namespace {
+
+// torch.linspace(start, end, steps) in fp32 as its CPU kernel computes it: the first half up
+// from start, the second half down from end, each value one fused multiply-add.
+std::vector<float> linspace_f32(float start, float end, int steps) {
+  const float step = (end - start) / static_cast<float>(steps - 1);
+  std::vector<float> v(static_cast<size_t>(steps));
+  for (int i = 0; i < steps; ++i)
+    v[static_cast<size_t>(i)] = i < steps / 2 ? std::fma(step, static_cast<float>(i), start)
+                                              : std::fma(-step, static_cast<float>(steps - i - 1), end);
+  return v;
+}
+
+}  // namespace
+
+const std::array<float, kDynamicCodes>& dynamic_code() {
+  // bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for each
+  // exponent i in 0..6, 2^i fraction means of linspace(0.1, 1) scaled by 10^(i-6), with both
+  // signs; then 0 and 1; sorted.
+  static const std::array<float, kDynamicCodes> code = [] {
+    constexpr int kExponents = 7;
+    std::vector<float> data;
+    for (int i = 0; i < kExponents; ++i) {
+      const std::vector<float> b = linspace_f32(0.1f, 1.0f, (1 << i) + 1);
+      const float decade = static_cast<float>(std::pow(10.0, i - (kExponents - 1)));
+      for (int sign : {1, -1})
+        for (size_t j = 0; j + 1 < b.size(); ++j) {
+          const float mean = (b[j] + b[j + 1]) / 2.0f;
+          data.push_back(static_cast<float>(sign) * decade * mean);
+        }
+    }
+    data.push_back(0.0f);
+    data.push_back(1.0f);
+    std::sort(data.begin(), data.end());
+    std::array<float, kDynamicCodes> out{};
+    std::copy(data.begin(), data.end(), out.begin());
+    return out;
+  }();
+  return code;
+}
+
+float fp8_e4m3_to_f32(uint8_t bits) { return quant_math::fp8_e4m3_value(bits); }
+
+uint8_t f32_to_fp8_e4m3(float x) {
+  // The 127 non-negative finite values in increasing order are codes 0..126: the nearest one,
+  // ties to the even code (the even mantissa), saturating at 448.
+  static const std::array<float, 127> values = [] {
+    std::array<float, 127> v{};
+    for (int c = 0; c < 127; ++c) v[static_cast<size_t>(c)] = quant_math::fp8_e4m3_value(static_cast<uint8_t>(c));
+    return v;
+  }();
+  if (std::isnan(x)) return 0x7f;
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+  const float a = std::fabs(x);
+  const auto hi = std::lower_bound(values.begin(), values.end(), a);
+  int code;
+  if (hi == values.end()) {
+    code = 126;
+  } else if (hi == values.begin() || *hi == a) {
+    code = static_cast<int>(hi - values.begin());
+  } else {
+    const int up = static_cast<int>(hi - values.begin()), down = up - 1;
+    const double du = static_cast<double>(*hi) - a, dd = a - static_cast<double>(values[static_cast<size_t>(down)]);
+    code = du < dd ? up : dd < du ? down : (up % 2 == 0 ? up : down);
+  }
+  return static_cast<uint8_t>(sign | code);
+}
+
+int64_t nf4_blocks(int64_t numel) { return (numel + kNf4Block - 1) / kNf4Block; }
+
+QuantTensor QuantTensor::row_slice(int64_t r0, int64_t r1) const {
+  ONN_CHECK_ARG(0 <= r0 && r0 <= r1 && r1 <= rows, "quantized row slice [", r0, ", ", r1, ") of ", rows, " rows");
+  QuantTensor q = *this;
+  q.row0 = row0 + r0;
+  q.rows = r1 - r0;
+  return q;
+}
+
+std::vector<Tensor> QuantTensor::parts() const {
+  std::vector<Tensor> p;
+  for (const Tensor* t : {&data, &absmax, &code, &nested_absmax, &nested_code})
+    if (t->defined()) p.push_back(*t);
+  return p;
+}
+
+QuantTensor QuantTensor::with_parts(const std::vector<Tensor>& parts, size_t& next) const {
+  QuantTensor q = *this;
+  for (Tensor* t : {&q.data, &q.absmax, &q.code, &q.nested_absmax, &q.nested_code})
+    if (t->defined()) *t = parts.at(next++);
+  return q;
+}
+
+uint64_t QuantTensor::nbytes() const {
+  uint64_t n = 0;
+  for (const Tensor& t : parts()) n += t.nbytes();
+  return n;
+}
+
+namespace {
+
+std::string expect(const Tensor& t, const char* part, DType dtype, int64_t numel) {
+  if (!t.defined()) return std::string(part) + " is missing";
+  if (t.dtype() != dtype)
+    return std::string(part) + " has dtype " + std::string(dtype_name(t.dtype())) + ", expected " +
+           std::string(dtype_name(dtype));
+  if (t.numel() != numel)
+    return std::string(part) + " has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(numel);
+  return "";
+}
+
+std::string nf4_layout_error(const QuantTensor& q, int64_t numel) {
+  const int64_t blocks = nf4_blocks(numel);
+  std::string e = expect(q.data, "the packed weight", DType::u8, (numel + 1) / 2);
+  if (e.empty()) e = expect(q.code, "quant_map", DType::f32, kNf4Codes);
+  if (e.empty() && q.code.device().is_cpu()) {
+    const float* c = q.code.data_as<float>();
+    for (int i = 0; i < kNf4Codes; ++i)
+      if (!std::isfinite(c[i]) || std::fabs(c[i]) > 1.0f)
+        return "quant_map[" + std::to_string(i) + "] = " + std::to_string(c[i]) + " is outside [-1, 1]";
+  }
+  if (!e.empty()) return e;
+  if (!q.double_quant()) return expect(q.absmax, "absmax", DType::f32, blocks);
+  e = expect(q.absmax, "absmax", DType::u8, blocks);
+  if (e.empty()) e = expect(q.nested_absmax, "nested_absmax", DType::f32, (blocks + kNf4NestedBlock - 1) / kNf4NestedBlock);
+  if (e.empty()) e = expect(q.nested_code, "nested_quant_map", DType::f32, kDynamicCodes);
+  if (e.empty() && !std::isfinite(q.nested_offset)) e = "nested_offset is not finite";
+  return e;
+}
+
+}  // namespace
+
+std::string quant_layout_error(const QuantTensor& q) {
+  if (q.rows < 0 || q.cols < 0 || q.row0 < 0) return "negative shape";
+  if (q.row0 > q.stored_rows || q.rows > q.stored_rows - q.row0)
+    return "rows [" + std::to_string(q.row0) + ", " + std::to_string(q.row0 + q.rows) + ") outside the " +
+           std::to_string(q.stored_rows) + " stored";
+  if (q.cols > 0 && q.stored_rows > INT64_MAX / q.cols) return "shape overflows";
+  const int64_t total_rows = q.stored_rows;
+  switch (q.format) {
+    case QuantFormat::none: return "not quantized";
+    case QuantFormat::nf4: return nf4_layout_error(q, total_rows * q.cols);
+    case QuantFormat::int8:
+    case QuantFormat::fp8: {
+      std::string e = expect(q.data, "the weight", q.format == QuantFormat::int8 ? DType::i8 : DType::u8,
+                             total_rows * q.cols);
+      return e.empty() ? expect(q.absmax, "the row absmax", DType::f32, total_rows) : e;
+    }
+  }
+  return "unknown format";
+}
+
+void dequantize(Context& ctx, const QuantTensor& q, Tensor& out) {
+  const OpCheck chk("dequantize", ctx, {{"out", &out}});
+  const std::string layout = quant_layout_error(q);
+  chk.require(layout.empty(), quant_format_name(q.format), " weight: ", layout);
+  for (const Tensor& t : q.parts())
+    chk.require(t.device() == ctx.device() || chk.rehearsal(), "the quantized parts must be on ", ctx.device().str());
+  chk.shape(out, "out", Shape{q.rows, q.cols});
+  chk.float_dtype(out, "out");
+  ONN_DISPATCH(chk, dequantize_cpu(q, out), dequantize_cuda(ctx, q, out));
+}
+
+namespace {
+
+// Nearest entry of a sorted code: the count of midpoints below x, so a tie goes down
+// (torch.bucketize over the midpoints, bitsandbytes' CPU quantizer).
+template <size_t N>
+uint8_t nearest_code(const std::array<float, N>& code, float x) {
+  int idx = 0;
+  for (size_t i = 0; i + 1 < N; ++i) idx += x > (code[i] + code[i + 1]) / 2.0f ? 1 : 0;
+  return static_cast<uint8_t>(idx);
+}
+
+float clamp_unit(float x) { return std::min(1.0f, std::max(-1.0f, x)); }
+
+// Blockwise absmax quantization of flat x into codes: per block its absmax (floored at 1e-38,
+// bitsandbytes' clamp), then x * (1 / absmax) for full blocks and x / absmax for the tail
+// (as bitsandbytes computes each), clamped to [-1, 1], to the nearest code.
+template <size_t N>
+void quantize_blocks(const float* x, int64_t n, int64_t block, const std::array<float, N>& code, uint8_t* q,
+                     float* absmax) {
+  constexpr float kFloor = 1e-38f;
+  for (int64_t b0 = 0, bi = 0; b0 < n; b0 += block, ++bi) {
+    const int64_t len = std::min(block, n - b0);
+    float m = 0.0f;
+    for (int64_t i = 0; i < len; ++i) m = std::max(m, std::fabs(x[b0 + i]));
+    absmax[bi] = m;
+    const float am = std::max(m, kFloor), inv = 1.0f / am;
+    const bool tail = len < block;
+    for (int64_t i = 0; i < len; ++i)
+      q[b0 + i] = nearest_code(code, clamp_unit(tail ? x[b0 + i] / am : x[b0 + i] * inv));
+  }
+}
+
+QuantTensor quantize_nf4(const float* w, int64_t rows, int64_t cols, bool double_quant, Allocator& alloc) {
+  const int64_t n = rows * cols, blocks = nf4_blocks(n);
+  QuantTensor q;
+  q.format = QuantFormat::nf4;
+  q.rows = q.stored_rows = rows;
+  q.cols = cols;
+  std::vector<uint8_t> codes(static_cast<size_t>(n + 1), 0);
+  std::vector<float> absmax(static_cast<size_t>(blocks));
+  quantize_blocks(w, n, kNf4Block, nf4_code(), codes.data(), absmax.data());
+  if (n % 2) codes[static_cast<size_t>(n)] = nearest_code(nf4_code(), 0.0f);  // the pad element
+  q.data = Tensor::empty(Shape{(n + 1) / 2}, DType::u8, alloc);
+  uint8_t* packed = q.data.data_as<uint8_t>();
+  for (int64_t i = 0; i < (n + 1) / 2; ++i)
+    packed[i] = static_cast<uint8_t>(codes[static_cast<size_t>(2 * i)] << 4 | codes[static_cast<size_t>(2 * i + 1)]);
+  q.code = Tensor::empty(Shape{kNf4Codes}, DType::f32, alloc);
+  std::copy(nf4_code().begin(), nf4_code().end(), q.code.data_as<float>());
+  if (!double_quant) {
+    q.absmax = Tensor::empty(Shape{blocks}, DType::f32, alloc);
+    std::copy(absmax.begin(), absmax.end(), q.absmax.data_as<float>());
+    return q;
+  }
+  // Double quantization: the absmax less their mean, blockwise to the dynamic 8-bit code.
+  // The mean as torch's: the fp32 sum (here rounded once from a double sum; torch's cascade of
+  // fp32 partial sums agrees unless it loses a bit) divided in fp32 by the count.
+  double sum = 0.0;
+  for (float a : absmax) sum += a;
+  q.nested_offset = blocks > 0 ? static_cast<float>(sum) / static_cast<float>(blocks) : 0.0f;
+  for (float& a : absmax) a -= q.nested_offset;
+  const int64_t nested = (blocks + kNf4NestedBlock - 1) / kNf4NestedBlock;
+  q.absmax = Tensor::empty(Shape{blocks}, DType::u8, alloc);
+  q.nested_absmax = Tensor::empty(Shape{nested}, DType::f32, alloc);
+  quantize_blocks(absmax.data(), blocks, kNf4NestedBlock, dynamic_code(), q.absmax.data_as<uint8_t>(),
+                  q.nested_absmax.data_as<float>());
+  q.nested_code = Tensor::empty(Shape{kDynamicCodes}, DType::f32, alloc);
+  std::copy(dynamic_code().begin(), dynamic_code().end(), q.nested_code.data_as<float>());
+  return q;
+}
+
+QuantTensor quantize_rows(const float* w, int64_t rows, int64_t cols, QuantFormat format, Allocator& alloc) {
+  QuantTensor q;
+  q.format = format;
+  q.rows = q.stored_rows = rows;
+  q.cols = cols;
+  q.data = Tensor::empty(Shape{rows, cols}, format == QuantFormat::int8 ? DType::i8 : DType::u8, alloc);
+  q.absmax = Tensor::empty(Shape{rows}, DType::f32, alloc);
+  float* am = q.absmax.data_as<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = w + r * cols;
+    float m = 0.0f;
+    for (int64_t c = 0; c < cols; ++c) m = std::max(m, std::fabs(row[c]));
+    am[r] = m;
+    if (format == QuantFormat::int8) {
+      // bitsandbytes' int8_vectorwise_quant: round(w * (127 / absmax)), half to even.
+      const float mul = m > 0.0f ? kInt8Max / m : 0.0f;
+      int8_t* out = q.data.data_as<int8_t>() + r * cols;
+      for (int64_t c = 0; c < cols; ++c)
+        out[c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] * mul), -kInt8Max, kInt8Max));
+    } else {
+      const float scale = quant_math::row_scale(m, kFp8E4M3Max);
+      uint8_t* out = q.data.data_as<uint8_t>() + r * cols;
+      for (int64_t c = 0; c < cols; ++c) out[c] = f32_to_fp8_e4m3(scale > 0.0f ? row[c] / scale : 0.0f);
+    }
+  }
+  return q;
+}
+
+}  // namespace
+
+QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, Allocator& alloc) {
+  ONN_CHECK_ARG(w.device().is_cpu() && w.rank() == 2 && dtype_is_float(w.dtype()),
+                "quantize: the weight must be a 2-D float tensor on the CPU, got ", describe(w));
+  ONN_CHECK_ARG(format != QuantFormat::none, "quantize: no format given");
+  const Tensor f = w.dtype() == DType::f32 ? w : w.to_dtype(DType::f32);
+  const float* x = f.data_as<float>();
+  for (int64_t i = 0; i < f.numel(); ++i)
+    ONN_CHECK_ARG(std::isfinite(x[i]), "quantize: element ", i, " of the weight is not finite");
+  if (format == QuantFormat::nf4) return quantize_nf4(x, w.dim(0), w.dim(1), double_quant, alloc);
+  return quantize_rows(x, w.dim(0), w.dim(1), format, alloc);
+}
+
+}  // namespace onn
