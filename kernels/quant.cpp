@@ -232,7 +232,8 @@ void quantize_blocks(const float* x, int64_t n, int64_t block, const std::array<
   }
 }
 
-QuantTensor quantize_nf4(const float* w, int64_t rows, int64_t cols, bool double_quant, Allocator& alloc) {
+QuantTensor quantize_nf4(const float* w, int64_t rows, int64_t cols, bool double_quant, Allocator& alloc,
+                         std::optional<float> offset) {
   const int64_t n = rows * cols, blocks = nf4_blocks(n);
   QuantTensor q;
   q.format = QuantFormat::nf4;
@@ -254,11 +255,10 @@ QuantTensor quantize_nf4(const float* w, int64_t rows, int64_t cols, bool double
     return q;
   }
   // Double quantization: the absmax less their mean, blockwise to the dynamic 8-bit code.
-  // The mean as torch's: the fp32 sum (here rounded once from a double sum; torch's cascade of
-  // fp32 partial sums agrees unless it loses a bit) divided in fp32 by the count.
+  // The mean: the fp32 sum (rounded once from a double sum) divided in fp32 by the count.
   double sum = 0.0;
   for (float a : absmax) sum += a;
-  q.nested_offset = blocks > 0 ? static_cast<float>(sum) / static_cast<float>(blocks) : 0.0f;
+  q.nested_offset = offset ? *offset : blocks > 0 ? static_cast<float>(sum) / static_cast<float>(blocks) : 0.0f;
   for (float& a : absmax) a -= q.nested_offset;
   const int64_t nested = (blocks + kNf4NestedBlock - 1) / kNf4NestedBlock;
   q.absmax = Tensor::empty(Shape{blocks}, DType::u8, alloc);
@@ -300,7 +300,8 @@ QuantTensor quantize_rows(const float* w, int64_t rows, int64_t cols, QuantForma
 
 }  // namespace
 
-QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, Allocator& alloc) {
+QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, Allocator& alloc,
+                     std::optional<float> nested_offset) {
   ONN_CHECK_ARG(w.device().is_cpu() && w.rank() == 2 && dtype_is_float(w.dtype()),
                 "quantize: the weight must be a 2-D float tensor on the CPU, got ", describe(w));
   ONN_CHECK_ARG(format != QuantFormat::none, "quantize: no format given");
@@ -308,7 +309,7 @@ QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, All
   const float* x = f.data_as<float>();
   for (int64_t i = 0; i < f.numel(); ++i)
     ONN_CHECK_ARG(std::isfinite(x[i]), "quantize: element ", i, " of the weight is not finite");
-  if (format == QuantFormat::nf4) return quantize_nf4(x, w.dim(0), w.dim(1), double_quant, alloc);
+  if (format == QuantFormat::nf4) return quantize_nf4(x, w.dim(0), w.dim(1), double_quant, alloc, nested_offset);
   return quantize_rows(x, w.dim(0), w.dim(1), format, alloc);
 }
 

@@ -83,6 +83,12 @@ void dequantize(Context& ctx, const QuantTensor& q, Tensor& out);
 // w (rows, cols), a float tensor on the CPU, quantized as bitsandbytes does: nf4 with
 // double_quant optional (the 4-bit path; absmax mean offset, 256-blocks of the dynamic code);
 // int8 and fp8 ignore double_quant. The parts are allocated from `alloc` (host memory).
-QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, Allocator& alloc);
+//
+// The double-quantization offset is the absmax mean: fl(sum) / blocks with the sum rounded once.
+// torch's fp32 mean (what bitsandbytes stores) sums in an order set by the machine's SIMD width
+// and thread count, so its last bit can differ; nested_offset, when given, is used instead
+// (re-quantizing to a given file's exact bytes).
+QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, Allocator& alloc,
+                     std::optional<float> nested_offset = std::nullopt);
 
 }  // namespace onn

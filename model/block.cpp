@@ -5,6 +5,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/linear.h"
 #include "kernels/lora.h"
+#include "kernels/quant.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
@@ -42,8 +43,16 @@ LoraConfig Block::lora_config(size_t l, Projection p) const {
   return cfg;
 }
 
+Tensor Block::weight(const LayerWeights& w, Projection p) const {
+  const QuantTensor& q = w.*projection_quant(p);
+  if (!q.defined()) return w.*projection_weight(p);
+  Tensor dense = make(Shape{q.rows, q.cols});
+  dequantize(ctx_, q, dense);
+  return dense;
+}
+
 void Block::project(size_t l, Projection p, const Tensor& x, const LayerWeights& w, Tensor& y, BlockActs& a) const {
-  const Tensor& weight = w.*projection_weight(p);
+  const Tensor weight = this->weight(w, p);
   Tensor LayerWeights::*bias_field = projection_bias(p);
   const Tensor* bias = bias_field && (w.*bias_field).defined() ? &(w.*bias_field) : nullptr;
   if (!adapted(l, p)) {
@@ -59,7 +68,7 @@ void Block::project(size_t l, Projection p, const Tensor& x, const LayerWeights&
 // (full) or the adapter's (LoRA) gradients accumulated.
 void Block::project_backward(size_t l, Projection p, const Tensor& x, const LayerWeights& w, const Tensor& dy,
                              Tensor* dx, bool acc_dx, const BlockActs& a, Gradients& g) const {
-  const Tensor& weight = w.*projection_weight(p);
+  const Tensor weight = this->weight(w, p);
   const size_t t = static_cast<size_t>(p);
   if (adapted(l, p) && !g.lora.modules.empty()) {
     LoraGrads lg;

@@ -3,7 +3,8 @@
 // attention (GQA, RoPE) and a SwiGLU MLP; each projection optionally LoRA-adapted (dropout on
 // the LoRA input, masks regenerated from a seed); the post-attention residual add fused into
 // its RMSNorm. The forward leaves its internals in BlockActs for the backward; the backward adds
-// into LoRA or full-weight gradients.
+// into LoRA or full-weight gradients. A quantized base (QLoRA) is dequantized projection by
+// projection just before each GEMM.
 #pragma once
 
 #include <array>
@@ -76,6 +77,9 @@ class Block {
   void project_backward(size_t l, Projection p, const Tensor& x, const LayerWeights& w, const Tensor& dy, Tensor* dx,
                         bool acc_dx, const BlockActs& a, Gradients& g) const;
   void ensure(Tensor& t, const Shape& s, bool statistic = false) const;
+  // Projection p's weight in the compute dtype: the dense tensor, or a quantized base's
+  // dequantized into a fresh scratch just before its GEMM (forward, and again for dX).
+  Tensor weight(const LayerWeights& w, Projection p) const;
 
   Context& ctx_;
   const LlamaModel& model_;

@@ -31,6 +31,7 @@ class Reader {
   [[noreturn]] void unsupported(const std::string& field, const std::string& why) const {
     throw InvalidArgument(source_ + ": field \"" + field + "\" " + why);
   }
+  const std::string& source() const { return source_; }
   const nlohmann::json* find(const std::string& field) const {
     const auto it = doc_.find(field);
     return it == doc_.end() || it->is_null() ? nullptr : &*it;
@@ -83,7 +84,7 @@ class Reader {
 
  private:
   const nlohmann::json& doc_;
-  const std::string& source_;
+  std::string source_;
 };
 
 // rope_scaling (transformers 4) or rope_parameters (transformers 5) into cfg.rope.scaling.
@@ -125,6 +126,29 @@ void read_rope(const Reader& r, const nlohmann::json& doc, ModelConfig& cfg) {
   s.factor = r.number(*params, "factor", 1.0, where);
   if (!(s.factor > 0)) r.bad(where + "factor", "must be positive");
 }
+
+// quantization_config: only bitsandbytes' 4-bit nf4 layout is read; any other method, bit width or
+// 4-bit type is refused by name (the loader reads the per-tensor quant_state, which must agree).
+QuantFormat read_quantization(const Reader& r) {
+  const nlohmann::json* q = r.find("quantization_config");
+  if (q == nullptr) return QuantFormat::none;
+  if (!q->is_object()) r.bad("quantization_config", "must be an object, got " + q->dump());
+  const Reader qr(*q, r.source() + ": quantization_config");
+  const std::string method = qr.string("quant_method", "");
+  if (method != "bitsandbytes")
+    qr.unsupported("quant_method", "is \"" + method + "\"; ONN reads bitsandbytes 4-bit (nf4) folders and quantizes "
+                   "plain ones itself (--quantize nf4|int8|fp8)");
+  if (qr.boolean("load_in_8bit", false))
+    qr.unsupported("load_in_8bit", "is true; ONN reads bitsandbytes 4-bit folders only (load an unquantized folder "
+                   "with --quantize int8 instead)");
+  if (!qr.boolean("load_in_4bit", false)) qr.unsupported("load_in_4bit", "is not true: no bitsandbytes layout to read");
+  const std::string type = qr.string("bnb_4bit_quant_type", "fp4");
+  if (type != "nf4") qr.unsupported("bnb_4bit_quant_type", "is \"" + type + "\"; ONN implements nf4");
+  const std::string storage = qr.string("bnb_4bit_quant_storage", "uint8");
+  if (storage != "uint8") qr.unsupported("bnb_4bit_quant_storage", "is \"" + storage + "\"; ONN reads uint8");
+  return QuantFormat::nf4;
+}
+
 
 }  // namespace
 
@@ -227,6 +251,7 @@ ModelConfig parse_model_config(const nlohmann::json& doc, const std::string& sou
   }
   cfg.bos_token_ids = r.ids("bos_token_id");
   cfg.eos_token_ids = r.ids("eos_token_id");
+  cfg.stored_quant = read_quantization(r);
   return cfg;
 }
 

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/quant.h"
 #include "kernels/rope.h"
 #include "runtime/dtype.h"
 
@@ -39,6 +40,10 @@ struct ModelConfig {
   DType torch_dtype = DType::f32;
   std::optional<int64_t> sliding_window;  // set only when the model actually uses one
   std::vector<int64_t> bos_token_ids, eos_token_ids;
+  // config.json's quantization_config: a bitsandbytes 4-bit folder (quant_method
+  // "bitsandbytes", load_in_4bit, bnb_4bit_quant_type "nf4") stores its projection weights as
+  // nf4; none for a plain folder. Other methods are refused by name.
+  QuantFormat stored_quant = QuantFormat::none;
 };
 
 // The supported architectures, for error messages: "LlamaForCausalLM, MistralForCausalLM, ...".

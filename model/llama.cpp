@@ -8,6 +8,7 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/elementwise.h"
 #include "kernels/rope.h"
+#include "model/quantized.h"
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
 
@@ -45,7 +46,40 @@ class WeightLoader {
     return out;
   }
 
+  // A projection weight stored in bitsandbytes' layout as it is, or a dense one quantized to
+  // `quantize` (from the mapped file, on the CPU), with its parts in the home context's memory;
+  // undefined: dense.
+  QuantTensor get_quantized(const std::string& name, const Shape& want, QuantFormat quantize) const {
+    QuantTensor q;
+    if (has_bnb_nf4(st_, name)) {
+      q = read_bnb_nf4(st_, name, want);
+    } else if (quantize != QuantFormat::none && has(name)) {
+      const Tensor raw = st_.tensor(name);
+      if (!(raw.shape() == want) || !dtype_is_float(raw.dtype()))
+        return q;  // get() names what is wrong with it
+      q = quantize_weight(raw, quantize);
+    } else {
+      return q;
+    }
+    size_t next = 0;
+    std::vector<Tensor> placed;
+    for (const Tensor& t : q.parts()) {
+      Tensor h = Tensor::empty(t.shape(), t.dtype(), ctx_.allocator());
+      h.copy_from(t);
+      placed.push_back(std::move(h));
+    }
+    return q.with_parts(placed, next);
+  }
+
  private:
+  QuantTensor quantize_weight(const Tensor& raw, QuantFormat format) const {
+    try {
+      return quantize(raw, format, /*double_quant=*/true, cpu_allocator());
+    } catch (const InvalidArgument& e) {
+      throw FormatError(st_.source() + ": cannot quantize tensor: " + e.what());
+    }
+  }
+
   Context& ctx_;
   const SafetensorsModel& st_;
   DType dtype_;
@@ -54,23 +88,32 @@ class WeightLoader {
 
 }  // namespace
 
-LlamaModel LlamaModel::load(Context& ctx, const std::string& dir, std::optional<DType> compute) {
-  return load_into(ctx, ctx, dir, compute.value_or(default_compute_dtype(ctx.device())));
+LlamaModel LlamaModel::load(Context& ctx, const std::string& dir, std::optional<DType> compute,
+                            QuantFormat quantize) {
+  return load_into(ctx, ctx, dir, compute.value_or(default_compute_dtype(ctx.device())), quantize);
 }
 
-LlamaModel LlamaModel::load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute) {
+LlamaModel LlamaModel::load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute,
+                                    QuantFormat quantize) {
   Context host(Device::cpu(), ctx.device().is_cuda() ? static_cast<Allocator&>(pinned_allocator()) : cpu_allocator(),
                0);
-  LlamaModel m = load_into(ctx, host, dir, compute.value_or(default_compute_dtype(ctx.device())));
+  LlamaModel m = load_into(ctx, host, dir, compute.value_or(default_compute_dtype(ctx.device())), quantize);
   m.on_host_ = true;
   return m;
 }
 
-LlamaModel LlamaModel::load_into(Context& ctx, Context& home, const std::string& dir, DType compute) {
+LlamaModel LlamaModel::load_into(Context& ctx, Context& home, const std::string& dir, DType compute,
+                                 QuantFormat quantize) {
+  const ModelConfig config = load_model_config(dir);
   const SafetensorsModel st = SafetensorsModel::open(dir);
   const WeightLoader w(home, st, compute);
-  return assemble(ctx, load_model_config(dir), compute,
-                  [&](const std::string& name, const Shape& want) { return w.get(name, want); });
+  if (config.stored_quant != QuantFormat::none && quantize != QuantFormat::none && quantize != config.stored_quant)
+    throw InvalidArgument(dir + ": the folder is stored as " + std::string(quant_format_name(config.stored_quant)) +
+                          "; --quantize " + std::string(quant_format_name(quantize)) +
+                          " applies to unquantized folders");
+  return assemble(
+      ctx, config, compute, [&](const std::string& name, const Shape& want) { return w.get(name, want); },
+      [&](const std::string& name, const Shape& want) { return w.get_quantized(name, want, quantize); });
 }
 
 LlamaModel LlamaModel::placeholder_on_host(Context& ctx, const ModelConfig& config, DType compute) {
@@ -86,7 +129,8 @@ LlamaModel LlamaModel::placeholder_on_host(Context& ctx, const ModelConfig& conf
   return m;
 }
 
-LlamaModel LlamaModel::assemble(Context& ctx, const ModelConfig& config, DType compute, const WeightSource& source) {
+LlamaModel LlamaModel::assemble(Context& ctx, const ModelConfig& config, DType compute, const WeightSource& source,
+                                const QuantSource& quant_source) {
   LlamaModel m;
   m.config_ = config;
   m.dtype_ = compute;
@@ -102,7 +146,21 @@ LlamaModel LlamaModel::assemble(Context& ctx, const ModelConfig& config, DType c
   const std::vector<LayerTensor> specs = layer_tensors(c);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights L;
-    for (const LayerTensor& t : specs) L.*t.field = source(layer_prefix(l) + t.name, t.shape);
+    for (const LayerTensor& t : specs) {
+      const std::string name = layer_prefix(l) + t.name;
+      if (t.quant && quant_source) {
+        QuantTensor q = quant_source(name, t.shape);
+        if (q.defined()) {
+          if (m.quant_ != QuantFormat::none && m.quant_ != q.format)
+            throw FormatError(name + ": stored as " + std::string(quant_format_name(q.format)) +
+                              " where earlier weights are " + std::string(quant_format_name(m.quant_)));
+          m.quant_ = q.format;
+          L.*t.quant = std::move(q);
+          continue;
+        }
+      }
+      L.*t.field = source(name, t.shape);
+    }
     bind_fused_views(c, L);
     m.weights_.layers.push_back(std::move(L));
   }
@@ -138,6 +196,13 @@ Tensor LayerWeights::*projection_weight(Projection p) {
   return kWeights[static_cast<int>(p)];
 }
 
+QuantTensor LayerWeights::*projection_quant(Projection p) {
+  static constexpr QuantTensor LayerWeights::*kQuant[kProjections] = {
+      &LayerWeights::qwq, &LayerWeights::qwk, &LayerWeights::qwv, &LayerWeights::qwo,
+      &LayerWeights::qwgate, &LayerWeights::qwup, &LayerWeights::qwdown};
+  return kQuant[static_cast<int>(p)];
+}
+
 Tensor LayerWeights::*projection_bias(Projection p) {
   static constexpr Tensor LayerWeights::*kBiases[kProjections] = {
       &LayerWeights::bq, &LayerWeights::bk, &LayerWeights::bv, &LayerWeights::bo, nullptr, nullptr, nullptr};
@@ -151,38 +216,73 @@ std::vector<LayerTensor> layer_tensors(const ModelConfig& c) {
   std::vector<LayerTensor> t = {{"input_layernorm.weight", Shape{C}, &W::input_norm},
                                 {"post_attention_layernorm.weight", Shape{C}, &W::post_attn_norm}};
   if (c.fused_qkv) {
-    t.push_back({"self_attn.qkv_proj.weight", Shape{HD + 2 * KD, C}, &W::qkv});
+    t.push_back({"self_attn.qkv_proj.weight", Shape{HD + 2 * KD, C}, &W::qkv, &W::qqkv});
   } else {
-    t.insert(t.end(), {{"self_attn.q_proj.weight", Shape{HD, C}, &W::wq},
-                       {"self_attn.k_proj.weight", Shape{KD, C}, &W::wk},
-                       {"self_attn.v_proj.weight", Shape{KD, C}, &W::wv}});
+    t.insert(t.end(), {{"self_attn.q_proj.weight", Shape{HD, C}, &W::wq, &W::qwq},
+                       {"self_attn.k_proj.weight", Shape{KD, C}, &W::wk, &W::qwk},
+                       {"self_attn.v_proj.weight", Shape{KD, C}, &W::wv, &W::qwv}});
   }
   if (c.attention_bias)
     t.insert(t.end(), {{"self_attn.q_proj.bias", Shape{HD}, &W::bq},
                        {"self_attn.k_proj.bias", Shape{KD}, &W::bk},
                        {"self_attn.v_proj.bias", Shape{KD}, &W::bv}});
-  t.push_back({"self_attn.o_proj.weight", Shape{C, HD}, &W::wo});
+  t.push_back({"self_attn.o_proj.weight", Shape{C, HD}, &W::wo, &W::qwo});
   if (c.o_bias) t.push_back({"self_attn.o_proj.bias", Shape{C}, &W::bo});
   if (c.fused_gate_up) {
-    t.push_back({"mlp.gate_up_proj.weight", Shape{2 * F, C}, &W::gate_up});
+    t.push_back({"mlp.gate_up_proj.weight", Shape{2 * F, C}, &W::gate_up, &W::qgate_up});
   } else {
-    t.insert(t.end(), {{"mlp.gate_proj.weight", Shape{F, C}, &W::wgate}, {"mlp.up_proj.weight", Shape{F, C}, &W::wup}});
+    t.insert(t.end(), {{"mlp.gate_proj.weight", Shape{F, C}, &W::wgate, &W::qwgate},
+                       {"mlp.up_proj.weight", Shape{F, C}, &W::wup, &W::qwup}});
   }
-  t.push_back({"mlp.down_proj.weight", Shape{C, F}, &W::wdown});
+  t.push_back({"mlp.down_proj.weight", Shape{C, F}, &W::wdown, &W::qwdown});
   return t;
+}
+
+std::vector<Tensor> layer_parts(const ModelConfig& c, const LayerWeights& w) {
+  std::vector<Tensor> parts;
+  for (const LayerTensor& spec : layer_tensors(c)) {
+    if (spec.quant && (w.*spec.quant).defined()) {
+      for (const Tensor& t : (w.*spec.quant).parts()) parts.push_back(t);
+    } else {
+      parts.push_back(w.*spec.field);
+    }
+  }
+  return parts;
+}
+
+LayerWeights layer_from_parts(const ModelConfig& c, const LayerWeights& like, const std::vector<Tensor>& parts,
+                              size_t& next) {
+  LayerWeights w;
+  for (const LayerTensor& spec : layer_tensors(c)) {
+    if (spec.quant && (like.*spec.quant).defined())
+      w.*spec.quant = (like.*spec.quant).with_parts(parts, next);
+    else
+      w.*spec.field = parts.at(next++);
+  }
+  bind_fused_views(c, w);
+  return w;
 }
 
 void bind_fused_views(const ModelConfig& c, LayerWeights& w) {
   const int64_t HD = c.num_attention_heads * c.head_dim, KD = c.num_key_value_heads * c.head_dim,
                 F = c.intermediate_size;
-  if (c.fused_qkv) {
+  if (c.fused_qkv && w.qkv.defined()) {
     w.wq = w.qkv.slice(0, HD);
     w.wk = w.qkv.slice(HD, HD + KD);
     w.wv = w.qkv.slice(HD + KD, HD + 2 * KD);
   }
-  if (c.fused_gate_up) {
+  if (c.fused_qkv && w.qqkv.defined()) {
+    w.qwq = w.qqkv.row_slice(0, HD);
+    w.qwk = w.qqkv.row_slice(HD, HD + KD);
+    w.qwv = w.qqkv.row_slice(HD + KD, HD + 2 * KD);
+  }
+  if (c.fused_gate_up && w.gate_up.defined()) {
     w.wgate = w.gate_up.slice(0, F);
     w.wup = w.gate_up.slice(F, 2 * F);
+  }
+  if (c.fused_gate_up && w.qgate_up.defined()) {
+    w.qwgate = w.qgate_up.row_slice(0, F);
+    w.qwup = w.qgate_up.row_slice(F, 2 * F);
   }
 }
 

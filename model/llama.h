@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/quant.h"
 #include "model/config.h"
 #include "runtime/context.h"
 #include "runtime/tensor.h"
@@ -28,6 +29,9 @@ struct LayerWeights {
   Tensor wgate, wup;      // (F, C) each; row views of gate_up_proj for Phi-3
   Tensor wdown;           // (C, F)
   Tensor qkv, gate_up;    // (H*D + 2*KVH*D, C), (2F, C): Phi-3's fused originals, else undefined
+  // A quantized base (frozen, kernels/quant.h): each projection's weight in its quantized form,
+  // the Tensor field of that projection then undefined; row views of the fused originals as above.
+  QuantTensor qwq, qwk, qwv, qwo, qwgate, qwup, qwdown, qqkv, qgate_up;
 };
 
 struct ModelWeights {
@@ -43,6 +47,7 @@ inline constexpr int kProjections = 7;
 // Projection p's weight (out, in) and bias ((out), or undefined) in a layer.
 Tensor LayerWeights::*projection_weight(Projection p);
 Tensor LayerWeights::*projection_bias(Projection p);  // null: the projection never has one
+QuantTensor LayerWeights::*projection_quant(Projection p);
 
 // One tensor of a block as a Hugging Face folder stores it: its name within the layer, its
 // shape, and the field of LayerWeights that holds it. A fused original (Phi-3's qkv_proj,
@@ -51,11 +56,21 @@ struct LayerTensor {
   const char* name;  // "self_attn.q_proj.weight"
   Shape shape;
   Tensor LayerWeights::*field;
+  // A projection weight's quantized form (a quantized base holds it there instead); null for
+  // norms and biases, which stay dense.
+  QuantTensor LayerWeights::*quant = nullptr;
 };
 // Every tensor of a layer of `c`, in the one order the loader, the writers, the layer streamer
 // and the planner share.
 std::vector<LayerTensor> layer_tensors(const ModelConfig& c);
-// wq, wk, wv as row views of qkv and wgate, wup of gate_up where c fuses them.
+// The tensors a layer holds for spec, in one order: the dense tensor, or the quantized form's
+// parts (the streamer copies them; layer_from_parts rebinds a copy).
+std::vector<Tensor> layer_parts(const ModelConfig& c, const LayerWeights& w);
+// A layer like `like` over parts[next...] (the same order), fused views bound; advances next.
+LayerWeights layer_from_parts(const ModelConfig& c, const LayerWeights& like, const std::vector<Tensor>& parts,
+                              size_t& next);
+// wq, wk, wv as row views of qkv and wgate, wup of gate_up where c fuses them (the quantized
+// forms likewise).
 void bind_fused_views(const ModelConfig& c, LayerWeights& w);
 // "model.layers.L."
 std::string layer_prefix(int64_t l);
@@ -83,18 +98,27 @@ class LlamaModel {
  public:
   // A model folder (config.json + model.safetensors or a sharded index). A missing tensor or
   // one whose shape differs from what config.json implies is a FormatError naming it.
-  static LlamaModel load(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
+  //
+  // Projection weights stored quantized (a bitsandbytes 4-bit folder) load as they are;
+  // `quantize` quantizes dense ones while loading, one tensor at a time from the mapped file
+  // (host memory holds the quantized model plus one tensor). A quantized base is frozen: it
+  // trains LoRA adapters only.
+  static LlamaModel load(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt,
+                         QuantFormat quantize = QuantFormat::none);
 
   // The weights in host memory (pinned on CUDA, in the compute dtype) for the layer-streaming
   // path (model/streaming.h); only the RoPE table is on ctx's device. Its forward runs through
   // a StreamedWeights made from it, passed as the feed of each call below.
-  static LlamaModel load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt);
+  static LlamaModel load_to_host(Context& ctx, const std::string& dir, std::optional<DType> compute = std::nullopt,
+                                 QuantFormat quantize = QuantFormat::none);
   // A model of config's shapes in host memory, as load_to_host, with no file behind it: every
   // tensor views one buffer the size of the largest, never written (address space, not
   // memory). Its values are meaningless: it is for a rehearsal (Context::start_rehearsal) of
   // the streamed path at a real model's shapes.
   static LlamaModel placeholder_on_host(Context& ctx, const ModelConfig& config, DType compute);
   bool on_host() const { return on_host_; }
+  // The format of the projection weights (none: a dense base).
+  QuantFormat quant_format() const { return quant_; }
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
@@ -130,15 +154,20 @@ class LlamaModel {
   Tensor decode(Context& ctx, KVCache& cache, const std::vector<int32_t>& tokens, WeightFeed* feed = nullptr) const;
 
  private:
-  static LlamaModel load_into(Context& ctx, Context& home, const std::string& dir, DType compute);
-  // The model of config with each weight from source(HF name, shape).
+  static LlamaModel load_into(Context& ctx, Context& home, const std::string& dir, DType compute,
+                              QuantFormat quantize);
+  // The model of config with each weight from source(HF name, shape); a projection weight from
+  // quant_source first, when given (an undefined result: dense from source).
   using WeightSource = std::function<Tensor(const std::string& name, const Shape& shape)>;
-  static LlamaModel assemble(Context& ctx, const ModelConfig& config, DType compute, const WeightSource& source);
+  using QuantSource = std::function<QuantTensor(const std::string& name, const Shape& shape)>;
+  static LlamaModel assemble(Context& ctx, const ModelConfig& config, DType compute, const WeightSource& source,
+                             const QuantSource& quant_source = nullptr);
 
   ModelConfig config_;
   ModelWeights weights_;
   bool on_host_ = false;
   DType dtype_ = DType::f32;
+  QuantFormat quant_ = QuantFormat::none;
   Tensor inv_freq_;  // (R/2) F32 on the device
 };
 

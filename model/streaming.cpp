@@ -10,21 +10,6 @@ namespace onn {
 
 namespace {
 
-// A layer's tensors in layer_tensors' order (a fused original once, not its row views), and the
-// layer rebuilt over other storage holding the same tensors (fused views re-sliced).
-std::vector<Tensor> owning_tensors(const ModelConfig& c, const LayerWeights& w) {
-  std::vector<Tensor> t;
-  for (const LayerTensor& spec : layer_tensors(c)) t.push_back(w.*spec.field);
-  return t;
-}
-
-LayerWeights layer_from_tensors(const ModelConfig& c, const std::vector<Tensor>& t, size_t i) {
-  LayerWeights w;
-  for (const LayerTensor& spec : layer_tensors(c)) w.*spec.field = t.at(i++);
-  bind_fused_views(c, w);
-  return w;
-}
-
 Allocator& host_allocator(Device device) {
   return device.is_cuda() ? static_cast<Allocator&>(pinned_allocator()) : cpu_allocator();
 }
@@ -44,13 +29,12 @@ StreamedWeights::StreamedWeights(Context& ctx, const LlamaModel& host_model, con
   ONN_CHECK_ARG(opt.activation_layers_on_device >= 0, "activation layers on the device must be >= 0, got ",
                 opt.activation_layers_on_device);
   layer_chunks_ = (L + k_ - 1) / k_;
-  tensors_per_layer_ = L > 0 ? layer_tensors(c).size() : 1;
   std::vector<std::vector<Tensor>> chunks;
   size_t largest = 0;
   for (int64_t ch = 0; ch < layer_chunks_; ++ch) {
     std::vector<Tensor> t;
     for (int64_t l = ch * k_; l < std::min(L, (ch + 1) * k_); ++l) {
-      const std::vector<Tensor> lt = owning_tensors(c, W.layers[static_cast<size_t>(l)]);
+      const std::vector<Tensor> lt = layer_parts(c, W.layers[static_cast<size_t>(l)]);
       t.insert(t.end(), lt.begin(), lt.end());
     }
     size_t bytes = 0;
@@ -89,8 +73,11 @@ void StreamedWeights::plan_pass(int64_t backward_to_layer) {
 
 const std::vector<LayerWeights>& StreamedWeights::acquire_layers(int64_t ch) {
   const std::vector<Tensor>& t = streamer_->acquire(static_cast<size_t>(ch));
+  const ModelConfig& c = model_.config();
   layers_.clear();
-  for (size_t i = 0; i < t.size(); i += tensors_per_layer_) layers_.push_back(layer_from_tensors(model_.config(), t, i));
+  size_t next = 0;
+  for (int64_t l = ch * k_; l < std::min(c.num_hidden_layers, (ch + 1) * k_); ++l)
+    layers_.push_back(layer_from_parts(c, model_.weights().layers[static_cast<size_t>(l)], t, next));
   return layers_;
 }
 

@@ -101,7 +101,6 @@ class StreamedWeights final : public WeightFeed {
  private:
   const LlamaModel& model_;
   int64_t k_ = 1, layer_chunks_ = 0, granule_ = 0;
-  size_t tensors_per_layer_ = 0;
   std::vector<int64_t> head_v0_;
   std::unique_ptr<ChunkStreamer> streamer_;
   std::vector<LayerWeights> layers_;  // the acquired chunk's

@@ -29,6 +29,10 @@ Gradients make_gradients(Context& ctx, const LlamaModel& model, const LoraAdapte
     }
     g.lora.bind(model.config());
   } else {
+    if (model.quant_format() != QuantFormat::none)
+      throw InvalidArgument("full training needs a dense base; this one is " +
+                            std::string(quant_format_name(model.quant_format())) +
+                            " (frozen): train LoRA adapters on it (QLoRA)");
     g.full = weights_like(ctx, model.config(), model.weights(), lora_master_dtype(model.dtype()));
   }
   zero_gradients(ctx, g);

@@ -65,10 +65,12 @@ struct RunResult {
 // (forward_backward_groups).
 RunResult train(const std::string& dir, int64_t k, size_t budget, const std::vector<int64_t>& layers,
                 const std::vector<int64_t>& zero_b_layers = {}, int64_t steps = 3, bool offload = false,
-                bool traced = false, int64_t on_device = 0, uint32_t per_load = 1, uint32_t micro_batches = 2) {
+                bool traced = false, int64_t on_device = 0, uint32_t per_load = 1, uint32_t micro_batches = 2,
+                QuantFormat quantize = QuantFormat::none) {
   CachingAllocator alloc(make_host_raw_backend(), budget);
   Context ctx(Device::cpu(), alloc, 0);
-  LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
+  LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir, std::nullopt, quantize)
+                           : LlamaModel::load(ctx, dir, std::nullopt, quantize);
   LoraSpec spec;
   spec.rank = 4;
   spec.alpha = 8;
@@ -212,6 +214,30 @@ TEST_CASE("streamed LoRA training has the bits of resident training for every ch
     }
     // Below what the run needs: the allocator refuses, naming the budget.
     CHECK_THROWS_WITH_AS(train(dir, k, free.peak / 2, {}), doctest::Contains("budget"), OutOfMemory);
+  }
+}
+
+TEST_CASE("a quantized base (nf4, int8, fp8): streamed QLoRA training has the bits of resident, moving fewer bytes") {
+  TempDir tmp;
+  const std::string dir = five_layer_model(tmp);
+  const RunResult dense = train(dir, 1, 0, {});
+  for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8}) {
+    CAPTURE(quant_format_name(f));
+    const RunResult resident = train(dir, 0, 0, {}, {}, 3, false, false, 0, 1, 2, f);
+    for (double l : resident.losses) CHECK(std::isfinite(l));
+    CHECK(resident.losses != dense.losses);  // the base really is the quantized one
+    for (int64_t k : {1, 2, 5}) {
+      CAPTURE(k);
+      const RunResult streamed = train(dir, k, 0, {}, {}, 3, false, false, 0, 1, 2, f);
+      CHECK(streamed.losses == resident.losses);
+      CHECK(same_bits(streamed.grads, resident.grads));
+      CHECK(same_bits(streamed.weights, resident.weights));
+      if (k == 1) CHECK(streamed.streamed_bytes < dense.streamed_bytes / 2);
+    }
+    // Several micro-batches sharing each load and offloaded activations: still the same bits.
+    const RunResult shared = train(dir, 2, 0, {}, {}, 3, true, false, 0, 2, 2, f);
+    CHECK(shared.losses == resident.losses);
+    CHECK(same_bits(shared.weights, resident.weights));
   }
 }
 

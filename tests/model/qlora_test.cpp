@@ -1,0 +1,234 @@
+// QLoRA against transformers + bitsandbytes + PEFT (tests/data/make_quant_reference.py): the
+// bitsandbytes 4-bit folder transformers wrote loads as it is; the base model's loss and one
+// QLoRA step's loss and every lora_A / lora_B gradient match (normalized error below 1e-4);
+// quantizing the unquantized folder while loading gives the folder's bytes; malformed quantized
+// tensors and quantization methods ONN does not implement are refused by name.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "model/llama.h"
+#include "model/lora.h"
+#include "model/quantized.h"
+#include "model/training.h"
+#include "runtime/error.h"
+#include "runtime/safetensors.h"
+#include "support/grad_check.h"
+#include "support/test_util.h"
+
+using namespace onn;
+using namespace onn::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kNf4Dir = std::string(ONN_TEST_DATA_DIR) + "/models/llama_gqa_nf4";
+const std::string kDenseDir = std::string(ONN_TEST_DATA_DIR) + "/models/llama_gqa";
+
+TrainBatch reference_batch(Context& ctx, const SafetensorsFile& ref) {
+  TrainBatch batch;
+  batch.ids = ref.load("ids", Device::cpu());
+  batch.positions = ref.load("positions", Device::cpu());
+  batch.labels = ref.load("labels", Device::cpu());
+  const Tensor lens = ref.load("seq_lens", Device::cpu());
+  std::vector<int64_t> seq_lens(lens.data_as<int32_t>(), lens.data_as<int32_t>() + lens.numel());
+  batch.seqs = packed_seqs(ctx, seq_lens);
+  return batch;
+}
+
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+
+// A copy of the nf4 folder whose model.safetensors has `edit` applied to its tensors.
+using Entries = std::vector<std::pair<std::string, Tensor>>;
+using Edit = std::function<void(Entries&)>;
+std::string edited_copy(const TempDir& tmp, const Edit& edit) {
+  fs::copy_file(kNf4Dir + "/config.json", tmp.file("config.json"));
+  const SafetensorsFile f = SafetensorsFile::open(kNf4Dir + "/model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> t;
+  for (const TensorInfo& i : f.tensors()) t.emplace_back(i.name, clone(f.tensor(i.name)));
+  edit(t);
+  write_safetensors(tmp.file("model.safetensors"), t);
+  return tmp.path().string();
+}
+
+Tensor& entry(std::vector<std::pair<std::string, Tensor>>& t, const std::string& name) {
+  for (auto& [n, x] : t)
+    if (n == name) return x;
+  FAIL("no tensor " << name);
+  static Tensor none;
+  return none;
+}
+
+Tensor json_bytes(const std::string& s) {
+  Tensor t = Tensor::empty(Shape{static_cast<int64_t>(s.size())}, DType::u8);
+  std::memcpy(t.data(), s.data(), s.size());
+  return t;
+}
+
+const std::string kDown = "model.layers.1.mlp.down_proj.weight";
+
+}  // namespace
+
+TEST_CASE("QLoRA parity with transformers + bitsandbytes + PEFT on a bitsandbytes 4-bit folder") {
+  const SafetensorsFile ref = SafetensorsFile::open(kNf4Dir + "/qlora_reference.safetensors");
+  Context ctx(Device::cpu());
+  LlamaModel model = LlamaModel::load(ctx, kNf4Dir, DType::f32);
+  CHECK(model.quant_format() == QuantFormat::nf4);
+  CHECK(model.config().stored_quant == QuantFormat::nf4);
+  CHECK(model.weights().layers[0].qwdown.double_quant());
+  CHECK(!model.weights().layers[0].wdown.defined());
+  TrainBatch batch = reference_batch(ctx, ref);
+
+  const double base = model.loss(ctx, batch.ids, batch.positions, batch.seqs, batch.labels);
+  CHECK(std::abs(base - ref.load("base_loss", Device::cpu()).data_as<double>()[0]) < 1e-5);
+
+  const LoraAdapter adapter = load_peft_adapter(ctx, model, kNf4Dir + "/qlora_reference");
+  Gradients grads = make_gradients(ctx, model, &adapter);
+  PassOptions opt;
+  opt.lora = &adapter;
+  opt.dropout = false;
+  const double loss = forward_backward(ctx, model, batch, grads, opt);
+  const double want = ref.load("loss", Device::cpu()).data_as<double>()[0];
+  CHECK(std::abs(loss - want) / want < 1e-5);
+  size_t matched = 0;
+  for (const LoraModule& m : grads.lora.modules) {
+    const std::string key = "base_model.model.model.layers." + std::to_string(m.layer) + "." + m.name;
+    for (const auto& [suffix, g] : {std::pair<const char*, const Tensor*>{".lora_A.weight", &m.a}, {".lora_B.weight", &m.b}}) {
+      CAPTURE(key + suffix);
+      const Tensor r = ref.load("grad." + key + suffix, Device::cpu());
+      REQUIRE(r.shape() == g->shape());
+      CHECK(rel_error(*g, r) < 1e-4);
+      ++matched;
+    }
+  }
+  CHECK(matched == 2 * 7 * 2);
+}
+
+TEST_CASE("quantizing the unquantized folder while loading gives the bitsandbytes folder's bytes") {
+  Context ctx(Device::cpu());
+  const LlamaModel bnb = LlamaModel::load(ctx, kNf4Dir, DType::f32);
+  const LlamaModel ours = LlamaModel::load(ctx, kDenseDir, DType::f32, QuantFormat::nf4);
+  const SafetensorsModel dense = SafetensorsModel::open(kDenseDir);
+  REQUIRE(ours.quant_format() == QuantFormat::nf4);
+  for (size_t l = 0; l < bnb.weights().layers.size(); ++l)
+    for (const LayerTensor& spec : layer_tensors(bnb.config())) {
+      if (!spec.quant) continue;
+      const std::string name = layer_prefix(static_cast<int64_t>(l)) + spec.name;
+      CAPTURE(name);
+      const QuantTensor& a = bnb.weights().layers[l].*spec.quant;
+      const QuantTensor& b = ours.weights().layers[l].*spec.quant;
+      // The codes, both code books and the nested absmax blocks' layout do not depend on the
+      // offset; the offset (torch's fp32 mean, summed in fp32 in an order set by the machine's
+      // SIMD width) agrees to a few ulps.
+      CHECK(same_bytes(a.data, b.data));
+      CHECK(same_bytes(a.code, b.code));
+      CHECK(same_bytes(a.nested_code, b.nested_code));
+      CHECK(std::abs(a.nested_offset - b.nested_offset) <= 1e-6f * std::abs(a.nested_offset));
+      // Given bitsandbytes' offset, every byte is bitsandbytes'.
+      const QuantTensor again = quantize(dense.tensor(name), QuantFormat::nf4, true, cpu_allocator(), a.nested_offset);
+      REQUIRE(again.parts().size() == a.parts().size());
+      for (size_t i = 0; i < a.parts().size(); ++i) CHECK(same_bytes(a.parts()[i], again.parts()[i]));
+    }
+  // A quantized folder is not quantized again to another format.
+  CHECK_THROWS_WITH_AS(LlamaModel::load(ctx, kNf4Dir, DType::f32, QuantFormat::int8),
+                       doctest::Contains("applies to unquantized folders"), InvalidArgument);
+}
+
+TEST_CASE("full training on a quantized base is refused: it trains LoRA adapters") {
+  Context ctx(Device::cpu());
+  const LlamaModel model = LlamaModel::load(ctx, kNf4Dir, DType::f32);
+  CHECK_THROWS_WITH_AS(make_gradients(ctx, model, nullptr), doctest::Contains("LoRA"), InvalidArgument);
+}
+
+TEST_CASE("malformed bitsandbytes tensors are refused naming the tensor and what is wrong") {
+  Context ctx(Device::cpu());
+  struct Case {
+    const char* what;
+    Edit edit;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"absmax count", [](Entries& t) { entry(t, kDown + ".absmax") = clone(entry(t, kDown + ".absmax").slice(0, 95)); },
+       "absmax has 95 elements, expected 96"},
+      {"packed size", [](Entries& t) { entry(t, kDown) = clone(entry(t, kDown).slice(0, 3000)); },
+       "packed weight has 3000 elements, expected 3072"},
+      {"nested absmax missing",
+       [](Entries& t) { std::erase_if(t, [](const auto& e) { return e.first == kDown + ".nested_absmax"; }); },
+       "nested_absmax\" is missing"},
+      {"a quant_state that lies about the shape",
+       [](Entries& t) {
+         entry(t, kDown + kBnbNf4StateSuffix) = json_bytes(
+             R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": [96, 64], "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 0.2})");
+       },
+       "quant_state shape [96,64] but config.json implies (64, 96)"},
+      {"a quant_state with another block size",
+       [](Entries& t) {
+         entry(t, kDown + kBnbNf4StateSuffix) = json_bytes(
+             R"({"quant_type": "nf4", "blocksize": 128, "dtype": "float32", "shape": [64, 96], "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 0.2})");
+       },
+       "blocksize 128 is not implemented"},
+      {"fp4", [](Entries& t) { entry(t, kDown + kBnbNf4StateSuffix) = json_bytes(R"({"quant_type": "fp4"})"); },
+       "quant_type \"fp4\" is not implemented"},
+      {"not JSON", [](Entries& t) { entry(t, kDown + kBnbNf4StateSuffix) = json_bytes("{\"quant_type\": "); },
+       "quant_state is not a JSON object"},
+      {"a non-finite offset",
+       [](Entries& t) {
+         entry(t, kDown + kBnbNf4StateSuffix) = json_bytes(
+             R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": [64, 96], "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 1e300})");
+       },
+       "nested_offset is not a finite float"},
+      {"a NaN scale",
+       [](Entries& t) { entry(t, kDown + ".nested_absmax").data_as<float>()[0] = std::nanf(""); },
+       "nested_absmax[0] = nan is not a finite scale"},
+      {"a quant map outside [-1, 1]",
+       [](Entries& t) { entry(t, kDown + ".quant_map").data_as<float>()[3] = 4.0f; }, "quant_map[3] = 4"},
+      {"the wrong dtype", [](Entries& t) { entry(t, kDown + ".absmax") = Tensor::zeros(Shape{96}, DType::f32); },
+       "absmax has dtype F32, expected U8"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    TempDir tmp;
+    const std::string dir = edited_copy(tmp, c.edit);
+    try {
+      (void)LlamaModel::load(ctx, dir, DType::f32);
+      FAIL("loaded");
+    } catch (const FormatError& e) {
+      const std::string m = e.what();
+      CAPTURE(m);
+      CHECK(m.find(kDown) != std::string::npos);
+      if (m.find(c.message) == std::string::npos) MESSAGE(c.what << ": " << m);
+      CHECK(m.find(c.message) != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("quantization methods other than bitsandbytes 4-bit nf4 are refused by name") {
+  for (const auto& [patch, message] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {{{"quant_method", "gptq"}, {"bits", 4}}, "quant_method\" is \"gptq\""},
+           {{{"quant_method", "awq"}}, "quant_method\" is \"awq\""},
+           {{{"quant_method", "bitsandbytes"}, {"load_in_8bit", true}}, "load_in_8bit"},
+           {{{"quant_method", "bitsandbytes"}, {"load_in_4bit", true}, {"bnb_4bit_quant_type", "fp4"}},
+            "bnb_4bit_quant_type\" is \"fp4\""}}) {
+    CAPTURE(message);
+    std::ifstream in(kNf4Dir + "/config.json");
+    nlohmann::json cfg = nlohmann::json::parse(in);
+    cfg["quantization_config"] = patch;
+    CHECK_THROWS_WITH_AS(parse_model_config(cfg, "config.json"), doctest::Contains(message.c_str()), InvalidArgument);
+  }
+}
+
+TEST_CASE("the bitsandbytes quant_state JSON ONN writes is the one bitsandbytes wrote") {
+  const SafetensorsFile f = SafetensorsFile::open(kNf4Dir + "/model.safetensors");
+  const SafetensorsModel st = SafetensorsModel::open(kNf4Dir);
+  const QuantTensor q = read_bnb_nf4(st, kDown, Shape{64, 96});
+  const Tensor stored = f.tensor(kDown + kBnbNf4StateSuffix);
+  const std::string theirs(static_cast<const char*>(stored.data()), stored.nbytes());
+  CHECK(bnb_nf4_state_json(q, DType::f32) == theirs);
+}
