@@ -108,6 +108,21 @@ uint8_t f32_to_fp8_e4m3(float x) {
 
 int64_t nf4_blocks(int64_t numel) { return (numel + kNf4Block - 1) / kNf4Block; }
 
+uint64_t quantized_bytes(int64_t rows, int64_t cols, QuantFormat format) {
+  const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols);
+  switch (format) {
+    case QuantFormat::none: return n * 4;
+    case QuantFormat::nf4: {
+      const uint64_t blocks = static_cast<uint64_t>(nf4_blocks(static_cast<int64_t>(n)));
+      const uint64_t nested = (blocks + kNf4NestedBlock - 1) / kNf4NestedBlock;
+      return (n + 1) / 2 + blocks + nested * 4 + (kDynamicCodes + kNf4Codes) * 4;
+    }
+    case QuantFormat::int8:
+    case QuantFormat::fp8: return n + static_cast<uint64_t>(rows) * 4;
+  }
+  return 0;
+}
+
 QuantTensor QuantTensor::row_slice(int64_t r0, int64_t r1) const {
   ONN_CHECK_ARG(0 <= r0 && r0 <= r1 && r1 <= rows, "quantized row slice [", r0, ", ", r1, ") of ", rows, " rows");
   QuantTensor q = *this;

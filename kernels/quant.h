@@ -70,6 +70,8 @@ struct QuantTensor {
 
 // Blocks of a (rows, cols) nf4 original: ceil(rows * cols / 64).
 int64_t nf4_blocks(int64_t numel);
+// The bytes of a (rows, cols) weight in `format` as quantize makes it (nf4 double-quantized).
+uint64_t quantized_bytes(int64_t rows, int64_t cols, QuantFormat format);
 // Why the parts of q do not form a weight of its format and shape (counts, dtypes, sizes of
 // every part, nf4's code), or empty when they do. Loaders name the tensor around it.
 std::string quant_layout_error(const QuantTensor& q);

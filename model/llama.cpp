@@ -238,6 +238,28 @@ std::vector<LayerTensor> layer_tensors(const ModelConfig& c) {
   return t;
 }
 
+uint64_t layer_bytes(const ModelConfig& c, DType dtype, QuantFormat quant) {
+  uint64_t bytes = 0;
+  for (const LayerTensor& t : layer_tensors(c))
+    bytes += t.quant && quant != QuantFormat::none
+                 ? quantized_bytes(t.shape[0], t.shape[1], quant)
+                 : static_cast<uint64_t>(t.shape.numel()) * dtype_size(dtype);
+  return bytes;
+}
+
+int64_t largest_projection(const ModelConfig& c) {
+  int64_t n = 0;
+  for (const LayerTensor& t : layer_tensors(c))
+    if (t.quant) n = std::max(n, t.shape.numel());
+  return n;
+}
+
+int64_t parameter_count(const ModelConfig& c) {
+  int64_t n = c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2) + c.hidden_size;
+  for (const LayerTensor& t : layer_tensors(c)) n += t.shape.numel() * c.num_hidden_layers;
+  return n;
+}
+
 std::vector<Tensor> layer_parts(const ModelConfig& c, const LayerWeights& w) {
   std::vector<Tensor> parts;
   for (const LayerTensor& spec : layer_tensors(c)) {

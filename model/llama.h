@@ -63,6 +63,14 @@ struct LayerTensor {
 // Every tensor of a layer of `c`, in the one order the loader, the writers, the layer streamer
 // and the planner share.
 std::vector<LayerTensor> layer_tensors(const ModelConfig& c);
+// One layer's weight bytes as loaded: dense tensors in `dtype`, the projection weights in
+// `quant`'s layout when it is not none.
+uint64_t layer_bytes(const ModelConfig& c, DType dtype, QuantFormat quant);
+// The elements of the largest projection weight of a layer (a fused original whole): the
+// scratch a quantized base dequantizes into.
+int64_t largest_projection(const ModelConfig& c);
+// Every weight's element count (the LM head once when tied).
+int64_t parameter_count(const ModelConfig& c);
 // The tensors a layer holds for spec, in one order: the dense tensor, or the quantized form's
 // parts (the streamer copies them; layer_from_parts rebinds a copy).
 std::vector<Tensor> layer_parts(const ModelConfig& c, const LayerWeights& w);

@@ -25,13 +25,17 @@ uint64_t apply_budget(Context& ctx, uint64_t flag) {
   return caching ? caching->budget() : 0;
 }
 
+QuantFormat base_format(const ModelConfig& cfg, const PlacementFlags& f) {
+  return cfg.stored_quant != QuantFormat::none ? cfg.stored_quant : f.quantize;
+}
+
 PlacedModel load_placed(Context& ctx, const std::string& dir, const PlacementChoice& choice) {
   PlacedModel m;
   if (!choice.streamed) {
-    m.model = std::make_unique<LlamaModel>(LlamaModel::load(ctx, dir));
+    m.model = std::make_unique<LlamaModel>(LlamaModel::load(ctx, dir, std::nullopt, choice.quantize));
     return m;
   }
-  m.model = std::make_unique<LlamaModel>(LlamaModel::load_to_host(ctx, dir));
+  m.model = std::make_unique<LlamaModel>(LlamaModel::load_to_host(ctx, dir, std::nullopt, choice.quantize));
   m.stream = std::make_unique<StreamedWeights>(ctx, *m.model, choice.stream);
   return m;
 }
@@ -49,7 +53,7 @@ namespace {
 
 GenerationPlan plan_for(const ModelConfig& cfg, Device device, const PlacementFlags& f, const GenerationShape& shape) {
   const PlanHardware hw = plan_hardware_for(device, f.vram_budget, f.host_ram);
-  return plan_generation(cfg, default_compute_dtype(device), f.vram_budget, shape.batch,
+  return plan_generation(cfg, default_compute_dtype(device), base_format(cfg, f), f.vram_budget, shape.batch,
                          std::min<int64_t>(shape.max_len, cfg.max_position_embeddings), shape.prefill_tokens, hw);
 }
 
@@ -66,6 +70,7 @@ PlacedModel place_for_generation(Context& ctx, const std::string& dir, const Pla
   PlacementFlags planned = f;
   planned.vram_budget = apply_budget(ctx, f.vram_budget);
   PlacementChoice choice;
+  choice.quantize = f.quantize;
   choice.streamed = f.stream == Placement::streamed;
   int64_t k = 0;
   if (f.stream == Placement::auto_ && ctx.device().is_cuda()) {
@@ -87,6 +92,7 @@ std::optional<Plan> training_plan(const PlanRequest& req, const PlacementFlags& 
 PlacementChoice training_choice(const PlanRequest& req, const PlacementFlags& f, const std::optional<Plan>& plan,
                                 int64_t grad_accum) {
   PlacementChoice c;
+  c.quantize = f.quantize;
   const bool planned = plan && plan->streamed;
   c.streamed = f.stream == Placement::streamed || (f.stream == Placement::auto_ && planned);
   if (!c.streamed) return c;

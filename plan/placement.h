@@ -24,7 +24,11 @@ struct PlacementFlags {
   uint64_t vram_budget = 0;             // 0: the device's free memory less kDeviceMemoryMargin
   Sharing share_loads = Sharing::auto_;  // training: micro-batches per weight load
   uint64_t host_ram = 0;                // --plan: another machine's host memory (0: this one's)
+  QuantFormat quantize = QuantFormat::none;  // --quantize: the frozen base quantized while loading
 };
+
+// The format the model's projection weights run in: a quantized folder's own, else --quantize.
+QuantFormat base_format(const ModelConfig& cfg, const PlacementFlags& f);
 
 // The budget of ctx's device allocator: `flag`, or on CUDA (when the allocator has none yet)
 // what it holds plus the free memory less kDeviceMemoryMargin. Returns the budget in force (0:
@@ -34,6 +38,7 @@ uint64_t apply_budget(Context& ctx, uint64_t flag);
 // Resident, or streamed with these options; and how many of a step's micro-batches share each
 // weight load (training).
 struct PlacementChoice {
+  QuantFormat quantize = QuantFormat::none;  // dense projection weights quantized while loading
   bool streamed = false;
   StreamOptions stream;
   int64_t micro_batches_per_load = 1;

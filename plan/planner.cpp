@@ -41,14 +41,11 @@ std::string gib(double bytes) {
 // model's own list of them (model/llama.h), so an architecture's tensors are counted as loaded.
 struct ModelDims {
   double C, F, HD, KD, V, L;
-  double layer_params = 0;  // every weight of one block (projections, biases, the two norms)
   double head_params;       // the LM head (the embedding's rows when tied)
   explicit ModelDims(const ModelConfig& c)
       : C(double(c.hidden_size)), F(double(c.intermediate_size)),
         HD(double(c.num_attention_heads * c.head_dim)), KD(double(c.num_key_value_heads * c.head_dim)),
-        V(double(c.vocab_size)), L(double(c.num_hidden_layers)), head_params(V * C) {
-    for (const LayerTensor& t : layer_tensors(c)) layer_params += double(t.shape.numel());
-  }
+        V(double(c.vocab_size)), L(double(c.num_hidden_layers)), head_params(V * C) {}
 };
 
 // The elements of each LoRA tensor of one adapted layer: A (R, in) and B (out, R) of every
@@ -102,15 +99,20 @@ class TrainingModel {
   const PlanHardware& hw_;
   const ModelConfig& c_;
   ModelDims m_;
-  double s_, layer_bytes_, head_bytes_, all_weights_, trained_layers_, state_;
+  double s_, layer_bytes_, head_bytes_, all_weights_, trained_layers_, state_, scratch_;
   int64_t L_, lowest_;
   uint64_t budget_;
 };
 
 TrainingModel::TrainingModel(const PlanRequest& req, const PlanHardware& hw)
     : req_(req), hw_(hw), c_(req.model), m_(req.model) {
+  ONN_CHECK_ARG(!(req.full && req.quant != QuantFormat::none), "full training needs a dense base; this ",
+                quant_format_name(req.quant), " base trains LoRA adapters (QLoRA)");
   s_ = double(dtype_size(req.dtype));
-  layer_bytes_ = m_.layer_params * s_;
+  layer_bytes_ = double(layer_bytes(c_, req.dtype, req.quant));
+  // A quantized base dequantizes one projection at a time into a scratch in the compute dtype
+  // (the forward's, and the backward's for dX).
+  scratch_ = req.quant != QuantFormat::none ? 2.0 * held(double(largest_projection(c_)) * s_) : 0.0;
   head_bytes_ = m_.head_params * s_;
   const double embed_bytes = c_.tie_word_embeddings ? 0.0 : m_.V * m_.C * s_;
   all_weights_ = m_.L * layer_bytes_ + head_bytes_ + embed_bytes + m_.C * s_;
@@ -141,6 +143,7 @@ Candidate TrainingModel::evaluate(bool streamed, int64_t micro, int64_t k, bool 
   Candidate cand;
   Plan& p = cand.plan;
   p.streamed = streamed;
+  p.quant = req_.quant;
   p.layers = L_;
   p.layers_per_chunk = streamed ? k : L_;
   p.chunks = streamed ? (L_ + k - 1) / k : 1;
@@ -189,7 +192,7 @@ void TrainingModel::memory(Plan& p, int64_t k, double lanes) const {
                                  : held(chunk * m_.V * 4.0);
   // Each further lane keeps its residual stream's gradient row through the layers' backward
   // (its inputs are counted with the activations) and the head's four F32 values per token.
-  p.workspace = static_cast<uint64_t>(2.0 * internals + held(N * double(c_.num_attention_heads) * 4.0) +
+  p.workspace = static_cast<uint64_t>(scratch_ + 2.0 * internals + held(N * double(c_.num_attention_heads) * 4.0) +
                                       5.0 * boundary + head + (lanes - 1) * (boundary + 4 * held(N * 4.0)));
   p.margin = 128 * kMiB + budget_ / 50;
   p.peak = p.resident_weights + p.chunk_buffers + p.trainable_state + p.activations + p.workspace + p.margin;
@@ -386,7 +389,8 @@ Plan plan_training(const PlanRequest& req, const PlanHardware& hw) {
 }
 
 nlohmann::ordered_json Plan::to_json() const {
-  return {{"streamed", streamed},
+  return {{"base", quant_format_name(quant)},
+          {"streamed", streamed},
           {"layers", layers},
           {"layers_per_chunk", layers_per_chunk},
           {"chunks", chunks},
@@ -414,6 +418,7 @@ nlohmann::ordered_json Plan::to_json() const {
           {"predicted_tokens_per_s", tokens_per_s},
           {"micro_batches_per_load", micro_batches_per_load},
           {"weight_bytes_per_load", weight_bytes_per_load},
+          {"weight_bytes_per_step", step_bytes(*this)},
           {"notes", notes}};
 }
 
@@ -421,8 +426,11 @@ std::string Plan::to_text() const {
   std::ostringstream o;
   o.setf(std::ios::fixed);
   o.precision(1);
+  if (quant != QuantFormat::none)
+    o << "base: " << quant_format_name(quant) << " (frozen; each projection dequantized just before its GEMM)\n";
   if (streamed)
-    o << "streamed: " << chunks << " chunks of " << layers_per_chunk << " layer(s) through two device buffers\n";
+    o << "streamed: " << chunks << " chunks of " << layers_per_chunk << " layer(s) through two device buffers, "
+      << gib(step_bytes(*this)) << " of weights across PCIe per step\n";
   else
     o << "resident: every weight on the device\n";
   o << "batch: " << micro_batch << " x " << seq_len << " tokens per micro-batch, " << grad_accum << " micro-batch(es) per step"
@@ -450,13 +458,14 @@ std::string Plan::to_text() const {
   return o.str();
 }
 
-GenerationPlan plan_generation(const ModelConfig& c, DType dtype, uint64_t budget, int64_t batch, int64_t max_len,
-                               int64_t prefill_tokens, const PlanHardware& hw) {
+GenerationPlan plan_generation(const ModelConfig& c, DType dtype, QuantFormat quant, uint64_t budget, int64_t batch,
+                               int64_t max_len, int64_t prefill_tokens, const PlanHardware& hw) {
   ONN_CHECK_ARG(batch >= 1 && max_len >= 1 && prefill_tokens >= 1, "generation plan: batch, length and prompt must "
                 "be positive");
   const ModelDims m(c);
   const double s = double(dtype_size(dtype));
-  const double layer_bytes = m.layer_params * s, head_bytes = m.head_params * s;
+  const double layer_bytes = double(onn::layer_bytes(c, dtype, quant)), head_bytes = m.head_params * s;
+  const double scratch = quant != QuantFormat::none ? held(double(largest_projection(c)) * s) : 0.0;
   const double embed_bytes = c.tie_word_embeddings ? 0.0 : m.V * m.C * s;
   const double all_weights = m.L * layer_bytes + head_bytes + embed_bytes + m.C * s;
   GenerationPlan p;
@@ -468,8 +477,9 @@ GenerationPlan plan_generation(const ModelConfig& c, DType dtype, uint64_t budge
   p.kv_cache = static_cast<uint64_t>(2.0 * m.L * double(batch * max_len) * m.KD * s);
   // The prefill's activations for its tokens (a layer's internals) and one row of logits each.
   const double n = double(prefill_tokens);
-  p.workspace = static_cast<uint64_t>(n * (3 * m.C + 2 * m.HD + 2 * m.KD + 2 * m.F) * s + double(batch) * m.V * 4.0 +
-                                      n * double(c.num_attention_heads) * 4.0);
+  p.workspace = static_cast<uint64_t>(scratch + n * (3 * m.C + 2 * m.HD + 2 * m.KD + 2 * m.F) * s +
+                                      double(batch) * m.V * 4.0 + n * double(c.num_attention_heads) * 4.0);
+  p.quant = quant;
   p.margin = 128 * kMiB + p.budget / 50;
   p.weights = static_cast<uint64_t>(all_weights);
   p.peak = p.weights + p.kv_cache + p.workspace + p.margin;
@@ -515,7 +525,8 @@ GenerationPlan plan_generation(const ModelConfig& c, DType dtype, uint64_t budge
 }
 
 nlohmann::ordered_json GenerationPlan::to_json() const {
-  return {{"streamed", streamed},
+  return {{"base", quant_format_name(quant)},
+          {"streamed", streamed},
           {"layers", layers},
           {"layers_per_chunk", layers_per_chunk},
           {"chunks", chunks},
@@ -533,6 +544,7 @@ nlohmann::ordered_json GenerationPlan::to_json() const {
 
 std::string GenerationPlan::to_text() const {
   std::ostringstream o;
+  if (quant != QuantFormat::none) o << "base: " << quant_format_name(quant) << "\n";
   o << (streamed ? "streamed: " + std::to_string(layers_per_chunk) + " layer(s) per chunk, " + std::to_string(chunks) +
                        " chunks through two device buffers"
                  : std::string("resident: every weight on the device"))

@@ -55,6 +55,7 @@ struct PlanRequest {
   using Sharing = onn::Sharing;
   ModelConfig model;
   DType dtype = DType::bf16;   // compute dtype of the weights on the device
+  QuantFormat quant = QuantFormat::none;  // the projection weights' format (frozen; LoRA only)
   bool full = false;
   LoraSpec lora;               // rank, targets, layers (when !full)
   int64_t seq_len = 512;
@@ -66,6 +67,7 @@ struct PlanRequest {
 };
 
 struct Plan {
+  QuantFormat quant = QuantFormat::none;  // the frozen base's format
   bool streamed = false;
   int64_t layers = 0, layers_per_chunk = 0, chunks = 0;
   int64_t lowest_trained_layer = 0;  // the backward runs from here up
@@ -102,6 +104,7 @@ struct Plan {
 // budget; else streamed with the most layers per chunk that fit (each decoded token then
 // copies every weight across PCIe once).
 struct GenerationPlan {
+  QuantFormat quant = QuantFormat::none;  // the projection weights' format
   bool streamed = false;
   int64_t layers = 0, layers_per_chunk = 0, chunks = 0;
   int64_t batch = 0, max_len = 0;
@@ -113,7 +116,7 @@ struct GenerationPlan {
   nlohmann::ordered_json to_json() const;
   std::string to_text() const;
 };
-GenerationPlan plan_generation(const ModelConfig& model, DType dtype, uint64_t budget, int64_t batch,
+GenerationPlan plan_generation(const ModelConfig& model, DType dtype, QuantFormat quant, uint64_t budget, int64_t batch,
                                int64_t max_len, int64_t prefill_tokens, const PlanHardware& hw);
 
 // The fastest plan that fits the budget. InvalidArgument when none does, saying what is short

@@ -211,9 +211,10 @@ void resume_config(const CLI::App& app, TrainArgs& a) {
                                "--layers-per-chunk, --share-loads, --json and --log-file can)");
   }
   const std::string device = a.c.device;
-  const onn::PlacementFlags placement = a.c.placement;
+  onn::PlacementFlags placement = a.c.placement;
   a.c = onn::load_run_config(a.resume);
   a.c.out_dir = a.resume;
+  placement.quantize = a.c.placement.quantize;  // the run's base, not a placement choice
   a.c.placement = placement;
   if (!device.empty()) a.c.device = device;
 }

@@ -30,6 +30,13 @@ void add_placement_flags(CLI::App& app, PlacementFlags& f, const PlacementFlagUs
       ->check(auto_on_off);
   app.add_option("--layers-per-chunk", f.layers_per_chunk, "layers per streamed chunk (default: the plan's, or 1)")
       ->check(CLI::PositiveNumber);
+  app.add_option_function<std::string>(
+         "--quantize", [&f](const std::string& v) { f.quantize = *parse_quant_format(v); },
+         std::string("quantize the projection weights while loading, tensor by tensor: nf4 (QLoRA's 4-bit "
+                     "NormalFloat, bitsandbytes' layout), int8 or fp8 (E4M3), per output channel; the base is "
+                     "frozen") + (use.training ? " (LoRA only)" : "") + ". A bitsandbytes 4-bit folder is read "
+         "as it is, without this flag (default: none)")
+      ->check(CLI::IsMember({"none", "nf4", "int8", "fp8"}));
   if (!use.training) return;
   app.add_option_function<std::string>(
          "--share-loads", [&f](const std::string& v) { f.share_loads = sharing_named(v); },

@@ -43,7 +43,8 @@ nlohmann::ordered_json TrainConfig::to_json() const {
           {"steps", steps}, {"epochs", epochs}, {"lr", lr}, {"min_lr", min_lr}, {"weight_decay", weight_decay},
           {"max_grad_norm", max_grad_norm}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps},
           {"warmup_steps", warmup_steps}, {"schedule", schedule_name(schedule)}, {"eval_every", eval_every},
-          {"save_every", save_every}, {"keep_last", keep_last}, {"max_bad_steps", max_bad_steps}, {"seed", seed}};
+          {"save_every", save_every}, {"keep_last", keep_last}, {"max_bad_steps", max_bad_steps}, {"seed", seed},
+          {"quantize", quant_format_name(placement.quantize)}};
 }
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source) {
@@ -90,6 +91,11 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
     c.keep_last = j.at("keep_last");
     c.max_bad_steps = j.at("max_bad_steps");
     c.seed = j.at("seed");
+    if (j.contains("quantize")) {  // absent in runs from before quantized bases
+      const std::optional<QuantFormat> q = parse_quant_format(j.at("quantize").get<std::string>());
+      if (!q) throw InvalidArgument("quantize \"" + j.at("quantize").get<std::string>() + "\" is not a format");
+      c.placement.quantize = *q;
+    }
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(source + ": the run configuration is damaged (" + e.what() + ")");
   } catch (const InvalidArgument& e) {
@@ -116,6 +122,8 @@ void TrainConfig::check() const {
   ONN_CHECK_ARG(c.val_split >= 0 && c.val_split < 1, "--val-split must be in [0, 1)");
   ONN_CHECK_ARG(c.val_split == 0 || c.val_data.empty(), "--val-split and --val-data exclude each other");
   ONN_CHECK_ARG(c.placement.layers_per_chunk >= 0, "--layers-per-chunk must not be negative");
+  ONN_CHECK_ARG(c.placement.quantize == QuantFormat::none || (!c.full && c.init_preset.empty()),
+                "--quantize freezes the base: it trains LoRA adapters (QLoRA), not --full or --init");
 }
 
 double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total) {
@@ -131,6 +139,7 @@ PlanRequest plan_request(const TrainConfig& c, const ModelConfig& model, Device 
   PlanRequest req;
   req.model = model;
   req.dtype = device.is_cuda() ? DType::bf16 : DType::f32;
+  req.quant = base_format(model, c.placement);
   req.full = c.full || !c.init_preset.empty();
   req.lora = c.lora;
   req.seq_len = c.seq_len > 0 ? c.seq_len : std::min<int64_t>(512, model.max_position_embeddings);

@@ -170,6 +170,9 @@ void Trainer::check_model_config() {
   ONN_CHECK_ARG(cfg_.seq_len <= mc.max_position_embeddings, "--seq-len ", cfg_.seq_len,
                 " is longer than the model's max_position_embeddings ", mc.max_position_embeddings);
   if (!cfg_.full) check_lora_spec(mc, cfg_.lora);
+  ONN_CHECK_ARG(!cfg_.full || mc.stored_quant == QuantFormat::none, cfg_.model_dir, " is a ",
+                quant_format_name(mc.stored_quant), " (bitsandbytes) folder: its frozen base trains LoRA adapters "
+                "(QLoRA), not --full");
 }
 
 // A from-scratch model (--init) is written into the run folder first, its tokenizer learned
@@ -312,8 +315,7 @@ void Trainer::count_steps() {
 
 void Trainer::emit_init(const DataReport& report, bool cached) {
   const ModelConfig& mc = model().config();
-  int64_t total_params = 0;
-  for (const auto& [name, t] : named_weights(mc, model().weights())) total_params += t.numel();
+  const int64_t total_params = parameter_count(mc);
   int64_t trainable = 0;
   for (const Param& p : params_) trainable += p.value.numel();
   nlohmann::ordered_json skipped = report.skipped;
@@ -322,6 +324,7 @@ void Trainer::emit_init(const DataReport& report, bool cached) {
            {"architecture", mc.architecture},
            {"device", ctx_.device().str()},
            {"dtype", std::string(dtype_name(model().dtype()))},
+           {"base", quant_format_name(model().quant_format())},
            {"mode", cfg_.full ? "full" : "lora"},
            {"parameters_total", total_params},
            {"parameters_trainable", trainable},

@@ -27,6 +27,7 @@ Run where torch, transformers, peft, bitsandbytes and safetensors are installed 
 """
 import json
 import os
+import shutil
 
 import bitsandbytes.functional as bnbf
 import torch
@@ -98,6 +99,7 @@ bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_
 model = AutoModelForCausalLM.from_pretrained(src, quantization_config=bnb, dtype=torch.float32, device_map="cpu",
                                              attn_implementation="eager")
 model.save_pretrained(dst)
+shutil.copy(os.path.join(src, "tokenizer.json"), dst)  # onn-train and onn-eval tokenize with it
 for extra in ("generation_config.json",):
     if os.path.exists(os.path.join(dst, extra)):
         os.remove(os.path.join(dst, extra))

@@ -262,3 +262,25 @@ TEST_CASE("planner: when every split is compute-bound, the one that copies the w
   CHECK(q.step_ms <= p.step_ms * 1.001);  // as fast by the model
   CHECK(q.peak < p.peak);                 // and smaller, which used to decide
 }
+
+TEST_CASE("planner: an nf4 base under 4 GiB moves at most 0.3x the bf16 plan's weight bytes per step") {
+  const Plan bf16 = plan_training(phi4(4 * kGiB), h100_like());
+  PlanRequest q = phi4(4 * kGiB);
+  q.quant = QuantFormat::nf4;
+  const Plan nf4 = plan_training(q, h100_like());
+  REQUIRE(nf4.streamed);
+  CHECK(nf4.peak <= 4 * kGiB);
+  const double bf16_bytes = bf16.to_json()["weight_bytes_per_step"].get<double>();
+  const double nf4_bytes = nf4.to_json()["weight_bytes_per_step"].get<double>();
+  MESSAGE("bf16 " << bf16_bytes / double(kGiB) << " GiB per step, nf4 " << nf4_bytes / double(kGiB) << " GiB");
+  CHECK(nf4_bytes <= 0.3 * bf16_bytes);
+  CHECK(nf4.layers_per_chunk >= bf16.layers_per_chunk);
+  CHECK(nf4.host_pinned < bf16.host_pinned / 2);  // the quantized weights in pinned host memory
+  CHECK(nf4.step_ms < bf16.step_ms);
+  CHECK(nf4.to_json()["base"] == "nf4");
+  CHECK(nf4.to_text().find("base: nf4") != std::string::npos);
+  // Full training on a quantized base is refused, naming why.
+  q.full = true;
+  CHECK_THROWS_WITH_AS(plan_training(q, h100_like()), doctest::Contains("full training needs a dense base"),
+                       InvalidArgument);
+}

@@ -182,6 +182,8 @@ TEST_CASE("kill -9 at random moments, then --resume: bitwise the same losses and
        {"--model", kModel, "--lora-rank", "4", "--lora-dropout", "0.1", "--grad-accum", "2", "--micro-batch", "2"}},
       {"full", "model/model.safetensors",
        {"--init", "tiny", "--init-tokenizer-vocab", "300", "--micro-batch", "3", "--weight-decay", "0.1"}},
+      {"qlora", "adapter/adapter_model.safetensors",
+       {"--model", kModel, "--quantize", "nf4", "--lora-rank", "4", "--lora-dropout", "0.1", "--micro-batch", "2"}},
   };
   std::mt19937 rng(2024);
   for (const Mode& m : modes) {
@@ -288,6 +290,62 @@ TEST_CASE("onn-train --plan: from config.json alone, a Phi-4-shaped plan under 4
   const ProcessResult no = run_process(argv);
   CHECK(no.exit_code == 2);
   CHECK(no.err.find("would fit with a budget of") != std::string::npos);
+}
+
+TEST_CASE("onn-train on a bitsandbytes 4-bit folder: QLoRA, the init event names the base, the adapter evaluates") {
+  TempDir dir;
+  const std::string data = write_data(dir, 24), out = dir.file("run");
+  const std::string nf4 = std::string(ONN_TEST_DATA_DIR) + "/models/llama_gqa_nf4";
+  const ProcessResult r = run_process({kTrain, "--model", nf4, "--data", data, "--out", out, "--device", "cpu",
+                                       "--steps", "4", "--lora-rank", "4", "--micro-batch", "4", "--seq-len", "32",
+                                       "--lr", "1e-2", "--json"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const std::vector<nlohmann::json> ev = events_of(r.out);
+  REQUIRE(!ev.empty());
+  CHECK(ev.front()["type"] == "init");
+  CHECK(ev.front()["base"] == "nf4");
+  CHECK(ev.front()["parameters_total"].get<int64_t>() > 100000);
+  const auto losses = step_losses(r.out);
+  CHECK(losses.size() == 4);
+  CHECK(fs::exists(out + "/adapter/adapter_model.safetensors"));
+  // Streamed on the CPU: the same losses (the bitwise weight comparison of streamed and resident
+  // quantized bases is tests/model/streaming_test.cpp's, with the resident head sliced alike).
+  const ProcessResult s = run_process({kTrain, "--model", nf4, "--data", data, "--out", dir.file("streamed"),
+                                       "--device", "cpu", "--steps", "4", "--lora-rank", "4", "--micro-batch", "4",
+                                       "--seq-len", "32", "--lr", "1e-2", "--stream", "on", "--json"});
+  REQUIRE_MESSAGE(s.exit_code == 0, s.err);
+  CHECK(step_losses(s.out) == losses);
+  // --full on it is refused in one line, and so is --quantize to another format.
+  const ProcessResult full = run_process({kTrain, "--model", nf4, "--data", data, "--out", dir.file("full"),
+                                          "--device", "cpu", "--steps", "1", "--full"});
+  CHECK(full.exit_code == 2);
+  CHECK(full.err.find("trains LoRA adapters") != std::string::npos);
+  CHECK(std::count(full.err.begin(), full.err.end(), '\n') == 1);
+}
+
+TEST_CASE("onn-train --plan --quantize nf4: the Phi-4 shape under 4 GiB moves at most 0.3x the bf16 plan's bytes") {
+  TempDir dir;
+  const std::string cfg = dir.file("phi4");
+  REQUIRE(run_process({ONN_INIT_PATH, "--preset", "phi4", "--preset-vocab", "--config-only", "--out", cfg}).exit_code == 0);
+  const std::vector<std::string> base = {kTrain, "--plan", "--model", cfg, "--lora-rank", "16", "--device", "cuda",
+                                         "--host-ram", "64GiB", "--vram-budget", "4GiB", "--batch-rows", "32", "--json"};
+  const ProcessResult dense = run_process(base);
+  REQUIRE_MESSAGE(dense.exit_code == 0, dense.err);
+  std::vector<std::string> argv = base;
+  argv.insert(argv.end(), {"--quantize", "nf4"});
+  const ProcessResult quant = run_process(argv);
+  REQUIRE_MESSAGE(quant.exit_code == 0, quant.err);
+  const nlohmann::json d = nlohmann::json::parse(dense.out), q = nlohmann::json::parse(quant.out);
+  CHECK(d["base"] == "none");
+  CHECK(q["base"] == "nf4");
+  CHECK(q["predicted_peak_bytes"].get<uint64_t>() <= uint64_t{4} << 30);
+  CHECK(q["weight_bytes_per_step"].get<double>() <= 0.3 * d["weight_bytes_per_step"].get<double>());
+  CHECK(q["layers_per_chunk"].get<int64_t>() >= d["layers_per_chunk"].get<int64_t>());
+  // Full training on a quantized base is refused in one line.
+  argv.push_back("--full");
+  const ProcessResult full = run_process(argv);
+  CHECK(full.exit_code == 2);
+  CHECK(full.err.find("full training needs a dense base") != std::string::npos);
 }
 
 TEST_CASE("onn-train --stream on: the init event's plan, stream figures in every step, a validation pass, an adapter") {
