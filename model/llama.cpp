@@ -168,6 +168,27 @@ LlamaModel LlamaModel::assemble(Context& ctx, const ModelConfig& config, DType c
   return m;
 }
 
+void LlamaModel::make_dense(Context& ctx, size_t l, Projection p) {
+  LayerWeights& w = weights_.layers.at(l);
+  const void* held = (w.*projection_quant(p)).data.defined() ? (w.*projection_quant(p)).data.data() : nullptr;
+  if (!held) return;
+  // The stored tensor p's weight is (a row view of): dequantized whole, then every projection
+  // that viewed it rebound to the dense rows.
+  for (const LayerTensor& t : layer_tensors(config_)) {
+    if (!t.quant || !(w.*t.quant).defined() || (w.*t.quant).data.data() != held) continue;
+    Tensor dense = Tensor::empty(t.shape, dtype_, ctx.allocator());
+    dequantize(ctx, w.*t.quant, dense);
+    w.*t.field = dense;
+    w.*t.quant = QuantTensor();
+  }
+  for (int i = 0; i < kProjections; ++i) {
+    QuantTensor& v = w.*projection_quant(static_cast<Projection>(i));
+    if (v.defined() && v.data.data() == held) v = QuantTensor();
+  }
+  bind_fused_views(config_, w);
+  ctx.synchronize();
+}
+
 float LlamaModel::attention_scale() const {
   return static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
 }

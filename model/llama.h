@@ -132,6 +132,9 @@ class LlamaModel {
   const ModelWeights& weights() const { return weights_; }
   // For full training: the optimizer writes the compute weights in place.
   ModelWeights& mutable_weights() { return weights_; }
+  // Projection p of layer l (with a fused original, the whole original) dequantized into a
+  // dense weight in the compute dtype, where it is quantized: for merging an adapter into it.
+  void make_dense(Context& ctx, size_t l, Projection p);
   DType dtype() const { return dtype_; }
   const Tensor& inv_freq() const { return inv_freq_; }  // (R/2) RoPE frequencies on the device
   float attention_scale() const;                         // 1 / sqrt(D)

@@ -11,7 +11,9 @@
 #include "kernels/counter_rng.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "kernels/quant.h"
 #include "model/llama.h"
+#include "model/quantized.h"
 #include "runtime/error.h"
 #include "runtime/file_util.h"
 #include "runtime/json.h"
@@ -260,6 +262,7 @@ void merge_lora(Context& ctx, LlamaModel& model, const LoraAdapter& adapter) {
     for (int t = 0; t < kLoraTargets; ++t) {
       const Tensor& a = adapter.a[l][static_cast<size_t>(t)];
       if (!a.defined()) continue;
+      model.make_dense(ctx, l, static_cast<Projection>(t));  // a quantized base: merged into its dequantized weight
       MatmulOptions o;  // (out, R) @ (R, in), added into W
       o.alpha = scale;
       o.beta = 1.0f;
@@ -423,6 +426,13 @@ MergeResult merge_adapter_folder(const std::string& model_dir, const std::string
   const LoraAdapter adapter = load_peft_adapter(ctx, cfg, DType::f32, adapter_dir);
   const float scale = static_cast<float>(adapter.spec.scale());
 
+  // A quantized base (a bitsandbytes 4-bit folder): each quantized weight is written dense, in
+  // the dtype its quant_state records, its extra entries dropped.
+  std::vector<TensorSpec> specs;
+  std::map<std::string, Shape> quantized;
+  for (int64_t l = 0; cfg.stored_quant != QuantFormat::none && l < cfg.num_hidden_layers; ++l)
+    for (const LayerTensor& t : layer_tensors(cfg))
+      if (t.quant && has_bnb_nf4(base, layer_prefix(l) + t.name)) quantized[layer_prefix(l) + t.name] = t.shape;
   // The base tensor each adapted module folds into, checked before anything is written.
   std::map<std::string, const LoraModule*> folds;
   for (const LoraModule& m : adapter.modules) {
@@ -430,15 +440,26 @@ MergeResult merge_adapter_folder(const std::string& model_dir, const std::string
     const SafetensorsModel::Entry* e = base.find(name);
     if (!e) throw FormatError(base.source() + ": tensor \"" + name + "\" that the adapter changes is missing");
     const std::vector<int64_t> want = {m.b.dim(0), m.a.dim(1)};
-    if (e->info->shape != want)
-      throw FormatError(base.source() + ": tensor \"" + name + "\" has shape " + Shape(e->info->shape.begin(), e->info->shape.end()).str() +
+    const auto q = quantized.find(name);
+    const std::vector<int64_t> has =
+        q != quantized.end() ? std::vector<int64_t>(q->second.begin(), q->second.end()) : e->info->shape;
+    if (has != want)
+      throw FormatError(base.source() + ": tensor \"" + name + "\" has shape " + Shape(has.begin(), has.end()).str() +
                         " but the adapter's B A is " + Shape(want.begin(), want.end()).str());
-    if (!dtype_is_float(e->info->dtype))
+    if (q == quantized.end() && !dtype_is_float(e->info->dtype))
       throw FormatError(base.source() + ": tensor \"" + name + "\" is not floating point");
     folds[name] = &m;
   }
-  std::vector<TensorSpec> specs;
-  for (const auto& [name, e] : base.tensors()) specs.push_back({name, e.info->dtype, e.info->shape});
+  for (const auto& [name, e] : base.tensors()) {
+    const auto q = quantized.find(name);
+    if (q == quantized.end()) {
+      if (!is_bnb_nf4_part(base, name)) specs.push_back({name, e.info->dtype, e.info->shape});
+      continue;
+    }
+    DType original = DType::f32;
+    (void)read_bnb_nf4(base, name, q->second, &original);  // checked before anything is written
+    specs.push_back({name, original, std::vector<int64_t>(q->second.begin(), q->second.end())});
+  }
 
   const fs::path tmp = out.parent_path() / (out.filename().string() + ".onn-merge.tmp");
   fs::remove_all(tmp);
@@ -447,7 +468,15 @@ MergeResult merge_adapter_folder(const std::string& model_dir, const std::string
   try {
     const TensorFill fill = [&](const TensorSpec& spec, std::span<uint8_t> bytes) {
       const auto it = folds.find(spec.name);
-      Tensor t = base.tensor(spec.name);
+      const auto q = quantized.find(spec.name);
+      Tensor t;
+      if (q != quantized.end()) {
+        t = Tensor::empty(q->second, DType::f32);
+        dequantize(ctx, read_bnb_nf4(base, spec.name, q->second), t);
+        t = t.to_dtype(spec.dtype);
+      } else {
+        t = base.tensor(spec.name);
+      }
       if (it != folds.end()) {
         Tensor w = t.to_dtype(DType::f32);  // a fresh copy
         MatmulOptions o;  // W += scale * (out, R) @ (R, in)
@@ -464,7 +493,14 @@ MergeResult merge_adapter_folder(const std::string& model_dir, const std::string
     r.files = write_sharded_safetensors(tmp.string(), specs, fill, max_shard_bytes,
                                         {{"format", "pt"}, {"producer", "onn-merge"}});
     copy_model_side_files(model_dir, tmp.string());
-    fs::copy_file(fs::path(model_dir) / "config.json", tmp / "config.json");
+    if (cfg.stored_quant == QuantFormat::none) {
+      fs::copy_file(fs::path(model_dir) / "config.json", tmp / "config.json");
+    } else {  // the merged weights are dense: no quantization_config
+      nlohmann::ordered_json config = nlohmann::ordered_json::parse(
+          read_file((fs::path(model_dir) / "config.json").string(), kMaxConfigFileBytes));
+      config.erase("quantization_config");
+      write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
+    }
     if (fs::exists(out, ec)) fs::remove(out);  // the empty folder
     fs::rename(tmp, out);
   } catch (...) {

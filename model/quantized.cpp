@@ -3,12 +3,19 @@
 #include "model/quantized.h"
 
 #include <charconv>
+#include <filesystem>
+#include <map>
+#include <set>
 #include <cmath>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
 
+#include "model/config.h"
+#include "model/llama.h"
 #include "runtime/error.h"
+#include "runtime/file_util.h"
+#include "runtime/json.h"
 
 namespace onn {
 
@@ -59,9 +66,22 @@ class Nf4Reader {
 
 bool has_bnb_nf4(const SafetensorsModel& st, const std::string& name) { return st.find(name + ".absmax") != nullptr; }
 
-QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, const Shape& shape) {
+bool is_bnb_nf4_part(const SafetensorsModel& st, const std::string& name) {
+  for (const char* suffix : {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", kBnbNf4StateSuffix}) {
+    const size_t n = std::strlen(suffix);
+    if (name.size() > n && name.compare(name.size() - n, n, suffix) == 0 && has_bnb_nf4(st, name.substr(0, name.size() - n)))
+      return true;
+  }
+  return false;
+}
+
+QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, const Shape& shape, DType* original) {
   const Nf4Reader r(st, name);
   const nlohmann::json j = r.state();
+  if (original) {
+    const std::string dt = j.contains("dtype") ? r.field<std::string>(j, "dtype") : "float32";
+    *original = dt == "bfloat16" ? DType::bf16 : dt == "float16" ? DType::f16 : DType::f32;
+  }
   const std::string type = r.field<std::string>(j, "quant_type");
   if (type != "nf4") r.fail("quant_type \"" + type + "\" is not implemented (ONN reads nf4)");
   const int64_t block = r.field<int64_t>(j, "blocksize");
@@ -147,6 +167,120 @@ std::vector<std::pair<std::string, Tensor>> bnb_nf4_entries(const std::string& n
   std::memcpy(state.data(), js.data(), js.size());
   out.emplace_back(name + kBnbNf4StateSuffix, state);
   return out;
+}
+
+namespace {
+
+// The entries one (rows, cols) nf4 weight becomes, shapes and dtypes only (the header).
+std::vector<TensorSpec> nf4_specs(const std::string& name, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols, blocks = nf4_blocks(n), nested = (blocks + kNf4NestedBlock - 1) / kNf4NestedBlock;
+  return {{name, DType::u8, {(n + 1) / 2, 1}},
+          {name + ".absmax", DType::u8, {blocks}},
+          {name + ".quant_map", DType::f32, {kNf4Codes}},
+          {name + ".nested_absmax", DType::f32, {nested}},
+          {name + ".nested_quant_map", DType::f32, {kDynamicCodes}},
+          {name + kBnbNf4StateSuffix, DType::u8, {static_cast<int64_t>(kQuantStateFileBytes)}}};
+}
+
+nlohmann::ordered_json bnb_quantization_config(DType compute) {
+  const char* dt = compute == DType::bf16 ? "bfloat16" : compute == DType::f16 ? "float16" : "float32";
+  return {{"_load_in_4bit", true},          {"_load_in_8bit", false},
+          {"bnb_4bit_compute_dtype", dt},   {"bnb_4bit_quant_storage", "uint8"},
+          {"bnb_4bit_quant_type", "nf4"},   {"bnb_4bit_use_double_quant", true},
+          {"llm_int8_enable_fp32_cpu_offload", false}, {"llm_int8_has_fp16_weight", false},
+          {"llm_int8_skip_modules", nullptr}, {"llm_int8_threshold", 6.0},
+          {"load_in_4bit", true},           {"load_in_8bit", false},
+          {"quant_method", "bitsandbytes"}};
+}
+
+}  // namespace
+
+QuantizeResult quantize_folder(const std::string& model_dir, const std::string& out_dir, QuantFormat format,
+                               uint64_t max_shard_bytes) {
+  namespace fs = std::filesystem;
+  ONN_CHECK_ARG(format == QuantFormat::nf4, "onn-quantize writes nf4 (bitsandbytes 4-bit) folders; ",
+                quant_format_name(format), " is applied while loading instead (--quantize ",
+                quant_format_name(format), " on onn-train, onn-generate, onn-eval, onn-bench)");
+  std::error_code ec;
+  const fs::path out = fs::absolute(out_dir).lexically_normal();
+  ONN_CHECK_ARG(!fs::equivalent(out, model_dir, ec), "--out ", out_dir, " is the input folder; write a new one");
+  ONN_CHECK_ARG(!fs::exists(out, ec) || (fs::is_directory(out, ec) && fs::is_empty(out, ec)), out_dir,
+                " already exists and is not empty; give a new folder");
+  const ModelConfig cfg = load_model_config(model_dir);
+  ONN_CHECK_ARG(cfg.stored_quant == QuantFormat::none, model_dir, " is already quantized (",
+                quant_format_name(cfg.stored_quant), ")");
+  const SafetensorsModel base = SafetensorsModel::open(model_dir);
+  std::map<std::string, Shape> weights;  // the projection weights, by name
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
+    for (const LayerTensor& t : layer_tensors(cfg))
+      if (t.quant) weights[layer_prefix(l) + t.name] = t.shape;
+
+  QuantizeResult r;
+  std::vector<TensorSpec> specs;
+  std::map<std::string, std::string> part_of;  // every entry of a quantized weight -> the weight
+  for (const auto& [name, e] : base.tensors()) {
+    r.bytes_in += e.info->nbytes();
+    const auto w = weights.find(name);
+    if (w == weights.end()) {
+      specs.push_back({name, e.info->dtype, e.info->shape});
+      continue;
+    }
+    if (!(Shape(e.info->shape.begin(), e.info->shape.end()) == w->second) || !dtype_is_float(e.info->dtype))
+      throw FormatError(base.source() + ": tensor \"" + name + "\" is not a float tensor of shape " + w->second.str());
+    for (const TensorSpec& p : nf4_specs(name, w->second[0], w->second[1])) {
+      part_of[p.name] = name;
+      specs.push_back(p);
+    }
+  }
+  // One weight's entries, made when its first entry is asked for (they are consecutive in name order).
+  std::string cached_name;
+  std::map<std::string, Tensor> cached;
+  const TensorFill fill = [&](const TensorSpec& spec, std::span<uint8_t> bytes) {
+    const auto p = part_of.find(spec.name);
+    Tensor t;
+    if (p == part_of.end()) {
+      t = base.tensor(spec.name);
+    } else {
+      if (cached_name != p->second) {
+        cached.clear();
+        cached_name = p->second;
+        const Tensor dense = base.tensor(p->second);
+        const QuantTensor q = quantize(dense, QuantFormat::nf4, true, cpu_allocator());
+        for (auto& [n, x] : bnb_nf4_entries(p->second, q, dense.dtype())) cached[n] = x;
+        ++r.quantized;
+      }
+      t = cached.at(spec.name);
+    }
+    if (spec.name.size() > std::strlen(kBnbNf4StateSuffix) && p != part_of.end() &&
+        spec.name.compare(spec.name.size() - std::strlen(kBnbNf4StateSuffix), std::string::npos, kBnbNf4StateSuffix) == 0) {
+      ONN_ASSERT(t.nbytes() <= bytes.size());
+      std::memcpy(bytes.data(), t.data(), t.nbytes());
+      std::memset(bytes.data() + t.nbytes(), ' ', bytes.size() - t.nbytes());  // JSON whitespace
+    } else {
+      ONN_ASSERT(t.nbytes() == bytes.size());
+      std::memcpy(bytes.data(), t.data(), bytes.size());
+    }
+    ++r.tensors;
+    r.bytes_out += bytes.size();
+  };
+  const fs::path tmp = out.parent_path() / (out.filename().string() + ".onn-quantize.tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    r.files = write_sharded_safetensors(tmp.string(), specs, fill, max_shard_bytes,
+                                        {{"format", "pt"}, {"producer", "onn-quantize"}});
+    copy_model_side_files(model_dir, tmp.string());
+    nlohmann::ordered_json config = nlohmann::ordered_json::parse(
+        read_file((fs::path(model_dir) / "config.json").string(), kMaxConfigFileBytes));
+    config["quantization_config"] = bnb_quantization_config(cfg.torch_dtype);
+    write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
+    if (fs::exists(out, ec)) fs::remove(out);  // the empty folder
+    fs::rename(tmp, out);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  return r;
 }
 
 }  // namespace onn

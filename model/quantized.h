@@ -29,12 +29,32 @@ bool has_bnb_nf4(const SafetensorsModel& st, const std::string& name);
 // names the file, the tensor and what is wrong (a part missing or of the wrong size or dtype, a
 // quant_state that is not JSON or disagrees with the parts, a block size or type ONN does not
 // implement).
-QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, const Shape& shape);
+// `original`, when given, receives the dtype the quant_state records for the weight before
+// quantization.
+QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, const Shape& shape,
+                         DType* original = nullptr);
+// Whether `name` is one of the entries a quantized weight adds beside itself (".absmax", ...).
+bool is_bnb_nf4_part(const SafetensorsModel& st, const std::string& name);
 // The entries of q (nf4, on the CPU) under `name` in that layout; `dtype` is the original's, as
 // the quant_state records it. The JSON entry's bytes are owned by the returned tensor.
 std::vector<std::pair<std::string, Tensor>> bnb_nf4_entries(const std::string& name, const QuantTensor& q,
                                                             DType dtype);
 // The quant_state JSON of q, as bitsandbytes writes it.
 std::string bnb_nf4_state_json(const QuantTensor& q, DType dtype);
+
+// onn-quantize: `model_dir` (an unquantized folder) written to `out_dir` with every projection
+// weight in bitsandbytes' nf4 layout (double quantization on, as QLoRA), the other tensors as
+// they are, config.json with the quantization_config transformers writes: a folder transformers
+// + bitsandbytes and every ONN tool load. One dense and one quantized tensor in memory at a time;
+// the output appears whole or not at all. Each quant_state JSON is padded with spaces to a fixed
+// size (the header is written before the tensors are quantized).
+struct QuantizeResult {
+  int64_t tensors = 0, quantized = 0;
+  uint64_t bytes_in = 0, bytes_out = 0;  // the weight files
+  std::vector<std::string> files;
+};
+QuantizeResult quantize_folder(const std::string& model_dir, const std::string& out_dir, QuantFormat format,
+                               uint64_t max_shard_bytes);
+inline constexpr size_t kQuantStateFileBytes = 256;
 
 }  // namespace onn

@@ -3,6 +3,7 @@
 // windows of --seq-len tokens, and every next-token prediction inside a window counts.
 #include <cmath>
 #include <iostream>
+#include <optional>
 
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
@@ -20,6 +21,51 @@ namespace {
 std::vector<std::string> read_documents(const std::string& path) {
   if (path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) return onn::tools::read_jsonl_texts(path);
   return {onn::read_file(path, size_t{1} << 32)};
+}
+
+// Windows of every document: --seq-len tokens each (the last may be shorter), two at least.
+std::vector<std::vector<int32_t>> windows_of(const std::vector<std::string>& docs, const onn::Tokenizer& tok,
+                                             int64_t window) {
+  std::vector<std::vector<int32_t>> windows;
+  for (const std::string& doc : docs) {
+    const std::vector<int32_t> ids = tok.encode(doc, true);
+    for (size_t s = 0; s < ids.size(); s += static_cast<size_t>(window)) {
+      const size_t e = std::min(ids.size(), s + static_cast<size_t>(window));
+      if (e - s >= 2) windows.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(s), ids.begin() + static_cast<std::ptrdiff_t>(e));
+    }
+  }
+  return windows;
+}
+
+// The mean next-token loss over the windows, packed into forward passes of up to batch_tokens.
+double mean_loss(onn::Context& ctx, const onn::PlacedModel& placed, const std::vector<std::vector<int32_t>>& windows,
+                 int64_t batch_tokens, int64_t& count) {
+  double total = 0;
+  count = 0;
+  for (size_t w = 0; w < windows.size();) {
+    std::vector<int32_t> ids, pos, labels;
+    std::vector<int64_t> lens;
+    while (w < windows.size() && (ids.empty() || static_cast<int64_t>(ids.size() + windows[w].size()) <= batch_tokens)) {
+      const auto& win = windows[w++];
+      for (size_t i = 0; i < win.size(); ++i) {
+        ids.push_back(win[i]);
+        pos.push_back(static_cast<int32_t>(i));
+        labels.push_back(i + 1 < win.size() ? win[i + 1] : onn::kIgnoreIndex);
+      }
+      lens.push_back(static_cast<int64_t>(win.size()));
+    }
+    const auto to_dev = [&](const std::vector<int32_t>& v) {
+      onn::Tensor t = onn::Tensor::empty(onn::Shape{static_cast<int64_t>(v.size())}, onn::DType::i32);
+      std::copy(v.begin(), v.end(), t.data_as<int32_t>());
+      return t.to(ctx.device());
+    };
+    const int64_t n = static_cast<int64_t>(ids.size() - lens.size());  // predicted tokens
+    total += placed.model->loss(ctx, to_dev(ids), to_dev(pos), onn::packed_seqs(ctx, lens), to_dev(labels),
+                                placed.feed()) *
+             static_cast<double>(n);
+    count += n;
+  }
+  return total / static_cast<double>(count);
 }
 
 }  // namespace
@@ -55,53 +101,38 @@ int main(int argc, char** argv) {
     }
     onn::tools::check_host_ram(placement, plan);
     onn::Context ctx(onn::tools::device_from_flag(device_flag));
-    const onn::PlacedModel placed = onn::place_for_generation(ctx, model_dir, placement, shape);
-    onn::LlamaModel& model = *placed.model;
-    // An adapter is folded into the weights once, so the forward runs at full speed.
-    if (!adapter_dir.empty()) {
-      if (placed.stream) throw onn::InvalidArgument("--adapter with a streamed model: merge it first with onn-merge");
-      onn::merge_lora(ctx, model, onn::load_peft_adapter(ctx, model, adapter_dir));
-    }
     const onn::Tokenizer tok = onn::Tokenizer::load(model_dir);
-    const int64_t window = std::min(seq_len, model.config().max_position_embeddings);
-    // Windows of every document, then forward passes over packs of windows.
-    std::vector<std::vector<int32_t>> windows;
-    for (const std::string& doc : read_documents(data)) {
-      const std::vector<int32_t> ids = tok.encode(doc, true);
-      for (size_t s = 0; s < ids.size(); s += static_cast<size_t>(window)) {
-        const size_t e = std::min(ids.size(), s + static_cast<size_t>(window));
-        if (e - s >= 2) windows.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(s), ids.begin() + static_cast<std::ptrdiff_t>(e));
-      }
-    }
+    const int64_t window = std::min(seq_len, onn::load_model_config(model_dir).max_position_embeddings);
+    const std::vector<std::vector<int32_t>> windows = windows_of(read_documents(data), tok, window);
     if (windows.empty()) throw onn::InvalidArgument(data + ": no window of two or more tokens to evaluate");
-    double total = 0;
-    int64_t count = 0;
-    for (size_t w = 0; w < windows.size();) {
-      std::vector<int32_t> ids, pos, labels;
-      std::vector<int64_t> lens;
-      while (w < windows.size() && (ids.empty() || static_cast<int64_t>(ids.size() + windows[w].size()) <= batch_tokens)) {
-        const auto& win = windows[w++];
-        for (size_t i = 0; i < win.size(); ++i) {
-          ids.push_back(win[i]);
-          pos.push_back(static_cast<int32_t>(i));
-          labels.push_back(i + 1 < win.size() ? win[i + 1] : onn::kIgnoreIndex);
-        }
-        lens.push_back(static_cast<int64_t>(win.size()));
+    // The model (an adapter folded into its weights once, so the forward runs at full speed),
+    // then, with --quantize, the unquantized model over the same windows.
+    const auto evaluate = [&](const onn::PlacementFlags& f, int64_t& count) {
+      const onn::PlacedModel placed = onn::place_for_generation(ctx, model_dir, f, shape);
+      if (!adapter_dir.empty()) {
+        if (placed.stream) throw onn::InvalidArgument("--adapter with a streamed model: merge it first with onn-merge");
+        onn::merge_lora(ctx, *placed.model, onn::load_peft_adapter(ctx, *placed.model, adapter_dir));
       }
-      const auto to_dev = [&](const std::vector<int32_t>& v) {
-        onn::Tensor t = onn::Tensor::empty(onn::Shape{static_cast<int64_t>(v.size())}, onn::DType::i32);
-        std::copy(v.begin(), v.end(), t.data_as<int32_t>());
-        return t.to(ctx.device());
-      };
-      const int64_t n = static_cast<int64_t>(ids.size() - lens.size());  // predicted tokens
-      total += model.loss(ctx, to_dev(ids), to_dev(pos), onn::packed_seqs(ctx, lens), to_dev(labels), placed.feed()) * static_cast<double>(n);
-      count += n;
+      return mean_loss(ctx, placed, windows, batch_tokens, count);
+    };
+    int64_t count = 0, dense_count = 0;
+    const double loss = evaluate(placement, count);
+    std::optional<double> dense;
+    if (placement.quantize != onn::QuantFormat::none) {
+      onn::PlacementFlags unquantized = placement;
+      unquantized.quantize = onn::QuantFormat::none;
+      dense = evaluate(unquantized, dense_count);
     }
-    const double loss = total / static_cast<double>(count);
     if (json) {
-      std::cout << nlohmann::json{{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", count}}.dump() << "\n";
+      nlohmann::json j{{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", count}};
+      if (dense) j.update({{"unquantized_loss", *dense}, {"loss_difference", loss - *dense}});
+      std::cout << j.dump() << "\n";
     } else {
-      std::cout << "loss " << loss << "  perplexity " << std::exp(loss) << "  tokens " << count << "\n";
+      std::cout << "loss " << loss << "  perplexity " << std::exp(loss) << "  tokens " << count;
+      if (dense)
+        std::cout << "  (" << onn::quant_format_name(placement.quantize) << "; unquantized loss " << *dense
+                  << ", difference " << loss - *dense << ")";
+      std::cout << "\n";
     }
     return 0;
   });

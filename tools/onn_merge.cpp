@@ -8,7 +8,10 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"onn-merge: fold a LoRA adapter (PEFT layout, e.g. onn-train's adapter/) into its base model and "
-               "write a new Hugging Face model folder; tensors keep their dtype, one in memory at a time"};
+               "write a new Hugging Face model folder; tensors keep their dtype, one in memory at a time. A "
+               "quantized base (a bitsandbytes 4-bit folder) is merged into its dequantized weights and written "
+               "dense, each weight in the dtype it had before quantization (bf16 for the usual -bnb-4bit folders), "
+               "without quantization_config"};
   std::string model_dir, adapter_dir, out_dir;
   uint64_t max_shard = 5'000'000'000ULL;
   bool json = false;

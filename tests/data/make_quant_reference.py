@@ -36,28 +36,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-# Two of bitsandbytes' native CPU kernels (0.50) depart from the format as its CUDA kernels and its
-# pure-torch "default" kernels define it, so the default kernels are registered for the CPU here:
-# - dequantize_4bit indexes absmax per row (row * cols / 64 + col / 64), wrong when a row is not a
-#   whole number of 64-blocks (a 96- or 160-wide weight; the format blocks the flattened tensor);
-# - quantize_blockwise (the double-quantized absmax) finds the code with an approximate search
-#   that can land on the second-nearest value (3 of 325 absmax in the "many" case), where the
-#   CUDA kernel and the default kernel take the nearest.
-from bitsandbytes._ops import register_kernel  # noqa: E402
-
-_DEFAULT = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)  # the "default" kernels
-
-
-@register_kernel("bitsandbytes::dequantize_4bit", "cpu")
-def _dequantize_4bit_default(A, absmax, blocksize, quant_type, shape, dtype):
-    return torch.ops.bitsandbytes.dequantize_4bit.default.redispatch(_DEFAULT, A, absmax, blocksize, quant_type,
-                                                                     shape, dtype)
-
-
-@register_kernel("bitsandbytes::quantize_blockwise", "cpu")
-def _quantize_blockwise_default(A, code, blocksize):
-    return torch.ops.bitsandbytes.quantize_blockwise.default.redispatch(_DEFAULT, A, code, blocksize)
-
+import bnb_default_kernels  # noqa: E402,F401  bitsandbytes' default kernels on the CPU (see there)
 
 here = os.path.dirname(os.path.abspath(__file__))
 models = os.path.join(here, "models")
