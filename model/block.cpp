@@ -46,7 +46,10 @@ LoraConfig Block::lora_config(size_t l, Projection p) const {
 Tensor Block::weight(const LayerWeights& w, Projection p) const {
   const QuantTensor& q = w.*projection_quant(p);
   if (!q.defined()) return w.*projection_weight(p);
-  Tensor dense = make(Shape{q.rows, q.cols});
+  // One scratch for every projection of every layer of the pass: the GEMM that reads it is
+  // queued before the next dequantization writes it, on the same stream.
+  if (!scratch_.defined()) scratch_ = make(Shape{largest_projection(c_)});
+  Tensor dense = scratch_.view(0, Shape{q.rows, q.cols}, model_.dtype());
   dequantize(ctx_, q, dense);
   return dense;
 }

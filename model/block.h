@@ -78,7 +78,8 @@ class Block {
                         bool acc_dx, const BlockActs& a, Gradients& g) const;
   void ensure(Tensor& t, const Shape& s, bool statistic = false) const;
   // Projection p's weight in the compute dtype: the dense tensor, or a quantized base's
-  // dequantized into a fresh scratch just before its GEMM (forward, and again for dX).
+  // dequantized into the block's scratch just before its GEMM (forward, and again for dX); valid
+  // until the next call.
   Tensor weight(const LayerWeights& w, Projection p) const;
 
   Context& ctx_;
@@ -87,6 +88,7 @@ class Block {
   int64_t n_;
   BlockInput in_;
   float scale_;
+  mutable Tensor scratch_;  // a quantized base's dequantized projection, the largest one's size
 };
 
 }  // namespace onn

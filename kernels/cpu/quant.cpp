@@ -1,4 +1,6 @@
 // Dequantization on the CPU: one pass over the weight's elements, in the compute dtype.
+#include <array>
+
 #include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
 #include "kernels/quant_math.h"
@@ -31,6 +33,16 @@ void dequantize_nf4(const QuantTensor& q, T* out) {
   }
 }
 
+// The 256 E4M3 values, looked up instead of decoded per element.
+const std::array<float, 256>& fp8_values() {
+  static const std::array<float, 256> v = [] {
+    std::array<float, 256> t{};
+    for (int b = 0; b < 256; ++b) t[static_cast<size_t>(b)] = quant_math::fp8_e4m3_value(static_cast<uint8_t>(b));
+    return t;
+  }();
+  return v;
+}
+
 template <typename T>
 void dequantize_rows(const QuantTensor& q, T* out) {
   const float fmax = q.format == QuantFormat::int8 ? kInt8Max : kFp8E4M3Max;
@@ -44,7 +56,7 @@ void dequantize_rows(const QuantTensor& q, T* out) {
       for (int64_t c = 0; c < q.cols; ++c) o[c] = static_cast<T>(static_cast<float>(in[c]) * scale);
     } else {
       const uint8_t* in = ptr<uint8_t>(q.data) + row * q.cols;
-      for (int64_t c = 0; c < q.cols; ++c) o[c] = static_cast<T>(quant_math::fp8_e4m3_value(in[c]) * scale);
+      for (int64_t c = 0; c < q.cols; ++c) o[c] = static_cast<T>(fp8_values()[in[c]] * scale);
     }
   }
 }
