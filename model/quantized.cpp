@@ -75,6 +75,22 @@ bool is_bnb_nf4_part(const SafetensorsModel& st, const std::string& name) {
   return false;
 }
 
+std::vector<Nf4Weight> bnb_nf4_weights(const SafetensorsModel& st) {
+  std::vector<Nf4Weight> out;
+  for (const auto& [name, e] : st.tensors()) {
+    if (!has_bnb_nf4(st, name)) continue;
+    const Nf4Reader r(st, name);
+    const std::vector<int64_t> dims = r.field<std::vector<int64_t>>(r.state(), "shape");
+    if (dims.size() != 2 || dims[0] < 1 || dims[1] < 1 || dims[0] > (int64_t{1} << 31) || dims[1] > (int64_t{1} << 31))
+      r.fail("quant_state shape " + nlohmann::json(dims).dump() + " is not a 2-D weight");
+    Nf4Weight w{name, Shape{dims[0], dims[1]}, 0};
+    for (const Tensor& t : read_bnb_nf4(st, name, w.shape).parts()) w.bytes += t.nbytes();
+    w.bytes += st.find(name + kBnbNf4StateSuffix)->info->nbytes();
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
 QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, const Shape& shape, DType* original) {
   const Nf4Reader r(st, name);
   const nlohmann::json j = r.state();

@@ -33,6 +33,15 @@ bool has_bnb_nf4(const SafetensorsModel& st, const std::string& name);
 // quantization.
 QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, const Shape& shape,
                          DType* original = nullptr);
+// Every weight of `st` stored in the 4-bit layout: its name, its (out, in) shape as its
+// quant_state records it, and the bytes of all its entries; each one checked as read_bnb_nf4
+// checks it (a FormatError names the tensor).
+struct Nf4Weight {
+  std::string name;
+  Shape shape;
+  uint64_t bytes = 0;
+};
+std::vector<Nf4Weight> bnb_nf4_weights(const SafetensorsModel& st);
 // Whether `name` is one of the entries a quantized weight adds beside itself (".absmax", ...).
 bool is_bnb_nf4_part(const SafetensorsModel& st, const std::string& name);
 // The entries of q (nf4, on the CPU) under `name` in that layout; `dtype` is the original's, as

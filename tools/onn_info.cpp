@@ -3,9 +3,11 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <map>
 #include <iostream>
 #include <sstream>
 
+#include "model/quantized.h"
 #include "runtime/allocator.h"
 #include "runtime/error.h"
 #include "runtime/hardware.h"
@@ -24,6 +26,22 @@ std::string printable(const std::string& s) {
 }
 
 void print_model(const onn::SafetensorsModel& m, bool json) {
+  // Weights in bitsandbytes' 4-bit layout: what each entry belongs to, and the totals.
+  const std::vector<onn::Nf4Weight> nf4 = onn::bnb_nf4_weights(m);
+  std::map<std::string, std::string> quant;  // entry -> "nf4" (the weight) or "nf4 of NAME" (its parts)
+  int64_t logical = 0;
+  uint64_t nf4_bytes = 0;
+  for (const onn::Nf4Weight& w : nf4) {
+    logical += w.shape.numel();
+    nf4_bytes += w.bytes;
+    quant[w.name] = "nf4 " + w.shape.str();
+  }
+  for (const auto& [name, e] : m.tensors())
+    if (!quant.count(name) && onn::is_bnb_nf4_part(m, name)) quant[name] = "nf4 part";
+  const auto quant_of = [&](const std::string& name) {
+    const auto it = quant.find(name);
+    return it == quant.end() ? std::string() : it->second;
+  };
   if (json) {
     nlohmann::json j;
     j["source"] = m.source();
@@ -36,7 +54,11 @@ void print_model(const onn::SafetensorsModel& m, bool json) {
                               {"shape", e.info->shape},
                               {"bytes", e.info->nbytes()},
                               {"file", m.files()[e.file].path()}});
+      if (!quant_of(name).empty()) j["tensors"].back()["quantization"] = quant_of(name);
     }
+    if (!nf4.empty())
+      j["quantization"] = {{"format", "nf4"}, {"layout", "bitsandbytes 4-bit"}, {"weights", nf4.size()},
+                           {"weight_parameters", logical}, {"bytes", nf4_bytes}};
     j["tensor_count"] = m.tensors().size();
     j["parameters"] = m.parameter_count();
     j["tensor_bytes"] = m.tensor_bytes();
@@ -58,18 +80,23 @@ void print_model(const onn::SafetensorsModel& m, bool json) {
   std::printf("%s: %zu tensor(s) in %zu file(s), %lld parameters, %s of tensor data\n", printable(m.source()).c_str(),
               m.tensors().size(), m.files().size(), static_cast<long long>(m.parameter_count()),
               onn::format_bytes(m.tensor_bytes()).c_str());
+  if (!nf4.empty())
+    std::printf("quantization: %zu weight(s) in nf4 (bitsandbytes 4-bit), %lld parameters in %s\n", nf4.size(),
+                static_cast<long long>(logical), onn::format_bytes(nf4_bytes).c_str());
   if (!m.metadata().empty()) {
     std::printf("metadata:\n");
     for (const auto& [k, v] : m.metadata()) std::printf("  %s: %s\n", printable(k).c_str(), printable(v).c_str());
   }
-  std::printf("%-*s  %-5s  %-*s  %s\n", static_cast<int>(wname), "name", "dtype", static_cast<int>(wshape), "shape",
-              "bytes");
+  // A quantization column only for a folder that has quantized weights.
+  std::printf("%-*s  %-5s  %-*s  %s%s\n", static_cast<int>(wname), "name", "dtype", static_cast<int>(wshape), "shape",
+              nf4.empty() ? "bytes" : "bytes         ", nf4.empty() ? "" : "quantization");
   size_t i = 0;
   for (const auto& [name, e] : m.tensors()) {
-    (void)name;
-    std::printf("%-*s  %-5s  %-*s  %llu\n", static_cast<int>(wname), names[i].c_str(),
+    const std::string bytes = std::to_string(e.info->nbytes());
+    std::printf("%-*s  %-5s  %-*s  %s%s\n", static_cast<int>(wname), names[i].c_str(),
                 std::string(onn::dtype_name(e.info->dtype)).c_str(), static_cast<int>(wshape), shapes[i].c_str(),
-                static_cast<unsigned long long>(e.info->nbytes()));
+                nf4.empty() ? bytes.c_str() : (bytes + std::string(14 - std::min<size_t>(bytes.size(), 13), ' ')).c_str(),
+                quant_of(name).c_str());
     ++i;
   }
 }

@@ -13,6 +13,7 @@
 #include "runtime/file_util.h"
 #include "runtime/json.h"
 #include "runtime/safetensors.h"
+#include "support/grad_check.h"
 #include "support/test_util.h"
 
 using namespace onn;
@@ -162,4 +163,39 @@ TEST_CASE("onn-quantize refusals: one line, exit 2, nothing written") {
   const ProcessResult ev = run_process({kEval, "--model", gptq, "--data", kEvalData, "--device", "cpu"});
   CHECK(one_line_exit_2(ev));
   CHECK(ev.err.find("quant_method\" is \"gptq\"") != std::string::npos);
+}
+
+TEST_CASE("onn-info shows each tensor's quantization and the quantized bytes; a lying quant_state exits 2") {
+  const ProcessResult r = run_process({ONN_INFO_PATH, kNf4, "--json"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  CHECK(j["quantization"]["format"] == "nf4");
+  CHECK(j["quantization"]["weights"] == 14);
+  CHECK(j["quantization"]["weight_parameters"] == 2 * (64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 96));
+  size_t weights = 0, parts = 0;
+  for (const auto& t : j["tensors"]) {
+    if (!t.contains("quantization")) continue;
+    if (t["name"] == "model.layers.0.mlp.down_proj.weight") CHECK(t["quantization"] == "nf4 (64, 96)");
+    (t["quantization"] == "nf4 part" ? parts : weights) += 1;
+  }
+  CHECK(weights == 14);
+  CHECK(parts == 14 * 5);
+  const ProcessResult text = run_process({ONN_INFO_PATH, kNf4});
+  CHECK(text.out.find("quantization: 14 weight(s) in nf4") != std::string::npos);
+
+  // A quant_state whose shape disagrees with the packed bytes.
+  TempDir dir;
+  const SafetensorsFile f = SafetensorsFile::open(kNf4 + "/model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> t;
+  for (const TensorInfo& i : f.tensors()) t.emplace_back(i.name, clone(f.tensor(i.name)));
+  for (auto& [n, x] : t)
+    if (n == "model.layers.0.mlp.up_proj.weight.quant_state.bitsandbytes__nf4") {
+      const std::string js = R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": [96, 96]})";
+      x = Tensor::empty(Shape{static_cast<int64_t>(js.size())}, DType::u8);
+      std::memcpy(x.data(), js.data(), js.size());
+    }
+  write_safetensors(dir.file("model.safetensors"), t);
+  const ProcessResult bad = run_process({ONN_INFO_PATH, dir.file("model.safetensors")});
+  CHECK(one_line_exit_2(bad));
+  CHECK(bad.err.find("model.layers.0.mlp.up_proj.weight") != std::string::npos);
 }
