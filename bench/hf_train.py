@@ -5,6 +5,9 @@ the two give a ratio of tokens/s and of peak memory.
 
   LoRA: base weights bf16, adapters fp32 (PEFT's default) under bf16 autocast, AdamW (fused).
   Full: fp32 master weights under bf16 autocast, AdamW (fused): HF Trainer's bf16=True.
+  QLoRA (--qlora): the folder's weights loaded by bitsandbytes in 4-bit nf4 with double
+  quantization and bf16 compute (BitsAndBytesConfig, as QLoRA / unsloth / axolotl set it), PEFT
+  LoRA on top; the folder must hold weights (onn-init without --config-only).
   Attention: SDPA. --recompute turns on gradient checkpointing.
 
   onn-init --preset tinyllama --out /tmp/m --seed 1
@@ -30,12 +33,20 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--recompute", action="store_true")
+    ap.add_argument("--qlora", action="store_true", help="LoRA on a bitsandbytes 4-bit nf4 base")
     args = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = AutoConfig.from_pretrained(args.model)
     torch.manual_seed(0)
     dtype = torch.float32 if args.full else torch.bfloat16
-    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa").to(dev)
+    if args.qlora:
+        from transformers import BitsAndBytesConfig
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(args.model, quantization_config=bnb, dtype=torch.bfloat16,
+                                                     attn_implementation="sdpa", device_map=dev)
+    else:
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa").to(dev)
     if args.recompute:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -69,7 +80,8 @@ def main():
         ms.append((time.perf_counter() - t0) * 1000)
     med = statistics.median(ms)
     print(json.dumps({
-        "bench": "train", "impl": "transformers" + ("" if args.full else "+peft"), "mode": "full" if args.full else "lora",
+        "bench": "train", "impl": "transformers" + ("" if args.full else "+bitsandbytes+peft" if args.qlora else "+peft"),
+        "mode": "full" if args.full else "qlora" if args.qlora else "lora",
         "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
         "parameters_total": sum(p.numel() for p in model.parameters()),
         "parameters_trained": sum(p.numel() for p in trained),

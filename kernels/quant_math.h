@@ -36,7 +36,13 @@ ONN_HOST_DEVICE float nf4_block_absmax(const float* absmax, const uint8_t* qabsm
                                        const float* nested_absmax, float offset, int64_t block,
                                        int64_t nested_block) {
   if (!qabsmax) return absmax[block];
+  // Rounded product, then the add: never one fused multiply-add (nvcc fuses a * b + c by
+  // default; the host build has no FMA contraction).
+#if defined(__CUDA_ARCH__)
+  const float scaled = __fmul_rn(nested_code[qabsmax[block]], nested_absmax[block / nested_block]);
+#else
   const float scaled = nested_code[qabsmax[block]] * nested_absmax[block / nested_block];
+#endif
   return scaled + offset;
 }
 

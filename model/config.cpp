@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "runtime/error.h"
+#include "runtime/file_util.h"
 #include "runtime/json.h"
 
 namespace onn {
@@ -271,6 +272,15 @@ void check_context_length(const ModelConfig& cfg, int64_t context, const std::st
   if (context > cfg.max_position_embeddings)
     throw InvalidArgument(source + ": context " + std::to_string(context) + " exceeds max_position_embeddings (" +
                           std::to_string(cfg.max_position_embeddings) + ")");
+}
+
+void write_edited_config(const std::string& from_dir, const std::string& to_dir,
+                         const std::function<void(nlohmann::ordered_json&)>& edit) {
+  const std::string from = (std::filesystem::path(from_dir) / "config.json").string();
+  nlohmann::ordered_json config = nlohmann::ordered_json::parse(read_file(from, kMaxConfigFileBytes), nullptr, false);
+  if (config.is_discarded() || !config.is_object()) throw FormatError(from + ": not a JSON object");
+  edit(config);
+  write_file_atomic((std::filesystem::path(to_dir) / "config.json").string(), config.dump(2) + "\n");
 }
 
 void copy_model_side_files(const std::string& from, const std::string& to) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,6 +59,10 @@ ModelConfig load_model_config(const std::string& path);
 // Refuses a context longer than what the model's attention supports: a sliding window
 // shorter than `context` (ONN's attention is full causal) or max_position_embeddings.
 void check_context_length(const ModelConfig& cfg, int64_t context, const std::string& source);
+
+// from_dir's config.json, changed by `edit`, written to to_dir (atomically).
+void write_edited_config(const std::string& from_dir, const std::string& to_dir,
+                         const std::function<void(nlohmann::ordered_json&)>& edit);
 
 // Copies the files that travel with a model's weights, other than config.json (which a
 // writer puts last): tokenizer.json, tokenizer_config.json, special_tokens_map.json,

@@ -268,6 +268,14 @@ uint64_t layer_bytes(const ModelConfig& c, DType dtype, QuantFormat quant) {
   return bytes;
 }
 
+std::map<std::string, Shape> projection_weights(const ModelConfig& c) {
+  std::map<std::string, Shape> w;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    for (const LayerTensor& t : layer_tensors(c))
+      if (t.quant) w[layer_prefix(l) + t.name] = t.shape;
+  return w;
+}
+
 int64_t largest_projection(const ModelConfig& c) {
   int64_t n = 0;
   for (const LayerTensor& t : layer_tensors(c))

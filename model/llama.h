@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -66,6 +67,9 @@ std::vector<LayerTensor> layer_tensors(const ModelConfig& c);
 // One layer's weight bytes as loaded: dense tensors in `dtype`, the projection weights in
 // `quant`'s layout when it is not none.
 uint64_t layer_bytes(const ModelConfig& c, DType dtype, QuantFormat quant);
+// Every projection weight of the model (fused originals whole) by HF name, with its shape: the
+// tensors a quantized base holds quantized.
+std::map<std::string, Shape> projection_weights(const ModelConfig& c);
 // The elements of the largest projection weight of a layer (a fused original whole): the
 // scratch a quantized base dequantizes into.
 int64_t largest_projection(const ModelConfig& c);

@@ -410,30 +410,12 @@ LoraAdapter load_peft_adapter(Context& ctx, const ModelConfig& c, DType compute,
   return ad;
 }
 
-MergeResult merge_adapter_folder(const std::string& model_dir, const std::string& adapter_dir,
-                                 const std::string& out_dir, uint64_t max_shard_bytes) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path out = fs::absolute(out_dir).lexically_normal();
-  for (const std::string& in : {model_dir, adapter_dir})
-    ONN_CHECK_ARG(!fs::equivalent(out, in, ec), "--out ", out_dir, " is the input folder ", in,
-                  "; write the merged model to a new folder");
-  ONN_CHECK_ARG(!fs::exists(out, ec) || (fs::is_directory(out, ec) && fs::is_empty(out, ec)), out_dir,
-                " already exists and is not empty; give a new folder");
-  const ModelConfig cfg = load_model_config(model_dir);
-  const SafetensorsModel base = SafetensorsModel::open(model_dir);
-  Context ctx(Device::cpu());
-  const LoraAdapter adapter = load_peft_adapter(ctx, cfg, DType::f32, adapter_dir);
-  const float scale = static_cast<float>(adapter.spec.scale());
+namespace {
 
-  // A quantized base (a bitsandbytes 4-bit folder): each quantized weight is written dense, in
-  // the dtype its quant_state records, its extra entries dropped.
-  std::vector<TensorSpec> specs;
-  std::map<std::string, Shape> quantized;
-  for (int64_t l = 0; cfg.stored_quant != QuantFormat::none && l < cfg.num_hidden_layers; ++l)
-    for (const LayerTensor& t : layer_tensors(cfg))
-      if (t.quant && has_bnb_nf4(base, layer_prefix(l) + t.name)) quantized[layer_prefix(l) + t.name] = t.shape;
-  // The base tensor each adapted module folds into, checked before anything is written.
+// The base tensor each adapted module folds into, checked: present, of B A's shape, float (a
+// quantized weight by its logical shape).
+std::map<std::string, const LoraModule*> merge_targets(const SafetensorsModel& base, const LoraAdapter& adapter,
+                                                       const std::map<std::string, Shape>& quantized) {
   std::map<std::string, const LoraModule*> folds;
   for (const LoraModule& m : adapter.modules) {
     const std::string name = layer_prefix(m.layer) + m.name + ".weight";
@@ -450,6 +432,13 @@ MergeResult merge_adapter_folder(const std::string& model_dir, const std::string
       throw FormatError(base.source() + ": tensor \"" + name + "\" is not floating point");
     folds[name] = &m;
   }
+  return folds;
+}
+
+// The merged folder's tensors: the base's, each quantized weight (a bitsandbytes 4-bit base)
+// dense in the dtype its quant_state records, its extra entries dropped.
+std::vector<TensorSpec> merged_specs(const SafetensorsModel& base, const std::map<std::string, Shape>& quantized) {
+  std::vector<TensorSpec> specs;
   for (const auto& [name, e] : base.tensors()) {
     const auto q = quantized.find(name);
     if (q == quantized.end()) {
@@ -460,53 +449,56 @@ MergeResult merge_adapter_folder(const std::string& model_dir, const std::string
     (void)read_bnb_nf4(base, name, q->second, &original);  // checked before anything is written
     specs.push_back({name, original, std::vector<int64_t>(q->second.begin(), q->second.end())});
   }
+  return specs;
+}
 
-  const fs::path tmp = out.parent_path() / (out.filename().string() + ".onn-merge.tmp");
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+}  // namespace
+
+MergeResult merge_adapter_folder(const std::string& model_dir, const std::string& adapter_dir,
+                                 const std::string& out_dir, uint64_t max_shard_bytes) {
+  const ModelConfig cfg = load_model_config(model_dir);
+  const SafetensorsModel base = SafetensorsModel::open(model_dir);
+  Context ctx(Device::cpu());
+  const LoraAdapter adapter = load_peft_adapter(ctx, cfg, DType::f32, adapter_dir);
+  const float scale = static_cast<float>(adapter.spec.scale());
+  std::map<std::string, Shape> quantized;
+  for (const auto& [name, shape] : projection_weights(cfg))
+    if (has_bnb_nf4(base, name)) quantized[name] = shape;
+  const std::map<std::string, const LoraModule*> folds = merge_targets(base, adapter, quantized);
+  const std::vector<TensorSpec> specs = merged_specs(base, quantized);
   MergeResult r;
-  try {
-    const TensorFill fill = [&](const TensorSpec& spec, std::span<uint8_t> bytes) {
-      const auto it = folds.find(spec.name);
-      const auto q = quantized.find(spec.name);
-      Tensor t;
-      if (q != quantized.end()) {
-        t = Tensor::empty(q->second, DType::f32);
-        dequantize(ctx, read_bnb_nf4(base, spec.name, q->second), t);
-        t = t.to_dtype(spec.dtype);
-      } else {
-        t = base.tensor(spec.name);
-      }
-      if (it != folds.end()) {
-        Tensor w = t.to_dtype(DType::f32);  // a fresh copy
-        MatmulOptions o;  // W += scale * (out, R) @ (R, in)
-        o.alpha = scale;
-        o.beta = 1.0f;
-        matmul(ctx, it->second->b, it->second->a, w, o);
-        t = w.to_dtype(spec.dtype);
-        ++r.merged;
-      }
-      ONN_ASSERT(t.nbytes() == bytes.size());
-      std::memcpy(bytes.data(), t.data(), bytes.size());
-      ++r.tensors;
-    };
-    r.files = write_sharded_safetensors(tmp.string(), specs, fill, max_shard_bytes,
-                                        {{"format", "pt"}, {"producer", "onn-merge"}});
-    copy_model_side_files(model_dir, tmp.string());
-    if (cfg.stored_quant == QuantFormat::none) {
-      fs::copy_file(fs::path(model_dir) / "config.json", tmp / "config.json");
-    } else {  // the merged weights are dense: no quantization_config
-      nlohmann::ordered_json config = nlohmann::ordered_json::parse(
-          read_file((fs::path(model_dir) / "config.json").string(), kMaxConfigFileBytes));
-      config.erase("quantization_config");
-      write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
+  const TensorFill fill = [&](const TensorSpec& spec, std::span<uint8_t> bytes) {
+    const auto it = folds.find(spec.name);
+    const auto q = quantized.find(spec.name);
+    Tensor t;
+    if (q != quantized.end()) {
+      t = Tensor::empty(q->second, DType::f32);
+      dequantize(ctx, read_bnb_nf4(base, spec.name, q->second), t);
+      t = t.to_dtype(spec.dtype);
+    } else {
+      t = base.tensor(spec.name);
     }
-    if (fs::exists(out, ec)) fs::remove(out);  // the empty folder
-    fs::rename(tmp, out);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+    if (it != folds.end()) {
+      Tensor w = t.to_dtype(DType::f32);  // a fresh copy
+      MatmulOptions o;  // W += scale * (out, R) @ (R, in)
+      o.alpha = scale;
+      o.beta = 1.0f;
+      matmul(ctx, it->second->b, it->second->a, w, o);
+      t = w.to_dtype(spec.dtype);
+      ++r.merged;
+    }
+    ONN_ASSERT(t.nbytes() == bytes.size());
+    std::memcpy(bytes.data(), t.data(), bytes.size());
+    ++r.tensors;
+  };
+  write_folder_atomic(out_dir, {model_dir, adapter_dir}, "onn-merge", [&](const std::string& tmp) {
+    r.files = write_sharded_safetensors(tmp, specs, fill, max_shard_bytes, {{"format", "pt"}, {"producer", "onn-merge"}});
+    copy_model_side_files(model_dir, tmp);
+    if (cfg.stored_quant == QuantFormat::none)
+      std::filesystem::copy_file(std::filesystem::path(model_dir) / "config.json", std::filesystem::path(tmp) / "config.json");
+    else  // the merged weights are dense: no quantization_config
+      write_edited_config(model_dir, tmp, [](nlohmann::ordered_json& c) { c.erase("quantization_config"); });
+  });
   return r;
 }
 

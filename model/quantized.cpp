@@ -91,13 +91,12 @@ std::vector<Nf4Weight> bnb_nf4_weights(const SafetensorsModel& st) {
   return out;
 }
 
-QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, const Shape& shape, DType* original) {
-  const Nf4Reader r(st, name);
-  const nlohmann::json j = r.state();
-  if (original) {
-    const std::string dt = j.contains("dtype") ? r.field<std::string>(j, "dtype") : "float32";
-    *original = dt == "bfloat16" ? DType::bf16 : dt == "float16" ? DType::f16 : DType::f32;
-  }
+namespace {
+
+constexpr float kFloatMax = 3.0e38f;
+
+// The quant_state's description of the weight: nf4, 64-blocks, the shape config.json implies.
+void check_state(const Nf4Reader& r, const nlohmann::json& j, const Shape& shape) {
   const std::string type = r.field<std::string>(j, "quant_type");
   if (type != "nf4") r.fail("quant_type \"" + type + "\" is not implemented (ONN reads nf4)");
   const int64_t block = r.field<int64_t>(j, "blocksize");
@@ -105,6 +104,44 @@ QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, co
   const std::vector<int64_t> dims = r.field<std::vector<int64_t>>(j, "shape");
   if (!(Shape(dims.begin(), dims.end()) == shape))
     r.fail("quant_state shape " + nlohmann::json(dims).dump() + " but config.json implies " + shape.str());
+}
+
+// Double quantization's entries and offset, when the quant_state has them.
+void read_nested(const Nf4Reader& r, const nlohmann::json& j, bool has_nested_absmax, QuantTensor& q) {
+  if (!j.contains("nested_offset") && !j.contains("nested_blocksize")) {
+    if (has_nested_absmax) r.fail("it has nested_absmax but its quant_state has no nested_offset");
+    return;
+  }
+  const int64_t nb = r.field<int64_t>(j, "nested_blocksize");
+  if (nb != kNf4NestedBlock) r.fail("nested_blocksize " + std::to_string(nb) + " is not implemented (ONN reads 256)");
+  const std::string nd = r.field<std::string>(j, "nested_dtype");
+  if (nd != "float32") r.fail("nested_dtype \"" + nd + "\" is not implemented (ONN reads float32)");
+  const double offset = r.field<double>(j, "nested_offset");
+  if (!std::isfinite(offset) || std::fabs(offset) > kFloatMax) r.fail("nested_offset is not a finite float");
+  q.nested_offset = static_cast<float>(offset);
+  q.nested_absmax = r.part(".nested_absmax");
+  q.nested_code = r.part(".nested_quant_map");
+}
+
+// Every F32 value of t finite and within +-limit.
+void check_scales(const Nf4Reader& r, const Tensor& t, const char* part, float limit) {
+  if (!t.defined() || t.dtype() != DType::f32) return;
+  const float* v = t.data_as<float>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (!std::isfinite(v[i]) || std::fabs(v[i]) > limit)
+      r.fail(std::string(part) + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) + " is not a finite scale");
+}
+
+}  // namespace
+
+QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, const Shape& shape, DType* original) {
+  const Nf4Reader r(st, name);
+  const nlohmann::json j = r.state();
+  if (original) {
+    const std::string dt = j.contains("dtype") ? r.field<std::string>(j, "dtype") : "float32";
+    *original = dt == "bfloat16" ? DType::bf16 : dt == "float16" ? DType::f16 : DType::f32;
+  }
+  check_state(r, j, shape);
   QuantTensor q;
   q.format = QuantFormat::nf4;
   q.rows = q.stored_rows = shape[0];
@@ -112,36 +149,15 @@ QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, co
   q.data = r.part("");
   q.absmax = r.part(".absmax");
   q.code = r.part(".quant_map");
-  const bool nested = j.contains("nested_offset") || j.contains("nested_blocksize");
-  if (nested) {
-    const int64_t nb = r.field<int64_t>(j, "nested_blocksize");
-    if (nb != kNf4NestedBlock) r.fail("nested_blocksize " + std::to_string(nb) + " is not implemented (ONN reads 256)");
-    const std::string nd = r.field<std::string>(j, "nested_dtype");
-    if (nd != "float32") r.fail("nested_dtype \"" + nd + "\" is not implemented (ONN reads float32)");
-    const double offset = r.field<double>(j, "nested_offset");
-    if (!std::isfinite(offset) || std::fabs(offset) > 3.0e38) r.fail("nested_offset is not a finite float");
-    q.nested_offset = static_cast<float>(offset);
-    q.nested_absmax = r.part(".nested_absmax");
-    q.nested_code = r.part(".nested_quant_map");
-  } else if (st.find(name + ".nested_absmax")) {
-    r.fail("it has nested_absmax but its quant_state has no nested_offset");
-  }
+  read_nested(r, j, st.find(name + ".nested_absmax") != nullptr, q);
   // The packed weight's own shape is bitsandbytes' ((numel + 1) / 2, 1); its element count is
   // what must agree.
   if (q.data.defined() && q.data.dtype() == DType::u8) q.data = q.data.reshape(Shape{q.data.numel()});
   const std::string layout = quant_layout_error(q);
   if (!layout.empty()) r.fail(layout);
-  const auto finite_scales = [&](const Tensor& t, const char* part, float limit) {
-    if (!t.defined() || t.dtype() != DType::f32) return;
-    const float* v = t.data_as<float>();
-    for (int64_t i = 0; i < t.numel(); ++i)
-      if (!std::isfinite(v[i]) || std::fabs(v[i]) > limit)
-        r.fail(std::string(part) + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) + " is not a finite scale");
-  };
-  constexpr float kAny = 3.0e38f;
-  finite_scales(q.absmax, "absmax", kAny);
-  finite_scales(q.nested_absmax, "nested_absmax", kAny);
-  finite_scales(q.nested_code, "nested_quant_map", 1.0f);
+  check_scales(r, q.absmax, "absmax", kFloatMax);
+  check_scales(r, q.nested_absmax, "nested_absmax", kFloatMax);
+  check_scales(r, q.nested_code, "nested_quant_map", 1.0f);
   return q;
 }
 
@@ -211,91 +227,94 @@ nlohmann::ordered_json bnb_quantization_config(DType compute) {
 
 }  // namespace
 
-QuantizeResult quantize_folder(const std::string& model_dir, const std::string& out_dir, QuantFormat format,
-                               uint64_t max_shard_bytes) {
-  namespace fs = std::filesystem;
-  ONN_CHECK_ARG(format == QuantFormat::nf4, "onn-quantize writes nf4 (bitsandbytes 4-bit) folders; ",
-                quant_format_name(format), " is applied while loading instead (--quantize ",
-                quant_format_name(format), " on onn-train, onn-generate, onn-eval, onn-bench)");
-  std::error_code ec;
-  const fs::path out = fs::absolute(out_dir).lexically_normal();
-  ONN_CHECK_ARG(!fs::equivalent(out, model_dir, ec), "--out ", out_dir, " is the input folder; write a new one");
-  ONN_CHECK_ARG(!fs::exists(out, ec) || (fs::is_directory(out, ec) && fs::is_empty(out, ec)), out_dir,
-                " already exists and is not empty; give a new folder");
-  const ModelConfig cfg = load_model_config(model_dir);
-  ONN_CHECK_ARG(cfg.stored_quant == QuantFormat::none, model_dir, " is already quantized (",
-                quant_format_name(cfg.stored_quant), ")");
-  const SafetensorsModel base = SafetensorsModel::open(model_dir);
-  std::map<std::string, Shape> weights;  // the projection weights, by name
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
-    for (const LayerTensor& t : layer_tensors(cfg))
-      if (t.quant) weights[layer_prefix(l) + t.name] = t.shape;
+namespace {
 
-  QuantizeResult r;
+// The folder's tensors as onn-quantize writes them (each projection weight as its nf4 entries),
+// and which weight each entry belongs to.
+struct Nf4Folder {
   std::vector<TensorSpec> specs;
-  std::map<std::string, std::string> part_of;  // every entry of a quantized weight -> the weight
+  std::map<std::string, std::string> part_of;  // entry -> the weight
+};
+
+Nf4Folder plan_nf4_folder(const ModelConfig& cfg, const SafetensorsModel& base) {
+  const std::map<std::string, Shape> weights = projection_weights(cfg);
+  Nf4Folder f;
   for (const auto& [name, e] : base.tensors()) {
-    r.bytes_in += e.info->nbytes();
     const auto w = weights.find(name);
     if (w == weights.end()) {
-      specs.push_back({name, e.info->dtype, e.info->shape});
+      f.specs.push_back({name, e.info->dtype, e.info->shape});
       continue;
     }
     if (!(Shape(e.info->shape.begin(), e.info->shape.end()) == w->second) || !dtype_is_float(e.info->dtype))
       throw FormatError(base.source() + ": tensor \"" + name + "\" is not a float tensor of shape " + w->second.str());
     for (const TensorSpec& p : nf4_specs(name, w->second[0], w->second[1])) {
-      part_of[p.name] = name;
-      specs.push_back(p);
+      f.part_of[p.name] = name;
+      f.specs.push_back(p);
     }
   }
-  // One weight's entries, made when its first entry is asked for (they are consecutive in name order).
-  std::string cached_name;
-  std::map<std::string, Tensor> cached;
-  const TensorFill fill = [&](const TensorSpec& spec, std::span<uint8_t> bytes) {
-    const auto p = part_of.find(spec.name);
-    Tensor t;
-    if (p == part_of.end()) {
-      t = base.tensor(spec.name);
-    } else {
-      if (cached_name != p->second) {
-        cached.clear();
-        cached_name = p->second;
-        const Tensor dense = base.tensor(p->second);
-        const QuantTensor q = quantize(dense, QuantFormat::nf4, true, cpu_allocator());
-        for (auto& [n, x] : bnb_nf4_entries(p->second, q, dense.dtype())) cached[n] = x;
-        ++r.quantized;
-      }
-      t = cached.at(spec.name);
+  return f;
+}
+
+// Fills the entries in name order, quantizing each weight when its first entry is asked for
+// (its entries are consecutive): one dense and one quantized weight in memory at a time.
+class Nf4Filler {
+ public:
+  Nf4Filler(const SafetensorsModel& base, const Nf4Folder& folder, QuantizeResult& r)
+      : base_(base), folder_(folder), r_(r) {}
+
+  void operator()(const TensorSpec& spec, std::span<uint8_t> bytes) {
+    const auto p = folder_.part_of.find(spec.name);
+    const Tensor t = p == folder_.part_of.end() ? base_.tensor(spec.name) : entry(p->second, spec.name);
+    const bool state = p != folder_.part_of.end() && spec.name == p->second + kBnbNf4StateSuffix;
+    ONN_ASSERT(state ? t.nbytes() <= bytes.size() : t.nbytes() == bytes.size());
+    std::memcpy(bytes.data(), t.data(), t.nbytes());
+    std::memset(bytes.data() + t.nbytes(), ' ', bytes.size() - t.nbytes());  // the JSON's padding
+    ++r_.tensors;
+    r_.bytes_out += bytes.size();
+  }
+
+ private:
+  const Tensor& entry(const std::string& weight, const std::string& name) {
+    if (weight_ != weight) {
+      entries_.clear();
+      weight_ = weight;
+      const Tensor dense = base_.tensor(weight);
+      const QuantTensor q = quantize(dense, QuantFormat::nf4, true, cpu_allocator());
+      for (auto& [n, x] : bnb_nf4_entries(weight, q, dense.dtype())) entries_[n] = x;
+      ++r_.quantized;
     }
-    if (spec.name.size() > std::strlen(kBnbNf4StateSuffix) && p != part_of.end() &&
-        spec.name.compare(spec.name.size() - std::strlen(kBnbNf4StateSuffix), std::string::npos, kBnbNf4StateSuffix) == 0) {
-      ONN_ASSERT(t.nbytes() <= bytes.size());
-      std::memcpy(bytes.data(), t.data(), t.nbytes());
-      std::memset(bytes.data() + t.nbytes(), ' ', bytes.size() - t.nbytes());  // JSON whitespace
-    } else {
-      ONN_ASSERT(t.nbytes() == bytes.size());
-      std::memcpy(bytes.data(), t.data(), bytes.size());
-    }
-    ++r.tensors;
-    r.bytes_out += bytes.size();
-  };
-  const fs::path tmp = out.parent_path() / (out.filename().string() + ".onn-quantize.tmp");
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  try {
-    r.files = write_sharded_safetensors(tmp.string(), specs, fill, max_shard_bytes,
+    return entries_.at(name);
+  }
+
+  const SafetensorsModel& base_;
+  const Nf4Folder& folder_;
+  QuantizeResult& r_;
+  std::string weight_;
+  std::map<std::string, Tensor> entries_;
+};
+
+}  // namespace
+
+QuantizeResult quantize_folder(const std::string& model_dir, const std::string& out_dir, QuantFormat format,
+                               uint64_t max_shard_bytes) {
+  ONN_CHECK_ARG(format == QuantFormat::nf4, "onn-quantize writes nf4 (bitsandbytes 4-bit) folders; ",
+                quant_format_name(format), " is applied while loading instead (--quantize ",
+                quant_format_name(format), " on onn-train, onn-generate, onn-eval, onn-bench)");
+  const ModelConfig cfg = load_model_config(model_dir);
+  ONN_CHECK_ARG(cfg.stored_quant == QuantFormat::none, model_dir, " is already quantized (",
+                quant_format_name(cfg.stored_quant), ")");
+  const SafetensorsModel base = SafetensorsModel::open(model_dir);
+  const Nf4Folder folder = plan_nf4_folder(cfg, base);
+  QuantizeResult r;
+  for (const auto& [name, e] : base.tensors()) r.bytes_in += e.info->nbytes();
+  write_folder_atomic(out_dir, {model_dir}, "onn-quantize", [&](const std::string& tmp) {
+    r.files = write_sharded_safetensors(tmp, folder.specs, Nf4Filler(base, folder, r), max_shard_bytes,
                                         {{"format", "pt"}, {"producer", "onn-quantize"}});
-    copy_model_side_files(model_dir, tmp.string());
-    nlohmann::ordered_json config = nlohmann::ordered_json::parse(
-        read_file((fs::path(model_dir) / "config.json").string(), kMaxConfigFileBytes));
-    config["quantization_config"] = bnb_quantization_config(cfg.torch_dtype);
-    write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
-    if (fs::exists(out, ec)) fs::remove(out);  // the empty folder
-    fs::rename(tmp, out);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+    copy_model_side_files(model_dir, tmp);
+    write_edited_config(model_dir, tmp, [&](nlohmann::ordered_json& c) {
+      c["quantization_config"] = bnb_quantization_config(cfg.torch_dtype);
+    });
+  });
   return r;
 }
 

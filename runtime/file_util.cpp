@@ -114,6 +114,29 @@ void write_file_atomic(const std::string& path, std::string_view text) {
   f.commit();
 }
 
+void write_folder_atomic(const std::string& out_dir, const std::vector<std::string>& inputs, const std::string& tag,
+                         const std::function<void(const std::string& tmp_dir)>& fill) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path out = fs::absolute(out_dir).lexically_normal();
+  for (const std::string& in : inputs)
+    ONN_CHECK_ARG(!fs::equivalent(out, in, ec), "--out ", out_dir, " is the input folder ", in,
+                  "; write to a new folder");
+  ONN_CHECK_ARG(!fs::exists(out, ec) || (fs::is_directory(out, ec) && fs::is_empty(out, ec)), out_dir,
+                " already exists and is not empty; give a new folder");
+  const fs::path tmp = out.parent_path() / (out.filename().string() + "." + tag + ".tmp");
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp);
+  try {
+    fill(tmp.string());
+    if (fs::exists(out, ec)) fs::remove(out);  // the empty folder
+    fs::rename(tmp, out);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
 void AtomicFile::commit() {
   ONN_ASSERT(fd_ >= 0 && !committed_, "double commit");
   if (::fsync(fd_) != 0) throw IoError(target_ + ": fsync failed: " + errno_text());

@@ -5,10 +5,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace onn {
 
@@ -36,6 +38,12 @@ std::string read_file(const std::string& path, size_t max_bytes);
 
 // `text` as the whole of `path`, through an AtomicFile: the old file or the new one, never half.
 void write_file_atomic(const std::string& path, std::string_view text);
+
+// A whole folder written at once: `fill` writes into "<out>.<tag>.tmp" beside it, which is then
+// renamed to `out_dir`; on any error the temporary folder is removed and `out_dir` is as it
+// was. `out_dir` must be new or an empty folder, and none of `inputs` (InvalidArgument).
+void write_folder_atomic(const std::string& out_dir, const std::vector<std::string>& inputs, const std::string& tag,
+                         const std::function<void(const std::string& tmp_dir)>& fill);
 
 class AtomicFile {
  public:

@@ -19,13 +19,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import torch
-import torch.nn.functional as F
 from peft import PeftModel
 from tokenizers import Tokenizer
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # roundtrip_util
+from roundtrip_util import eval_loss, onn_runner  # noqa: E402
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +36,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--bin", required=True, help="the folder holding onn-quantize, onn-train, onn-eval, onn-merge")
 ap.add_argument("--work", default="/tmp/bnb-roundtrip")
 args = ap.parse_args()
+onn = onn_runner(args.bin)
 shutil.rmtree(args.work, ignore_errors=True)
 os.makedirs(args.work)
 SEQ = 16
@@ -44,11 +45,6 @@ BNB = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_
                          bnb_4bit_compute_dtype=torch.float32)
 
 
-def onn(tool, *a):
-    r = subprocess.run([os.path.join(args.bin, tool), *a], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"{tool} failed: {r.stderr}")
-    return r.stdout
 
 
 def load(path, **kw):
@@ -56,18 +52,6 @@ def load(path, **kw):
     return m.train()  # bitsandbytes' CPU inference path repacks weights; dropout is 0 in these models
 
 
-def eval_loss(model, tok):
-    total, count = 0.0, 0
-    t = tok.encode(text).ids
-    for s in range(0, len(t), SEQ):
-        w = torch.tensor(t[s:s + SEQ])[None]
-        if w.shape[1] < 2:
-            continue
-        with torch.no_grad():
-            logits = model(input_ids=w).logits[0, :-1].double()
-        total += float(F.cross_entropy(logits, w[0, 1:], reduction="sum"))
-        count += w.shape[1] - 1
-    return total / count
 
 
 def onn_loss(model_dir, *extra):
@@ -87,7 +71,7 @@ for name in ("llama_gqa", "phi3"):
     with torch.no_grad():
         a, b = ours(input_ids=probe).logits, theirs(input_ids=probe).logits
     folder_err = float((a - b).norm() / b.norm())
-    hf_loss, onn_base = eval_loss(ours, tok), onn_loss(qdir)
+    hf_loss, onn_base = eval_loss(ours, tok, text, SEQ), onn_loss(qdir)
 
     train = os.path.join(args.work, name + ".jsonl")
     with open(train, "w") as f:
@@ -99,11 +83,11 @@ for name in ("llama_gqa", "phi3"):
     adapter = os.path.join(run, "adapter")
     peft = PeftModel.from_pretrained(load(qdir), adapter)
     peft.train()
-    hf_adapted, onn_adapted = eval_loss(peft, tok), onn_loss(qdir, "--adapter", adapter)
+    hf_adapted, onn_adapted = eval_loss(peft, tok, text, SEQ), onn_loss(qdir, "--adapter", adapter)
 
     merged = os.path.join(args.work, name + "-merged")
     onn("onn-merge", "--model", qdir, "--adapter", adapter, "--out", merged)
-    hf_merged = eval_loss(load(merged).eval(), tok)
+    hf_merged = eval_loss(load(merged).eval(), tok, text, SEQ)
 
     result = {"model": name, "linear_modules": kinds, "folder_logits_rel_err_vs_transformers_bnb": folder_err,
               "transformers_loss": hf_loss, "onn_eval_loss": onn_base, "peft_qlora_loss": hf_adapted,

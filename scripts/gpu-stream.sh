@@ -5,7 +5,7 @@
 # 4 GiB budget, and transformers + accelerate offload + PEFT on the same Phi-4 folder.
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
-# Sections (default all but prof): tests sanitizer tiny phi4 gen hf prof. TINY_RUNS and PHI4_RUNS: the runs (see below).
+# Sections (default all but prof and phi4q): tests sanitizer tiny phi4 phi4q gen hf prof. TINY_RUNS and PHI4_RUNS: the runs (see below).
 # Every streamed onn-bench run writes its timeline (onn-bench train --trace) to $out/trace-*.json
 # unless TRACE=0; its summary (idle time waiting for the host, for a copy, other) is in the JSON,
 # and scripts/trace_gaps.py lists the largest gaps.
@@ -46,6 +46,15 @@ want phi4 && {
     T=240 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget "$b" --seq-len 512 "$@" --steps 2 --warmup 1 --json
   done
 } > "$out/stream-phi4.txt" 2>&1
+want phi4q && {
+  # Issue 21: the Phi-4 shape under 4 GiB with a bf16 base and an nf4 base (quantized while
+  # loading, one tensor at a time on the CPU), side by side in one run.
+  [ -f /tmp/phi4/config.json ] || "$c/onn-init" --preset phi4 --preset-vocab --out /tmp/phi4 --seed 1
+  for q in none nf4; do
+    T=420 step "$c/onn-bench" train --model /tmp/phi4 --vram-budget 4GiB --seq-len 512 --batch-rows 16 --quantize "$q" \
+      --steps 2 --warmup 1 --json
+  done
+} > "$out/stream-phi4-quant.txt" 2>&1
 want gen && {
   [ -d /tmp/tl ] || "$c/onn-init" --preset tinyllama --out /tmp/tl --seed 1
   for s in off on; do

@@ -14,13 +14,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import torch
-import torch.nn.functional as F
 from peft import PeftModel
 from tokenizers import Tokenizer
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # roundtrip_util
+from roundtrip_util import eval_loss, onn_runner  # noqa: E402
 from transformers import AutoModelForCausalLM
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +29,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--bin", required=True, help="the folder holding onn-train, onn-eval, onn-generate, onn-merge")
 ap.add_argument("--work", default="/tmp/peft-roundtrip")
 args = ap.parse_args()
+onn = onn_runner(args.bin)
 shutil.rmtree(args.work, ignore_errors=True)
 os.makedirs(args.work)
 cases = {"llama_gqa": ["--lora-targets", "all-linear"],
@@ -38,25 +39,8 @@ SEQ = 16
 text = open(os.path.join(data, "eval.txt"), encoding="utf-8").read()
 
 
-def onn(tool, *a):
-    r = subprocess.run([os.path.join(args.bin, tool), *a], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"{tool} failed: {r.stderr}")
-    return r.stdout
 
 
-def eval_loss(model, tok):
-    total, count = 0.0, 0
-    t = tok.encode(text).ids
-    for s in range(0, len(t), SEQ):
-        w = torch.tensor(t[s:s + SEQ])[None]
-        if w.shape[1] < 2:
-            continue
-        with torch.no_grad():
-            logits = model(input_ids=w).logits[0, :-1].double()
-        total += float(F.cross_entropy(logits, w[0, 1:], reduction="sum"))
-        count += w.shape[1] - 1
-    return total / count
 
 
 ok = True
@@ -74,7 +58,7 @@ for name, flags in cases.items():
 
     base = AutoModelForCausalLM.from_pretrained(mdir, dtype=torch.float32)
     peft = PeftModel.from_pretrained(base, adapter).eval()
-    hf_loss = eval_loss(peft, tok)
+    hf_loss = eval_loss(peft, tok, text, SEQ)
     onn_loss = json.loads(onn("onn-eval", "--model", mdir, "--adapter", adapter, "--data",
                               os.path.join(data, "eval.txt"), "--seq-len", str(SEQ), "--device", "cpu", "--json"))["loss"]
     base_loss = json.loads(onn("onn-eval", "--model", mdir, "--data", os.path.join(data, "eval.txt"), "--seq-len",

@@ -68,6 +68,21 @@ double mean_loss(onn::Context& ctx, const onn::PlacedModel& placed, const std::v
   return total / static_cast<double>(count);
 }
 
+// The loss line (or JSON), with the unquantized model's loss and the difference when measured.
+void report(double loss, int64_t count, std::optional<double> dense, onn::QuantFormat quantize, bool json) {
+  if (json) {
+    nlohmann::json j{{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", count}};
+    if (dense) j.update({{"unquantized_loss", *dense}, {"loss_difference", loss - *dense}});
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  std::cout << "loss " << loss << "  perplexity " << std::exp(loss) << "  tokens " << count;
+  if (dense)
+    std::cout << "  (" << onn::quant_format_name(quantize) << "; unquantized loss " << *dense << ", difference "
+              << loss - *dense << ")";
+  std::cout << "\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -123,17 +138,7 @@ int main(int argc, char** argv) {
       unquantized.quantize = onn::QuantFormat::none;
       dense = evaluate(unquantized, dense_count);
     }
-    if (json) {
-      nlohmann::json j{{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", count}};
-      if (dense) j.update({{"unquantized_loss", *dense}, {"loss_difference", loss - *dense}});
-      std::cout << j.dump() << "\n";
-    } else {
-      std::cout << "loss " << loss << "  perplexity " << std::exp(loss) << "  tokens " << count;
-      if (dense)
-        std::cout << "  (" << onn::quant_format_name(placement.quantize) << "; unquantized loss " << *dense
-                  << ", difference " << loss - *dense << ")";
-      std::cout << "\n";
-    }
+    report(loss, count, dense, placement.quantize, json);
     return 0;
   });
 }

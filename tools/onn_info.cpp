@@ -25,48 +25,61 @@ std::string printable(const std::string& s) {
   return out;
 }
 
-void print_model(const onn::SafetensorsModel& m, bool json) {
-  // Weights in bitsandbytes' 4-bit layout: what each entry belongs to, and the totals.
-  const std::vector<onn::Nf4Weight> nf4 = onn::bnb_nf4_weights(m);
-  std::map<std::string, std::string> quant;  // entry -> "nf4" (the weight) or "nf4 of NAME" (its parts)
-  int64_t logical = 0;
-  uint64_t nf4_bytes = 0;
-  for (const onn::Nf4Weight& w : nf4) {
-    logical += w.shape.numel();
-    nf4_bytes += w.bytes;
-    quant[w.name] = "nf4 " + w.shape.str();
-  }
-  for (const auto& [name, e] : m.tensors())
-    if (!quant.count(name) && onn::is_bnb_nf4_part(m, name)) quant[name] = "nf4 part";
-  const auto quant_of = [&](const std::string& name) {
-    const auto it = quant.find(name);
-    return it == quant.end() ? std::string() : it->second;
-  };
-  if (json) {
-    nlohmann::json j;
-    j["source"] = m.source();
-    j["files"] = nlohmann::json::array();
-    for (const auto& f : m.files()) j["files"].push_back(f.path());
-    j["tensors"] = nlohmann::json::array();
-    for (const auto& [name, e] : m.tensors()) {
-      j["tensors"].push_back({{"name", name},
-                              {"dtype", onn::dtype_name(e.info->dtype)},
-                              {"shape", e.info->shape},
-                              {"bytes", e.info->nbytes()},
-                              {"file", m.files()[e.file].path()}});
-      if (!quant_of(name).empty()) j["tensors"].back()["quantization"] = quant_of(name);
+// Weights in bitsandbytes' 4-bit layout: what each entry is, and the totals.
+struct Quantization {
+  std::vector<onn::Nf4Weight> weights;
+  std::map<std::string, std::string> of;  // entry -> "nf4 (out, in)" (a weight) or "nf4 part"
+  int64_t parameters = 0;                 // the quantized weights' elements
+  uint64_t bytes = 0;                     // all their entries
+  explicit Quantization(const onn::SafetensorsModel& m) : weights(onn::bnb_nf4_weights(m)) {
+    for (const onn::Nf4Weight& w : weights) {
+      parameters += w.shape.numel();
+      bytes += w.bytes;
+      of[w.name] = "nf4 " + w.shape.str();
     }
-    if (!nf4.empty())
-      j["quantization"] = {{"format", "nf4"}, {"layout", "bitsandbytes 4-bit"}, {"weights", nf4.size()},
-                           {"weight_parameters", logical}, {"bytes", nf4_bytes}};
-    j["tensor_count"] = m.tensors().size();
-    j["parameters"] = m.parameter_count();
-    j["tensor_bytes"] = m.tensor_bytes();
-    j["metadata"] = m.metadata();
-    // Names and metadata may hold any UTF-8; replace nothing, but never throw on output.
-    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    for (const auto& [name, e] : m.tensors())
+      if (!of.count(name) && onn::is_bnb_nf4_part(m, name)) of[name] = "nf4 part";
+  }
+  std::string operator()(const std::string& name) const {
+    const auto it = of.find(name);
+    return it == of.end() ? std::string() : it->second;
+  }
+};
+
+void print_model_json(const onn::SafetensorsModel& m, const Quantization& quant_of) {
+  nlohmann::json j;
+  j["source"] = m.source();
+  j["files"] = nlohmann::json::array();
+  for (const auto& f : m.files()) j["files"].push_back(f.path());
+  j["tensors"] = nlohmann::json::array();
+  for (const auto& [name, e] : m.tensors()) {
+    j["tensors"].push_back({{"name", name},
+                            {"dtype", onn::dtype_name(e.info->dtype)},
+                            {"shape", e.info->shape},
+                            {"bytes", e.info->nbytes()},
+                            {"file", m.files()[e.file].path()}});
+    if (!quant_of(name).empty()) j["tensors"].back()["quantization"] = quant_of(name);
+  }
+  if (!quant_of.weights.empty())
+    j["quantization"] = {{"format", "nf4"}, {"layout", "bitsandbytes 4-bit"}, {"weights", quant_of.weights.size()},
+                         {"weight_parameters", quant_of.parameters}, {"bytes", quant_of.bytes}};
+  j["tensor_count"] = m.tensors().size();
+  j["parameters"] = m.parameter_count();
+  j["tensor_bytes"] = m.tensor_bytes();
+  j["metadata"] = m.metadata();
+  // Names and metadata may hold any UTF-8; replace nothing, but never throw on output.
+  std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+}
+
+void print_model(const onn::SafetensorsModel& m, bool json) {
+  const Quantization quant_of(m);
+  if (json) {
+    print_model_json(m, quant_of);
     return;
   }
+  const std::vector<onn::Nf4Weight>& nf4 = quant_of.weights;
+  const int64_t logical = quant_of.parameters;
+  const uint64_t nf4_bytes = quant_of.bytes;
   size_t wname = 4, wshape = 5;
   std::vector<std::string> shapes, names;
   for (const auto& [name, e] : m.tensors()) {

@@ -1,6 +1,6 @@
 // Every op except attention on CUDA against the CPU F64 reference (label gpu): F32 below
 // 1e-5, BF16 below 1e-2, no NaN, poisoned outputs with guard regions, and a second run that
-// must give the same bits.
+// must give the same bits. Dequantization gives the CPU's bits exactly.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -12,6 +12,8 @@
 #include "kernels/embedding.h"
 #include "kernels/linear.h"
 #include "kernels/lora.h"
+#include "kernels/quant.h"
+#include "kernels/reference.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/sampling.h"
@@ -433,4 +435,32 @@ TEST_CASE("CUDA ops refuse CPU tensors and F64 data, naming the op") {
                        InvalidArgument);
   const Tensor x64 = Tensor::zeros(Shape{2, 8}, DType::f64, ctx.device());
   CHECK_THROWS_WITH_AS(swiglu_forward(ctx, x64, x64, y), doctest::Contains("F32 or BF16 on CUDA"), InvalidArgument);
+}
+
+TEST_CASE("dequantize CUDA: nf4 (plain, double-quantized, a row view), int8 and fp8 give the CPU's bits") {
+  Context ctx(Device::cuda(0)), cpu(Device::cpu());
+  std::mt19937 rng(21);
+  const Tensor w = random_tensor(Shape{130, 160}, rng);
+  for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8})
+    for (bool nested : {false, true}) {
+      CAPTURE(quant_format_name(f));
+      CAPTURE(nested);
+      const QuantTensor host = quantize(w, f, nested, cpu_allocator());
+      std::vector<Tensor> parts;
+      for (const Tensor& p : host.parts()) parts.push_back(p.to(ctx.device()));
+      size_t next = 0;
+      const QuantTensor dev = host.with_parts(parts, next);
+      for (const auto& [r0, r1] : {std::pair<int64_t, int64_t>{0, 130}, {33, 101}}) {
+        Tensor want = Tensor::empty(Shape{r1 - r0, 160}, DType::f32);
+        dequantize(cpu, host.row_slice(r0, r1), want);
+        for (DType t : kTypes) {
+          Guarded out(ctx, Shape{r1 - r0, 160}, t);
+          dequantize(ctx, dev.row_slice(r0, r1), out.view);
+          const Tensor got = out.view.to(Device::cpu());
+          const Tensor expect = t == DType::f32 ? want : want.to_dtype(DType::bf16);
+          CHECK(std::memcmp(got.data(), expect.data(), got.nbytes()) == 0);
+          CHECK(out.guards_intact(ctx));
+        }
+      }
+    }
 }

@@ -53,9 +53,11 @@ namespace {
 // shared (queued): the three micro-batches share each weight load (forward_backward_group).
 std::pair<std::vector<double>, std::vector<Tensor>> cuda_lora_pass(const std::string& dir, int64_t k, bool offload,
                                                                    bool queued = false, int64_t on_device = 0,
-                                                                   bool shared = false) {
+                                                                   bool shared = false,
+                                                                   QuantFormat quantize = QuantFormat::none) {
   Context ctx(Device::cuda(0));
-  LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir) : LlamaModel::load(ctx, dir);
+  LlamaModel model = k > 0 ? LlamaModel::load_to_host(ctx, dir, std::nullopt, quantize)
+                           : LlamaModel::load(ctx, dir, std::nullopt, quantize);
   LoraSpec spec;
   spec.rank = 4;
   spec.dropout = 0.1;
@@ -151,5 +153,29 @@ TEST_CASE("streamed LoRA training on CUDA (copy and compute streams overlapping)
     for (size_t i = 0; i < streamed.second.size(); ++i)
       same = same && std::memcmp(streamed.second[i].data(), resident.second[i].data(), streamed.second[i].nbytes()) == 0;
     CHECK(same);
+  }
+}
+
+TEST_CASE("QLoRA on CUDA: streamed nf4, int8 and fp8 bases have the bits of resident ones, and differ from bf16") {
+  TempDir tmp;
+  ModelPreset p = find_preset("tiny");
+  p.config.num_hidden_layers = 4;
+  InitOptions io;
+  io.seed = 6;
+  write_random_model(p, tmp.path().string(), io);  // BF16 weights
+  const auto dense = cuda_lora_pass(tmp.path().string(), 0, false);
+  for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8}) {
+    CAPTURE(quant_format_name(f));
+    const auto resident = cuda_lora_pass(tmp.path().string(), 0, false, false, 0, false, f);
+    CHECK(resident.first != dense.first);
+    for (double l : resident.first) CHECK(std::abs(l - dense.first[0]) < 0.5);
+    for (int64_t k : {1, 2}) {
+      const auto streamed = cuda_lora_pass(tmp.path().string(), k, k == 2, true, 0, k == 2, f);
+      CHECK(streamed.first == resident.first);
+      bool same = streamed.second.size() == resident.second.size();
+      for (size_t i = 0; same && i < streamed.second.size(); ++i)
+        same = std::memcmp(streamed.second[i].data(), resident.second[i].data(), streamed.second[i].nbytes()) == 0;
+      CHECK(same);
+    }
   }
 }

@@ -12,6 +12,7 @@
 #include "model/training.h"
 #include "runtime/safetensors.h"
 #include "support/grad_check.h"
+#include "support/peft_reference.h"
 #include "support/test_util.h"
 
 using namespace onn;
@@ -26,13 +27,7 @@ TEST_CASE("LoRA step parity with transformers + PEFT: loss, gradients and logits
     LlamaModel model = LlamaModel::load(ctx, dir, DType::f32);
     const LoraAdapter adapter = load_peft_adapter(ctx, model, dir + "/lora_reference");
 
-    TrainBatch batch;
-    batch.ids = ref.load("ids", Device::cpu());
-    batch.positions = ref.load("positions", Device::cpu());
-    batch.labels = ref.load("labels", Device::cpu());
-    const Tensor lens = ref.load("seq_lens", Device::cpu());
-    std::vector<int64_t> seq_lens(lens.data_as<int32_t>(), lens.data_as<int32_t>() + lens.numel());
-    batch.seqs = packed_seqs(ctx, seq_lens);
+    TrainBatch batch = reference_batch(ctx, ref);
 
     Gradients grads = make_gradients(ctx, model, &adapter);
     PassOptions opt;
@@ -43,20 +38,7 @@ TEST_CASE("LoRA step parity with transformers + PEFT: loss, gradients and logits
     CHECK(std::abs(loss - want) / want < 1e-5);
 
     // Every gradient PEFT computed, by its key, and no module of ours without one.
-    size_t matched = 0;
-    for (const LoraModule& m : grads.lora.modules) {
-      const std::string key = "base_model.model.model.layers." + std::to_string(m.layer) + "." + m.name;
-      for (const auto& [suffix, g] : {std::pair<const char*, const Tensor*>{".lora_A.weight", &m.a}, {".lora_B.weight", &m.b}}) {
-        CAPTURE(key + suffix);
-        const Tensor r = ref.load("grad." + key + suffix, Device::cpu());
-        REQUIRE(r.shape() == g->shape());
-        CHECK(rel_error(*g, r) < 1e-4);
-        ++matched;
-      }
-    }
-    size_t grads_in_ref = 0;
-    for (const TensorInfo& t : ref.tensors()) grads_in_ref += t.name.rfind("grad.", 0) == 0;
-    CHECK(matched == grads_in_ref);
+    check_lora_gradients(grads, ref);
 
     // Logits: merged into the weights (what onn-generate --adapter runs) equal PEFT's adapted model.
     merge_lora(ctx, model, adapter);

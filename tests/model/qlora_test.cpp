@@ -1,6 +1,7 @@
 // QLoRA against transformers + bitsandbytes + PEFT (tests/data/make_quant_reference.py): the
 // bitsandbytes 4-bit folder transformers wrote loads as it is; the base model's loss and one
-// QLoRA step's loss and every lora_A / lora_B gradient match (normalized error below 1e-4);
+// QLoRA step's loss and every lora_A / lora_B gradient match (normalized error below 1e-4), and
+// the adapter merged into the dequantized weights gives PEFT's logits;
 // quantizing the unquantized folder while loading gives the folder's bytes; malformed quantized
 // tensors and quantization methods ONN does not implement are refused by name.
 #include <doctest/doctest.h>
@@ -19,6 +20,7 @@
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
 #include "support/grad_check.h"
+#include "support/peft_reference.h"
 #include "support/test_util.h"
 
 using namespace onn;
@@ -29,17 +31,6 @@ namespace {
 
 const std::string kNf4Dir = std::string(ONN_TEST_DATA_DIR) + "/models/llama_gqa_nf4";
 const std::string kDenseDir = std::string(ONN_TEST_DATA_DIR) + "/models/llama_gqa";
-
-TrainBatch reference_batch(Context& ctx, const SafetensorsFile& ref) {
-  TrainBatch batch;
-  batch.ids = ref.load("ids", Device::cpu());
-  batch.positions = ref.load("positions", Device::cpu());
-  batch.labels = ref.load("labels", Device::cpu());
-  const Tensor lens = ref.load("seq_lens", Device::cpu());
-  std::vector<int64_t> seq_lens(lens.data_as<int32_t>(), lens.data_as<int32_t>() + lens.numel());
-  batch.seqs = packed_seqs(ctx, seq_lens);
-  return batch;
-}
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
@@ -97,18 +88,14 @@ TEST_CASE("QLoRA parity with transformers + bitsandbytes + PEFT on a bitsandbyte
   const double loss = forward_backward(ctx, model, batch, grads, opt);
   const double want = ref.load("loss", Device::cpu()).data_as<double>()[0];
   CHECK(std::abs(loss - want) / want < 1e-5);
-  size_t matched = 0;
-  for (const LoraModule& m : grads.lora.modules) {
-    const std::string key = "base_model.model.model.layers." + std::to_string(m.layer) + "." + m.name;
-    for (const auto& [suffix, g] : {std::pair<const char*, const Tensor*>{".lora_A.weight", &m.a}, {".lora_B.weight", &m.b}}) {
-      CAPTURE(key + suffix);
-      const Tensor r = ref.load("grad." + key + suffix, Device::cpu());
-      REQUIRE(r.shape() == g->shape());
-      CHECK(rel_error(*g, r) < 1e-4);
-      ++matched;
-    }
-  }
+  const size_t matched = check_lora_gradients(grads, ref);
   CHECK(matched == 2 * 7 * 2);
+  // Merged into the dequantized projections (what --adapter does on a quantized base): PEFT's
+  // adapted logits.
+  merge_lora(ctx, model, adapter);
+  CHECK(!model.weights().layers[0].qwdown.defined());
+  CHECK(model.weights().layers[0].wdown.defined());
+  CHECK(rel_error(model.logits(ctx, batch.ids, batch.positions, batch.seqs), ref.load("logits", Device::cpu())) < 1e-5);
 }
 
 TEST_CASE("quantizing the unquantized folder while loading gives the bitsandbytes folder's bytes") {
