@@ -165,7 +165,7 @@ TEST_CASE("onn-quantize refusals: one line, exit 2, nothing written") {
   CHECK(ev.err.find("quant_method\" is \"gptq\"") != std::string::npos);
 }
 
-TEST_CASE("onn-info shows each tensor's quantization and the quantized bytes; a lying quant_state exits 2") {
+TEST_CASE("onn-info shows each tensor's quantization and the quantized bytes, and a lying quant_state exits 2") {
   const ProcessResult r = run_process({ONN_INFO_PATH, kNf4, "--json"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   const nlohmann::json j = nlohmann::json::parse(r.out);
