@@ -3,7 +3,10 @@
 #include "kernels/quant.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 #include "kernels/backends.h"
 #include "kernels/op_check.h"
@@ -82,27 +85,22 @@ const std::array<float, kDynamicCodes>& dynamic_code() {
 float fp8_e4m3_to_f32(uint8_t bits) { return quant_math::fp8_e4m3_value(bits); }
 
 uint8_t f32_to_fp8_e4m3(float x) {
-  // The 127 non-negative finite values in increasing order are codes 0..126: the nearest one,
-  // ties to the even code (the even mantissa), saturating at 448.
-  static const std::array<float, 127> values = [] {
-    std::array<float, 127> v{};
-    for (int c = 0; c < 127; ++c) v[static_cast<size_t>(c)] = quant_math::fp8_e4m3_value(static_cast<uint8_t>(c));
-    return v;
+  // The 127 non-negative finite values in increasing order are codes 0..126; the midpoints
+  // between neighbours are exact in fp32 (the values have at most 4 significant bits). The
+  // nearest value, a tie to the even code (the even mantissa), saturating at 448.
+  static const std::array<float, 126> mids = [] {
+    std::array<float, 126> m{};
+    for (int c = 0; c < 126; ++c)
+      m[static_cast<size_t>(c)] = (quant_math::fp8_e4m3_value(static_cast<uint8_t>(c)) +
+                                   quant_math::fp8_e4m3_value(static_cast<uint8_t>(c + 1))) / 2.0f;
+    return m;
   }();
   if (std::isnan(x)) return 0x7f;
   const uint8_t sign = std::signbit(x) ? 0x80 : 0;
   const float a = std::fabs(x);
-  const auto hi = std::lower_bound(values.begin(), values.end(), a);
-  int code;
-  if (hi == values.end()) {
-    code = 126;
-  } else if (hi == values.begin() || *hi == a) {
-    code = static_cast<int>(hi - values.begin());
-  } else {
-    const int up = static_cast<int>(hi - values.begin()), down = up - 1;
-    const double du = static_cast<double>(*hi) - a, dd = a - static_cast<double>(values[static_cast<size_t>(down)]);
-    code = du < dd ? up : dd < du ? down : (up % 2 == 0 ? up : down);
-  }
+  size_t code = 0;  // midpoints below a, by a branchless binary search
+  for (size_t step = 64; step > 0; step >>= 1) code = code + step <= 126 && mids[code + step - 1] < a ? code + step : code;
+  if (code < 126 && mids[code] == a && code % 2 == 1) ++code;  // a tie: the even code
   return static_cast<uint8_t>(sign | code);
 }
 
@@ -217,16 +215,59 @@ void dequantize(Context& ctx, const QuantTensor& q, Tensor& out) {
 
 namespace {
 
-// Nearest entry of a sorted code: the count of midpoints below x, so a tie goes down
-// (torch.bucketize over the midpoints, bitsandbytes' CPU quantizer).
+// The midpoints between consecutive entries of a sorted code, as bitsandbytes computes them
+// (fp32 sum, halved).
 template <size_t N>
-uint8_t nearest_code(const std::array<float, N>& code, float x) {
-  int idx = 0;
-  for (size_t i = 0; i + 1 < N; ++i) idx += x > (code[i] + code[i + 1]) / 2.0f ? 1 : 0;
-  return static_cast<uint8_t>(idx);
+std::array<float, N - 1> midpoints(const std::array<float, N>& code) {
+  std::array<float, N - 1> m{};
+  for (size_t i = 0; i + 1 < N; ++i) m[i] = (code[i] + code[i + 1]) / 2.0f;
+  return m;
+}
+
+// Nearest entry of the code: the count of midpoints below x, so a tie goes down
+// (torch.bucketize over the midpoints, bitsandbytes' default kernel). A branchless binary search.
+template <size_t M>
+uint8_t nearest_code(const std::array<float, M>& mids, float x) {
+  size_t pos = 0;  // midpoints known to be below x
+  for (size_t step = std::bit_floor(M); step > 0; step >>= 1)
+    pos = pos + step <= M && mids[pos + step - 1] < x ? pos + step : pos;
+  return static_cast<uint8_t>(pos);
+}
+
+// nearest_code for every value of a block at once: the midpoints outer, the values inner, so the
+// compares vectorise.
+template <size_t M>
+void nearest_codes(const std::array<float, M>& mids, const float* x, int64_t n, uint8_t* q) {
+  constexpr int64_t kChunk = 64;
+  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+    const int64_t len = std::min(kChunk, n - i0);
+    uint8_t count[kChunk] = {};
+    for (size_t k = 0; k < M; ++k)
+      for (int64_t i = 0; i < len; ++i) count[i] = static_cast<uint8_t>(count[i] + (x[i0 + i] > mids[k] ? 1 : 0));
+    std::copy(count, count + len, q + i0);
+  }
 }
 
 float clamp_unit(float x) { return std::min(1.0f, std::max(-1.0f, x)); }
+
+// fn(begin, end) over [0, n) in contiguous parts, one per hardware thread (at least `grain`
+// items each): every item is computed the same whichever thread takes it, so the result does not
+// depend on the thread count. (A stand-in for the runtime thread pool of the CPU backend.)
+template <typename F>
+void parallel_parts(int64_t n, int64_t grain, F&& fn) {
+  const int64_t threads = std::clamp<int64_t>(std::min<int64_t>(std::thread::hardware_concurrency(), n / std::max<int64_t>(grain, 1)), 1, 64);
+  if (threads <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; ++t) {
+    const int64_t b = t * per, e = std::min(n, b + per);
+    if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
+  }
+  for (std::thread& th : pool) th.join();
+}
 
 // Blockwise absmax quantization of flat x into codes: per block its absmax (floored at 1e-38,
 // bitsandbytes' clamp), then x * (1 / absmax) for full blocks and x / absmax for the tail
@@ -235,16 +276,26 @@ template <size_t N>
 void quantize_blocks(const float* x, int64_t n, int64_t block, const std::array<float, N>& code, uint8_t* q,
                      float* absmax) {
   constexpr float kFloor = 1e-38f;
-  for (int64_t b0 = 0, bi = 0; b0 < n; b0 += block, ++bi) {
-    const int64_t len = std::min(block, n - b0);
-    float m = 0.0f;
-    for (int64_t i = 0; i < len; ++i) m = std::max(m, std::fabs(x[b0 + i]));
-    absmax[bi] = m;
-    const float am = std::max(m, kFloor), inv = 1.0f / am;
-    const bool tail = len < block;
-    for (int64_t i = 0; i < len; ++i)
-      q[b0 + i] = nearest_code(code, clamp_unit(tail ? x[b0 + i] / am : x[b0 + i] * inv));
-  }
+  constexpr int64_t kBlocksPerPart = 4096;
+  const std::array<float, N - 1> mids = midpoints(code);
+  constexpr size_t kLinearSearch = 16;  // codes up to this size: every midpoint compared (nf4)
+  parallel_parts((n + block - 1) / block, kBlocksPerPart, [&](int64_t first, int64_t last) {
+    std::vector<float> scaled;
+    for (int64_t bi = first; bi < last; ++bi) {
+      const int64_t b0 = bi * block, len = std::min(block, n - b0);
+      float m = 0.0f;
+      for (int64_t i = 0; i < len; ++i) m = std::max(m, std::fabs(x[b0 + i]));
+      absmax[bi] = m;
+      const float am = std::max(m, kFloor), inv = 1.0f / am;
+      const bool tail = len < block;
+      scaled.resize(static_cast<size_t>(len));
+      for (int64_t i = 0; i < len; ++i) scaled[static_cast<size_t>(i)] = clamp_unit(tail ? x[b0 + i] / am : x[b0 + i] * inv);
+      if (N <= kLinearSearch)
+        nearest_codes(mids, scaled.data(), len, q + b0);
+      else
+        for (int64_t i = 0; i < len; ++i) q[b0 + i] = nearest_code(mids, scaled[static_cast<size_t>(i)]);
+    }
+  });
 }
 
 QuantTensor quantize_nf4(const float* w, int64_t rows, int64_t cols, bool double_quant, Allocator& alloc,
@@ -257,7 +308,7 @@ QuantTensor quantize_nf4(const float* w, int64_t rows, int64_t cols, bool double
   std::vector<uint8_t> codes(static_cast<size_t>(n + 1), 0);
   std::vector<float> absmax(static_cast<size_t>(blocks));
   quantize_blocks(w, n, kNf4Block, nf4_code(), codes.data(), absmax.data());
-  if (n % 2) codes[static_cast<size_t>(n)] = nearest_code(nf4_code(), 0.0f);  // the pad element
+  if (n % 2) codes[static_cast<size_t>(n)] = nearest_code(midpoints(nf4_code()), 0.0f);  // the pad element
   q.data = Tensor::empty(Shape{(n + 1) / 2}, DType::u8, alloc);
   uint8_t* packed = q.data.data_as<uint8_t>();
   for (int64_t i = 0; i < (n + 1) / 2; ++i)
@@ -285,6 +336,23 @@ QuantTensor quantize_nf4(const float* w, int64_t rows, int64_t cols, bool double
   return q;
 }
 
+// One row: its absmax, then int8 as bitsandbytes' int8_vectorwise_quant (round(w * (127 /
+// absmax)), half to even) or E4M3 of w / (absmax / 448).
+void quantize_row(const float* row, int64_t cols, QuantFormat format, float& absmax, void* out) {
+  float m = 0.0f;
+  for (int64_t c = 0; c < cols; ++c) m = std::max(m, std::fabs(row[c]));
+  absmax = m;
+  if (format == QuantFormat::int8) {
+    const float mul = m > 0.0f ? kInt8Max / m : 0.0f;
+    auto* o = static_cast<int8_t*>(out);
+    for (int64_t c = 0; c < cols; ++c) o[c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] * mul), -kInt8Max, kInt8Max));
+    return;
+  }
+  const float scale = quant_math::row_scale(m, kFp8E4M3Max);
+  auto* o = static_cast<uint8_t*>(out);
+  for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_fp8_e4m3(scale > 0.0f ? row[c] / scale : 0.0f);
+}
+
 QuantTensor quantize_rows(const float* w, int64_t rows, int64_t cols, QuantFormat format, Allocator& alloc) {
   QuantTensor q;
   q.format = format;
@@ -293,23 +361,11 @@ QuantTensor quantize_rows(const float* w, int64_t rows, int64_t cols, QuantForma
   q.data = Tensor::empty(Shape{rows, cols}, format == QuantFormat::int8 ? DType::i8 : DType::u8, alloc);
   q.absmax = Tensor::empty(Shape{rows}, DType::f32, alloc);
   float* am = q.absmax.data_as<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = w + r * cols;
-    float m = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) m = std::max(m, std::fabs(row[c]));
-    am[r] = m;
-    if (format == QuantFormat::int8) {
-      // bitsandbytes' int8_vectorwise_quant: round(w * (127 / absmax)), half to even.
-      const float mul = m > 0.0f ? kInt8Max / m : 0.0f;
-      int8_t* out = q.data.data_as<int8_t>() + r * cols;
-      for (int64_t c = 0; c < cols; ++c)
-        out[c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] * mul), -kInt8Max, kInt8Max));
-    } else {
-      const float scale = quant_math::row_scale(m, kFp8E4M3Max);
-      uint8_t* out = q.data.data_as<uint8_t>() + r * cols;
-      for (int64_t c = 0; c < cols; ++c) out[c] = f32_to_fp8_e4m3(scale > 0.0f ? row[c] / scale : 0.0f);
-    }
-  }
+  auto* data = static_cast<uint8_t*>(q.data.data());  // one byte per element in both formats
+  constexpr int64_t kRowsPerPart = 64;
+  parallel_parts(rows, kRowsPerPart, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) quantize_row(w + r * cols, cols, format, am[r], data + r * cols);
+  });
   return q;
 }
 
@@ -322,8 +378,9 @@ QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, All
   ONN_CHECK_ARG(format != QuantFormat::none, "quantize: no format given");
   const Tensor f = w.dtype() == DType::f32 ? w : w.to_dtype(DType::f32);
   const float* x = f.data_as<float>();
-  for (int64_t i = 0; i < f.numel(); ++i)
-    ONN_CHECK_ARG(std::isfinite(x[i]), "quantize: element ", i, " of the weight is not finite");
+  const int64_t n = f.numel();
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) throw InvalidArgument("quantize: element " + std::to_string(i) + " of the weight is not finite");
   if (format == QuantFormat::nf4) return quantize_nf4(x, w.dim(0), w.dim(1), double_quant, alloc, nested_offset);
   return quantize_rows(x, w.dim(0), w.dim(1), format, alloc);
 }

@@ -1,6 +1,6 @@
-// Quantized weights: dequantization (nf4, int8, fp8 to the compute dtype, reported as bytes/s of
-// the quantized parts read plus the dense weight written) and the quantized linear as a block
-// runs it (dequantize into a scratch, then the GEMM: reported as FLOP/s, to set beside
+// Quantized weights: the CPU quantizer of the load path, dequantization (nf4, int8, fp8 to the
+// compute dtype, reported as bytes/s of the quantized parts read plus the dense weight written)
+// and the quantized linear as a block runs it (dequantize into a scratch, then the GEMM: reported as FLOP/s, to set beside
 // matmul/cuda_bf16 at the same shape), at Llama-3-8B and Phi-4 projections with T tokens.
 #include <random>
 
@@ -54,6 +54,19 @@ OpSetup quant_linear(const Weight& w, QuantFormat f, int64_t tokens) {
   };
 }
 
+// The load path's quantizer (the CPU, one tensor at a time), reported as bytes/s of the fp32
+// weight read.
+void bm_quantize(benchmark::State& state, Weight w, QuantFormat f) {
+  std::mt19937 rng(7);
+  const Tensor dense = random_tensor(Shape{w.out, w.in}, rng);
+  for (auto _ : state) {
+    const QuantTensor q = quantize(dense, f, true, cpu_allocator());
+    benchmark::DoNotOptimize(q.data.data());
+  }
+  state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(dense.nbytes()),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void register_quant(bool cuda) {
   std::vector<Weight> weights;
   for (const ModelShape& m : {kLlama3_8B, kPhi4}) {
@@ -71,6 +84,9 @@ void register_quant(bool cuda) {
     const Weight small{"tinyllama_down", kTinyLlama.c, kTinyLlama.f};
     register_op("dequantize_" + fmt, small.name, dequant(small, f), false, true);
     register_op("quant_linear_" + fmt, small.name + "_T128", quant_linear(small, f, 128), false, true);
+    benchmark::RegisterBenchmark(("quantize_" + fmt + "/cpu_f32/" + small.name).c_str(), bm_quantize, small, f)
+        ->UseRealTime()  // its threads' wall time
+        ->Unit(benchmark::kMillisecond);
   }
 }
 
