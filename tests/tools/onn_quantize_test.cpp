@@ -88,7 +88,7 @@ TEST_CASE("onn-quantize writes the bitsandbytes 4-bit layout that onn-eval reads
   CHECK(!folder.contains("unquantized_loss"));  // a quantized folder has no unquantized weights to compare
 }
 
-TEST_CASE("onn-eval --quantize reports the loss difference to the unquantized model on the same data") {
+TEST_CASE("onn-eval --quantize reports the loss difference to the unquantized model, resident and streamed") {
   const nlohmann::json dense = eval_json({"--model", kDense});
   for (const char* f : {"nf4", "int8", "fp8"}) {
     CAPTURE(f);
@@ -98,6 +98,8 @@ TEST_CASE("onn-eval --quantize reports the loss difference to the unquantized mo
     CHECK(q["loss"] != dense["loss"]);
     CHECK(std::abs(q["loss_difference"].get<double>()) < 0.05);
     CHECK(q["tokens"] == dense["tokens"]);
+    // Streamed (the quantized parts copied chunk by chunk): the same loss.
+    CHECK(eval_json({"--model", kDense, "--quantize", f, "--stream", "on"})["loss"] == q["loss"]);
   }
 }
 
