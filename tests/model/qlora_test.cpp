@@ -16,6 +16,7 @@
 #include "model/llama.h"
 #include "model/lora.h"
 #include "model/quantized.h"
+#include "model/streaming.h"
 #include "model/training.h"
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
@@ -218,4 +219,30 @@ TEST_CASE("the bitsandbytes quant_state JSON ONN writes is the one bitsandbytes 
   const Tensor stored = f.tensor(kDown + kBnbNf4StateSuffix);
   const std::string theirs(static_cast<const char*>(stored.data()), stored.nbytes());
   CHECK(bnb_nf4_state_json(q, DType::f32) == theirs);
+}
+
+TEST_CASE("Phi-3's fused qkv_proj and gate_up_proj quantize whole; streamed evaluation gives the resident loss") {
+  const std::string dir = std::string(ONN_TEST_DATA_DIR) + "/models/phi3";
+  const SafetensorsFile ref = SafetensorsFile::open(dir + "/lora_reference.safetensors");
+  Context ctx(Device::cpu());
+  TrainBatch batch = reference_batch(ctx, ref);
+  const LlamaModel dense = LlamaModel::load(ctx, dir, DType::f32);
+  const double dense_loss = dense.loss(ctx, batch.ids, batch.positions, batch.seqs, batch.labels);
+  for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8}) {
+    CAPTURE(quant_format_name(f));
+    const LlamaModel resident = LlamaModel::load(ctx, dir, DType::f32, f);
+    const LayerWeights& w = resident.weights().layers[0];
+    REQUIRE(w.qqkv.defined());
+    CHECK(w.qwk.row0 == resident.config().num_attention_heads * resident.config().head_dim);
+    CHECK(w.qwup.row0 == resident.config().intermediate_size);
+    CHECK(!w.qkv.defined());
+    const double loss = resident.loss(ctx, batch.ids, batch.positions, batch.seqs, batch.labels);
+    CHECK(loss != dense_loss);
+    CHECK(std::abs(loss - dense_loss) < 0.05);
+    const LlamaModel host = LlamaModel::load_to_host(ctx, dir, DType::f32, f);
+    StreamOptions so;
+    so.head_granule = 64;
+    StreamedWeights sw(ctx, host, so);
+    CHECK(host.loss(ctx, batch.ids, batch.positions, batch.seqs, batch.labels, &sw) == loss);
+  }
 }
