@@ -29,8 +29,9 @@ struct TempFolders {
   }
 };
 
-// One random model folder per preset per process, written to a temporary directory.
-Loaded load(const std::string& preset, Device device) {
+// One random model folder per preset per process, written to a temporary directory; loaded with
+// its projections quantized to `quant` (none: bf16 / f32 as stored).
+Loaded load(const std::string& preset, Device device, QuantFormat quant = QuantFormat::none) {
   static TempFolders folders;
   const std::filesystem::path dir =
       std::filesystem::temp_directory_path() / ("onn-bench-" + preset + "-" + std::to_string(::getpid()));
@@ -43,14 +44,12 @@ Loaded load(const std::string& preset, Device device) {
   }
   Loaded l;
   l.ctx = std::make_unique<Context>(device);
-  l.model = std::make_unique<LlamaModel>(LlamaModel::load(*l.ctx, dir.string()));
+  l.model = std::make_unique<LlamaModel>(LlamaModel::load(*l.ctx, dir.string(), std::nullopt, quant));
   const ModelWeights& w = l.model->weights();
   const auto bytes = [](const Tensor& t) { return t.defined() ? static_cast<double>(t.nbytes()) : 0.0; };
   l.weight_bytes = bytes(w.lm_head) + bytes(w.norm);  // the embedding is a lookup, not a full read
   for (const LayerWeights& L : w.layers)
-    for (const Tensor* t : {&L.input_norm, &L.post_attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.bo,
-                            &L.wgate, &L.wup, &L.wdown})
-      l.weight_bytes += bytes(*t);
+    for (const Tensor& t : layer_parts(l.model->config(), L)) l.weight_bytes += bytes(t);  // quantized: the parts
   return l;
 }
 
@@ -82,8 +81,8 @@ void bm_prefill(benchmark::State& state, std::string preset, Device device, int6
   state.counters["tok/s"] = static_cast<double>(tokens) * static_cast<double>(state.iterations()) / total;
 }
 
-void bm_decode(benchmark::State& state, std::string preset, Device device, int64_t context) {
-  Loaded l = load(preset, device);
+void bm_decode(benchmark::State& state, std::string preset, Device device, int64_t context, QuantFormat quant) {
+  Loaded l = load(preset, device, quant);
   const int64_t steps = state.max_iterations;
   KVCache cache = l.model->make_cache(*l.ctx, 1, context + steps + 1);
   const std::vector<int32_t> prompt = prompt_of(context, l.model->config().vocab_size);
@@ -111,17 +110,35 @@ void register_generate(bool cuda) {
   benchmark::RegisterBenchmark("generate_prefill/cpu_f32/tiny_T128", bm_prefill, "tiny", Device::cpu(), int64_t{128})
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("generate_decode/cpu_f32/tiny_ctx128", bm_decode, "tiny", Device::cpu(), int64_t{128})
+  benchmark::RegisterBenchmark("generate_decode/cpu_f32/tiny_ctx128", bm_decode, "tiny", Device::cpu(), int64_t{128},
+                               QuantFormat::none)
       ->UseManualTime()
       ->Iterations(64)
       ->Unit(benchmark::kMillisecond);
+  // A quantized base: each token reads the quantized bytes, but the projections are dequantized
+  // into a scratch before their GEMM (a fused dequantize-GEMV is not written), so decode stays
+  // far from the quantized weights' roofline.
+  for (QuantFormat q : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8}) {
+    const std::string fmt(quant_format_name(q));
+    benchmark::RegisterBenchmark(("generate_decode/cpu_f32/tiny_" + fmt + "_ctx128").c_str(), bm_decode, "tiny",
+                                 Device::cpu(), int64_t{128}, q)
+        ->UseManualTime()
+        ->Iterations(64)
+        ->Unit(benchmark::kMillisecond);
+    if (cuda)
+      benchmark::RegisterBenchmark(("generate_decode/cuda_bf16/tinyllama_" + fmt + "_ctx512").c_str(), bm_decode,
+                                   "tinyllama", Device::cuda(0), int64_t{512}, q)
+          ->UseManualTime()
+          ->Iterations(128)
+          ->Unit(benchmark::kMillisecond);
+  }
   if (!cuda) return;
   benchmark::RegisterBenchmark("generate_prefill/cuda_bf16/tinyllama_T512", bm_prefill, "tinyllama", Device::cuda(0),
                                int64_t{512})
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("generate_decode/cuda_bf16/tinyllama_ctx512", bm_decode, "tinyllama", Device::cuda(0),
-                               int64_t{512})
+                               int64_t{512}, QuantFormat::none)
       ->UseManualTime()
       ->Iterations(128)
       ->Unit(benchmark::kMillisecond);
