@@ -221,7 +221,7 @@ TEST_CASE("the bitsandbytes quant_state JSON ONN writes is the one bitsandbytes 
   CHECK(bnb_nf4_state_json(q, DType::f32) == theirs);
 }
 
-TEST_CASE("Phi-3's fused qkv_proj and gate_up_proj quantize whole; streamed evaluation gives the resident loss") {
+TEST_CASE("Phi-3's fused qkv_proj and gate_up_proj quantize whole, and streamed evaluation gives the resident loss") {
   const std::string dir = std::string(ONN_TEST_DATA_DIR) + "/models/phi3";
   const SafetensorsFile ref = SafetensorsFile::open(dir + "/lora_reference.safetensors");
   Context ctx(Device::cpu());
