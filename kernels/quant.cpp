@@ -5,13 +5,13 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <thread>
 #include <vector>
 
 #include "kernels/backends.h"
 #include "kernels/op_check.h"
 #include "kernels/quant_math.h"
 #include "runtime/error.h"
+#include "runtime/parallel.h"
 
 namespace onn {
 
@@ -250,25 +250,6 @@ void nearest_codes(const std::array<float, M>& mids, const float* x, int64_t n, 
 
 float clamp_unit(float x) { return std::min(1.0f, std::max(-1.0f, x)); }
 
-// fn(begin, end) over [0, n) in contiguous parts, one per hardware thread (at least `grain`
-// items each): every item is computed the same whichever thread takes it, so the result does not
-// depend on the thread count. (A stand-in for the runtime thread pool of the CPU backend.)
-template <typename F>
-void parallel_parts(int64_t n, int64_t grain, F&& fn) {
-  const int64_t threads = std::clamp<int64_t>(std::min<int64_t>(std::thread::hardware_concurrency(), n / std::max<int64_t>(grain, 1)), 1, 64);
-  if (threads <= 1) {
-    fn(int64_t{0}, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const int64_t per = (n + threads - 1) / threads;
-  for (int64_t t = 0; t < threads; ++t) {
-    const int64_t b = t * per, e = std::min(n, b + per);
-    if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
-  }
-  for (std::thread& th : pool) th.join();
-}
-
 // Blockwise absmax quantization of flat x into codes: per block its absmax (floored at 1e-38,
 // bitsandbytes' clamp), then x * (1 / absmax) for full blocks and x / absmax for the tail
 // (as bitsandbytes computes each), clamped to [-1, 1], to the nearest code.
@@ -279,7 +260,7 @@ void quantize_blocks(const float* x, int64_t n, int64_t block, const std::array<
   constexpr int64_t kBlocksPerPart = 4096;
   const std::array<float, N - 1> mids = midpoints(code);
   constexpr size_t kLinearSearch = 16;  // codes up to this size: every midpoint compared (nf4)
-  parallel_parts((n + block - 1) / block, kBlocksPerPart, [&](int64_t first, int64_t last) {
+  parallel_for((n + block - 1) / block, kBlocksPerPart, [&](int64_t, int64_t first, int64_t last) {
     std::vector<float> scaled;
     for (int64_t bi = first; bi < last; ++bi) {
       const int64_t b0 = bi * block, len = std::min(block, n - b0);
@@ -363,7 +344,7 @@ QuantTensor quantize_rows(const float* w, int64_t rows, int64_t cols, QuantForma
   float* am = q.absmax.data_as<float>();
   auto* data = static_cast<uint8_t*>(q.data.data());  // one byte per element in both formats
   constexpr int64_t kRowsPerPart = 64;
-  parallel_parts(rows, kRowsPerPart, [&](int64_t first, int64_t last) {
+  parallel_for(rows, kRowsPerPart, [&](int64_t, int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) quantize_row(w + r * cols, cols, format, am[r], data + r * cols);
   });
   return q;

@@ -3,6 +3,7 @@
 
 #include "kernels/defaults.h"
 #include "runtime/error.h"
+#include "runtime/parallel.h"
 
 namespace onn::tools {
 
@@ -30,6 +31,11 @@ void add_placement_flags(CLI::App& app, PlacementFlags& f, const PlacementFlagUs
       ->check(auto_on_off);
   app.add_option("--layers-per-chunk", f.layers_per_chunk, "layers per streamed chunk (default: the plan's, or 1)")
       ->check(CLI::PositiveNumber);
+  app.add_option_function<int>(
+         "--threads", [](int n) { set_cpu_threads(n); },
+         "CPU threads for the CPU backend's kernels other than GEMMs (OpenBLAS keeps its own); results do not "
+         "depend on it (default: the cores available)")
+      ->check(CLI::Range(1, 1024));
   app.add_option_function<std::string>(
          "--quantize", [&f](const std::string& v) { f.quantize = *parse_quant_format(v); },
          std::string("quantize the projection weights while loading, tensor by tensor: nf4 (QLoRA's 4-bit "

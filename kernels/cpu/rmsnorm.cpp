@@ -24,7 +24,7 @@ void rmsnorm_forward_cpu(const Tensor& x, const Tensor* add_t, Tensor* sum_t, co
     const T* w = ptr<T>(weight);
     T* py = ptr<T>(y);
     S* pr = ptr<S>(rstd);
-    for (int64_t i = 0; i < n; ++i) {
+    cpu_kernels::for_rows(n, c, [&](int64_t i) {
       const T* row = px + i * c;
       if (add != nullptr) {  // x is read before sum (which may be x) is written, element by element
         for (int64_t j = 0; j < c; ++j) sum[i * c + j] = static_cast<T>(row[j] + add[i * c + j]);
@@ -35,7 +35,7 @@ void rmsnorm_forward_cpu(const Tensor& x, const Tensor* add_t, Tensor* sum_t, co
       const double r = 1.0 / std::sqrt(ss / static_cast<double>(c) + static_cast<double>(eps));
       pr[i] = static_cast<S>(r);
       for (int64_t j = 0; j < c; ++j) py[i * c + j] = static_cast<T>(w[j] * (row[j] * r));
-    }
+    });
   });
 }
 
@@ -49,23 +49,32 @@ void rmsnorm_backward_cpu(const Tensor& x, const Tensor& weight, const Tensor& r
     const T *px = ptr<T>(x), *w = ptr<T>(weight), *pdy = ptr<T>(dy);
     const S* pr = ptr<S>(rstd);
     T* pdx = ptr<T>(dx);
-    std::vector<double> dw(dweight ? static_cast<size_t>(c) : 0, 0.0);
-    for (int64_t i = 0; i < n; ++i) {
-      const T* row = px + i * c;
-      const T* g = pdy + i * c;
-      const double r = pr[i];
-      double dot = 0;
-      for (int64_t j = 0; j < c; ++j) dot += static_cast<double>(w[j]) * g[j] * row[j];
-      const double k = r * r * r * dot / static_cast<double>(c);
-      for (int64_t j = 0; j < c; ++j) {
-        const T v = static_cast<T>(r * w[j] * g[j] - k * row[j]);
-        pdx[i * c + j] = accumulate_dx ? pdx[i * c + j] + v : v;
-        if (dweight) dw[static_cast<size_t>(j)] += static_cast<double>(g[j]) * row[j] * r;
+    // dweight: a partial sum per part, added in part order (the parts depend on the shape only).
+    const int64_t grain = cpu_kernels::row_grain(c), parts = parallel_parts(n, grain);
+    std::vector<double> dw(dweight ? static_cast<size_t>(c * parts) : 0, 0.0);
+    parallel_for(n, grain, [&](int64_t part, int64_t begin, int64_t end) {
+      double* pdw = dweight ? dw.data() + part * c : nullptr;
+      for (int64_t i = begin; i < end; ++i) {
+        const T* row = px + i * c;
+        const T* g = pdy + i * c;
+        const double r = pr[i];
+        double dot = 0;
+        for (int64_t j = 0; j < c; ++j) dot += static_cast<double>(w[j]) * g[j] * row[j];
+        const double k = r * r * r * dot / static_cast<double>(c);
+        for (int64_t j = 0; j < c; ++j) {
+          const T v = static_cast<T>(r * w[j] * g[j] - k * row[j]);
+          pdx[i * c + j] = accumulate_dx ? pdx[i * c + j] + v : v;
+          if (pdw) pdw[j] += static_cast<double>(g[j]) * row[j] * r;
+        }
       }
-    }
+    });
     if (dweight) {
-      S* pdw = ptr<S>(*dweight);
-      for (int64_t j = 0; j < c; ++j) pdw[j] = static_cast<S>(dw[static_cast<size_t>(j)]);
+      S* out = ptr<S>(*dweight);
+      for (int64_t j = 0; j < c; ++j) {
+        double total = 0;
+        for (int64_t p = 0; p < parts; ++p) total += dw[static_cast<size_t>(p * c + j)];
+        out[j] = static_cast<S>(total);
+      }
     }
   });
 }

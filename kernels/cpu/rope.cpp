@@ -18,7 +18,7 @@ void rope_cpu(Tensor& x, const Tensor& positions, const Tensor& inv_freq, bool i
     const int32_t* pos = ptr<const int32_t>(positions);
     const T* f = ptr<const T>(inv_freq);
     T* px = ptr<T>(x);
-    for (int64_t i = 0; i < n; ++i) {
+    cpu_kernels::for_rows(n, heads * d, [&](int64_t i) {
       for (int64_t k = 0; k < half; ++k) {
         const T angle = static_cast<T>(pos[i]) * f[k];
         const T c = std::cos(angle), s = inverse ? -std::sin(angle) : std::sin(angle);
@@ -29,7 +29,7 @@ void rope_cpu(Tensor& x, const Tensor& positions, const Tensor& inv_freq, bool i
           row[k + half] = b * c + a * s;
         }
       }
-    }
+    });
   });
 }
 

@@ -12,7 +12,7 @@ void swiglu_cpu(const SwigluArgs& a, bool backward) {
     using T = decltype(t);
     const T* g = static_cast<const T*>(a.gate);
     const T* u = static_cast<const T*>(a.up);
-    for (int64_t i = 0; i < a.n; ++i) {
+    cpu_kernels::for_rows(a.n, a.f, [&](int64_t i) {
       for (int64_t j = 0; j < a.f; ++j) {
         const T gv = g[i * a.ld_in + j], uv = u[i * a.ld_in + j];
         const T s = T(1) / (T(1) + std::exp(-gv));
@@ -24,7 +24,7 @@ void swiglu_cpu(const SwigluArgs& a, bool backward) {
           static_cast<T*>(a.dup)[i * a.ld_din + j] = d * gv * s;
         }
       }
-    }
+    });
   });
 }
 

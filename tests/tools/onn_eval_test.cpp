@@ -62,3 +62,19 @@ TEST_CASE("onn-eval: bad usage and bad input give one line on stderr and exit 2"
     CHECK(r.err.find('\n') == r.err.size() - 1);
   }
 }
+
+TEST_CASE("onn-eval --threads 1, 2 and 3 print the same loss, and --threads 0 is refused") {
+  std::string first;
+  for (const char* n : {"1", "2", "3"}) {
+    CAPTURE(n);
+    const ProcessResult r = run_process({kTool, "--model", kData + "/models/phi3", "--data", kData + "/eval.txt",
+                                         "--seq-len", "16", "--device", "cpu", "--json", "--threads", n});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    if (first.empty()) first = r.out;
+    CHECK(r.out == first);
+  }
+  const ProcessResult bad = run_process({kTool, "--model", kData + "/models/phi3", "--data", kData + "/eval.txt",
+                                         "--threads", "0"});
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("--threads") != std::string::npos);
+}
