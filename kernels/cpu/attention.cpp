@@ -1,5 +1,7 @@
 // Attention on the CPU: the plain formula per sequence and head, scores in double. The
-// reference that the CUDA kernels and finite differences are checked against.
+// reference that the CUDA kernels and finite differences are checked against. Threaded over
+// query rows (forward), (sequence, KV head) (backward) and (sequence, query, head) (decode), each
+// part computing exactly what the serial loop did: the bits do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -28,6 +30,14 @@ std::vector<int64_t> offsets(const AttentionSeqs& seqs, int64_t n, const char* o
   return o;
 }
 
+// The first token of each token's sequence.
+std::vector<int64_t> sequence_starts(const std::vector<int64_t>& o, int64_t n) {
+  std::vector<int64_t> first(static_cast<size_t>(n));
+  for (size_t s = 0; s + 1 < o.size(); ++s)
+    for (int64_t i = o[s]; i < o[s + 1]; ++i) first[static_cast<size_t>(i)] = o[s];
+  return first;
+}
+
 template <typename T>
 double dot(const T* a, const T* b, int64_t d) {
   double s = 0;
@@ -45,30 +55,33 @@ void attention_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, co
     const int64_t h = q.dim(1), d = q.dim(2), kvh = k.dim(1), group = h / kvh;
     const T *pq = ptr<T>(q), *pk = ptr<T>(k), *pv = ptr<T>(v);
     T *po = ptr<T>(out), *pl = ptr<T>(lse);
-    std::vector<double> p, acc(static_cast<size_t>(d));
-    for (size_t s = 0; s + 1 < o.size(); ++s) {
-      for (int64_t i = o[s]; i < o[s + 1]; ++i) {
+    const std::vector<int64_t> first = sequence_starts(o, q.dim(0));
+    // Every query row is independent: rows in parts (each with its own scratch).
+    parallel_for(q.dim(0), cpu_kernels::row_grain(h * d * 64), [&](int64_t, int64_t begin, int64_t end) {
+      std::vector<double> p, acc(static_cast<size_t>(d));
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t start = first[static_cast<size_t>(i)];
         for (int64_t hh = 0; hh < h; ++hh) {
           const T* qi = pq + (i * h + hh) * d;
           const int64_t kv = hh / group;
-          p.assign(static_cast<size_t>(i - o[s] + 1), 0.0);
+          p.assign(static_cast<size_t>(i - start + 1), 0.0);
           double m = -INFINITY;
-          for (int64_t j = o[s]; j <= i; ++j) {
-            p[static_cast<size_t>(j - o[s])] = scale * dot(qi, pk + (j * kvh + kv) * d, d);
-            m = std::max(m, p[static_cast<size_t>(j - o[s])]);
+          for (int64_t j = start; j <= i; ++j) {
+            p[static_cast<size_t>(j - start)] = scale * dot(qi, pk + (j * kvh + kv) * d, d);
+            m = std::max(m, p[static_cast<size_t>(j - start)]);
           }
           double l = 0;
           for (double& x : p) l += (x = std::exp(x - m));
           std::fill(acc.begin(), acc.end(), 0.0);
-          for (int64_t j = o[s]; j <= i; ++j) {
+          for (int64_t j = start; j <= i; ++j) {
             const T* vj = pv + (j * kvh + kv) * d;
-            for (int64_t e = 0; e < d; ++e) acc[static_cast<size_t>(e)] += p[static_cast<size_t>(j - o[s])] * vj[e];
+            for (int64_t e = 0; e < d; ++e) acc[static_cast<size_t>(e)] += p[static_cast<size_t>(j - start)] * vj[e];
           }
           for (int64_t e = 0; e < d; ++e) po[(i * h + hh) * d + e] = static_cast<T>(acc[static_cast<size_t>(e)] / l);
           pl[i * h + hh] = static_cast<T>(m + std::log(l));
         }
       }
-    }
+    });
   });
 }
 
@@ -83,25 +96,32 @@ void attention_backward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, c
             *pdo = ptr<T>(dout);
     std::vector<double> gq(static_cast<size_t>(n * h * d), 0.0), gk(static_cast<size_t>(n * kvh * d), 0.0),
         gv(static_cast<size_t>(n * kvh * d), 0.0);
-    for (size_t s = 0; s + 1 < o.size(); ++s) {
-      for (int64_t i = o[s]; i < o[s + 1]; ++i) {
-        for (int64_t hh = 0; hh < h; ++hh) {
-          const int64_t kv = hh / group, qi = (i * h + hh) * d;
-          const double di = dot(pdo + qi, po + qi, d);
-          for (int64_t j = o[s]; j <= i; ++j) {
-            const int64_t kj = (j * kvh + kv) * d;
-            const double pij = std::exp(scale * dot(pq + qi, pk + kj, d) - static_cast<double>(pl[i * h + hh]));
-            const double dp = dot(pdo + qi, pv + kj, d);
-            const double ds = pij * (dp - di);
-            for (int64_t e = 0; e < d; ++e) {
-              gv[static_cast<size_t>(kj + e)] += pij * pdo[qi + e];
-              gq[static_cast<size_t>(qi + e)] += scale * ds * pk[kj + e];
-              gk[static_cast<size_t>(kj + e)] += scale * ds * pq[qi + e];
+    // One part per (sequence, KV head): its keys' gradients and its queries' take contributions
+    // in the serial order (queries up, then the group's heads), so the bits are the serial ones.
+    const int64_t seqs_n = static_cast<int64_t>(o.size()) - 1;
+    parallel_for(seqs_n * kvh, 1, [&](int64_t, int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const size_t s = static_cast<size_t>(item / kvh);
+        const int64_t kv = item % kvh;
+        for (int64_t i = o[s]; i < o[s + 1]; ++i) {
+          for (int64_t hh = kv * group; hh < (kv + 1) * group; ++hh) {
+            const int64_t qi = (i * h + hh) * d;
+            const double di = dot(pdo + qi, po + qi, d);
+            for (int64_t j = o[s]; j <= i; ++j) {
+              const int64_t kj = (j * kvh + kv) * d;
+              const double pij = std::exp(scale * dot(pq + qi, pk + kj, d) - static_cast<double>(pl[i * h + hh]));
+              const double dp = dot(pdo + qi, pv + kj, d);
+              const double ds = pij * (dp - di);
+              for (int64_t e = 0; e < d; ++e) {
+                gv[static_cast<size_t>(kj + e)] += pij * pdo[qi + e];
+                gq[static_cast<size_t>(qi + e)] += scale * ds * pk[kj + e];
+                gk[static_cast<size_t>(kj + e)] += scale * ds * pq[qi + e];
+              }
             }
           }
         }
       }
-    }
+    });
     for (size_t e = 0; e < gq.size(); ++e) ptr<T>(dq)[e] = static_cast<T>(gq[e]);
     for (size_t e = 0; e < gk.size(); ++e) {
       ptr<T>(dk)[e] = static_cast<T>(gk[e]);
@@ -119,33 +139,34 @@ void attention_decode_cpu(const Tensor& q, const Tensor& k_cache, const Tensor& 
     const T *pq = ptr<T>(q), *pk = ptr<T>(k_cache), *pv = ptr<T>(v_cache);
     const int32_t* pl = ptr<const int32_t>(lens);
     T* po = ptr<T>(out);
-    std::vector<double> p, acc(static_cast<size_t>(d));
-    for (int64_t bb = 0; bb < b; ++bb) {
+    for (int64_t bb = 0; bb < b; ++bb)
       ONN_CHECK_ARG(pl[bb] >= tq && pl[bb] <= tmax, "attention_decode: lens[", bb, "] = ", pl[bb], " is outside [Tq = ",
                     tq, ", Tmax = ", tmax, "]");
-      for (int64_t j = 0; j < tq; ++j) {
+    // Every (sequence, query, head) is independent: one part each.
+    parallel_for(b * tq * h, 1, [&](int64_t, int64_t begin, int64_t end) {
+      std::vector<double> p, acc(static_cast<size_t>(d));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t bb = item / (tq * h), j = item / h % tq, hh = item % h;
         const int64_t pos = pl[bb] - tq + j;
-        for (int64_t hh = 0; hh < h; ++hh) {
-          const T* qi = pq + ((bb * tq + j) * h + hh) * d;
-          const int64_t kv = hh / group;
-          p.assign(static_cast<size_t>(pos + 1), 0.0);
-          double m = -INFINITY;
-          for (int64_t c = 0; c <= pos; ++c) {
-            p[static_cast<size_t>(c)] = scale * dot(qi, pk + ((bb * tmax + c) * kvh + kv) * d, d);
-            m = std::max(m, p[static_cast<size_t>(c)]);
-          }
-          double l = 0;
-          for (double& x : p) l += (x = std::exp(x - m));
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (int64_t c = 0; c <= pos; ++c) {
-            const T* vc = pv + ((bb * tmax + c) * kvh + kv) * d;
-            for (int64_t e = 0; e < d; ++e) acc[static_cast<size_t>(e)] += p[static_cast<size_t>(c)] * vc[e];
-          }
-          for (int64_t e = 0; e < d; ++e)
-            po[((bb * tq + j) * h + hh) * d + e] = static_cast<T>(acc[static_cast<size_t>(e)] / l);
+        const T* qi = pq + ((bb * tq + j) * h + hh) * d;
+        const int64_t kv = hh / group;
+        p.assign(static_cast<size_t>(pos + 1), 0.0);
+        double m = -INFINITY;
+        for (int64_t c = 0; c <= pos; ++c) {
+          p[static_cast<size_t>(c)] = scale * dot(qi, pk + ((bb * tmax + c) * kvh + kv) * d, d);
+          m = std::max(m, p[static_cast<size_t>(c)]);
         }
+        double l = 0;
+        for (double& x : p) l += (x = std::exp(x - m));
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t c = 0; c <= pos; ++c) {
+          const T* vc = pv + ((bb * tmax + c) * kvh + kv) * d;
+          for (int64_t e = 0; e < d; ++e) acc[static_cast<size_t>(e)] += p[static_cast<size_t>(c)] * vc[e];
+        }
+        for (int64_t e = 0; e < d; ++e)
+          po[((bb * tq + j) * h + hh) * d + e] = static_cast<T>(acc[static_cast<size_t>(e)] / l);
       }
-    }
+    });
   });
 }
 

@@ -1,7 +1,8 @@
 // The CPU worker pool (runtime/parallel.h): every index once, errors rethrown, nested calls
-// inline; and the thread count changes no bit: the row-parallel kernels (RMSNorm forward and
-// backward with its weight gradient, SwiGLU, RoPE), the quantizer, and a LoRA training step on a
-// quantized base give the same bytes with 1, 2 and 3 threads.
+// inline; and the thread count changes no bit: the threaded kernels (RMSNorm forward and
+// backward with its weight gradient, SwiGLU, RoPE, attention forward / backward / decode), the
+// quantizer, and a LoRA training step on a quantized base give the same bytes with 1, 2 and 3
+// threads.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -10,6 +11,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "kernels/quant.h"
 #include "kernels/reference.h"
 #include "kernels/rmsnorm.h"
@@ -63,7 +65,21 @@ std::vector<uint8_t> kernel_outputs() {
   rc.head_dim = d;
   rope_forward(ctx, q, sequence_positions(3, 100), rope_inv_freq_tensor(ctx, rc));
   const QuantTensor nf4 = quantize(random_tensor(Shape{700, 130}, rng), QuantFormat::nf4, true, cpu_allocator());
-  std::vector<Tensor> all = {y, r, dx, dw, s, q};
+  // Attention over three packed sequences, GQA (4 heads on 2): forward, backward, decode.
+  const int64_t kvh = 2;
+  const Tensor k = random_tensor(Shape{n, kvh, d}, rng), v = random_tensor(Shape{n, kvh, d}, rng),
+               g_out = random_tensor(Shape{n, heads, d}, rng);
+  const AttentionSeqs seqs = packed_seqs(ctx, {90, 110, 100});
+  Tensor att = Tensor::empty(Shape{n, heads, d}, DType::f32), lse = Tensor::empty(Shape{n, heads}, DType::f32);
+  attention_forward(ctx, q, k, v, seqs, 0.2f, att, lse);
+  Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32),
+         dv = Tensor::empty(v.shape(), DType::f32);
+  attention_backward(ctx, q, k, v, att, lse, g_out, seqs, 0.2f, dq, dk, dv);
+  const Tensor qd = random_tensor(Shape{3, 1, heads, d}, rng), kc = random_tensor(Shape{3, 50, kvh, d}, rng),
+               vc = random_tensor(Shape{3, 50, kvh, d}, rng);
+  Tensor dec = Tensor::empty(qd.shape(), DType::f32);
+  attention_decode(ctx, qd, kc, vc, i32_tensor({50, 17, 33}), 0.2f, dec);
+  std::vector<Tensor> all = {y, r, dx, dw, s, q, att, lse, dq, dk, dv, dec};
   for (const Tensor& p : nf4.parts()) all.push_back(p);
   return bytes_of(all);
 }
