@@ -1,4 +1,5 @@
-// AdamW on the CPU, in the element type of the parameter (float or double).
+// AdamW on the CPU, in the element type of the parameter (float or double), elements threaded
+// (each computed alone); the sum of squares stays one serial sum.
 #include <cmath>
 
 #include "kernels/adamw.h"
@@ -21,14 +22,16 @@ void adamw_cpu(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const Ad
     const T bc2 = T(1) - std::pow(b2, static_cast<T>(cfg.step));
     const T step_size = static_cast<T>(cfg.lr) / bc1, bc2_sqrt = std::sqrt(bc2);
     const T decay = T(1) - static_cast<T>(cfg.lr) * static_cast<T>(cfg.weight_decay);
-    for (int64_t i = 0; i < param.numel(); ++i) {
-      const T gi = g[i] * static_cast<T>(cfg.grad_scale);
-      pm[i] = b1 * pm[i] + omb1 * gi;
-      pv[i] = b2 * pv[i] + omb2 * gi * gi;
-      const T denom = std::sqrt(pv[i]) / bc2_sqrt + static_cast<T>(cfg.eps);
-      p[i] = p[i] * decay - step_size * pm[i] / denom;
-      if (param_copy) store_from_double(param_copy->data(), param_copy->dtype(), static_cast<size_t>(i), p[i]);
-    }
+    parallel_for(param.numel(), cpu_kernels::kPartElements, [&](int64_t, int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T gi = g[i] * static_cast<T>(cfg.grad_scale);
+        pm[i] = b1 * pm[i] + omb1 * gi;
+        pv[i] = b2 * pv[i] + omb2 * gi * gi;
+        const T denom = std::sqrt(pv[i]) / bc2_sqrt + static_cast<T>(cfg.eps);
+        p[i] = p[i] * decay - step_size * pm[i] / denom;
+        if (param_copy) store_from_double(param_copy->data(), param_copy->dtype(), static_cast<size_t>(i), p[i]);
+      }
+    });
   });
 }
 

@@ -1,5 +1,5 @@
-// Cross-entropy on the CPU: per row, max then sum of exponentials in double, then the
-// gradient in place.
+// Cross-entropy on the CPU: per row (rows threaded, each computed alone), max then sum of
+// exponentials in double, then the gradient in place.
 #include <algorithm>
 #include <cmath>
 
@@ -28,17 +28,18 @@ void cross_entropy_cpu(Tensor& logits, const Tensor& labels, const Tensor& valid
     const int32_t* l = ptr<const int32_t>(labels);
     const double count = load_as_double(valid.data(), valid.dtype(), 0);
     const double inv = 1.0 / (count > 1.0 ? count : 1.0);
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < n; ++i)  // checked first, so the error names the first bad label
+      ONN_CHECK_ARG(l[i] == opt.ignore_index || (l[i] >= 0 && l[i] < v), "cross_entropy_forward_backward: labels[",
+                    i, "] = ", l[i], " is outside [0, ", v, ") and is not the ignore index ", opt.ignore_index);
+    cpu_kernels::for_rows(n, v, [&](int64_t i) {
       T* row = x + i * v;
       const int32_t label = l[i];
       if (label == opt.ignore_index) {
         loss[i] = T(0);
         if (opt.compute_grad)
           for (int64_t j = 0; j < v; ++j) row[j] = T(0);
-        continue;
+        return;
       }
-      ONN_CHECK_ARG(label >= 0 && label < v, "cross_entropy_forward_backward: labels[", i, "] = ", label,
-                    " is outside [0, ", v, ") and is not the ignore index ", opt.ignore_index);
       double m = -INFINITY;
       for (int64_t j = 0; j < v; ++j) m = std::max(m, static_cast<double>(row[j]));
       double s = 0;
@@ -48,7 +49,7 @@ void cross_entropy_cpu(Tensor& logits, const Tensor& labels, const Tensor& valid
       if (opt.compute_grad) {
         for (int64_t j = 0; j < v; ++j) row[j] = static_cast<T>((std::exp(row[j] - lse) - (j == label ? 1.0 : 0.0)) * inv);
       }
-    }
+    });
   });
 }
 
@@ -60,8 +61,8 @@ void vocab_chunk_stats_cpu(const Tensor& logits, const Tensor& labels, int64_t v
     const T* x = ptr<const T>(logits);
     T *pm = ptr<T>(m), *pl = ptr<T>(l), *pt = ptr<T>(target);
     const int32_t* lab = ptr<const int32_t>(labels);
-    for (int64_t i = 0; i < n; ++i) {
-      if (lab[i] == ignore_index) continue;
+    cpu_kernels::for_rows(n, g, [&](int64_t i) {
+      if (lab[i] == ignore_index) return;
       const T* row = x + i * g;
       double gm = -INFINITY;
       for (int64_t j = 0; j < g; ++j) gm = std::max(gm, static_cast<double>(row[j]));
@@ -72,7 +73,7 @@ void vocab_chunk_stats_cpu(const Tensor& logits, const Tensor& labels, int64_t v
       pm[i] = static_cast<T>(mm);
       pl[i] = static_cast<T>(ls);
       if (lab[i] >= v0 && lab[i] < v0 + g) pt[i] = row[lab[i] - v0];
-    }
+    });
   });
 }
 
@@ -86,16 +87,16 @@ void vocab_chunk_grad_cpu(Tensor& logits, const Tensor& labels, int64_t v0, cons
     const int32_t* lab = ptr<const int32_t>(labels);
     const double count = load_as_double(valid.data(), valid.dtype(), 0);
     const double inv = 1.0 / (count > 1.0 ? count : 1.0);
-    for (int64_t i = 0; i < n; ++i) {
+    cpu_kernels::for_rows(n, g, [&](int64_t i) {
       T* row = x + i * g;
       if (lab[i] == ignore_index) {
         std::fill(row, row + g, T(0));
-        continue;
+        return;
       }
       const double lse = static_cast<double>(pm[i]) + std::log(static_cast<double>(pl[i]));
       for (int64_t j = 0; j < g; ++j)
         row[j] = static_cast<T>((std::exp(row[j] - lse) - (v0 + j == lab[i] ? 1.0 : 0.0)) * inv);
-    }
+    });
   });
 }
 

@@ -1,6 +1,7 @@
 // The CPU worker pool (runtime/parallel.h): every index once, errors rethrown, nested calls
 // inline; and the thread count changes no bit: the threaded kernels (RMSNorm forward and
-// backward with its weight gradient, SwiGLU, RoPE, attention forward / backward / decode), the
+// backward with its weight gradient, SwiGLU, RoPE, attention forward / backward / decode,
+// cross-entropy, AdamW), the
 // quantizer, and a LoRA training step on a quantized base give the same bytes with 1, 2 and 3
 // threads.
 #include <doctest/doctest.h>
@@ -11,7 +12,9 @@
 #include <stdexcept>
 #include <vector>
 
+#include "kernels/adamw.h"
 #include "kernels/attention.h"
+#include "kernels/cross_entropy.h"
 #include "kernels/quant.h"
 #include "kernels/reference.h"
 #include "kernels/rmsnorm.h"
@@ -79,7 +82,20 @@ std::vector<uint8_t> kernel_outputs() {
                vc = random_tensor(Shape{3, 50, kvh, d}, rng);
   Tensor dec = Tensor::empty(qd.shape(), DType::f32);
   attention_decode(ctx, qd, kc, vc, i32_tensor({50, 17, 33}), 0.2f, dec);
-  std::vector<Tensor> all = {y, r, dx, dw, s, q, att, lse, dq, dk, dv, dec};
+  // Cross-entropy with its gradient in place (some labels ignored), AdamW over 50k values.
+  Tensor logits = random_tensor(Shape{n, 500}, rng), labels = Tensor::empty(Shape{n}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) labels.data_as<int32_t>()[i] = i % 7 == 0 ? -100 : static_cast<int32_t>(i * 13 % 500);
+  Tensor valid = Tensor::empty(Shape{1}, DType::f32), token_loss = Tensor::empty(Shape{n}, DType::f32);
+  count_valid_labels(ctx, labels, -100, valid);
+  CrossEntropyOptions ce;
+  ce.compute_grad = true;
+  cross_entropy_forward_backward(ctx, logits, labels, valid, token_loss, ce);
+  Tensor param = random_tensor(Shape{50000}, rng), m1 = random_tensor(Shape{50000}, rng), grad = random_tensor(Shape{50000}, rng);
+  Tensor m2 = Tensor::zeros(Shape{50000}, DType::f32);
+  AdamWConfig ac;
+  ac.step = 3;
+  adamw_step(ctx, param, grad, m1, m2, ac);
+  std::vector<Tensor> all = {y, r, dx, dw, s, q, att, lse, dq, dk, dv, dec, logits, token_loss, param, m1, m2};
   for (const Tensor& p : nf4.parts()) all.push_back(p);
   return bytes_of(all);
 }
