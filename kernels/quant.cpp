@@ -54,6 +54,25 @@ std::vector<float> linspace_f32(float start, float end, int steps) {
   return v;
 }
 
+// The midpoints between consecutive entries of a sorted code, as bitsandbytes computes them
+// (fp32 sum, halved).
+template <size_t N>
+std::array<float, N - 1> midpoints(const std::array<float, N>& code) {
+  std::array<float, N - 1> m{};
+  for (size_t i = 0; i + 1 < N; ++i) m[i] = (code[i] + code[i + 1]) / 2.0f;
+  return m;
+}
+
+// Nearest entry of the code: the count of midpoints below x, so a tie goes down
+// (torch.bucketize over the midpoints, bitsandbytes' default kernel). A branchless binary search.
+template <size_t M>
+uint8_t nearest_code(const std::array<float, M>& mids, float x) {
+  size_t pos = 0;  // midpoints known to be below x
+  for (size_t step = std::bit_floor(M); step > 0; step >>= 1)
+    pos = pos + step <= M && mids[pos + step - 1] < x ? pos + step : pos;
+  return static_cast<uint8_t>(pos);
+}
+
 }  // namespace
 
 const std::array<float, kDynamicCodes>& dynamic_code() {
@@ -98,9 +117,8 @@ uint8_t f32_to_fp8_e4m3(float x) {
   if (std::isnan(x)) return 0x7f;
   const uint8_t sign = std::signbit(x) ? 0x80 : 0;
   const float a = std::fabs(x);
-  size_t code = 0;  // midpoints below a, by a branchless binary search
-  for (size_t step = 64; step > 0; step >>= 1) code = code + step <= 126 && mids[code + step - 1] < a ? code + step : code;
-  if (code < 126 && mids[code] == a && code % 2 == 1) ++code;  // a tie: the even code
+  size_t code = nearest_code(mids, a);                           // a tie goes down here ...
+  if (code < mids.size() && mids[code] == a && code % 2 == 1) ++code;  // ... and to the even code in E4M3
   return static_cast<uint8_t>(sign | code);
 }
 
@@ -214,25 +232,6 @@ void dequantize(Context& ctx, const QuantTensor& q, Tensor& out) {
 }
 
 namespace {
-
-// The midpoints between consecutive entries of a sorted code, as bitsandbytes computes them
-// (fp32 sum, halved).
-template <size_t N>
-std::array<float, N - 1> midpoints(const std::array<float, N>& code) {
-  std::array<float, N - 1> m{};
-  for (size_t i = 0; i + 1 < N; ++i) m[i] = (code[i] + code[i + 1]) / 2.0f;
-  return m;
-}
-
-// Nearest entry of the code: the count of midpoints below x, so a tie goes down
-// (torch.bucketize over the midpoints, bitsandbytes' default kernel). A branchless binary search.
-template <size_t M>
-uint8_t nearest_code(const std::array<float, M>& mids, float x) {
-  size_t pos = 0;  // midpoints known to be below x
-  for (size_t step = std::bit_floor(M); step > 0; step >>= 1)
-    pos = pos + step <= M && mids[pos + step - 1] < x ? pos + step : pos;
-  return static_cast<uint8_t>(pos);
-}
 
 // nearest_code for every value of a block at once: the midpoints outer, the values inner, so the
 // compares vectorise.

@@ -13,8 +13,9 @@
 
 namespace onn {
 
-Block::Block(Context& ctx, const LlamaModel& model, int64_t rows, const BlockInput& in)
-    : ctx_(ctx), model_(model), c_(model.config()), n_(rows), in_(in), scale_(model.attention_scale()) {
+Block::Block(Context& ctx, const LlamaModel& model, int64_t rows, const BlockInput& in, Tensor& weight_scratch)
+    : ctx_(ctx), model_(model), c_(model.config()), n_(rows), in_(in), scale_(model.attention_scale()),
+      scratch_(&weight_scratch) {
   ONN_ASSERT(in.positions && (in.seqs || in.attend));
 }
 
@@ -46,10 +47,10 @@ LoraConfig Block::lora_config(size_t l, Projection p) const {
 Tensor Block::weight(const LayerWeights& w, Projection p) const {
   const QuantTensor& q = w.*projection_quant(p);
   if (!q.defined()) return w.*projection_weight(p);
-  // One scratch for every projection of every layer of the pass: the GEMM that reads it is
-  // queued before the next dequantization writes it, on the same stream.
-  if (!scratch_.defined()) scratch_ = make(Shape{largest_projection(c_)});
-  Tensor dense = scratch_.view(0, Shape{q.rows, q.cols}, model_.dtype());
+  // One scratch for every projection of every layer and lane of the pass: the GEMM that reads it
+  // is queued before the next dequantization writes it, on the same stream.
+  if (!scratch_->defined()) *scratch_ = make(Shape{largest_projection(c_)});
+  Tensor dense = scratch_->view(0, Shape{q.rows, q.cols}, model_.dtype());
   dequantize(ctx_, q, dense);
   return dense;
 }

@@ -54,7 +54,9 @@ struct BlockInput {
 
 class Block {
  public:
-  Block(Context& ctx, const LlamaModel& model, int64_t rows, const BlockInput& in);
+  // weight_scratch: where a quantized base's projections are dequantized, shared by every block of
+  // a pass (their GEMMs are ordered on one stream); allocated on first use.
+  Block(Context& ctx, const LlamaModel& model, int64_t rows, const BlockInput& in, Tensor& weight_scratch);
 
   int64_t rows() const { return n_; }
   Tensor make(const Shape& s) const;  // the compute dtype, on the context's allocator
@@ -78,7 +80,7 @@ class Block {
                         bool acc_dx, const BlockActs& a, Gradients& g) const;
   void ensure(Tensor& t, const Shape& s, bool statistic = false) const;
   // Projection p's weight in the compute dtype: the dense tensor, or a quantized base's
-  // dequantized into the block's scratch just before its GEMM (forward, and again for dX); valid
+  // dequantized into the pass's scratch just before its GEMM (forward, and again for dX); valid
   // until the next call.
   Tensor weight(const LayerWeights& w, Projection p) const;
 
@@ -88,7 +90,7 @@ class Block {
   int64_t n_;
   BlockInput in_;
   float scale_;
-  mutable Tensor scratch_;  // a quantized base's dequantized projection, the largest one's size
+  Tensor* scratch_;  // the pass's: a quantized base's dequantized projection, the largest one's size
 };
 
 }  // namespace onn

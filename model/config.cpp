@@ -241,19 +241,28 @@ ModelConfig parse_model_config(const nlohmann::json& doc, const std::string& sou
   }
 
   const std::string dt = r.string("dtype", r.string("torch_dtype", "float32"));
-  if (dt == "float32") {
-    cfg.torch_dtype = DType::f32;
-  } else if (dt == "bfloat16") {
-    cfg.torch_dtype = DType::bf16;
-  } else if (dt == "float16") {
-    cfg.torch_dtype = DType::f16;
-  } else {
+  const std::optional<DType> torch_dtype = dtype_from_torch_name(dt);
+  if (!torch_dtype)
     r.unsupported(r.find("dtype") ? "dtype" : "torch_dtype", "is \"" + dt + "\"; ONN reads float32, bfloat16, float16");
-  }
+  cfg.torch_dtype = *torch_dtype;
   cfg.bos_token_ids = r.ids("bos_token_id");
   cfg.eos_token_ids = r.ids("eos_token_id");
   cfg.stored_quant = read_quantization(r);
   return cfg;
+}
+
+std::string_view torch_dtype_name(DType t) {
+  switch (t) {
+    case DType::bf16: return "bfloat16";
+    case DType::f16: return "float16";
+    default: return "float32";
+  }
+}
+
+std::optional<DType> dtype_from_torch_name(std::string_view name) {
+  for (DType t : {DType::f32, DType::bf16, DType::f16})
+    if (name == torch_dtype_name(t)) return t;
+  return std::nullopt;
 }
 
 ModelConfig load_model_config(const std::string& path) {

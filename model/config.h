@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -49,6 +50,11 @@ struct ModelConfig {
 
 // The supported architectures, for error messages: "LlamaForCausalLM, MistralForCausalLM, ...".
 std::string supported_architectures();
+
+// torch's name of a float dtype as config.json and bitsandbytes' quant_state write it ("float32",
+// "bfloat16", "float16"), and back (nullopt for any other name).
+std::string_view torch_dtype_name(DType t);
+std::optional<DType> dtype_from_torch_name(std::string_view name);
 
 // Parses a config.json document; `source` names it in errors (FormatError for malformed or
 // inconsistent fields, InvalidArgument for a valid but unsupported model or field value).

@@ -119,7 +119,7 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
                         {"tie_word_embeddings", false},
                         {"bos_token_id", bos},
                         {"eos_token_id", eos},
-                        {"torch_dtype", opt.dtype == DType::bf16 ? "bfloat16" : "float32"}};
+                        {"torch_dtype", torch_dtype_name(opt.dtype)}};
   const auto write_text = [&](const std::string& name, const std::string& text) {
     write_file_atomic((fs::path(dir) / name).string(), text);
   };

@@ -52,12 +52,14 @@ class WeightLoader {
   QuantTensor get_quantized(const std::string& name, const Shape& want, QuantFormat quantize) const {
     QuantTensor q;
     if (has_bnb_nf4(st_, name)) {
-      q = read_bnb_nf4(st_, name, want);
+      q = read_bnb_nf4(st_, name, want);  // views of the mapped file: copied below
     } else if (quantize != QuantFormat::none && has(name)) {
       const Tensor raw = st_.tensor(name);
       if (!(raw.shape() == want) || !dtype_is_float(raw.dtype()))
         return q;  // get() names what is wrong with it
-      q = quantize_weight(raw, quantize);
+      // Host memory (the CPU's, or pinned for streaming) takes the quantizer's output as it is.
+      if (ctx_.device().is_cpu()) return quantize_weight(raw, quantize, ctx_.allocator());
+      q = quantize_weight(raw, quantize, cpu_allocator());
     } else {
       return q;
     }
@@ -72,9 +74,9 @@ class WeightLoader {
   }
 
  private:
-  QuantTensor quantize_weight(const Tensor& raw, QuantFormat format) const {
+  QuantTensor quantize_weight(const Tensor& raw, QuantFormat format, Allocator& alloc) const {
     try {
-      return quantize(raw, format, /*double_quant=*/true, cpu_allocator());
+      return quantize(raw, format, /*double_quant=*/true, alloc);
     } catch (const InvalidArgument& e) {
       throw FormatError(st_.source() + ": cannot quantize tensor: " + e.what());
     }

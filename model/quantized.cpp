@@ -3,11 +3,9 @@
 #include "model/quantized.h"
 
 #include <charconv>
-#include <filesystem>
-#include <map>
-#include <set>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -15,7 +13,6 @@
 #include "model/llama.h"
 #include "runtime/error.h"
 #include "runtime/file_util.h"
-#include "runtime/json.h"
 
 namespace onn {
 
@@ -28,11 +25,8 @@ class Nf4Reader {
   [[noreturn]] void fail(const std::string& why) const {
     throw FormatError(st_.source() + ": tensor \"" + name_ + "\" (bitsandbytes nf4): " + why);
   }
-  Tensor part(const std::string& suffix, bool required = true) const {
-    if (!st_.find(name_ + suffix)) {
-      if (required) fail("\"" + name_ + suffix + "\" is missing");
-      return Tensor();
-    }
+  Tensor part(const std::string& suffix) const {
+    if (!st_.find(name_ + suffix)) fail("\"" + name_ + suffix + "\" is missing");
     return st_.tensor(name_ + suffix);
   }
   nlohmann::json state() const {
@@ -139,7 +133,7 @@ QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, co
   const nlohmann::json j = r.state();
   if (original) {
     const std::string dt = j.contains("dtype") ? r.field<std::string>(j, "dtype") : "float32";
-    *original = dt == "bfloat16" ? DType::bf16 : dt == "float16" ? DType::f16 : DType::f32;
+    *original = dtype_from_torch_name(dt).value_or(DType::f32);
   }
   check_state(r, j, shape);
   QuantTensor q;
@@ -162,16 +156,9 @@ QuantTensor read_bnb_nf4(const SafetensorsModel& st, const std::string& name, co
 }
 
 std::string bnb_nf4_state_json(const QuantTensor& q, DType dtype) {
-  const auto dtype_str = [](DType t) -> std::string {
-    switch (t) {
-      case DType::bf16: return "bfloat16";
-      case DType::f16: return "float16";
-      default: return "float32";
-    }
-  };
   // Python's json.dumps: ", " and ": " separators, insertion order, repr of floats.
   std::string s = "{\"quant_type\": \"nf4\", \"blocksize\": " + std::to_string(kNf4Block) + ", \"dtype\": \"" +
-                  dtype_str(dtype) + "\", \"shape\": [" + std::to_string(q.rows) + ", " + std::to_string(q.cols) + "]";
+                  std::string(torch_dtype_name(dtype)) + "\", \"shape\": [" + std::to_string(q.rows) + ", " + std::to_string(q.cols) + "]";
   if (q.double_quant()) {
     char buf[64];
     const auto res = std::to_chars(buf, buf + sizeof buf, static_cast<double>(q.nested_offset));
@@ -215,19 +202,14 @@ std::vector<TensorSpec> nf4_specs(const std::string& name, int64_t rows, int64_t
 }
 
 nlohmann::ordered_json bnb_quantization_config(DType compute) {
-  const char* dt = compute == DType::bf16 ? "bfloat16" : compute == DType::f16 ? "float16" : "float32";
   return {{"_load_in_4bit", true},          {"_load_in_8bit", false},
-          {"bnb_4bit_compute_dtype", dt},   {"bnb_4bit_quant_storage", "uint8"},
+          {"bnb_4bit_compute_dtype", torch_dtype_name(compute)},   {"bnb_4bit_quant_storage", "uint8"},
           {"bnb_4bit_quant_type", "nf4"},   {"bnb_4bit_use_double_quant", true},
           {"llm_int8_enable_fp32_cpu_offload", false}, {"llm_int8_has_fp16_weight", false},
           {"llm_int8_skip_modules", nullptr}, {"llm_int8_threshold", 6.0},
           {"load_in_4bit", true},           {"load_in_8bit", false},
           {"quant_method", "bitsandbytes"}};
 }
-
-}  // namespace
-
-namespace {
 
 // The folder's tensors as onn-quantize writes them (each projection weight as its nf4 entries),
 // and which weight each entry belongs to.

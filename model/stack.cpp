@@ -96,6 +96,7 @@ class StackPass {
   bool train_ = false, keep_internals_ = false, sliced_ = false;
   int64_t granule_ = 0;
   ActivationOffload* off_ = nullptr;
+  Tensor weight_scratch_;  // every lane's blocks dequantize a quantized base's projections here
 };
 
 StackPass::StackPass(Context& ctx, const LlamaModel& model, WeightFeed& feed, const std::vector<Lane>& lanes,
@@ -113,7 +114,8 @@ StackPass::StackPass(Context& ctx, const LlamaModel& model, WeightFeed& feed, co
   sliced_ = granule_ > 0 && !(grads && grads->full);
   off_ = train_ ? feed.offload() : nullptr;
   if (off_) on_device_ = static_cast<size_t>(std::min<int64_t>(off_->layers_on_device(), static_cast<int64_t>(L_)));
-  for (const Lane& lane : lanes) lanes_.emplace_back(Block(ctx, model, lane.ids->dim(0), lane.block), L_, keep_internals_);
+  for (const Lane& lane : lanes)
+    lanes_.emplace_back(Block(ctx, model, lane.ids->dim(0), lane.block, weight_scratch_), L_, keep_internals_);
   feed.plan_pass(train_ ? static_cast<int64_t>(lowest_) : -1);
   if (off_) {
     int64_t rows = 0;

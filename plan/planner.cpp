@@ -37,8 +37,9 @@ std::string gib(double bytes) {
   return o.str();
 }
 
-// The shape of the model as the planner needs it, in elements; a layer's weights are the
-// model's own list of them (model/llama.h), so an architecture's tensors are counted as loaded.
+// The shape of the model as the planner needs it, in elements. A layer's bytes are
+// model/llama.h's layer_bytes (the model's own list of a layer's tensors, each in its format), so
+// an architecture's tensors are counted as loaded.
 struct ModelDims {
   double C, F, HD, KD, V, L;
   double head_params;       // the LM head (the embedding's rows when tied)
@@ -110,9 +111,9 @@ TrainingModel::TrainingModel(const PlanRequest& req, const PlanHardware& hw)
                 quant_format_name(req.quant), " base trains LoRA adapters (QLoRA)");
   s_ = double(dtype_size(req.dtype));
   layer_bytes_ = double(layer_bytes(c_, req.dtype, req.quant));
-  // A quantized base dequantizes one projection at a time into a scratch in the compute dtype
-  // (the forward's, and the backward's for dX).
-  scratch_ = req.quant != QuantFormat::none ? 2.0 * held(double(largest_projection(c_)) * s_) : 0.0;
+  // A quantized base dequantizes one projection at a time into the pass's scratch, in the
+  // compute dtype (model/block: shared by the forward, the backward and every lane).
+  scratch_ = req.quant != QuantFormat::none ? held(double(largest_projection(c_)) * s_) : 0.0;
   head_bytes_ = m_.head_params * s_;
   const double embed_bytes = c_.tie_word_embeddings ? 0.0 : m_.V * m_.C * s_;
   all_weights_ = m_.L * layer_bytes_ + head_bytes_ + embed_bytes + m_.C * s_;

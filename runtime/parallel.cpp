@@ -108,7 +108,7 @@ class Pool {
   uint64_t generation_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
-  int threads_ = 1;
+  std::atomic<int> threads_{1};  // read by cpu_threads() without the run lock
 };
 
 }  // namespace

@@ -142,8 +142,9 @@ void attention_decode_cpu(const Tensor& q, const Tensor& k_cache, const Tensor& 
     for (int64_t bb = 0; bb < b; ++bb)
       ONN_CHECK_ARG(pl[bb] >= tq && pl[bb] <= tmax, "attention_decode: lens[", bb, "] = ", pl[bb], " is outside [Tq = ",
                     tq, ", Tmax = ", tmax, "]");
-    // Every (sequence, query, head) is independent: one part each.
-    parallel_for(b * tq * h, 1, [&](int64_t, int64_t begin, int64_t end) {
+    // Every (sequence, query, head) is independent; an item reads up to tmax keys and values, so
+    // parts hold enough items to be worth a thread (a short decode runs inline).
+    parallel_for(b * tq * h, cpu_kernels::row_grain(2 * tmax * d), [&](int64_t, int64_t begin, int64_t end) {
       std::vector<double> p, acc(static_cast<size_t>(d));
       for (int64_t item = begin; item < end; ++item) {
         const int64_t bb = item / (tq * h), j = item / h % tq, hh = item % h;

@@ -1,4 +1,4 @@
-// Dequantization on the CPU: one pass over the weight's elements, in the compute dtype.
+// Dequantization on the CPU: one pass over the weight's elements, in the compute dtype, threaded.
 #include <array>
 
 #include "kernels/backends.h"
@@ -11,9 +11,10 @@ using namespace cpu_kernels;
 
 namespace {
 
+// Elements [begin, end) of the weight (its own indices; the parts are read at row0 * cols on).
 template <typename T>
-void dequantize_nf4(const QuantTensor& q, T* out) {
-  const int64_t e0 = q.row0 * q.cols, n = q.rows * q.cols;
+void dequantize_nf4(const QuantTensor& q, T* out, int64_t begin, int64_t end) {
+  const int64_t e0 = q.row0 * q.cols;
   const uint8_t* packed = ptr<uint8_t>(q.data);
   const float* code = ptr<float>(q.code);
   const bool dq = q.double_quant();
@@ -23,7 +24,7 @@ void dequantize_nf4(const QuantTensor& q, T* out) {
   const float* nabsmax = dq ? ptr<float>(q.nested_absmax) : nullptr;
   int64_t block = -1;
   float am = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = begin; i < end; ++i) {
     const int64_t e = e0 + i;
     if (e / kNf4Block != block) {
       block = e / kNf4Block;
@@ -43,11 +44,12 @@ const std::array<float, 256>& fp8_values() {
   return v;
 }
 
+// Rows [begin, end) of the weight.
 template <typename T>
-void dequantize_rows(const QuantTensor& q, T* out) {
+void dequantize_rows(const QuantTensor& q, T* out, int64_t begin, int64_t end) {
   const float fmax = q.format == QuantFormat::int8 ? kInt8Max : kFp8E4M3Max;
   const float* absmax = ptr<float>(q.absmax);
-  for (int64_t r = 0; r < q.rows; ++r) {
+  for (int64_t r = begin; r < end; ++r) {
     const int64_t row = q.row0 + r;
     const float scale = quant_math::row_scale(absmax[row], fmax);
     T* o = out + r * q.cols;
@@ -66,10 +68,14 @@ void dequantize_rows(const QuantTensor& q, T* out) {
 void dequantize_cpu(const QuantTensor& q, Tensor& out) {
   dispatch_float(out.dtype(), "dequantize", [&](auto zero) {
     using T = decltype(zero);
+    // Threaded (each element computed alone, so the bits do not depend on the thread count):
+    // nf4 over elements, int8 and fp8 over rows.
     if (q.format == QuantFormat::nf4)
-      dequantize_nf4(q, ptr<T>(out));
+      parallel_for(q.rows * q.cols, kPartElements,
+                   [&](int64_t, int64_t begin, int64_t end) { dequantize_nf4(q, ptr<T>(out), begin, end); });
     else
-      dequantize_rows(q, ptr<T>(out));
+      parallel_for(q.rows, row_grain(q.cols),
+                   [&](int64_t, int64_t begin, int64_t end) { dequantize_rows(q, ptr<T>(out), begin, end); });
   });
 }
 

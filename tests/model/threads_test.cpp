@@ -1,7 +1,7 @@
 // The CPU worker pool (runtime/parallel.h): every index once, errors rethrown, nested calls
 // inline; and the thread count changes no bit: the threaded kernels (RMSNorm forward and
 // backward with its weight gradient, SwiGLU, RoPE, attention forward / backward / decode,
-// cross-entropy, AdamW), the
+// cross-entropy, AdamW, dequantization), the
 // quantizer, and a LoRA training step on a quantized base give the same bytes with 1, 2 and 3
 // threads.
 #include <doctest/doctest.h>
@@ -95,7 +95,9 @@ std::vector<uint8_t> kernel_outputs() {
   AdamWConfig ac;
   ac.step = 3;
   adamw_step(ctx, param, grad, m1, m2, ac);
-  std::vector<Tensor> all = {y, r, dx, dw, s, q, att, lse, dq, dk, dv, dec, logits, token_loss, param, m1, m2};
+  Tensor deq = Tensor::empty(Shape{700, 130}, DType::f32);
+  dequantize(ctx, nf4, deq);
+  std::vector<Tensor> all = {y, r, dx, dw, s, q, att, lse, dq, dk, dv, dec, logits, token_loss, param, m1, m2, deq};
   for (const Tensor& p : nf4.parts()) all.push_back(p);
   return bytes_of(all);
 }
