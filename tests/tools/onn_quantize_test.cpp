@@ -154,6 +154,14 @@ TEST_CASE("onn-quantize refusals: one line, exit 2, nothing written") {
   CHECK(one_line_exit_2(full));
   CHECK(!fs::exists(out));
   for (const auto& e : fs::directory_iterator(dir.path())) CHECK(e.path().filename().string().find("tmp") == std::string::npos);
+  // Formats the flags do not know: one line, exit 2.
+  const ProcessResult flag = run_process({kEval, "--model", kDense, "--data", kEvalData, "--quantize", "q3"});
+  CHECK(one_line_exit_2(flag));
+  CHECK(flag.err.find("--quantize") != std::string::npos);
+  const ProcessResult fmt = run_process({kQuantize, "--model", kDense, "--format", "gptq", "--out", out});
+  CHECK(one_line_exit_2(fmt));
+  CHECK(fmt.err.find("--format") != std::string::npos);
+  CHECK(!fs::exists(out));
   // An unknown quantization method in config.json is refused by every tool that loads it.
   const std::string gptq = dir.file("gptq");
   fs::create_directories(gptq);
