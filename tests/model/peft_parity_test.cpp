@@ -29,16 +29,8 @@ TEST_CASE("LoRA step parity with transformers + PEFT: loss, gradients and logits
 
     TrainBatch batch = reference_batch(ctx, ref);
 
-    Gradients grads = make_gradients(ctx, model, &adapter);
-    PassOptions opt;
-    opt.lora = &adapter;
-    opt.dropout = false;
-    const double loss = forward_backward(ctx, model, batch, grads, opt);
-    const double want = ref.load("loss", Device::cpu()).data_as<double>()[0];
-    CHECK(std::abs(loss - want) / want < 1e-5);
-
-    // Every gradient PEFT computed, by its key, and no module of ours without one.
-    check_lora_gradients(grads, ref);
+    // The step's loss, and every gradient PEFT computed, by its key, and no module of ours without one.
+    check_reference_step(ctx, model, adapter, batch, ref);
 
     // Logits: merged into the weights (what onn-generate --adapter runs) equal PEFT's adapted model.
     merge_lora(ctx, model, adapter);

@@ -82,15 +82,7 @@ TEST_CASE("QLoRA parity with transformers + bitsandbytes + PEFT on a bitsandbyte
   CHECK(std::abs(base - ref.load("base_loss", Device::cpu()).data_as<double>()[0]) < 1e-5);
 
   const LoraAdapter adapter = load_peft_adapter(ctx, model, kNf4Dir + "/qlora_reference");
-  Gradients grads = make_gradients(ctx, model, &adapter);
-  PassOptions opt;
-  opt.lora = &adapter;
-  opt.dropout = false;
-  const double loss = forward_backward(ctx, model, batch, grads, opt);
-  const double want = ref.load("loss", Device::cpu()).data_as<double>()[0];
-  CHECK(std::abs(loss - want) / want < 1e-5);
-  const size_t matched = check_lora_gradients(grads, ref);
-  CHECK(matched == 2 * 7 * 2);
+  CHECK(check_reference_step(ctx, model, adapter, batch, ref) == 2 * 7 * 2);
   // Merged into the dequantized projections (what --adapter does on a quantized base): PEFT's
   // adapted logits.
   merge_lora(ctx, model, adapter);

@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +47,21 @@ inline size_t check_lora_gradients(const Gradients& grads, const SafetensorsFile
   for (const TensorInfo& t : ref.tensors()) grads_in_ref += t.name.rfind("grad.", 0) == 0;
   CHECK(matched == grads_in_ref);
   return matched;
+}
+
+// One training step of `adapter` on the reference batch without dropout: its loss within 1e-5
+// (relative) of the reference's, and every gradient as check_lora_gradients. Returns how many
+// gradients were compared.
+inline size_t check_reference_step(Context& ctx, LlamaModel& model, const LoraAdapter& adapter,
+                                   const TrainBatch& batch, const SafetensorsFile& ref) {
+  Gradients grads = make_gradients(ctx, model, &adapter);
+  PassOptions opt;
+  opt.lora = &adapter;
+  opt.dropout = false;
+  const double loss = forward_backward(ctx, model, batch, grads, opt);
+  const double want = ref.load("loss", Device::cpu()).data_as<double>()[0];
+  CHECK(std::abs(loss - want) / want < 1e-5);
+  return check_lora_gradients(grads, ref);
 }
 
 }  // namespace onn::test
