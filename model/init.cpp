@@ -36,6 +36,11 @@ ModelConfig shape(Architecture arch, int64_t c, int64_t layers, int64_t heads, i
   return m;
 }
 
+ModelConfig tied(ModelConfig m) {
+  m.tie_word_embeddings = true;
+  return m;
+}
+
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (unsigned char ch : s) h = (h ^ ch) * 0x100000001b3ull;
@@ -67,6 +72,8 @@ const std::vector<ModelPreset>& model_presets() {
        shape(Architecture::llama, 64, 2, 4, 2, 160, 512, 10000, 512)},
       {"small", "12 layers, 1024 wide, 16 heads / 4 KV heads",
        shape(Architecture::llama, 1024, 12, 16, 4, 2816, 32000, 10000, 2048)},
+      {"smollm-135m", "SmolLM-135M-like: 30 layers, 576 wide, 9 heads / 3 KV heads, 49k vocab, tied embeddings",
+       tied(shape(Architecture::llama, 576, 30, 9, 3, 1536, 49152, 10000, 2048))},
       {"stories110m", "stories-110M-like: 12 layers, 768 wide, 12 heads",
        shape(Architecture::llama, 768, 12, 12, 12, 2048, 32000, 10000, 1024)},
       {"tinyllama", "TinyLlama-1.1B-like: 22 layers, 2048 wide, 32 heads / 4 KV heads",
@@ -116,7 +123,7 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
                         {"rms_norm_eps", c.rms_norm_eps},
                         {"rope_theta", c.rope.theta},
                         {"hidden_act", "silu"},
-                        {"tie_word_embeddings", false},
+                        {"tie_word_embeddings", c.tie_word_embeddings},
                         {"bos_token_id", bos},
                         {"eos_token_id", eos},
                         {"torch_dtype", torch_dtype_name(opt.dtype)}};
@@ -130,7 +137,7 @@ void write_random_model(const ModelPreset& preset, const std::string& dir, const
     specs.push_back(TensorSpec{name, opt.dtype, std::move(shape)});
   };
   add("model.embed_tokens.weight", {V, C});
-  add("lm_head.weight", {V, C});
+  if (!c.tie_word_embeddings) add("lm_head.weight", {V, C});
   add("model.norm.weight", {C});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";

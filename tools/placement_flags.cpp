@@ -33,8 +33,8 @@ void add_placement_flags(CLI::App& app, PlacementFlags& f, const PlacementFlagUs
       ->check(CLI::PositiveNumber);
   app.add_option_function<int>(
          "--threads", [](int n) { set_cpu_threads(n); },
-         "CPU threads for the CPU backend's kernels other than GEMMs (OpenBLAS keeps its own); results do not "
-         "depend on it (default: the cores available)")
+         "CPU threads for the CPU backend's kernels, GEMMs included (one pool; OpenBLAS runs single-threaded "
+         "inside it); results do not depend on it (default: the cores available)")
       ->check(CLI::Range(1, 1024));
   app.add_option_function<std::string>(
          "--quantize", [&f](const std::string& v) { f.quantize = *parse_quant_format(v); },

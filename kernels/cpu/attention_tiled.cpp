@@ -74,6 +74,13 @@ inline void add_weighted_rows(const float* w, int64_t n, const float* rows, int6
   }
 }
 
+// y[0, d) += a * x[0, d) (x and y do not overlap, so the loop vectorises).
+template <int kD>
+inline void add_scaled(float a, const float* __restrict x, int64_t d_rt, float* __restrict y) {
+  const int64_t d = kD > 0 ? kD : d_rt;
+  for (int64_t e = 0; e < d; ++e) y[e] += a * x[e];
+}
+
 // One query tile: rows r < m of q (m x d, contiguous) at key positions pos[r] (row r sees keys
 // 0 .. pos[r]) against kv, with the online softmax. Writes out (m x d, contiguous, normalised)
 // and lse[r] (the log of row r's denominator; scores include `scale`).
@@ -162,17 +169,12 @@ void backward_tile(const AttentionDims& a, const AttentionGrads& g, int64_t star
           dp[j] = p[j] * (dp[j] - row_delta);  // dS
         }
         for (int64_t j = 0; j < valid; ++j) {
-          float* dvj = dv.data() + j * d;
-          float* dkj = dk.data() + j * d;
-          for (int64_t e = 0; e < d; ++e) {
-            dvj[e] += p[j] * dov[e];
-            dkj[e] += dp[j] * qv[e];
-          }
+          add_scaled<kD>(p[j], dov, d, dv.data() + j * d);
+          add_scaled<kD>(dp[j], qv, d, dk.data() + j * d);
         }
         std::fill(dq.begin(), dq.end(), 0.0f);
         add_weighted_rows<kD>(dp, valid, g.k + krow(start + k0), kv_stride, d, dq.data());
-        float* dqr = g.dq + qr;
-        for (int64_t e = 0; e < d; ++e) dqr[e] += scale * dq[static_cast<size_t>(e)];
+        add_scaled<kD>(scale, dq.data(), d, g.dq + qr);
       }
     }
     for (int64_t j = 0; j < block; ++j) {

@@ -1,8 +1,15 @@
 // matmul on the CPU: OpenBLAS sgemm (F32) or dgemm (F64, for finite-difference tests of the
-// ops built on matmul) per batch entry, row-major, bias added after.
+// ops built on matmul), row-major, bias added after. OpenBLAS runs single-threaded; the threads
+// are the CPU pool's (runtime/parallel.h), over tiles of C whose size the shape alone fixes, so
+// every element of C comes from one BLAS call over the whole of K whatever the thread count.
+// One pool for every CPU kernel also keeps OpenBLAS's spinning workers from competing with it.
 #include <cblas.h>
 
+#include <algorithm>
+#include <mutex>
 #include <type_traits>
+
+#include "runtime/parallel.h"
 
 #include "kernels/backends.h"
 #include "kernels/matmul.h"
@@ -22,30 +29,53 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, c
     cblas_dgemm(CblasRowMajor, opa, opb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+// Tiles of C: kTile x kTile, or one tile for a product too small to be worth splitting.
+constexpr int64_t kTile = 128;
+constexpr int64_t kMinSplitMacs = int64_t{1} << 21;
+
+struct Tiling {
+  int64_t rows, cols, row_tiles, col_tiles;
+};
+
+Tiling tiling(const MatmulShape& s) {
+  if (s.m * s.n * s.k < kMinSplitMacs) return {s.m, s.n, 1, 1};
+  const int64_t rows = std::min(s.m, kTile), cols = std::min(s.n, kTile);
+  return {rows, cols, (s.m + rows - 1) / rows, (s.n + cols - 1) / cols};
+}
+
 template <typename T>
 void run(const MatmulShape& s, const Tensor& a, const Tensor& b, Tensor& c, const MatmulOptions& opt) {
   const T* pa = a.numel() ? static_cast<const T*>(a.data()) : nullptr;
   const T* pb = b.numel() ? static_cast<const T*>(b.data()) : nullptr;
   T* pc = static_cast<T*>(c.data());
-  const int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
-  const int lda = opt.trans_a ? m : k;
-  const int ldb = opt.trans_b ? k : n;
-  for (int64_t i = 0; i < s.batch; ++i) {
-    T* ci = pc + i * s.stride_c;
-    if (s.k == 0) {
-      // gemm with k == 0 still scales c by beta; do it explicitly for clarity.
-      for (int64_t e = 0; e < s.m * s.n; ++e) ci[e] = opt.beta == 0.0f ? T(0) : static_cast<T>(opt.beta) * ci[e];
-    } else {
-      gemm<T>(opt.trans_a, opt.trans_b, m, n, k, static_cast<T>(opt.alpha), pa + i * s.stride_a, lda,
-              pb + i * s.stride_b, ldb, static_cast<T>(opt.beta), ci, n);
-    }
-    if (opt.bias != nullptr) {
-      const T* bias = static_cast<const T*>(opt.bias->data());
-      for (int64_t r = 0; r < s.m; ++r) {
-        for (int64_t j = 0; j < s.n; ++j) ci[r * s.n + j] += bias[j];
+  const int lda = static_cast<int>(opt.trans_a ? s.m : s.k);
+  const int ldb = static_cast<int>(opt.trans_b ? s.k : s.n);
+  const int ldc = static_cast<int>(s.n);
+  const T* bias = opt.bias != nullptr ? static_cast<const T*>(opt.bias->data()) : nullptr;
+  const Tiling t = tiling(s);
+  const int64_t per_batch = t.row_tiles * t.col_tiles;
+  parallel_for(s.batch * per_batch, 1, [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t i = item / per_batch, r0 = item % per_batch / t.col_tiles * t.rows,
+                    c0 = item % t.col_tiles * t.cols;
+      const int64_t rows = std::min(t.rows, s.m - r0), cols = std::min(t.cols, s.n - c0);
+      T* ci = pc + i * s.stride_c + r0 * ldc + c0;
+      if (s.k == 0) {
+        // gemm with k == 0 still scales c by beta; do it explicitly for clarity.
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < cols; ++j)
+            ci[r * ldc + j] = opt.beta == 0.0f ? T(0) : static_cast<T>(opt.beta) * ci[r * ldc + j];
+      } else {
+        const T* ai = pa + i * s.stride_a + (opt.trans_a ? r0 : r0 * lda);
+        const T* bi = pb + i * s.stride_b + (opt.trans_b ? c0 * ldb : c0);
+        gemm<T>(opt.trans_a, opt.trans_b, static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(s.k),
+                static_cast<T>(opt.alpha), ai, lda, bi, ldb, static_cast<T>(opt.beta), ci, ldc);
       }
+      if (bias != nullptr)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < cols; ++j) ci[r * ldc + j] += bias[c0 + j];
     }
-  }
+  });
 }
 
 }  // namespace
@@ -57,6 +87,8 @@ void matmul_cpu(const MatmulShape& s, const Tensor& a, const Tensor& b, Tensor& 
                 " and c ", dtype_name(c.dtype()));
   ONN_CHECK_ARG(s.m <= INT32_MAX && s.n <= INT32_MAX && s.k <= INT32_MAX, "matmul: dims exceed the BLAS int range");
   if (s.m == 0 || s.n == 0) return;
+  static std::once_flag single_threaded;
+  std::call_once(single_threaded, [] { openblas_set_num_threads(1); });
   if (f32)
     run<float>(s, a, b, c, opt);
   else

@@ -1,13 +1,13 @@
 // The CPU worker pool (runtime/parallel.h): every index once, errors rethrown, nested calls
 // inline; and the thread count changes no bit: the threaded kernels (RMSNorm forward and
 // backward with its weight gradient, SwiGLU, RoPE, attention forward / backward / decode,
-// cross-entropy, AdamW, dequantization), the
-// quantizer, and a LoRA training step on a quantized base give the same bytes with 1, 2 and 3
-// threads.
+// cross-entropy, AdamW, dequantization, GEMMs split into tiles), the quantizer, a LoRA step on
+// a quantized base and a full training step give the same bytes with 1, 2 and 3 threads.
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -15,6 +15,7 @@
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/matmul.h"
 #include "kernels/quant.h"
 #include "kernels/reference.h"
 #include "kernels/rmsnorm.h"
@@ -97,26 +98,39 @@ std::vector<uint8_t> kernel_outputs() {
   adamw_step(ctx, param, grad, m1, m2, ac);
   Tensor deq = Tensor::empty(Shape{700, 130}, DType::f32);
   dequantize(ctx, nf4, deq);
-  std::vector<Tensor> all = {y, r, dx, dw, s, q, att, lse, dq, dk, dv, dec, logits, token_loss, param, m1, m2, deq};
+  // GEMMs large enough to be split into tiles of C: plain with bias and beta, A^T B and A B^T.
+  const Tensor a = random_tensor(Shape{300, 200}, rng), b = random_tensor(Shape{200, 170}, rng),
+               bias = random_tensor(Shape{170}, rng), bt = random_tensor(Shape{170, 200}, rng);
+  Tensor mm = random_tensor(Shape{300, 170}, rng), ata = Tensor::empty(Shape{200, 200}, DType::f32),
+         abt = Tensor::empty(Shape{300, 170}, DType::f32);
+  matmul(ctx, a, b, mm, MatmulOptions{.beta = 0.5f, .bias = &bias});
+  matmul(ctx, a, a, ata, MatmulOptions{.trans_a = true});
+  matmul(ctx, a, bt, abt, MatmulOptions{.trans_b = true});
+  std::vector<Tensor> all = {y, r, dx, dw, s, q, att, lse, dq, dk, dv, dec, logits, token_loss, param, m1, m2, deq, mm, ata, abt};
   for (const Tensor& p : nf4.parts()) all.push_back(p);
   return bytes_of(all);
 }
 
-// One LoRA step's loss and gradients on a tiny model with an nf4 base, at the current count.
-std::vector<uint8_t> lora_step(const std::string& dir) {
+// One step's loss and gradients on a tiny model at the current count: LoRA on an nf4 base, or
+// full training of the dense f32 model (sequences longer than an attention key block).
+std::vector<uint8_t> train_step(const std::string& dir, bool lora) {
   Context ctx(Device::cpu());
-  LlamaModel model = LlamaModel::load(ctx, dir, DType::f32, QuantFormat::nf4);
-  LoraSpec spec;
-  spec.rank = 4;
-  spec.dropout = 0.1;
-  LoraAdapter ad = make_lora_adapter(ctx, model, spec, 3);
+  LlamaModel model = LlamaModel::load(ctx, dir, DType::f32, lora ? QuantFormat::nf4 : QuantFormat::none);
   std::mt19937 rng(8);
-  for (LoraModule& m : ad.modules) m.b.copy_from(random64(m.b.shape(), rng, 0.05).to_dtype(m.b.dtype()));
-  ad.sync_compute_copies(ctx);
-  Gradients grads = make_gradients(ctx, model, &ad);
-  const TrainBatch batch = packed_train_batch(ctx, model.config().vocab_size, {40, 25, 63}, 3, rng);
+  std::optional<LoraAdapter> ad;
+  if (lora) {
+    LoraSpec spec;
+    spec.rank = 4;
+    spec.dropout = 0.1;
+    ad = make_lora_adapter(ctx, model, spec, 3);
+    for (LoraModule& m : ad->modules) m.b.copy_from(random64(m.b.shape(), rng, 0.05).to_dtype(m.b.dtype()));
+    ad->sync_compute_copies(ctx);
+  }
+  Gradients grads = make_gradients(ctx, model, ad ? &*ad : nullptr);
+  const TrainBatch batch =
+      packed_train_batch(ctx, model.config().vocab_size, lora ? std::vector<int64_t>{40, 25, 63} : std::vector<int64_t>{130, 77}, 3, rng);
   PassOptions opt;
-  opt.lora = &ad;
+  opt.lora = ad ? &*ad : nullptr;
   opt.dropout_seed = 11;
   const double loss = forward_backward(ctx, model, batch, grads, opt);
   std::vector<uint8_t> out = bytes_of(gradient_tensors(grads));
@@ -148,23 +162,26 @@ TEST_CASE("parallel_for runs every index once, rethrows a part's error, and runs
   parallel_for(10, 1, [&](int64_t, int64_t, int64_t) { (void)after; });
 }
 
-TEST_CASE("the thread count changes no bit: row-parallel kernels, the quantizer, a QLoRA step") {
+TEST_CASE("the thread count changes no bit: the threaded kernels, the quantizer, a QLoRA step, a full step") {
   TempDir tmp;
   InitOptions io;
   io.seed = 2;
   io.dtype = DType::f32;
   write_random_model(find_preset("tiny"), tmp.path().string(), io);
-  std::vector<uint8_t> kernels, step;
+  std::vector<uint8_t> kernels, qlora, full;
   for (int n : kThreadCounts) {
     CAPTURE(n);
     const Threads t(n);
-    const std::vector<uint8_t> k = kernel_outputs(), s = lora_step(tmp.path().string());
+    const std::vector<uint8_t> k = kernel_outputs(), q = train_step(tmp.path().string(), true),
+                               f = train_step(tmp.path().string(), false);
     if (kernels.empty()) {
       kernels = k;
-      step = s;
+      qlora = q;
+      full = f;
       continue;
     }
     CHECK(k == kernels);
-    CHECK(s == step);
+    CHECK(q == qlora);
+    CHECK(f == full);
   }
 }
