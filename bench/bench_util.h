@@ -18,6 +18,9 @@ namespace onn::bench {
 double profiled_bf16_tflops();
 // The measured device-to-device copy rate of cuda:0 (bytes read plus written), GB/s.
 double profiled_copy_gbs();
+// The host memory read rate with every CPU pool thread reading its share of a 512 MiB buffer
+// (best of 5 passes), GB/s: the CPU decode roofline's bandwidth.
+double measured_host_read_gbs();
 // Registers every benchmark of one op; called from main. has_cuda: a device exists.
 using Registrar = void (*)(bool has_cuda);
 struct RegisterOp {

@@ -1,6 +1,7 @@
 // onn_kernels_bench: one Google Benchmark binary for every op. CUDA benchmarks are
 // registered only where a device exists (and the binary says when there is none).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "runtime/cuda_backend.h"
 #include "runtime/device.h"
 #include "runtime/hardware.h"
+#include "runtime/parallel.h"
 #include "runtime/stream.h"
 
 namespace onn::bench {
@@ -39,6 +41,31 @@ double profiled_copy_gbs() {
                : 0.0;
   }();
   return peak;
+}
+
+double measured_host_read_gbs() {
+  static const double rate = [] {
+    constexpr int64_t kBytes = int64_t{512} << 20, kParts = 256, kPasses = 5;
+    std::vector<float> buf(static_cast<size_t>(kBytes / sizeof(float)), 1.0f);
+    std::vector<float> sums(kParts);
+    const int64_t per = static_cast<int64_t>(buf.size()) / kParts;
+    double best = 0;
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const auto t0 = std::chrono::steady_clock::now();
+      parallel_for(kParts, 1, [&](int64_t part, int64_t, int64_t) {
+        float lanes[64] = {};
+        const float* p = buf.data() + part * per;
+        for (int64_t i = 0; i < per; i += 64)
+          for (int l = 0; l < 64; ++l) lanes[l] += p[i + l];
+        for (float x : lanes) sums[static_cast<size_t>(part)] += x;
+      });
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::max(best, static_cast<double>(kBytes) / s / 1e9);
+    }
+    benchmark::DoNotOptimize(sums.data());
+    return best;
+  }();
+  return rate;
 }
 
 Tensor random_on(Context& ctx, const Shape& shape, DType dtype, double scale, uint32_t seed) {

@@ -128,6 +128,7 @@ void argmax_rows_cuda(Context& ctx, const Tensor& logits, Tensor& out);
 
 // quant
 void dequantize_cpu(const QuantTensor& q, Tensor& out);
+void quant_linear_cpu(const Tensor& x, const QuantTensor& q, const Tensor* bias, Tensor& y);
 void dequantize_cuda(Context& ctx, const QuantTensor& q, Tensor& out);
 
 }  // namespace onn

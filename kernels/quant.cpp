@@ -231,6 +231,27 @@ void dequantize(Context& ctx, const QuantTensor& q, Tensor& out) {
   ONN_DISPATCH(chk, dequantize_cpu(q, out), dequantize_cuda(ctx, q, out));
 }
 
+bool quant_linear_direct(const Context& ctx, int64_t m) {
+  return ctx.device().is_cpu() && m >= 1 && m <= kQuantLinearMaxRows;
+}
+
+void quant_linear(Context& ctx, const Tensor& x, const QuantTensor& q, const Tensor* bias, Tensor& y) {
+  const OpCheck chk("quant_linear", ctx, {{"x", &x}, {"y", &y}, {"bias", bias}});
+  const std::string layout = quant_layout_error(q);
+  chk.require(layout.empty(), quant_format_name(q.format), " weight: ", layout);
+  chk.require(quant_linear_direct(ctx, x.rank() == 2 ? x.dim(0) : 0), "x must be (M, ", q.cols, ") with 1 <= M <= ",
+              kQuantLinearMaxRows, ", on the CPU (elsewhere dequantize and use a GEMM)");
+  chk.shape(x, "x", Shape{x.dim(0), q.cols});
+  chk.dtype(x, "x", DType::f32);
+  chk.shape(y, "y", Shape{x.dim(0), q.rows});
+  chk.dtype(y, "y", DType::f32);
+  if (bias != nullptr) {
+    chk.shape(*bias, "bias", Shape{q.rows});
+    chk.dtype(*bias, "bias", DType::f32);
+  }
+  quant_linear_cpu(x, q, bias, y);
+}
+
 namespace {
 
 // nearest_code for every value of a block at once: the midpoints outer, the values inner, so the

@@ -82,6 +82,15 @@ std::string quant_layout_error(const QuantTensor& q);
 // e4m3(q) * (absmax / 448); then rounded to out's dtype.
 void dequantize(Context& ctx, const QuantTensor& q, Tensor& out);
 
+// y (M, rows) = x (M, cols) W^T (+ bias (rows)) for a quantized W, reading the quantized bytes
+// directly: each output row's weights are dequantized into a local buffer and dotted with every
+// row of x (decode: a token reads the weight once, at its quantized size). The CPU only, and
+// only for few rows (quant_linear_direct says where); elsewhere the caller dequantizes into a
+// scratch for a GEMM (model/block.cpp). F32 x, y and bias.
+inline constexpr int64_t kQuantLinearMaxRows = 8;
+bool quant_linear_direct(const Context& ctx, int64_t m);
+void quant_linear(Context& ctx, const Tensor& x, const QuantTensor& q, const Tensor* bias, Tensor& y);
+
 // w (rows, cols), a float tensor on the CPU, quantized as bitsandbytes does: nf4 with
 // double_quant optional (the 4-bit path; absmax mean offset, 256-blocks of the dynamic code);
 // int8 and fp8 ignore double_quant. The parts are allocated from `alloc` (host memory).

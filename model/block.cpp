@@ -56,9 +56,15 @@ Tensor Block::weight(const LayerWeights& w, Projection p) const {
 }
 
 void Block::project(size_t l, Projection p, const Tensor& x, const LayerWeights& w, Tensor& y, BlockActs& a) const {
-  const Tensor weight = this->weight(w, p);
   Tensor LayerWeights::*bias_field = projection_bias(p);
   const Tensor* bias = bias_field && (w.*bias_field).defined() ? &(w.*bias_field) : nullptr;
+  const QuantTensor& q = w.*projection_quant(p);
+  // Decode on the CPU reads a quantized weight as it is stored (no dense scratch).
+  if (!adapted(l, p) && q.defined() && quant_linear_direct(ctx_, n_) && model_.dtype() == DType::f32) {
+    quant_linear(ctx_, x, q, bias, y);
+    return;
+  }
+  const Tensor weight = this->weight(w, p);
   if (!adapted(l, p)) {
     linear_forward(ctx_, x, weight, bias, y);
     return;

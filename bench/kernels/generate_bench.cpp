@@ -1,7 +1,8 @@
 // Generation: prefill tokens/s and batch-1 decode tokens/s of a randomly initialised model
-// (onn-init presets: tiny on the CPU, TinyLlama-1.1B-like on CUDA), with the roofline beside
-// decode: every token reads every weight once, so tokens/s cannot beat memory bandwidth /
-// weight bytes (the device copy rate from the hardware profile on CUDA).
+// (onn-init presets with their real vocabularies: tiny, SmolLM-135M-like and TinyLlama-1.1B-like
+// on the CPU, TinyLlama on CUDA), with the roofline beside decode: every token reads every
+// weight once, so tokens/s cannot beat memory bandwidth / weight bytes (the device copy rate
+// from the hardware profile on CUDA, the measured host read rate on the CPU).
 #include <filesystem>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ Loaded load(const std::string& preset, Device device, QuantFormat quant = QuantF
     InitOptions opt;
     opt.seed = 1;
     opt.dtype = DType::bf16;
+    opt.vocab_size = find_preset(preset).config.vocab_size;
     write_random_model(find_preset(preset), dir.string(), opt);
   }
   Loaded l;
@@ -99,8 +101,9 @@ void bm_decode(benchmark::State& state, std::string preset, Device device, int64
   const double tok_s = static_cast<double>(state.iterations()) / total;
   state.counters["tok/s"] = tok_s;
   state.counters["weight_MB"] = l.weight_bytes / 1e6;
-  if (device.is_cuda() && profiled_copy_gbs() > 0) {
-    const double roofline = profiled_copy_gbs() * 1e9 / l.weight_bytes;
+  const double gbs = device.is_cuda() ? profiled_copy_gbs() : measured_host_read_gbs();
+  if (gbs > 0) {
+    const double roofline = gbs * 1e9 / l.weight_bytes;
     state.counters["roofline_tok/s"] = roofline;
     state.counters["pct_of_roofline"] = 100.0 * tok_s / roofline;
   }
@@ -132,6 +135,21 @@ void register_generate(bool cuda) {
           ->Iterations(128)
           ->Unit(benchmark::kMillisecond);
   }
+  // Shape-faithful CPU figures: a 135M-class and a 1B-class model, f32 and quantized.
+  benchmark::RegisterBenchmark("generate_prefill/cpu_f32/smollm-135m_T256", bm_prefill, "smollm-135m", Device::cpu(),
+                               int64_t{256})
+      ->UseManualTime()
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  for (const char* preset : {"smollm-135m", "tinyllama"})
+    for (QuantFormat q : {QuantFormat::none, QuantFormat::nf4, QuantFormat::int8}) {
+      const std::string name = std::string("generate_decode/cpu_f32/") + preset +
+                               (q == QuantFormat::none ? "" : "_" + std::string(quant_format_name(q))) + "_ctx128";
+      benchmark::RegisterBenchmark(name.c_str(), bm_decode, preset, Device::cpu(), int64_t{128}, q)
+          ->UseManualTime()
+          ->Iterations(std::string(preset) == "tinyllama" ? 8 : 32)
+          ->Unit(benchmark::kMillisecond);
+    }
   if (!cuda) return;
   benchmark::RegisterBenchmark("generate_prefill/cuda_bf16/tinyllama_T512", bm_prefill, "tinyllama", Device::cuda(0),
                                int64_t{512})

@@ -44,6 +44,42 @@ Tiling tiling(const MatmulShape& s) {
 }
 
 template <typename T>
+void gemv(bool trans, int m, int n, T alpha, const T* a, int lda, const T* x, T beta, T* y) {
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, m, n, alpha, a, lda, x, 1, beta, y, 1);
+  else
+    cblas_dgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, m, n, alpha, a, lda, x, 1, beta, y, 1);
+}
+
+// One row of C (decode): a matrix-vector product, which reads every element of B once (sgemm
+// would pack B first), split over blocks of C's columns of about kGemvPartElements of B each.
+constexpr int64_t kGemvPartElements = int64_t{1} << 16;
+
+template <typename T>
+void run_row(const MatmulShape& s, const T* pa, const T* pb, T* pc, const MatmulOptions& opt) {
+  const int64_t cols = std::max<int64_t>(16, kGemvPartElements / std::max<int64_t>(s.k, 1));
+  const int64_t col_parts = (s.n + cols - 1) / cols;
+  const T* bias = opt.bias != nullptr ? static_cast<const T*>(opt.bias->data()) : nullptr;
+  parallel_for(s.batch * col_parts, 1, [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t i = item / col_parts, c0 = item % col_parts * cols, nc = std::min(cols, s.n - c0);
+      const T* x = pa + i * s.stride_a;  // (1, K) or, transposed, (K, 1): K contiguous values either way
+      T* y = pc + i * s.stride_c + c0;
+      const T* b = pb + i * s.stride_b;
+      // trans_b: B is (N, K), y = B[c0 : c0 + nc] x; else B is (K, N), y = B[:, c0 : c0 + nc]^T x.
+      if (opt.trans_b)
+        gemv<T>(false, static_cast<int>(nc), static_cast<int>(s.k), static_cast<T>(opt.alpha), b + c0 * s.k,
+                static_cast<int>(s.k), x, static_cast<T>(opt.beta), y);
+      else
+        gemv<T>(true, static_cast<int>(s.k), static_cast<int>(nc), static_cast<T>(opt.alpha), b + c0,
+                static_cast<int>(s.n), x, static_cast<T>(opt.beta), y);
+      if (bias != nullptr)
+        for (int64_t j = 0; j < nc; ++j) y[j] += bias[c0 + j];
+    }
+  });
+}
+
+template <typename T>
 void run(const MatmulShape& s, const Tensor& a, const Tensor& b, Tensor& c, const MatmulOptions& opt) {
   const T* pa = a.numel() ? static_cast<const T*>(a.data()) : nullptr;
   const T* pb = b.numel() ? static_cast<const T*>(b.data()) : nullptr;
@@ -51,6 +87,7 @@ void run(const MatmulShape& s, const Tensor& a, const Tensor& b, Tensor& c, cons
   const int lda = static_cast<int>(opt.trans_a ? s.m : s.k);
   const int ldb = static_cast<int>(opt.trans_b ? s.k : s.n);
   const int ldc = static_cast<int>(s.n);
+  if (s.m == 1 && s.k > 0) return run_row<T>(s, pa, pb, pc, opt);
   const T* bias = opt.bias != nullptr ? static_cast<const T*>(opt.bias->data()) : nullptr;
   const Tiling t = tiling(s);
   const int64_t per_batch = t.row_tiles * t.col_tiles;

@@ -1,8 +1,11 @@
-// Dequantization on the CPU: one pass over the weight's elements, in the compute dtype, threaded.
+// Dequantization on the CPU: one pass over the weight's elements, in the compute dtype, threaded;
+// and the quantized matrix-vector product of decode, which dequantizes a row at a time.
 #include <array>
+#include <vector>
 
 #include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/quant_math.h"
 
 namespace onn {
@@ -11,7 +14,8 @@ using namespace cpu_kernels;
 
 namespace {
 
-// Elements [begin, end) of the weight (its own indices; the parts are read at row0 * cols on).
+// Elements [begin, end) of the weight (its own indices; the parts are read at row0 * cols on)
+// into out[0, end - begin).
 template <typename T>
 void dequantize_nf4(const QuantTensor& q, T* out, int64_t begin, int64_t end) {
   const int64_t e0 = q.row0 * q.cols;
@@ -26,11 +30,26 @@ void dequantize_nf4(const QuantTensor& q, T* out, int64_t begin, int64_t end) {
   float am = 0.0f;
   for (int64_t i = begin; i < end; ++i) {
     const int64_t e = e0 + i;
+    if (e % kNf4Block == 0 && i + kNf4Block <= end) {
+      // A whole block: the 16 values times its absmax once (the same fp32 products), two per byte.
+      const float a = quant_math::nf4_block_absmax(absmax, qabsmax, ncode, nabsmax, q.nested_offset, e / kNf4Block,
+                                                   kNf4NestedBlock);
+      float table[kNf4Codes];
+      for (int c = 0; c < kNf4Codes; ++c) table[c] = code[c] * a;
+      const uint8_t* bytes = packed + e / 2;
+      T* o = out + (i - begin);
+      for (int64_t j = 0; j < kNf4Block / 2; ++j) {
+        o[2 * j] = static_cast<T>(table[bytes[j] >> 4]);
+        o[2 * j + 1] = static_cast<T>(table[bytes[j] & 0xF]);
+      }
+      i += kNf4Block - 1;
+      continue;
+    }
     if (e / kNf4Block != block) {
       block = e / kNf4Block;
       am = quant_math::nf4_block_absmax(absmax, qabsmax, ncode, nabsmax, q.nested_offset, block, kNf4NestedBlock);
     }
-    out[i] = static_cast<T>(quant_math::nf4_element(packed, code, e, am));
+    out[i - begin] = static_cast<T>(quant_math::nf4_element(packed, code, e, am));
   }
 }
 
@@ -44,7 +63,19 @@ const std::array<float, 256>& fp8_values() {
   return v;
 }
 
-// Rows [begin, end) of the weight.
+// out = in * scale, element by element (restrict: a byte pointer may alias anything otherwise,
+// and the loops would not vectorise).
+template <typename T>
+void scale_int8(const int8_t* __restrict in, int64_t n, float scale, T* __restrict out) {
+  for (int64_t c = 0; c < n; ++c) out[c] = static_cast<T>(static_cast<float>(in[c]) * scale);
+}
+template <typename T>
+void scale_fp8(const uint8_t* __restrict in, int64_t n, float scale, const float* __restrict values,
+               T* __restrict out) {
+  for (int64_t c = 0; c < n; ++c) out[c] = static_cast<T>(values[in[c]] * scale);
+}
+
+// Rows [begin, end) of the weight into out[0, (end - begin) * cols).
 template <typename T>
 void dequantize_rows(const QuantTensor& q, T* out, int64_t begin, int64_t end) {
   const float fmax = q.format == QuantFormat::int8 ? kInt8Max : kFp8E4M3Max;
@@ -52,14 +83,11 @@ void dequantize_rows(const QuantTensor& q, T* out, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     const int64_t row = q.row0 + r;
     const float scale = quant_math::row_scale(absmax[row], fmax);
-    T* o = out + r * q.cols;
-    if (q.format == QuantFormat::int8) {
-      const int8_t* in = ptr<int8_t>(q.data) + row * q.cols;
-      for (int64_t c = 0; c < q.cols; ++c) o[c] = static_cast<T>(static_cast<float>(in[c]) * scale);
-    } else {
-      const uint8_t* in = ptr<uint8_t>(q.data) + row * q.cols;
-      for (int64_t c = 0; c < q.cols; ++c) o[c] = static_cast<T>(fp8_values()[in[c]] * scale);
-    }
+    T* o = out + (r - begin) * q.cols;
+    if (q.format == QuantFormat::int8)
+      scale_int8(ptr<int8_t>(q.data) + row * q.cols, q.cols, scale, o);
+    else
+      scale_fp8(ptr<uint8_t>(q.data) + row * q.cols, q.cols, scale, fp8_values().data(), o);
   }
 }
 
@@ -72,10 +100,32 @@ void dequantize_cpu(const QuantTensor& q, Tensor& out) {
     // nf4 over elements, int8 and fp8 over rows.
     if (q.format == QuantFormat::nf4)
       parallel_for(q.rows * q.cols, kPartElements,
-                   [&](int64_t, int64_t begin, int64_t end) { dequantize_nf4(q, ptr<T>(out), begin, end); });
+                   [&](int64_t, int64_t begin, int64_t end) { dequantize_nf4(q, ptr<T>(out) + begin, begin, end); });
     else
       parallel_for(q.rows, row_grain(q.cols),
-                   [&](int64_t, int64_t begin, int64_t end) { dequantize_rows(q, ptr<T>(out), begin, end); });
+                   [&](int64_t, int64_t begin, int64_t end) {
+                     dequantize_rows(q, ptr<T>(out) + begin * q.cols, begin, end);
+                   });
+  });
+}
+
+// Rows of W in parts of about kPartElements weights; each row dequantized into the part's buffer,
+// then dotted with every row of x in lanes (vec_math.h): the bits depend on the shape only.
+void quant_linear_cpu(const Tensor& x, const QuantTensor& q, const Tensor* bias, Tensor& y) {
+  const int64_t m = x.dim(0), cols = q.cols;
+  const float* px = ptr<float>(x);
+  const float* pb = bias != nullptr ? ptr<float>(*bias) : nullptr;
+  float* py = ptr<float>(y);
+  parallel_for(q.rows, row_grain(cols), [&](int64_t, int64_t begin, int64_t end) {
+    std::vector<float> w(static_cast<size_t>(cols));
+    for (int64_t r = begin; r < end; ++r) {
+      if (q.format == QuantFormat::nf4)
+        dequantize_nf4(q, w.data(), r * cols, (r + 1) * cols);
+      else
+        dequantize_rows(q, w.data(), r, r + 1);
+      for (int64_t i = 0; i < m; ++i)
+        py[i * q.rows + r] = lane_dot(w.data(), px + i * cols, cols) + (pb != nullptr ? pb[r] : 0.0f);
+    }
   });
 }
 

@@ -2,13 +2,16 @@
 // written by make_quant_reference.py): NF4 quantize and dequantize bit for bit, with and without
 // double quantization; int8 bit for bit with bitsandbytes' codes and within half a step of the
 // weight; FP8 E4M3 codes equal to torch's cast and within half an E4M3 step; row views of a
-// fused original; and malformed parts refused by name.
+// fused original; quant_linear (the decode product) against dequantize + matmul; and malformed
+// parts refused by name.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <string>
 
+#include "kernels/matmul.h"
 #include "kernels/quant.h"
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
@@ -140,6 +143,43 @@ TEST_CASE("quant: a row view dequantizes to the same rows of the whole") {
     const Tensor whole = dequantized(q), part = dequantized(q.row_slice(33, 101));
     CHECK(std::memcmp(part.data(), whole.data_as<float>() + 33 * w.dim(1), part.nbytes()) == 0);
   }
+}
+
+TEST_CASE("quant: quant_linear (decode's direct product) equals dequantize + matmul, row views and bias included") {
+  const Reference ref;
+  Context ctx(Device::cpu());
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const auto random = [&](const Shape& s) {
+    Tensor t = Tensor::empty(s, DType::f32);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = u(rng);
+    return t;
+  };
+  for (const char* name : kCases)
+    for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8})
+      for (const int64_t m : {int64_t{1}, int64_t{3}}) {
+        CAPTURE(name);
+        CAPTURE(quant_format_name(f));
+        CAPTURE(m);
+        const QuantTensor whole = quantize(ref[std::string(name) + ".w"], f, true, cpu_allocator());
+        // A row view starting inside an nf4 block where the shape allows (odd widths).
+        const QuantTensor q = whole.rows > 3 ? whole.row_slice(1, whole.rows - 1) : whole;
+        const Tensor x = random(Shape{m, q.cols}), bias = random(Shape{q.rows});
+        Tensor y = Tensor::empty(Shape{m, q.rows}, DType::f32), ref_y = Tensor::empty(Shape{m, q.rows}, DType::f32);
+        quant_linear(ctx, x, q, &bias, y);
+        matmul(ctx, x, dequantized(q), ref_y, MatmulOptions{.trans_b = true, .bias = &bias});
+        double err = 0, norm = 0;
+        for (int64_t i = 0; i < y.numel(); ++i) {
+          const double d = y.data_as<float>()[i] - ref_y.data_as<float>()[i];
+          err += d * d;
+          norm += static_cast<double>(ref_y.data_as<float>()[i]) * ref_y.data_as<float>()[i];
+        }
+        CHECK(std::sqrt(err / norm) < 1e-6);
+      }
+  const QuantTensor q = quantize(ref["odd.w"], QuantFormat::nf4, true, cpu_allocator());
+  const Tensor x = Tensor::zeros(Shape{kQuantLinearMaxRows + 1, q.cols}, DType::f32);
+  Tensor y = Tensor::empty(Shape{kQuantLinearMaxRows + 1, q.rows}, DType::f32);
+  CHECK_THROWS_WITH_AS(quant_linear(ctx, x, q, nullptr, y), doctest::Contains("1 <= M <= 8"), InvalidArgument);
 }
 
 TEST_CASE("quant: malformed parts are refused with what is wrong") {
