@@ -1,4 +1,7 @@
-// Embedding on the CPU: row copies, and a scatter-add in position order.
+// Embedding on the CPU: row copies, and a scatter-add in position order. Ids are checked first
+// (an error names the first bad one); then rows (forward) or columns (backward: each column of
+// the gradient takes its adds in position order) are split into parts.
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/backends.h"
@@ -17,11 +20,11 @@ void embedding_forward_cpu(const Tensor& weight, const Tensor& ids, Tensor& out)
   const int64_t n = ids.dim(0), v = weight.dim(0);
   const size_t row = static_cast<size_t>(weight.dim(1)) * dtype_size(weight.dtype());
   const int32_t* pid = cpu_kernels::ptr<const int32_t>(ids);
-  for (int64_t i = 0; i < n; ++i) {
-    check_id(pid[i], i, v, "embedding_forward");
+  for (int64_t i = 0; i < n; ++i) check_id(pid[i], i, v, "embedding_forward");
+  cpu_kernels::for_rows(n, weight.dim(1), [&](int64_t i) {
     std::memcpy(static_cast<char*>(out.data()) + static_cast<size_t>(i) * row,
                 static_cast<const char*>(weight.data()) + static_cast<size_t>(pid[i]) * row, row);
-  }
+  });
 }
 
 void embedding_backward_cpu(const Tensor& ids, const Tensor& dout, Tensor& dweight) {
@@ -32,8 +35,10 @@ void embedding_backward_cpu(const Tensor& ids, const Tensor& dout, Tensor& dweig
     for (int64_t i = 0; i < n; ++i) check_id(pid[i], i, v, "embedding_backward");
     const T* g = cpu_kernels::ptr<const T>(dout);
     T* dw = cpu_kernels::ptr<T>(dweight);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < c; ++j) dw[pid[i] * c + j] += g[i * c + j];
+    parallel_for(c, std::max<int64_t>(1, cpu_kernels::row_grain(n)), [&](int64_t, int64_t begin, int64_t end) {
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = begin; j < end; ++j) dw[pid[i] * c + j] += g[i * c + j];
+    });
   });
 }
 

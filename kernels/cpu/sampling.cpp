@@ -1,10 +1,12 @@
 // Sampling on the CPU: argmax, the temperature / top-k / top-p / min-p filters over one row,
-// the draw, and argmax over rows.
+// the draw, and argmax over rows (threaded over chunks of the vocabulary).
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <vector>
 
 #include "kernels/backends.h"
+#include "kernels/cpu/cpu_common.h"
 #include "kernels/sampling.h"
 #include "runtime/error.h"
 
@@ -86,20 +88,41 @@ int64_t sample_token(std::span<const float> logits, const SamplingParams& p, dou
   return last;  // rounding left u just above the total
 }
 
+// Rows split into chunks of kPartElements; each chunk's first maximum, then the chunks of a row
+// in order (a later chunk wins only when strictly larger): the first index on ties, as serially.
 void argmax_rows_cpu(const Tensor& logits, Tensor& out) {
-  const int64_t n = logits.dim(0), v = logits.dim(1);
+  const int64_t n = logits.dim(0), v = logits.dim(1), chunk = cpu_kernels::kPartElements;
+  const int64_t chunks = (v + chunk - 1) / chunk;
+  std::vector<int64_t> best(static_cast<size_t>(n * chunks), -1);
+  std::vector<double> value(best.size(), 0.0);
+  parallel_for(n * chunks, 1, [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t i = item / chunks, j0 = item % chunks * chunk, j1 = std::min(v, j0 + chunk);
+      int64_t b = -1;
+      double bv = 0;
+      for (int64_t j = j0; j < j1; ++j) {
+        const double x = load_as_double(logits.data(), logits.dtype(), static_cast<size_t>(i * v + j));
+        if (!std::isnan(x) && (b < 0 || x > bv)) {
+          b = j;
+          bv = x;
+        }
+      }
+      best[static_cast<size_t>(item)] = b;
+      value[static_cast<size_t>(item)] = bv;
+    }
+  });
   int32_t* o = static_cast<int32_t*>(out.data());
   for (int64_t i = 0; i < n; ++i) {
-    int64_t best = -1;
+    int64_t b = -1;
     double bv = 0;
-    for (int64_t j = 0; j < v; ++j) {
-      const double x = load_as_double(logits.data(), logits.dtype(), static_cast<size_t>(i * v + j));
-      if (!std::isnan(x) && (best < 0 || x > bv)) {
-        best = j;
-        bv = x;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const size_t k = static_cast<size_t>(i * chunks + c);
+      if (best[k] >= 0 && (b < 0 || value[k] > bv)) {
+        b = best[k];
+        bv = value[k];
       }
     }
-    o[i] = static_cast<int32_t>(best);
+    o[i] = static_cast<int32_t>(b);
   }
 }
 

@@ -1,7 +1,8 @@
 // The CPU worker pool (runtime/parallel.h): every index once, errors rethrown, nested calls
 // inline; and the thread count changes no bit: the threaded kernels (RMSNorm forward and
 // backward with its weight gradient, SwiGLU, RoPE, attention forward / backward / decode,
-// cross-entropy, AdamW, dequantization, GEMMs split into tiles), the quantizer, a LoRA step on
+// cross-entropy, AdamW, dequantization, GEMMs split into tiles, embedding, elementwise ops,
+// argmax), the quantizer, a LoRA step on
 // a quantized base and a full training step give the same bytes with 1, 2 and 3 threads.
 #include <doctest/doctest.h>
 
@@ -15,11 +16,14 @@
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/elementwise.h"
+#include "kernels/embedding.h"
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
 #include "kernels/reference.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/sampling.h"
 #include "kernels/swiglu.h"
 #include "model/init.h"
 #include "model/lora.h"
@@ -106,7 +110,23 @@ std::vector<uint8_t> kernel_outputs() {
   matmul(ctx, a, b, mm, MatmulOptions{.beta = 0.5f, .bias = &bias});
   matmul(ctx, a, a, ata, MatmulOptions{.trans_a = true});
   matmul(ctx, a, bt, abt, MatmulOptions{.trans_b = true});
-  std::vector<Tensor> all = {y, r, dx, dw, s, q, att, lse, dq, dk, dv, dec, logits, token_loss, param, m1, m2, deq, mm, ata, abt};
+  // Embedding lookup and its scatter-add (repeated ids), the elementwise ops, argmax over a long row.
+  std::vector<int32_t> id_values(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) id_values[static_cast<size_t>(i)] = static_cast<int32_t>(i * 7 % 90);
+  const Tensor ids = i32_tensor(id_values), table = random_tensor(Shape{90, c}, rng);
+  Tensor emb = Tensor::empty(Shape{n, c}, DType::f32), demb = Tensor::zeros(Shape{90, c}, DType::f32);
+  embedding_forward(ctx, table, ids, emb);
+  embedding_backward(ctx, ids, dy, demb);
+  Tensor sum = Tensor::empty(Shape{n, c}, DType::f32), drop = Tensor::empty(Shape{n, c}, DType::f32),
+         half = Tensor::empty(Shape{n, c}, DType::bf16);
+  add(ctx, x, dy, sum);
+  dropout(ctx, x, 0.3f, 17, drop);
+  cast(ctx, x, half);
+  const Tensor wide = random_tensor(Shape{2, 70000}, rng);
+  Tensor best = Tensor::empty(Shape{2}, DType::i32);
+  argmax_rows(ctx, wide, best);
+  std::vector<Tensor> all = {y,     r,   dx,  dw,  s,   q,    att,  lse,  dq,   dk,   dv,   dec, logits, token_loss,
+                             param, m1,  m2,  deq, mm,  ata,  abt,  emb,  demb, sum,  drop, half, best};
   for (const Tensor& p : nf4.parts()) all.push_back(p);
   return bytes_of(all);
 }
