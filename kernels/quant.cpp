@@ -2,6 +2,8 @@
 // and dequantize's checked front.
 #include "kernels/quant.h"
 
+#include "kernels/elementwise.h"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -21,12 +23,13 @@ std::string_view quant_format_name(QuantFormat f) {
     case QuantFormat::nf4: return "nf4";
     case QuantFormat::int8: return "int8";
     case QuantFormat::fp8: return "fp8";
+    case QuantFormat::bf16: return "bf16";
   }
   return "?";
 }
 
 std::optional<QuantFormat> parse_quant_format(std::string_view name) {
-  for (QuantFormat f : {QuantFormat::none, QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8})
+  for (QuantFormat f : {QuantFormat::none, QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8, QuantFormat::bf16})
     if (name == quant_format_name(f)) return f;
   return std::nullopt;
 }
@@ -135,6 +138,7 @@ uint64_t quantized_bytes(int64_t rows, int64_t cols, QuantFormat format) {
     }
     case QuantFormat::int8:
     case QuantFormat::fp8: return n + static_cast<uint64_t>(rows) * 4;
+    case QuantFormat::bf16: return n * 2;
   }
   return 0;
 }
@@ -216,6 +220,7 @@ std::string quant_layout_error(const QuantTensor& q) {
                              total_rows * q.cols);
       return e.empty() ? expect(q.absmax, "the row absmax", DType::f32, total_rows) : e;
     }
+    case QuantFormat::bf16: return expect(q.data, "the weight", DType::bf16, total_rows * q.cols);
   }
   return "unknown format";
 }
@@ -228,6 +233,7 @@ void dequantize(Context& ctx, const QuantTensor& q, Tensor& out) {
     chk.require(t.device() == ctx.device() || chk.rehearsal(), "the quantized parts must be on ", ctx.device().str());
   chk.shape(out, "out", Shape{q.rows, q.cols});
   chk.float_dtype(out, "out");
+  chk.require(chk.cpu() || q.format != QuantFormat::bf16, "bf16 storage is the CPU backend's (CUDA computes in bf16)");
   ONN_DISPATCH(chk, dequantize_cpu(q, out), dequantize_cuda(ctx, q, out));
 }
 
@@ -370,6 +376,17 @@ QuantTensor quantize_rows(const float* w, int64_t rows, int64_t cols, QuantForma
   return q;
 }
 
+QuantTensor store_bf16(const Tensor& w, Allocator& alloc) {
+  QuantTensor q;
+  q.format = QuantFormat::bf16;
+  q.rows = q.stored_rows = w.dim(0);
+  q.cols = w.dim(1);
+  q.data = Tensor::empty(w.shape(), DType::bf16, alloc);
+  Context ctx(Device::cpu());
+  cast(ctx, w, q.data);
+  return q;
+}
+
 }  // namespace
 
 QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, Allocator& alloc,
@@ -383,6 +400,7 @@ QuantTensor quantize(const Tensor& w, QuantFormat format, bool double_quant, All
   for (int64_t i = 0; i < n; ++i)
     if (!std::isfinite(x[i])) throw InvalidArgument("quantize: element " + std::to_string(i) + " of the weight is not finite");
   if (format == QuantFormat::nf4) return quantize_nf4(x, w.dim(0), w.dim(1), double_quant, alloc, nested_offset);
+  if (format == QuantFormat::bf16) return store_bf16(f, alloc);
   return quantize_rows(x, w.dim(0), w.dim(1), format, alloc);
 }
 

@@ -3,7 +3,9 @@
 // codes per byte with the first element in the high nibble; optionally the absmax themselves
 // quantized, "double quantization": less their mean, in blocks of 256 to the 8-bit dynamic
 // code), int8 per output channel (symmetric, absmax per row, as bitsandbytes' LLM.int8 weight),
-// and FP8 E4M3 (OCP "fn": max 448, no infinities) per output channel with an fp32 scale.
+// and FP8 E4M3 (OCP "fn": max 448, no infinities) per output channel with an fp32 scale. BF16
+// is the CPU backend's storage of a frozen base in half the bytes of its f32 compute dtype
+// (exact for a bf16 folder: widening back gives the same f32 values).
 //
 // A QuantTensor is an (out, in) weight in one of these formats; its parts are ordinary tensors
 // (safetensors entries, streamed chunks), so a quantized layer moves across PCIe as its
@@ -23,8 +25,8 @@
 
 namespace onn {
 
-enum class QuantFormat : uint8_t { none, nf4, int8, fp8 };
-std::string_view quant_format_name(QuantFormat f);  // "none", "nf4", "int8", "fp8"
+enum class QuantFormat : uint8_t { none, nf4, int8, fp8, bf16 };
+std::string_view quant_format_name(QuantFormat f);  // "none", "nf4", "int8", "fp8", "bf16"
 std::optional<QuantFormat> parse_quant_format(std::string_view name);
 
 inline constexpr int64_t kNf4Block = 64;         // weights per absmax
@@ -50,7 +52,8 @@ struct QuantTensor {
   // A row view of a fused original (Phi-3's qkv_proj) is rows [row0, row0 + rows) of the parts,
   // which stay the original's whole, of stored_rows rows.
   int64_t row0 = 0, stored_rows = 0;
-  Tensor data;    // nf4: U8 (ceil(numel / 2)) packed codes; int8: I8 (R, in); fp8: U8 (R, in) E4M3 bits
+  Tensor data;    // nf4: U8 (ceil(numel / 2)) packed codes; int8: I8 (R, in); fp8: U8 (R, in) E4M3 bits;
+                  // bf16: BF16 (R, in)
   Tensor absmax;  // nf4: F32 (blocks), or U8 (blocks) double-quantized; int8, fp8: F32 (R) row absmax
   Tensor code;    // nf4: F32 (16), the quant map
   Tensor nested_absmax;  // double quantization: F32 (ceil(blocks / 256))
@@ -79,7 +82,7 @@ std::string quant_layout_error(const QuantTensor& q);
 // out (rows, cols) in a float dtype of the backend = the dequantized weight. nf4: code[c] *
 // absmax[block] in fp32, with double quantization absmax = nested_code[q] * nested_absmax[q
 // block] + offset first (bitsandbytes' order of operations); int8: q * (absmax / 127); fp8:
-// e4m3(q) * (absmax / 448); then rounded to out's dtype.
+// e4m3(q) * (absmax / 448); bf16: the value; then rounded to out's dtype. The CPU only for bf16.
 void dequantize(Context& ctx, const QuantTensor& q, Tensor& out);
 
 // y (M, rows) = x (M, cols) W^T (+ bias (rows)) for a quantized W, reading the quantized bytes
@@ -93,7 +96,7 @@ void quant_linear(Context& ctx, const Tensor& x, const QuantTensor& q, const Ten
 
 // w (rows, cols), a float tensor on the CPU, quantized as bitsandbytes does: nf4 with
 // double_quant optional (the 4-bit path; absmax mean offset, 256-blocks of the dynamic code);
-// int8 and fp8 ignore double_quant. The parts are allocated from `alloc` (host memory).
+// int8, fp8 and bf16 (round to nearest even) ignore double_quant. The parts are allocated from `alloc` (host memory).
 //
 // The double-quantization offset is the absmax mean: fl(sum) / blocks with the sum rounded once.
 // torch's fp32 mean (what bitsandbytes stores) sums in an order set by the machine's SIMD width

@@ -109,6 +109,9 @@ LlamaModel LlamaModel::load_into(Context& ctx, Context& home, const std::string&
   const ModelConfig config = load_model_config(dir);
   const SafetensorsModel st = SafetensorsModel::open(dir);
   const WeightLoader w(home, st, compute);
+  if (quantize == QuantFormat::bf16 && !ctx.device().is_cpu())
+    throw InvalidArgument("--quantize bf16 is the CPU backend's storage; on " + ctx.device().str() +
+                          " the projections compute in bf16 already");
   if (config.stored_quant != QuantFormat::none && quantize != QuantFormat::none && quantize != config.stored_quant)
     throw InvalidArgument(dir + ": the folder is stored as " + std::string(quant_format_name(config.stored_quant)) +
                           "; --quantize " + std::string(quant_format_name(quantize)) +

@@ -39,10 +39,11 @@ void add_placement_flags(CLI::App& app, PlacementFlags& f, const PlacementFlagUs
   app.add_option_function<std::string>(
          "--quantize", [&f](const std::string& v) { f.quantize = *parse_quant_format(v); },
          std::string("quantize the projection weights while loading, tensor by tensor: nf4 (QLoRA's 4-bit "
-                     "NormalFloat, bitsandbytes' layout), int8 or fp8 (E4M3), per output channel; the base is "
-                     "frozen") + (use.training ? " (LoRA only)" : "") + ". A bitsandbytes 4-bit folder is read "
-         "as it is, without this flag (default: none)")
-      ->check(CLI::IsMember({"none", "nf4", "int8", "fp8"}));
+                     "NormalFloat, bitsandbytes' layout), int8 or fp8 (E4M3), per output channel, or bf16 (the CPU "
+                     "backend: kept in bf16 and widened to f32 per product, exact for a bf16 folder, half the "
+                     "memory of f32); the base is frozen") + (use.training ? " (LoRA only)" : "") +
+             ". A bitsandbytes 4-bit folder is read as it is, without this flag (default: none)")
+      ->check(CLI::IsMember({"none", "nf4", "int8", "fp8", "bf16"}));
   if (!use.training) return;
   app.add_option_function<std::string>(
          "--share-loads", [&f](const std::string& v) { f.share_loads = sharing_named(v); },

@@ -135,14 +135,14 @@ void register_generate(bool cuda) {
           ->Iterations(128)
           ->Unit(benchmark::kMillisecond);
   }
-  // Shape-faithful CPU figures: a 135M-class and a 1B-class model, f32 and quantized.
+  // Shape-faithful CPU figures: a 135M-class and a 1B-class model, f32, bf16 storage and quantized.
   benchmark::RegisterBenchmark("generate_prefill/cpu_f32/smollm-135m_T256", bm_prefill, "smollm-135m", Device::cpu(),
                                int64_t{256})
       ->UseManualTime()
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   for (const char* preset : {"smollm-135m", "tinyllama"})
-    for (QuantFormat q : {QuantFormat::none, QuantFormat::nf4, QuantFormat::int8}) {
+    for (QuantFormat q : {QuantFormat::none, QuantFormat::bf16, QuantFormat::nf4, QuantFormat::int8}) {
       const std::string name = std::string("generate_decode/cpu_f32/") + preset +
                                (q == QuantFormat::none ? "" : "_" + std::string(quant_format_name(q))) + "_ctx128";
       benchmark::RegisterBenchmark(name.c_str(), bm_decode, preset, Device::cpu(), int64_t{128}, q)

@@ -1,6 +1,7 @@
 // Dequantization on the CPU: one pass over the weight's elements, in the compute dtype, threaded;
 // and the quantized matrix-vector product of decode, which dequantizes a row at a time.
 #include <array>
+#include <cstring>
 #include <vector>
 
 #include "kernels/backends.h"
@@ -75,9 +76,24 @@ void scale_fp8(const uint8_t* __restrict in, int64_t n, float scale, const float
   for (int64_t c = 0; c < n; ++c) out[c] = static_cast<T>(values[in[c]] * scale);
 }
 
+// bf16 bits to float: the bits moved up (exact), inline so the loop vectorises.
+template <typename T>
+void widen_bf16(const uint16_t* __restrict in, int64_t n, T* __restrict out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    out[i] = static_cast<T>(f);
+  }
+}
+
 // Rows [begin, end) of the weight into out[0, (end - begin) * cols).
 template <typename T>
 void dequantize_rows(const QuantTensor& q, T* out, int64_t begin, int64_t end) {
+  if (q.format == QuantFormat::bf16) {
+    widen_bf16(ptr<uint16_t>(q.data) + (q.row0 + begin) * q.cols, (end - begin) * q.cols, out);
+    return;
+  }
   const float fmax = q.format == QuantFormat::int8 ? kInt8Max : kFp8E4M3Max;
   const float* absmax = ptr<float>(q.absmax);
   for (int64_t r = begin; r < end; ++r) {
@@ -97,7 +113,7 @@ void dequantize_cpu(const QuantTensor& q, Tensor& out) {
   dispatch_float(out.dtype(), "dequantize", [&](auto zero) {
     using T = decltype(zero);
     // Threaded (each element computed alone, so the bits do not depend on the thread count):
-    // nf4 over elements, int8 and fp8 over rows.
+    // nf4 over elements, int8, fp8 and bf16 over rows.
     if (q.format == QuantFormat::nf4)
       parallel_for(q.rows * q.cols, kPartElements,
                    [&](int64_t, int64_t begin, int64_t end) { dequantize_nf4(q, ptr<T>(out) + begin, begin, end); });

@@ -137,7 +137,7 @@ TEST_CASE("quant: E4M3 conversion round-trips every code and rounds ties to even
 TEST_CASE("quant: a row view dequantizes to the same rows of the whole") {
   const Reference ref;
   const Tensor w = ref["many.w"];
-  for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8}) {
+  for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8, QuantFormat::bf16}) {
     CAPTURE(quant_format_name(f));
     const QuantTensor q = quantize(w, f, true, cpu_allocator());
     const Tensor whole = dequantized(q), part = dequantized(q.row_slice(33, 101));
@@ -156,7 +156,7 @@ TEST_CASE("quant: quant_linear (decode's direct product) equals dequantize + mat
     return t;
   };
   for (const char* name : kCases)
-    for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8})
+    for (QuantFormat f : {QuantFormat::nf4, QuantFormat::int8, QuantFormat::fp8, QuantFormat::bf16})
       for (const int64_t m : {int64_t{1}, int64_t{3}}) {
         CAPTURE(name);
         CAPTURE(quant_format_name(f));

@@ -7,12 +7,14 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <random>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "model/init.h"
 #include "model/llama.h"
 #include "model/lora.h"
 #include "model/quantized.h"
@@ -23,6 +25,7 @@
 #include "support/grad_check.h"
 #include "support/peft_reference.h"
 #include "support/test_util.h"
+#include "support/train_batch.h"
 
 using namespace onn;
 using namespace onn::test;
@@ -237,4 +240,50 @@ TEST_CASE("Phi-3's fused qkv_proj and gate_up_proj quantize whole, and streamed 
     StreamedWeights sw(ctx, host, so);
     CHECK(host.loss(ctx, batch.ids, batch.positions, batch.seqs, batch.labels, &sw) == loss);
   }
+}
+
+TEST_CASE("bf16 storage on the CPU: a bf16 folder's projections stay bf16 (half the bytes) with the f32 run's bits") {
+  TempDir tmp;
+  InitOptions io;
+  io.seed = 6;
+  io.dtype = DType::bf16;
+  write_random_model(find_preset("tiny"), tmp.path().string(), io);
+  const std::string dir = tmp.path().string();
+  Context ctx(Device::cpu());
+  LlamaModel dense = LlamaModel::load(ctx, dir, DType::f32);
+  LlamaModel stored = LlamaModel::load(ctx, dir, DType::f32, QuantFormat::bf16);
+  const LayerWeights& w = stored.weights().layers[0];
+  REQUIRE(w.qwdown.format == QuantFormat::bf16);
+  CHECK(!w.wdown.defined());
+  CHECK(w.qwdown.nbytes() * 2 == dense.weights().layers[0].wdown.nbytes());
+  // Widening bf16 is exact, so every GEMM sees the dense run's f32 values: the same bits.
+  std::mt19937 rng(3);
+  const TrainBatch batch = packed_train_batch(ctx, dense.config().vocab_size, {70, 41}, 2, rng);
+  const auto lora_step = [&](LlamaModel& m, StreamedWeights* stream, int64_t head_granule) {
+    LoraSpec spec;
+    spec.rank = 4;
+    LoraAdapter ad = make_lora_adapter(ctx, m, spec, 5);
+    std::mt19937 brng(9);
+    for (LoraModule& mod : ad.modules) mod.b.copy_from(random64(mod.b.shape(), brng, 0.05).to_dtype(mod.b.dtype()));
+    ad.sync_compute_copies(ctx);
+    Gradients g = make_gradients(ctx, m, &ad);
+    PassOptions opt;
+    opt.lora = &ad;
+    opt.stream = stream;
+    opt.head_granule = head_granule;
+    const double loss = forward_backward(ctx, m, batch, g, opt);
+    return std::pair{loss, gradient_tensors(g)};
+  };
+  const auto [dense_loss, dense_grads] = lora_step(dense, nullptr, 0);
+  const auto [loss, grads] = lora_step(stored, nullptr, 0);
+  CHECK(loss == dense_loss);
+  REQUIRE(grads.size() == dense_grads.size());
+  for (size_t i = 0; i < grads.size(); ++i)
+    CHECK(std::memcmp(grads[i].data(), dense_grads[i].data(), grads[i].nbytes()) == 0);
+  // Streamed from host memory: the resident run's bits (the same sliced LM head on both).
+  LlamaModel host = LlamaModel::load_to_host(ctx, dir, DType::f32, QuantFormat::bf16);
+  StreamOptions so;
+  so.head_granule = 64;
+  StreamedWeights sw(ctx, host, so);
+  CHECK(lora_step(host, &sw, 64).first == lora_step(stored, nullptr, 64).first);
 }
