@@ -9,6 +9,8 @@ the two give a ratio of tokens/s and of peak memory.
   quantization and bf16 compute (BitsAndBytesConfig, as QLoRA / unsloth / axolotl set it), PEFT
   LoRA on top; the folder must hold weights (onn-init without --config-only).
   Attention: SDPA. --recompute turns on gradient checkpointing.
+  --precision fp32 (for the CPU, beside ONN's f32 CPU backend): every weight fp32, no autocast.
+  --threads N: torch's intra-op threads (the CPU; ONN's --threads N beside it).
 
   onn-init --preset tinyllama --out /tmp/m --seed 1
   python3 bench/hf_train.py --model /tmp/m [--full] [--seq-len 512] [--micro-batch 4] [--lora-rank 16]
@@ -34,11 +36,16 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--recompute", action="store_true")
     ap.add_argument("--qlora", action="store_true", help="LoRA on a bitsandbytes 4-bit nf4 base")
+    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                    help="bf16: bf16 autocast (LoRA base weights bf16); fp32: fp32 throughout")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = AutoConfig.from_pretrained(args.model)
     torch.manual_seed(0)
-    dtype = torch.float32 if args.full else torch.bfloat16
+    dtype = torch.float32 if args.full or args.precision == "fp32" else torch.bfloat16
     if args.qlora:
         from transformers import BitsAndBytesConfig
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -59,7 +66,7 @@ def main():
     ids = torch.randint(0, cfg.vocab_size, (args.micro_batch, args.seq_len), device=dev)
 
     def step():
-        with torch.autocast(dev, dtype=torch.bfloat16):
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -81,7 +88,8 @@ def main():
     med = statistics.median(ms)
     print(json.dumps({
         "bench": "train", "impl": "transformers" + ("" if args.full else "+bitsandbytes+peft" if args.qlora else "+peft"),
-        "mode": "full" if args.full else "qlora" if args.qlora else "lora",
+        "mode": "full" if args.full else "qlora" if args.qlora else "lora", "precision": args.precision,
+        "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
         "parameters_total": sum(p.numel() for p in model.parameters()),
         "parameters_trained": sum(p.numel() for p in trained),

@@ -45,6 +45,8 @@ const std::vector<GemmShape>& cpu_shapes() {
       {"square_1024", 1024, 1024, 1024},
       {"tinyllama_gate_up_T128", 128, 2 * 5632, 2048},
       {"tinyllama_down_T128", 128, 2048, 5632},
+      {"smollm_up_T256", 256, 1536, 576},
+      {"smollm_down_T256", 256, 576, 1536},
   };
   return s;
 }
