@@ -125,23 +125,72 @@ void dequantize_cpu(const QuantTensor& q, Tensor& out) {
   });
 }
 
-// Rows of W in parts of about kPartElements weights; each row dequantized into the part's buffer,
-// then dotted with every row of x in lanes (vec_math.h): the bits depend on the shape only.
-void quant_linear_cpu(const Tensor& x, const QuantTensor& q, const Tensor* bias, Tensor& y) {
-  const int64_t m = x.dim(0), cols = q.cols;
-  const float* px = ptr<float>(x);
-  const float* pb = bias != nullptr ? ptr<float>(*bias) : nullptr;
-  float* py = ptr<float>(y);
-  parallel_for(q.rows, row_grain(cols), [&](int64_t, int64_t begin, int64_t end) {
-    std::vector<float> w(static_cast<size_t>(cols));
-    for (int64_t r = begin; r < end; ++r) {
-      if (q.format == QuantFormat::nf4)
-        dequantize_nf4(q, w.data(), r * cols, (r + 1) * cols);
-      else
-        dequantize_rows(q, w.data(), r, r + 1);
-      for (int64_t i = 0; i < m; ++i)
-        py[i * q.rows + r] = lane_dot(w.data(), px + i * cols, cols) + (pb != nullptr ? pb[r] : 0.0f);
+namespace {
+
+// sum_c bf16(w[c]) * x[c] in kLanes partial sums (vec_math.h's order), widening as it reads.
+inline float dot_bf16(const uint16_t* __restrict w, const float* __restrict x, int64_t n) {
+  float part[kLanes] = {};
+  int64_t i = 0;
+  const auto wide = [](uint16_t b) {
+    const uint32_t bits = static_cast<uint32_t>(b) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  };
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] += wide(w[i + l]) * x[i + l];
+  for (; i < n; ++i) part[i % kLanes] += wide(w[i]) * x[i];
+  float s = 0;
+  for (int l = 0; l < kLanes; ++l) s += part[l];
+  return s;
+}
+
+// sum_c q[c] * x[c] for int8 codes (the row's scale applied once after), in kLanes partial sums.
+inline float dot_int8(const int8_t* __restrict q, const float* __restrict x, int64_t n) {
+  float part[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] += static_cast<float>(q[i + l]) * x[i + l];
+  for (; i < n; ++i) part[i % kLanes] += static_cast<float>(q[i]) * x[i];
+  float s = 0;
+  for (int l = 0; l < kLanes; ++l) s += part[l];
+  return s;
+}
+
+// Rows [begin, end) of y's columns: bf16 and int8 rows read in place (int8 scaled after the sum),
+// nf4 and fp8 rows dequantized into w first, then dotted with every row of x. Cloned per instruction set (vec_math.h).
+ONN_CPU_CLONES void quant_rows_product(const QuantTensor& q, const float* x, int64_t m, const float* bias, float* y,
+                                       int64_t begin, int64_t end, float* w) {
+  const int64_t cols = q.cols;
+  for (int64_t r = begin; r < end; ++r) {
+    const float b = bias != nullptr ? bias[r] : 0.0f;
+    if (q.format == QuantFormat::bf16) {
+      const uint16_t* row = ptr<uint16_t>(q.data) + (q.row0 + r) * cols;
+      for (int64_t i = 0; i < m; ++i) y[i * q.rows + r] = dot_bf16(row, x + i * cols, cols) + b;
+      continue;
     }
+    if (q.format == QuantFormat::int8) {
+      const int8_t* row = ptr<int8_t>(q.data) + (q.row0 + r) * cols;
+      const float scale = quant_math::row_scale(ptr<float>(q.absmax)[q.row0 + r], kInt8Max);
+      for (int64_t i = 0; i < m; ++i) y[i * q.rows + r] = scale * dot_int8(row, x + i * cols, cols) + b;
+      continue;
+    }
+    if (q.format == QuantFormat::nf4)
+      dequantize_nf4(q, w, r * cols, (r + 1) * cols);
+    else
+      dequantize_rows(q, w, r, r + 1);
+    for (int64_t i = 0; i < m; ++i) y[i * q.rows + r] = lane_dot(w, x + i * cols, cols) + b;
+  }
+}
+
+}  // namespace
+
+// Rows of W in parts of about kPartElements weights: the bits depend on the shape only.
+void quant_linear_cpu(const Tensor& x, const QuantTensor& q, const Tensor* bias, Tensor& y) {
+  const float* pb = bias != nullptr ? ptr<float>(*bias) : nullptr;
+  parallel_for(q.rows, row_grain(q.cols), [&](int64_t, int64_t begin, int64_t end) {
+    std::vector<float> w(static_cast<size_t>(q.cols));
+    quant_rows_product(q, ptr<float>(x), x.dim(0), pb, ptr<float>(y), begin, end, w.data());
   });
 }
 
