@@ -1,9 +1,12 @@
-// The CPU worker pool (runtime/parallel.h): workers sleep on a condition variable; a job is a
-// part counter the workers and the caller draw from.
+// The CPU worker pool (runtime/parallel.h): a job is a part counter the workers and the caller
+// draw from. Between jobs a worker spins for kSpin before it sleeps on a condition variable, and
+// the caller spins as long for the last parts, so the back-to-back small kernels of a training
+// step do not pay a futex wake-up and a context switch each.
 #include "runtime/parallel.h"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -15,6 +18,19 @@ namespace onn {
 namespace {
 
 thread_local bool in_part = false;
+
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+// Spins until done() or kSpin has passed; whether done() became true.
+template <typename F>
+bool spin_until(F&& done) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
 
 class Pool {
  public:
@@ -48,12 +64,15 @@ class Pool {
       next_.store(0);
       active_ = job_active_ = helpers;
       error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     work();
-    std::unique_lock<std::mutex> l(mu_);
-    done_.wait(l, [&] { return active_ == 0; });
+    if (!spin_until([&] { return active_.load() == 0; })) {
+      std::unique_lock<std::mutex> l(mu_);
+      done_.wait(l, [&] { return active_ == 0; });
+    }
+    std::lock_guard<std::mutex> l(mu_);
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -85,6 +104,7 @@ class Pool {
   void loop(int index) {
     uint64_t seen = 0;
     for (;;) {
+      spin_until([&] { return generation_.load() != seen; });
       {
         std::unique_lock<std::mutex> l(mu_);
         // Only the first job_active_ workers join a job (the others sleep on).
@@ -104,8 +124,9 @@ class Pool {
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t parts_ = 0;
   std::atomic<int64_t> next_{0};
-  int active_ = 0, job_active_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<int> active_{0};
+  int job_active_ = 0;
+  std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
   std::exception_ptr error_;
   std::atomic<int> threads_{1};  // read by cpu_threads() without the run lock
