@@ -136,11 +136,12 @@ void register_generate(bool cuda) {
           ->Unit(benchmark::kMillisecond);
   }
   // Shape-faithful CPU figures: a 135M-class and a 1B-class model, f32, bf16 storage and quantized.
-  benchmark::RegisterBenchmark("generate_prefill/cpu_f32/smollm-135m_T256", bm_prefill, "smollm-135m", Device::cpu(),
-                               int64_t{256})
-      ->UseManualTime()
-      ->Iterations(3)
-      ->Unit(benchmark::kMillisecond);
+  for (const char* preset : {"smollm-135m", "tinyllama"})
+    benchmark::RegisterBenchmark((std::string("generate_prefill/cpu_f32/") + preset + "_T128").c_str(), bm_prefill,
+                                 preset, Device::cpu(), int64_t{128})
+        ->UseManualTime()
+        ->Iterations(3)
+        ->Unit(benchmark::kMillisecond);
   for (const char* preset : {"smollm-135m", "tinyllama"})
     for (QuantFormat q : {QuantFormat::none, QuantFormat::bf16, QuantFormat::nf4, QuantFormat::int8}) {
       const std::string name = std::string("generate_decode/cpu_f32/") + preset +

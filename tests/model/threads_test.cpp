@@ -2,8 +2,8 @@
 // inline; and the thread count changes no bit: the threaded kernels (RMSNorm forward and
 // backward with its weight gradient, SwiGLU, RoPE, attention forward / backward / decode,
 // cross-entropy, AdamW, dequantization, GEMMs split into tiles, embedding, elementwise ops,
-// argmax), the quantizer, a LoRA step on
-// a quantized base and a full training step give the same bytes with 1, 2 and 3 threads.
+// argmax), the quantizer, a LoRA step on a quantized base and a full training step give the
+// same bytes with 1, 2 and 3 threads.
 #include <doctest/doctest.h>
 
 #include <atomic>
