@@ -21,7 +21,7 @@ say() { echo "$*" | tee -a "$OUT"; }
 
 say "# $(date -u +%F) $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads, $(git rev-parse --short HEAD)"
 for preset in tiny small smollm-135m; do
-  "$BUILD/tools/onn-init" --preset "$preset" --out "$TMP/$preset" --seed 1 --preset-vocab --config-only > /dev/null
+  "$BUILD/tools/onn-init" --preset "$preset" --out "$TMP/$preset" --seed 1 --preset-vocab > /dev/null
   case $preset in tiny) shape="--seq-len 256 --micro-batch 4"; steps="--steps 10 --warmup 3" ;;
                   *) shape="--seq-len 256 --micro-batch 1"; steps="--steps 3 --warmup 1" ;; esac
   for mode in lora full; do
