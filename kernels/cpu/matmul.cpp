@@ -29,8 +29,11 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, c
     cblas_dgemm(CblasRowMajor, opa, opb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// Tiles of C: kTile x kTile, or one tile for a product too small to be worth splitting.
-constexpr int64_t kTile = 128;
+// Tiles of C: kMaxTile square, halved (down to kMinTile) while there are fewer than kMinTiles
+// of them, or one tile for a product too small to be worth splitting. Larger tiles pack less
+// (each BLAS call packs its block of A and of B); enough tiles keep the threads busy. The tiles
+// depend on the shape alone.
+constexpr int64_t kMaxTile = 256, kMinTile = 64, kMinTiles = 8;
 constexpr int64_t kMinSplitMacs = int64_t{1} << 21;
 
 struct Tiling {
@@ -39,8 +42,11 @@ struct Tiling {
 
 Tiling tiling(const MatmulShape& s) {
   if (s.m * s.n * s.k < kMinSplitMacs) return {s.m, s.n, 1, 1};
-  const int64_t rows = std::min(s.m, kTile), cols = std::min(s.n, kTile);
-  return {rows, cols, (s.m + rows - 1) / rows, (s.n + cols - 1) / cols};
+  for (int64_t tile = kMaxTile;; tile /= 2) {
+    const int64_t rows = std::min(s.m, tile), cols = std::min(s.n, tile);
+    const Tiling t{rows, cols, (s.m + rows - 1) / rows, (s.n + cols - 1) / cols};
+    if (t.row_tiles * t.col_tiles * s.batch >= kMinTiles || tile <= kMinTile) return t;
+  }
 }
 
 template <typename T>
