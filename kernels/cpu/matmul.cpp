@@ -85,38 +85,45 @@ void run_row(const MatmulShape& s, const T* pa, const T* pb, T* pc, const Matmul
   });
 }
 
+// One tile of C: rows [r0, r0 + rows) and columns [c0, c0 + cols) of batch entry i.
+template <typename T>
+void tile_product(const MatmulShape& s, const T* pa, const T* pb, T* pc, const MatmulOptions& opt, int64_t i,
+                  int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+  const int lda = static_cast<int>(opt.trans_a ? s.m : s.k);
+  const int ldb = static_cast<int>(opt.trans_b ? s.k : s.n);
+  const int ldc = static_cast<int>(s.n);
+  T* ci = pc + i * s.stride_c + r0 * ldc + c0;
+  if (s.k == 0) {
+    // gemm with k == 0 still scales c by beta; do it explicitly for clarity.
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < cols; ++j)
+        ci[r * ldc + j] = opt.beta == 0.0f ? T(0) : static_cast<T>(opt.beta) * ci[r * ldc + j];
+  } else {
+    const T* ai = pa + i * s.stride_a + (opt.trans_a ? r0 : r0 * lda);
+    const T* bi = pb + i * s.stride_b + (opt.trans_b ? c0 * ldb : c0);
+    gemm<T>(opt.trans_a, opt.trans_b, static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(s.k),
+            static_cast<T>(opt.alpha), ai, lda, bi, ldb, static_cast<T>(opt.beta), ci, ldc);
+  }
+  if (opt.bias != nullptr) {
+    const T* bias = static_cast<const T*>(opt.bias->data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < cols; ++j) ci[r * ldc + j] += bias[c0 + j];
+  }
+}
+
 template <typename T>
 void run(const MatmulShape& s, const Tensor& a, const Tensor& b, Tensor& c, const MatmulOptions& opt) {
   const T* pa = a.numel() ? static_cast<const T*>(a.data()) : nullptr;
   const T* pb = b.numel() ? static_cast<const T*>(b.data()) : nullptr;
   T* pc = static_cast<T*>(c.data());
-  const int lda = static_cast<int>(opt.trans_a ? s.m : s.k);
-  const int ldb = static_cast<int>(opt.trans_b ? s.k : s.n);
-  const int ldc = static_cast<int>(s.n);
   if (s.m == 1 && s.k > 0) return run_row<T>(s, pa, pb, pc, opt);
-  const T* bias = opt.bias != nullptr ? static_cast<const T*>(opt.bias->data()) : nullptr;
   const Tiling t = tiling(s);
   const int64_t per_batch = t.row_tiles * t.col_tiles;
   parallel_for(s.batch * per_batch, 1, [&](int64_t, int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t i = item / per_batch, r0 = item % per_batch / t.col_tiles * t.rows,
                     c0 = item % t.col_tiles * t.cols;
-      const int64_t rows = std::min(t.rows, s.m - r0), cols = std::min(t.cols, s.n - c0);
-      T* ci = pc + i * s.stride_c + r0 * ldc + c0;
-      if (s.k == 0) {
-        // gemm with k == 0 still scales c by beta; do it explicitly for clarity.
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < cols; ++j)
-            ci[r * ldc + j] = opt.beta == 0.0f ? T(0) : static_cast<T>(opt.beta) * ci[r * ldc + j];
-      } else {
-        const T* ai = pa + i * s.stride_a + (opt.trans_a ? r0 : r0 * lda);
-        const T* bi = pb + i * s.stride_b + (opt.trans_b ? c0 * ldb : c0);
-        gemm<T>(opt.trans_a, opt.trans_b, static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(s.k),
-                static_cast<T>(opt.alpha), ai, lda, bi, ldb, static_cast<T>(opt.beta), ci, ldc);
-      }
-      if (bias != nullptr)
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < cols; ++j) ci[r * ldc + j] += bias[c0 + j];
+      tile_product(s, pa, pb, pc, opt, i, r0, std::min(t.rows, s.m - r0), c0, std::min(t.cols, s.n - c0));
     }
   });
 }
