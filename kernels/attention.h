@@ -36,7 +36,8 @@ void attention_backward(Context& ctx, const Tensor& q, const Tensor& k, const Te
 // Decoding: q (B, Tq, H, D) holds the newest Tq tokens of each sequence; k_cache and v_cache
 // (B, Tmax, KVH, D) hold every token so far, the new ones included; lens (B) I32 is that
 // count per sequence (Tq <= lens[b] <= Tmax). Query j of sequence b sits at position
-// lens[b] - Tq + j and attends to cache positions 0 .. that position. out (B, Tq, H, D).
+// lens[b] - Tq + j and attends to cache positions 0 .. that position. out (B, Tq, H, D). The
+// cache has q's dtype, or on the CPU may be BF16 under an F32 q (widened as it is read).
 void attention_decode(Context& ctx, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& lens, float scale, Tensor& out);
 

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "kernels/attention.h"
+#include "kernels/elementwise.h"
 #include "model/llama.h"
 #include "model/stack.h"
 #include "runtime/error.h"
@@ -42,6 +43,14 @@ Lane forward_lane(const Tensor& ids, const Tensor& host_ids, const Tensor& posit
 Tensor cache_rows(const Tensor& cache, int64_t b, int64_t row, int64_t count) {
   const int64_t tmax = cache.dim(1), width = cache.dim(2) * cache.dim(3);
   return cache.slice(b, b + 1).reshape(Shape{tmax, width}).slice(row, row + count);
+}
+
+// Rows of keys or values into the cache, rounded to its dtype (a bf16 cache on the CPU).
+void store_rows(Context& ctx, Tensor rows, const Tensor& src) {
+  if (rows.dtype() == src.dtype())
+    rows.copy_from(src, &ctx.compute());
+  else
+    cast(ctx, src, rows);
 }
 
 // Host ints as an I32 tensor on the host.
@@ -110,8 +119,8 @@ Tensor LlamaModel::prefill(Context& ctx, KVCache& cache, const std::vector<std::
     const int64_t width = k.dim(1) * k.dim(2);
     for (int64_t b = 0; b < cache.batch; ++b) {
       const int64_t len = lens[static_cast<size_t>(b)];
-      cache_rows(cache.k[l], b, 0, len).copy_from(k.reshape(Shape{n, width}).slice(off, off + len), &ctx.compute());
-      cache_rows(cache.v[l], b, 0, len).copy_from(v.reshape(Shape{n, width}).slice(off, off + len), &ctx.compute());
+      store_rows(ctx, cache_rows(cache.k[l], b, 0, len), k.reshape(Shape{n, width}).slice(off, off + len));
+      store_rows(ctx, cache_rows(cache.v[l], b, 0, len), v.reshape(Shape{n, width}).slice(off, off + len));
       off += len;
     }
   };
@@ -150,8 +159,8 @@ Tensor LlamaModel::decode(Context& ctx, KVCache& cache, const std::vector<int32_
     const int64_t width = k.dim(1) * k.dim(2);
     for (int64_t b = 0; b < B; ++b) {
       const int64_t row = cache.lens[static_cast<size_t>(b)] - 1;
-      cache_rows(cache.k[l], b, row, 1).copy_from(k.reshape(Shape{B, width}).slice(b, b + 1), &ctx.compute());
-      cache_rows(cache.v[l], b, row, 1).copy_from(v.reshape(Shape{B, width}).slice(b, b + 1), &ctx.compute());
+      store_rows(ctx, cache_rows(cache.k[l], b, row, 1), k.reshape(Shape{B, width}).slice(b, b + 1));
+      store_rows(ctx, cache_rows(cache.v[l], b, row, 1), v.reshape(Shape{B, width}).slice(b, b + 1));
     }
     Tensor out4 = out.reshape(Shape{B, 1, H, D});
     attention_decode(ctx, q.reshape(Shape{B, 1, H, D}), cache.k[l], cache.v[l], cache.lens_dev, scale, out4);

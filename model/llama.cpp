@@ -206,9 +206,11 @@ KVCache LlamaModel::make_cache(Context& ctx, int64_t batch, int64_t max_len) con
   cache.batch = batch;
   cache.max_len = max_len;
   const Shape s{batch, max_len, config_.num_key_value_heads, config_.head_dim};
+  // bf16 storage (the CPU backend) covers the cache too: half the bytes each decode step reads.
+  const DType dtype = quant_ == QuantFormat::bf16 ? DType::bf16 : dtype_;
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
-    cache.k.push_back(Tensor::empty(s, dtype_, ctx.allocator()));
-    cache.v.push_back(Tensor::empty(s, dtype_, ctx.allocator()));
+    cache.k.push_back(Tensor::empty(s, dtype, ctx.allocator()));
+    cache.v.push_back(Tensor::empty(s, dtype, ctx.allocator()));
   }
   cache.lens.assign(static_cast<size_t>(batch), 0);
   cache.lens_dev = Tensor::empty(Shape{batch}, DType::i32, ctx.allocator());

@@ -95,7 +95,7 @@ std::vector<std::pair<std::string, Tensor>> named_weights(const ModelConfig& cfg
 ModelWeights weights_like(Context& ctx, const ModelConfig& cfg, const ModelWeights& w, DType dtype);
 
 // Keys and values of every layer for B sequences of up to Tmax tokens, on the device, in the
-// model's compute dtype.
+// model's compute dtype (bf16 for a model loaded with bf16 storage, on the CPU).
 struct KVCache {
   int64_t batch = 0, max_len = 0;
   std::vector<Tensor> k, v;   // per layer (B, Tmax, KVH, D)

@@ -195,8 +195,9 @@ void attention_decode_cpu(const Tensor& q, const Tensor& k_cache, const Tensor& 
     ONN_CHECK_ARG(pl[bb] >= tq && pl[bb] <= tmax, "attention_decode: lens[", bb, "] = ", pl[bb], " is outside [Tq = ", tq,
                   ", Tmax = ", tmax, "]");
   if (q.dtype() == DType::f32)
-    return cpu_kernels::attention_decode_tiled({q.dim(2), k_cache.dim(2), q.dim(3)}, ptr<float>(q), ptr<float>(k_cache),
-                                               ptr<float>(v_cache), pl, b, tq, tmax, scale, ptr<float>(out));
+    return cpu_kernels::attention_decode_tiled({q.dim(2), k_cache.dim(2), q.dim(3)}, ptr<float>(q), k_cache.data(),
+                                               v_cache.data(), k_cache.dtype() == DType::bf16, pl, b, tq, tmax, scale,
+                                               ptr<float>(out));
   reference_decode(q, k_cache, v_cache, pl, scale, out);
 }
 

@@ -9,13 +9,15 @@
 //   forward   (sequence, KV head, block of kQueryBlock tokens);
 //   backward  (sequence, KV head): key blocks outer, every later query inner; dK and dV of the
 //             block are summed locally, dQ rows accumulate in key-block order;
-//   decode    (sequence, KV head): the Tq newest queries of the group against the cache.
+//   decode    (sequence, KV head): the Tq newest queries of the group against the cache (F32,
+//             or BF16 widened as the tile reads it).
 // The F64 path stays the plain formula (kernels/cpu/attention.cpp): the reference this one and
 // the finite-difference tests are checked against.
 #include "kernels/cpu/attention_tiled.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
@@ -28,20 +30,30 @@ namespace {
 constexpr int64_t kKeyBlock = 64;
 constexpr int64_t kQueryBlock = 32;
 
-// Keys and values of one KV head: row j at k + j * stride.
+// Keys and values of one KV head: row j at k + j * stride; F32, or BF16 bits (a decode cache).
+template <typename E>
 struct KvRows {
-  const float* k;
-  const float* v;
+  const E* k;
+  const E* v;
   int64_t stride;
 };
 
+inline float widen(float x) { return x; }
+inline float widen(uint16_t bf16) {
+  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 // The key block [k0, k0 + n) transposed: out[e * kKeyBlock + j] = rows[(k0 + j) * stride + e],
 // zero past n.
-void transpose_block(const float* rows, int64_t stride, int64_t k0, int64_t n, int64_t d, float* out) {
+template <typename E>
+void transpose_block(const E* rows, int64_t stride, int64_t k0, int64_t n, int64_t d, float* out) {
   std::fill(out, out + d * kKeyBlock, 0.0f);
   for (int64_t j = 0; j < n; ++j) {
-    const float* r = rows + (k0 + j) * stride;
-    for (int64_t e = 0; e < d; ++e) out[e * kKeyBlock + j] = r[e];
+    const E* r = rows + (k0 + j) * stride;
+    for (int64_t e = 0; e < d; ++e) out[e * kKeyBlock + j] = widen(r[e]);
   }
 }
 
@@ -58,19 +70,19 @@ inline void block_dots(const float* q, const float* t, int64_t d_rt, float* s) {
 }
 
 // y[0, d) += sum_{j < n} w[j] * rows[j * stride + e], in j order.
-template <int kD>
-inline void add_weighted_rows(const float* w, int64_t n, const float* rows, int64_t stride, int64_t d_rt, float* y) {
+template <int kD, typename E>
+inline void add_weighted_rows(const float* w, int64_t n, const E* rows, int64_t stride, int64_t d_rt, float* y) {
   if constexpr (kD > 0) {
     float a[kD];
     std::copy(y, y + kD, a);
     for (int64_t j = 0; j < n; ++j) {
-      const float* r = rows + j * stride;
-      for (int64_t e = 0; e < kD; ++e) a[e] += w[j] * r[e];
+      const E* r = rows + j * stride;
+      for (int64_t e = 0; e < kD; ++e) a[e] += w[j] * widen(r[e]);
     }
     std::copy(a, a + kD, y);
   } else {
     for (int64_t j = 0; j < n; ++j)
-      for (int64_t e = 0; e < d_rt; ++e) y[e] += w[j] * rows[j * stride + e];
+      for (int64_t e = 0; e < d_rt; ++e) y[e] += w[j] * widen(rows[j * stride + e]);
   }
 }
 
@@ -84,8 +96,8 @@ inline void add_scaled(float a, const float* __restrict x, int64_t d_rt, float* 
 // One query tile: rows r < m of q (m x d, contiguous) at key positions pos[r] (row r sees keys
 // 0 .. pos[r]) against kv, with the online softmax. Writes out (m x d, contiguous, normalised)
 // and lse[r] (the log of row r's denominator; scores include `scale`).
-template <int kD>
-void attend_tile(const float* q, const int64_t* pos, int64_t m, int64_t d_rt, float scale, KvRows kv, float* out,
+template <int kD, typename E>
+void attend_tile(const float* q, const int64_t* pos, int64_t m, int64_t d_rt, float scale, KvRows<E> kv, float* out,
                  float* lse) {
   const int64_t d = kD > 0 ? kD : d_rt;
   const int64_t last = *std::max_element(pos, pos + m);
@@ -204,8 +216,12 @@ inline void with_head_dim(int64_t d, F&& fn) {
 
 // The two bodies the threads run, each cloned per instruction set (they are what the loader's
 // pick applies to: the parallel loops around them call through std::function).
-ONN_CPU_CLONES void attend(const float* q, const int64_t* pos, int64_t m, int64_t d, float scale, KvRows kv,
+ONN_CPU_CLONES void attend(const float* q, const int64_t* pos, int64_t m, int64_t d, float scale, KvRows<float> kv,
                            float* out, float* lse) {
+  with_head_dim(d, [&]<int kD>() { attend_tile<kD>(q, pos, m, d, scale, kv, out, lse); });
+}
+ONN_CPU_CLONES void attend(const float* q, const int64_t* pos, int64_t m, int64_t d, float scale,
+                           KvRows<uint16_t> kv, float* out, float* lse) {
   with_head_dim(d, [&]<int kD>() { attend_tile<kD>(q, pos, m, d, scale, kv, out, lse); });
 }
 
@@ -234,7 +250,7 @@ void forward_items(const AttentionDims& a, const float* q, const float* k, const
           std::copy_n(q + (t * a.heads + kv * group + g) * d, d, tile.q.data() + r * d);
           tile.pos[static_cast<size_t>(r)] = t - start;
         }
-      const KvRows rows{k + (start * a.kv_heads + kv) * d, v + (start * a.kv_heads + kv) * d, a.kv_heads * d};
+      const KvRows<float> rows{k + (start * a.kv_heads + kv) * d, v + (start * a.kv_heads + kv) * d, a.kv_heads * d};
       attend(tile.q.data(), tile.pos.data(), m, d, scale, rows, tile.out.data(), tile.lse.data());
       for (int64_t t = t0; t < t1; ++t)
         for (int64_t g = 0; g < group; ++g) {
@@ -246,7 +262,8 @@ void forward_items(const AttentionDims& a, const float* q, const float* k, const
   });
 }
 
-void decode_items(const AttentionDims& a, const float* q, const float* k_cache, const float* v_cache,
+template <typename E>
+void decode_items(const AttentionDims& a, const float* q, const E* k_cache, const E* v_cache,
                   const int32_t* lens, int64_t batch, int64_t tq, int64_t tmax, float scale, float* out) {
   const int64_t group = a.heads / a.kv_heads, d = a.dim, m = tq * group;
   parallel_for(batch * a.kv_heads, 1, [&](int64_t, int64_t begin, int64_t end) {
@@ -261,7 +278,7 @@ void decode_items(const AttentionDims& a, const float* q, const float* k_cache, 
           tile.pos[static_cast<size_t>(r)] = lens[b] - tq + j;
         }
       const int64_t base = (b * tmax * a.kv_heads + kv) * d;
-      const KvRows rows{k_cache + base, v_cache + base, a.kv_heads * d};
+      const KvRows<E> rows{k_cache + base, v_cache + base, a.kv_heads * d};
       attend(tile.q.data(), tile.pos.data(), m, d, scale, rows, tile.out.data(), tile.lse.data());
       for (int64_t j = 0; j < tq; ++j)
         for (int64_t g = 0; g < group; ++g)
@@ -287,9 +304,15 @@ void attention_backward_tiled(const AttentionDims& a, const AttentionGrads& g, c
   });
 }
 
-void attention_decode_tiled(const AttentionDims& a, const float* q, const float* k_cache, const float* v_cache,
-                            const int32_t* lens, int64_t batch, int64_t tq, int64_t tmax, float scale, float* out) {
-  decode_items(a, q, k_cache, v_cache, lens, batch, tq, tmax, scale, out);
+void attention_decode_tiled(const AttentionDims& a, const float* q, const void* k_cache, const void* v_cache,
+                            bool bf16_cache, const int32_t* lens, int64_t batch, int64_t tq, int64_t tmax, float scale,
+                            float* out) {
+  if (bf16_cache)
+    decode_items(a, q, static_cast<const uint16_t*>(k_cache), static_cast<const uint16_t*>(v_cache), lens, batch, tq,
+                 tmax, scale, out);
+  else
+    decode_items(a, q, static_cast<const float*>(k_cache), static_cast<const float*>(v_cache), lens, batch, tq, tmax,
+                 scale, out);
 }
 
 }  // namespace onn::cpu_kernels

@@ -22,7 +22,9 @@ void attention_forward_tiled(const AttentionDims& a, const float* q, const float
                              const int64_t* offsets, int64_t sequences, float scale, float* out, float* lse);
 void attention_backward_tiled(const AttentionDims& a, const AttentionGrads& g, const int64_t* offsets,
                               int64_t sequences, float scale);
-void attention_decode_tiled(const AttentionDims& a, const float* q, const float* k_cache, const float* v_cache,
-                            const int32_t* lens, int64_t batch, int64_t tq, int64_t tmax, float scale, float* out);
+// k_cache and v_cache: F32, or BF16 bits where bf16_cache.
+void attention_decode_tiled(const AttentionDims& a, const float* q, const void* k_cache, const void* v_cache,
+                            bool bf16_cache, const int32_t* lens, int64_t batch, int64_t tq, int64_t tmax, float scale,
+                            float* out);
 
 }  // namespace onn::cpu_kernels

@@ -1,7 +1,8 @@
 // Attention on the CPU: causal GQA over packed sequences. The F64 reference: backward against
 // finite differences for GQA ratios 1, 2, 4, 8 and sequences of length 1; no attention across a
 // document boundary; the decode path against the full forward; argument errors. The F32
-// flash-style tiles against the F64 reference: forward, backward and decode.
+// flash-style tiles against the F64 reference: forward, backward and decode; decode over a BF16
+// cache.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -196,4 +197,22 @@ TEST_CASE("the F32 tiled CPU decode matches the F64 reference, one query and sev
     attention_decode(ctx, as64(q), as64(kc), as64(vc), lt, 0.3f, out64);
     check_close(out, out64, 2e-6);
   }
+}
+
+TEST_CASE("the CPU decode reads a BF16 cache as the F32 cache of the same values, bit for bit") {
+  Context ctx(Device::cpu());
+  std::mt19937 rng(33);
+  const int64_t b = 2, tmax = 90, h = 4, kvh = 2, d = 64;
+  const Tensor q = random32(Shape{b, 1, h, d}, rng, 1.0);
+  const Tensor kc16 = as_dtype(random64(Shape{b, tmax, kvh, d}, rng), DType::bf16),
+               vc16 = as_dtype(random64(Shape{b, tmax, kvh, d}, rng), DType::bf16);
+  const Tensor kc32 = as_dtype(kc16, DType::f32), vc32 = as_dtype(vc16, DType::f32);
+  Tensor lt = i32_tensor({90, 37});
+  Tensor out16 = Tensor::empty(q.shape(), DType::f32), out32 = Tensor::empty(q.shape(), DType::f32);
+  attention_decode(ctx, q, kc16, vc16, lt, 0.125f, out16);
+  attention_decode(ctx, q, kc32, vc32, lt, 0.125f, out32);
+  CHECK(std::memcmp(out16.data(), out32.data(), out16.nbytes()) == 0);
+  // Keys and values must share a dtype.
+  CHECK_THROWS_WITH_AS(attention_decode(ctx, q, kc16, vc32, lt, 0.125f, out16), doctest::Contains("v_cache"),
+                       InvalidArgument);
 }

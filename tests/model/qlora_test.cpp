@@ -286,4 +286,14 @@ TEST_CASE("bf16 storage on the CPU: a bf16 folder's projections stay bf16 (half 
   so.head_granule = 64;
   StreamedWeights sw(ctx, host, so);
   CHECK(lora_step(host, &sw, 64).first == lora_step(stored, nullptr, 64).first);
+  // Generation keeps its KV cache in bf16 too; the logits stay those of the f32 run within the
+  // cache's rounding.
+  KVCache cache = stored.make_cache(ctx, 1, 40), dense_cache = dense.make_cache(ctx, 1, 40);
+  CHECK(cache.k[0].dtype() == DType::bf16);
+  const std::vector<int32_t> prompt = {5, 9, 77, 3, 41, 12, 8, 100, 7, 66};
+  stored.prefill(ctx, cache, {prompt});
+  dense.prefill(ctx, dense_cache, {prompt});
+  const Tensor logits = stored.decode(ctx, cache, {17}), dense_logits = dense.decode(ctx, dense_cache, {17});
+  CHECK(rel_error(logits.to_dtype(DType::f64), dense_logits.to_dtype(DType::f64)) < 1e-2);
+  CHECK(rel_error(logits.to_dtype(DType::f64), dense_logits.to_dtype(DType::f64)) > 0);
 }
