@@ -58,8 +58,6 @@ uint16_t f32_to_bf16_bits(float f) {
   return static_cast<uint16_t>(rounded >> 16);
 }
 
-float bf16_bits_to_f32(uint16_t b) { return float_of(static_cast<uint32_t>(b) << 16); }
-
 uint16_t f32_to_f16_bits(float f) {
   const uint32_t u = bits_of(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <bit>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -41,7 +42,8 @@ bool dtype_is_float(DType t);
 // Bit-level conversions. Rounding is to nearest, ties to even; overflow gives +-Inf in f16
 // and (by construction of bf16) never happens for finite bf16 inputs.
 uint16_t f32_to_bf16_bits(float f);
-float bf16_bits_to_f32(uint16_t b);
+// Exact: the bits moved up (inline, so loops over it vectorise).
+inline float bf16_bits_to_f32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 uint16_t f32_to_f16_bits(float f);
 float f16_bits_to_f32(uint16_t h);
 

@@ -17,10 +17,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
+#include "runtime/dtype.h"
 #include "runtime/parallel.h"
 
 namespace onn::cpu_kernels {
@@ -39,12 +39,7 @@ struct KvRows {
 };
 
 inline float widen(float x) { return x; }
-inline float widen(uint16_t bf16) {
-  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+inline float widen(uint16_t bf16) { return bf16_bits_to_f32(bf16); }
 
 // The key block [k0, k0 + n) transposed: out[e * kKeyBlock + j] = rows[(k0 + j) * stride + e],
 // zero past n.
@@ -93,25 +88,44 @@ inline void add_scaled(float a, const float* __restrict x, int64_t d_rt, float* 
   for (int64_t e = 0; e < d; ++e) y[e] += a * x[e];
 }
 
-// One query tile: rows r < m of q (m x d, contiguous) at key positions pos[r] (row r sees keys
-// 0 .. pos[r]) against kv, with the online softmax. Writes out (m x d, contiguous, normalised)
-// and lse[r] (the log of row r's denominator; scores include `scale`).
+// The query rows of one item, gathered: rows (token t, head g) of a group in token-major order,
+// with the scratch attend_tile uses; one per part, reused by its items.
+struct QueryTile {
+  int64_t m = 0;
+  std::vector<float> q, out, lse, kt, run_max, run_sum;
+  std::vector<int64_t> pos;
+  void resize(int64_t rows, int64_t d) {
+    m = rows;
+    q.resize(static_cast<size_t>(m * d));
+    out.resize(static_cast<size_t>(m * d));
+    lse.resize(static_cast<size_t>(m));
+    pos.resize(static_cast<size_t>(m));
+    kt.resize(static_cast<size_t>(d * kKeyBlock));
+    run_max.assign(static_cast<size_t>(m), -INFINITY);
+    run_sum.assign(static_cast<size_t>(m), 0.0f);
+  }
+};
+
+// One query tile: rows r < m of t.q (m x d) at key positions t.pos[r] (row r sees keys
+// 0 .. pos[r]) against kv, with the online softmax. Writes t.out (m x d, normalised) and t.lse[r]
+// (the log of row r's denominator; scores include `scale`).
 template <int kD, typename E>
-void attend_tile(const float* q, const int64_t* pos, int64_t m, int64_t d_rt, float scale, KvRows<E> kv, float* out,
-                 float* lse) {
-  const int64_t d = kD > 0 ? kD : d_rt;
+void attend_tile(QueryTile& t, int64_t d_rt, float scale, KvRows<E> kv) {
+  const int64_t d = kD > 0 ? kD : d_rt, m = t.m;
+  const float* q = t.q.data();
+  const int64_t* pos = t.pos.data();
+  float *out = t.out.data(), *lse = t.lse.data(), *kt = t.kt.data();
+  std::vector<float>&run_max = t.run_max, &run_sum = t.run_sum;
   const int64_t last = *std::max_element(pos, pos + m);
-  std::vector<float> kt(static_cast<size_t>(d * kKeyBlock)), run_max(static_cast<size_t>(m), -INFINITY),
-      run_sum(static_cast<size_t>(m), 0.0f);
   std::fill(out, out + m * d, 0.0f);
   float s[kKeyBlock];
   for (int64_t k0 = 0; k0 <= last; k0 += kKeyBlock) {
     const int64_t block = std::min(kKeyBlock, last + 1 - k0);
-    transpose_block(kv.k, kv.stride, k0, block, d, kt.data());
+    transpose_block(kv.k, kv.stride, k0, block, d, kt);
     for (int64_t r = 0; r < m; ++r) {
       const int64_t valid = std::min(block, pos[r] + 1 - k0);
       if (valid <= 0) continue;
-      block_dots<kD>(q + r * d, kt.data(), d, s);
+      block_dots<kD>(q + r * d, kt, d, s);
       for (int64_t j = 0; j < kKeyBlock; ++j) s[j] *= scale;
       const float block_max = lane_max(s, valid);
       const float mx = std::max(run_max[static_cast<size_t>(r)], block_max);
@@ -130,18 +144,6 @@ void attend_tile(const float* q, const int64_t* pos, int64_t m, int64_t d_rt, fl
     lse[r] = run_max[static_cast<size_t>(r)] + std::log(run_sum[static_cast<size_t>(r)]);
   }
 }
-
-// The query rows of one item, gathered: rows (token t, head g) of a group in token-major order.
-struct QueryTile {
-  std::vector<float> q, out, lse;
-  std::vector<int64_t> pos;
-  void resize(int64_t m, int64_t d) {
-    q.resize(static_cast<size_t>(m * d));
-    out.resize(static_cast<size_t>(m * d));
-    lse.resize(static_cast<size_t>(m));
-    pos.resize(static_cast<size_t>(m));
-  }
-};
 
 // Gradients of one (sequence, KV head): tokens [start, end) of the sequence.
 template <int kD>
@@ -216,13 +218,11 @@ inline void with_head_dim(int64_t d, F&& fn) {
 
 // The two bodies the threads run, each cloned per instruction set (they are what the loader's
 // pick applies to: the parallel loops around them call through std::function).
-ONN_CPU_CLONES void attend(const float* q, const int64_t* pos, int64_t m, int64_t d, float scale, KvRows<float> kv,
-                           float* out, float* lse) {
-  with_head_dim(d, [&]<int kD>() { attend_tile<kD>(q, pos, m, d, scale, kv, out, lse); });
+ONN_CPU_CLONES void attend(QueryTile& t, int64_t d, float scale, KvRows<float> kv) {
+  with_head_dim(d, [&]<int kD>() { attend_tile<kD>(t, d, scale, kv); });
 }
-ONN_CPU_CLONES void attend(const float* q, const int64_t* pos, int64_t m, int64_t d, float scale,
-                           KvRows<uint16_t> kv, float* out, float* lse) {
-  with_head_dim(d, [&]<int kD>() { attend_tile<kD>(q, pos, m, d, scale, kv, out, lse); });
+ONN_CPU_CLONES void attend(QueryTile& t, int64_t d, float scale, KvRows<uint16_t> kv) {
+  with_head_dim(d, [&]<int kD>() { attend_tile<kD>(t, d, scale, kv); });
 }
 
 ONN_CPU_CLONES void backward_item(const AttentionDims& a, const AttentionGrads& g, int64_t start, int64_t end,
@@ -230,8 +230,35 @@ ONN_CPU_CLONES void backward_item(const AttentionDims& a, const AttentionGrads& 
   with_head_dim(a.dim, [&]<int kD>() { backward_tile<kD>(a, g, start, end, kv, scale); });
 }
 
-void forward_items(const AttentionDims& a, const float* q, const float* k, const float* v, const int64_t* offsets,
-                   int64_t sequences, float scale, float* out, float* lse) {
+template <typename E>
+void decode_items(const AttentionDims& a, const float* q, const E* k_cache, const E* v_cache,
+                  const int32_t* lens, int64_t batch, int64_t tq, int64_t tmax, float scale, float* out) {
+  const int64_t group = a.heads / a.kv_heads, d = a.dim, m = tq * group;
+  parallel_for(batch * a.kv_heads, 1, [&](int64_t, int64_t begin, int64_t end) {
+    QueryTile tile;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / a.kv_heads, kv = item % a.kv_heads;
+      tile.resize(m, d);
+      for (int64_t j = 0; j < tq; ++j)
+        for (int64_t g = 0; g < group; ++g) {
+          const int64_t r = j * group + g;
+          std::copy_n(q + ((b * tq + j) * a.heads + kv * group + g) * d, d, tile.q.data() + r * d);
+          tile.pos[static_cast<size_t>(r)] = lens[b] - tq + j;
+        }
+      const int64_t base = (b * tmax * a.kv_heads + kv) * d;
+      const KvRows<E> rows{k_cache + base, v_cache + base, a.kv_heads * d};
+      attend(tile, d, scale, rows);
+      for (int64_t j = 0; j < tq; ++j)
+        for (int64_t g = 0; g < group; ++g)
+          std::copy_n(tile.out.data() + (j * group + g) * d, d, out + ((b * tq + j) * a.heads + kv * group + g) * d);
+    }
+  });
+}
+
+}  // namespace
+
+void attention_forward_tiled(const AttentionDims& a, const float* q, const float* k, const float* v,
+                             const int64_t* offsets, int64_t sequences, float scale, float* out, float* lse) {
   // Tiles (sequence, first token) in order; items are tiles x KV heads.
   std::vector<std::pair<int64_t, int64_t>> tiles;
   for (int64_t s = 0; s < sequences; ++s)
@@ -251,7 +278,7 @@ void forward_items(const AttentionDims& a, const float* q, const float* k, const
           tile.pos[static_cast<size_t>(r)] = t - start;
         }
       const KvRows<float> rows{k + (start * a.kv_heads + kv) * d, v + (start * a.kv_heads + kv) * d, a.kv_heads * d};
-      attend(tile.q.data(), tile.pos.data(), m, d, scale, rows, tile.out.data(), tile.lse.data());
+      attend(tile, d, scale, rows);
       for (int64_t t = t0; t < t1; ++t)
         for (int64_t g = 0; g < group; ++g) {
           const int64_t r = (t - t0) * group + g, h = kv * group + g;
@@ -260,38 +287,6 @@ void forward_items(const AttentionDims& a, const float* q, const float* k, const
         }
     }
   });
-}
-
-template <typename E>
-void decode_items(const AttentionDims& a, const float* q, const E* k_cache, const E* v_cache,
-                  const int32_t* lens, int64_t batch, int64_t tq, int64_t tmax, float scale, float* out) {
-  const int64_t group = a.heads / a.kv_heads, d = a.dim, m = tq * group;
-  parallel_for(batch * a.kv_heads, 1, [&](int64_t, int64_t begin, int64_t end) {
-    QueryTile tile;
-    tile.resize(m, d);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / a.kv_heads, kv = item % a.kv_heads;
-      for (int64_t j = 0; j < tq; ++j)
-        for (int64_t g = 0; g < group; ++g) {
-          const int64_t r = j * group + g;
-          std::copy_n(q + ((b * tq + j) * a.heads + kv * group + g) * d, d, tile.q.data() + r * d);
-          tile.pos[static_cast<size_t>(r)] = lens[b] - tq + j;
-        }
-      const int64_t base = (b * tmax * a.kv_heads + kv) * d;
-      const KvRows<E> rows{k_cache + base, v_cache + base, a.kv_heads * d};
-      attend(tile.q.data(), tile.pos.data(), m, d, scale, rows, tile.out.data(), tile.lse.data());
-      for (int64_t j = 0; j < tq; ++j)
-        for (int64_t g = 0; g < group; ++g)
-          std::copy_n(tile.out.data() + (j * group + g) * d, d, out + ((b * tq + j) * a.heads + kv * group + g) * d);
-    }
-  });
-}
-
-}  // namespace
-
-void attention_forward_tiled(const AttentionDims& a, const float* q, const float* k, const float* v,
-                             const int64_t* offsets, int64_t sequences, float scale, float* out, float* lse) {
-  forward_items(a, q, k, v, offsets, sequences, scale, out, lse);
 }
 
 void attention_backward_tiled(const AttentionDims& a, const AttentionGrads& g, const int64_t* offsets,

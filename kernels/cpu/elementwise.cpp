@@ -14,12 +14,10 @@ using cpu_kernels::dispatch_float;
 using cpu_kernels::ptr;
 
 namespace {
-// fn(i) for every element i of n, in parts.
+// fn(i) for every element i of n: rows of one element, in parts of kPartElements.
 template <typename F>
 void for_elements(int64_t n, F&& fn) {
-  parallel_for(n, cpu_kernels::kPartElements, [&](int64_t, int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) fn(i);
-  });
+  cpu_kernels::for_rows(n, 1, fn);
 }
 }  // namespace
 

@@ -1,7 +1,6 @@
 // Embedding on the CPU: row copies, and a scatter-add in position order. Ids are checked first
 // (an error names the first bad one); then rows (forward) or columns (backward: each column of
 // the gradient takes its adds in position order) are split into parts.
-#include <algorithm>
 #include <cstring>
 
 #include "kernels/backends.h"
@@ -35,7 +34,7 @@ void embedding_backward_cpu(const Tensor& ids, const Tensor& dout, Tensor& dweig
     for (int64_t i = 0; i < n; ++i) check_id(pid[i], i, v, "embedding_backward");
     const T* g = cpu_kernels::ptr<const T>(dout);
     T* dw = cpu_kernels::ptr<T>(dweight);
-    parallel_for(c, std::max<int64_t>(1, cpu_kernels::row_grain(n)), [&](int64_t, int64_t begin, int64_t end) {
+    parallel_for(c, cpu_kernels::row_grain(n), [&](int64_t, int64_t begin, int64_t end) {
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = begin; j < end; ++j) dw[pid[i] * c + j] += g[i * c + j];
     });

@@ -1,7 +1,6 @@
 // Dequantization on the CPU: one pass over the weight's elements, in the compute dtype, threaded;
 // and the quantized matrix-vector product of decode, which dequantizes a row at a time.
 #include <array>
-#include <cstring>
 #include <vector>
 
 #include "kernels/backends.h"
@@ -76,15 +75,9 @@ void scale_fp8(const uint8_t* __restrict in, int64_t n, float scale, const float
   for (int64_t c = 0; c < n; ++c) out[c] = static_cast<T>(values[in[c]] * scale);
 }
 
-// bf16 bits to float: the bits moved up (exact), inline so the loop vectorises.
 template <typename T>
 void widen_bf16(const uint16_t* __restrict in, int64_t n, T* __restrict out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    out[i] = static_cast<T>(f);
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(bf16_bits_to_f32(in[i]));
 }
 
 // Rows [begin, end) of the weight into out[0, (end - begin) * cols).
@@ -127,36 +120,6 @@ void dequantize_cpu(const QuantTensor& q, Tensor& out) {
 
 namespace {
 
-// sum_c bf16(w[c]) * x[c] in kLanes partial sums (vec_math.h's order), widening as it reads.
-inline float dot_bf16(const uint16_t* __restrict w, const float* __restrict x, int64_t n) {
-  float part[kLanes] = {};
-  int64_t i = 0;
-  const auto wide = [](uint16_t b) {
-    const uint32_t bits = static_cast<uint32_t>(b) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-  };
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] += wide(w[i + l]) * x[i + l];
-  for (; i < n; ++i) part[i % kLanes] += wide(w[i]) * x[i];
-  float s = 0;
-  for (int l = 0; l < kLanes; ++l) s += part[l];
-  return s;
-}
-
-// sum_c q[c] * x[c] for int8 codes (the row's scale applied once after), in kLanes partial sums.
-inline float dot_int8(const int8_t* __restrict q, const float* __restrict x, int64_t n) {
-  float part[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] += static_cast<float>(q[i + l]) * x[i + l];
-  for (; i < n; ++i) part[i % kLanes] += static_cast<float>(q[i]) * x[i];
-  float s = 0;
-  for (int l = 0; l < kLanes; ++l) s += part[l];
-  return s;
-}
-
 // Rows [begin, end) of y's columns: bf16 and int8 rows read in place (int8 scaled after the sum),
 // nf4 and fp8 rows dequantized into w first, then dotted with every row of x. Cloned per instruction set (vec_math.h).
 ONN_CPU_CLONES void quant_rows_product(const QuantTensor& q, const float* x, int64_t m, const float* bias, float* y,
@@ -166,13 +129,19 @@ ONN_CPU_CLONES void quant_rows_product(const QuantTensor& q, const float* x, int
     const float b = bias != nullptr ? bias[r] : 0.0f;
     if (q.format == QuantFormat::bf16) {
       const uint16_t* row = ptr<uint16_t>(q.data) + (q.row0 + r) * cols;
-      for (int64_t i = 0; i < m; ++i) y[i * q.rows + r] = dot_bf16(row, x + i * cols, cols) + b;
+      for (int64_t i = 0; i < m; ++i) {
+        const float* xi = x + i * cols;
+        y[i * q.rows + r] = lane_sum_of(cols, [&](int64_t c) { return bf16_bits_to_f32(row[c]) * xi[c]; }) + b;
+      }
       continue;
     }
     if (q.format == QuantFormat::int8) {
       const int8_t* row = ptr<int8_t>(q.data) + (q.row0 + r) * cols;
       const float scale = quant_math::row_scale(ptr<float>(q.absmax)[q.row0 + r], kInt8Max);
-      for (int64_t i = 0; i < m; ++i) y[i * q.rows + r] = scale * dot_int8(row, x + i * cols, cols) + b;
+      for (int64_t i = 0; i < m; ++i) {
+        const float* xi = x + i * cols;
+        y[i * q.rows + r] = scale * lane_sum_of(cols, [&](int64_t c) { return static_cast<float>(row[c]) * xi[c]; }) + b;
+      }
       continue;
     }
     if (q.format == QuantFormat::nf4)

@@ -48,16 +48,22 @@ inline float exp_approx(float x) {
   return x < -87.0f ? 0.0f : p * s;
 }
 
-// sum of x[0, n) in kLanes partial sums, combined in lane order.
-inline float lane_sum(const float* x, int64_t n) {
+// sum of term(i) over i in [0, n): element i goes to partial sum i % kLanes, the partials are
+// combined in lane order.
+template <typename F>
+inline float lane_sum_of(int64_t n, F&& term) {
   float part[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] += x[i + l];
-  for (; i < n; ++i) part[i % kLanes] += x[i];
+    for (int l = 0; l < kLanes; ++l) part[l] += term(i + l);
+  for (; i < n; ++i) part[i % kLanes] += term(i);
   float s = 0;
   for (int l = 0; l < kLanes; ++l) s += part[l];
   return s;
+}
+
+inline float lane_sum(const float* x, int64_t n) {
+  return lane_sum_of(n, [x](int64_t i) { return x[i]; });
 }
 
 inline float lane_max(const float* x, int64_t n) {
@@ -72,15 +78,8 @@ inline float lane_max(const float* x, int64_t n) {
   return m;
 }
 
-inline float lane_dot(const float* a, const float* b, int64_t n) {
-  float part[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] += a[i + l] * b[i + l];
-  for (; i < n; ++i) part[i % kLanes] += a[i] * b[i];
-  float s = 0;
-  for (int l = 0; l < kLanes; ++l) s += part[l];
-  return s;
+inline float lane_dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  return lane_sum_of(n, [a, b](int64_t i) { return a[i] * b[i]; });
 }
 
 }  // namespace onn::cpu_kernels
