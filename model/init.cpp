@@ -41,12 +41,6 @@ ModelConfig tied(ModelConfig m) {
   return m;
 }
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char ch : s) h = (h ^ ch) * 0x100000001b3ull;
-  return h;
-}
-
 // N(0, 1) by Box-Muller from two counter-based uniforms.
 double counter_normal(uint64_t key, uint64_t i) {
   const uint64_t h = counter_hash(key, i);

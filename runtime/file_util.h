@@ -36,6 +36,16 @@ class MappedFile {
 // The whole file; IoError if missing or larger than max_bytes.
 std::string read_file(const std::string& path, size_t max_bytes);
 
+// 64-bit FNV-1a of `bytes` bytes, continuing from `h` (the offset basis by default): file and
+// data fingerprints, not security.
+inline constexpr uint64_t kFnv1aBasis = 0xcbf29ce484222325ull;
+inline uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = kFnv1aBasis) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+inline uint64_t fnv1a(std::string_view s, uint64_t h = kFnv1aBasis) { return fnv1a(s.data(), s.size(), h); }
+
 // `text` as the whole of `path`, through an AtomicFile: the old file or the new one, never half.
 void write_file_atomic(const std::string& path, std::string_view text);
 

@@ -8,6 +8,7 @@ packages=(
   doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
   libpcre2-dev libutf8proc-dev   # tokenizer: split regexes with Unicode properties, NFC
   clang libclang-rt-dev   # the libFuzzer target (scripts/fuzz.sh)
+  libopenmpi-dev openmpi-bin   # data-parallel runs (runtime/dist): mpirun -np N onn-train
 )
 missing=()
 for p in "${packages[@]}"; do

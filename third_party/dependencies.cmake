@@ -18,3 +18,7 @@ endif()
 if(ONN_BUILD_BENCH)
   find_package(benchmark 1.6 REQUIRED)
 endif()
+# Distributed runs (runtime/dist): Debian's OpenMPI (libopenmpi-dev, openmpi-bin for mpirun).
+if(NOT ONN_DISTRIBUTED STREQUAL "OFF")
+  find_package(MPI COMPONENTS C QUIET)
+endif()

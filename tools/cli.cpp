@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "runtime/build_config.h"
+#include "runtime/comm.h"
 #include "runtime/cuda_backend.h"
 #include "runtime/error.h"
 #include "runtime/json.h"
@@ -42,6 +43,18 @@ std::vector<std::string> read_jsonl_texts(const std::string& path) {
   return texts;
 }
 
+namespace {
+int cli_rank = 0;
+
+void print_error(const std::string& name, const std::exception& e) {
+  if (cli_rank > 0 && dynamic_cast<const onn::RanksDisagree*>(&e) != nullptr) return;
+  std::cerr << name << ": " << (cli_rank > 0 ? "rank " + std::to_string(cli_rank) + ": " : std::string()) << "error: "
+            << one_line(e.what()) << "\n";
+}
+}  // namespace
+
+void set_cli_rank(int rank) { cli_rank = rank; }
+
 int run_cli(CLI::App& app, const std::string& name, int argc, char** argv, const std::function<int()>& body) {
   app.set_version_flag("--version", name + " " + ONN_VERSION);
   try {
@@ -54,10 +67,10 @@ int run_cli(CLI::App& app, const std::string& name, int argc, char** argv, const
   try {
     return body();
   } catch (const onn::Error& e) {
-    std::cerr << name << ": error: " << one_line(e.what()) << "\n";
+    print_error(name, e);
     return e.is_user_error() ? 2 : 1;
   } catch (const std::exception& e) {
-    std::cerr << name << ": error: " << one_line(e.what()) << "\n";
+    print_error(name, e);
     return 1;
   }
 }

@@ -21,6 +21,10 @@ std::vector<std::string> read_jsonl_texts(const std::string& path);
 // Newlines flattened, so an error is one line on stderr.
 std::string one_line(std::string s);
 
+// This process's rank in a distributed run (0 otherwise). Rank r > 0 prefixes its error lines
+// with "rank r: " and prints nothing for onn::RanksDisagree, which rank 0 prints for all.
+void set_cli_rank(int rank);
+
 // Adds --version to `app`, parses argv and runs `body`, returning its exit code. Errors print
 // "NAME: error: ..." on one line.
 int run_cli(CLI::App& app, const std::string& name, int argc, char** argv, const std::function<int()>& body);

@@ -8,10 +8,13 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "model/init.h"
 #include "model/lora.h"
+#include "runtime/dist/dist.h"
 #include "runtime/error.h"
+#include "runtime/parallel.h"
 #include "plan/planner.h"
 #include "tools/cli.h"
 #include "tools/placement_flags.h"
@@ -109,7 +112,8 @@ class Reporter {
 
 // --plan: the planner's decision for this configuration on this machine's device (or, with
 // --device cuda where none is present, on assumed GPU figures and the given budget).
-void print_plan(const onn::TrainConfig& c, const std::string& targets, const std::string& layers, bool json) {
+void print_plan(const onn::TrainConfig& c, const std::string& targets, const std::string& layers, bool json,
+                const onn::Communicator& comm) {
   if (c.model_dir.empty() == c.init_preset.empty()) throw onn::InvalidArgument("--plan needs --model DIR or --init PRESET");
   const onn::ModelConfig model =
       c.model_dir.empty() ? onn::find_preset(c.init_preset).config : onn::load_model_config(c.model_dir);
@@ -123,11 +127,17 @@ void print_plan(const onn::TrainConfig& c, const std::string& targets, const std
   if (json) {
     nlohmann::ordered_json j = {{"type", "plan"}, {"device", hw.name}, {"measured", hw.measured}};
     j.update(p.to_json());
+    j["world"] = {{"size", comm.size()}, {"backend", onn::comm_backend_name(comm.backend())},
+                  {"micro_batches_per_rank", p.grad_accum}, {"rows_per_step", p.micro_batch * p.grad_accum * comm.size()}};
     std::cout << j.dump() << "\n";
   } else {
     std::cout << "onn-train --plan: " << req.model.architecture << ", " << req.model.num_hidden_layers << " layers, "
               << (req.full ? "full training" : "LoRA rank " + std::to_string(req.lora.rank)) << " on " << hw.name
               << "\n" << p.to_text();
+    std::cout << "world: " << comm.size() << " rank" << (comm.size() > 1 ? "s" : "") << " ("
+              << onn::comm_backend_name(comm.backend()) << "), each " << p.grad_accum << " micro-batch"
+              << (p.grad_accum > 1 ? "es" : "") << " of " << p.micro_batch << " rows per step: "
+              << p.micro_batch * p.grad_accum * comm.size() << " rows per optimizer step\n";
   }
 }
 
@@ -136,6 +146,7 @@ struct TrainArgs {
   onn::TrainConfig c;
   std::string targets = "all-linear", layers, resume, log_file, schedule = "cosine";
   bool json = false, demo = false, no_packing = false, plan = false;
+  onn::dist::DistOptions dist;
 };
 
 void add_flags(CLI::App& app, TrainArgs& a) {
@@ -195,6 +206,10 @@ void add_flags(CLI::App& app, TrainArgs& a) {
   onn::tools::add_placement_flags(app, c.placement, {"the run", true});
   app.add_flag("--json", a.json, "NDJSON events on stdout (init, step, val, checkpoint, done, error)");
   app.add_option("--log-file", a.log_file, "append the NDJSON events to this file");
+  app.add_option("--comm-timeout", a.dist.timeout_s,
+                 "distributed runs (mpirun -np N onn-train ..., or srun --mpi=pmix): seconds a collective may wait "
+                 "for the other ranks before every rank is ended with one line (default 600)")
+      ->check(CLI::PositiveNumber);
 }
 
 // The run continues with the configuration it was started with (same batches, same schedule);
@@ -203,12 +218,14 @@ void resume_config(const CLI::App& app, TrainArgs& a) {
   for (const CLI::Option* o : app.get_options()) {
     const std::string name = o->get_name();
     if (o->count() == 0 || name == "--resume" || name == "--device" || name == "--json" || name == "--log-file" ||
-        name == "--vram-budget" || name == "--stream" || name == "--layers-per-chunk" || name == "--share-loads")
+        name == "--vram-budget" || name == "--stream" || name == "--layers-per-chunk" || name == "--share-loads" ||
+        name == "--threads" || name == "--comm-timeout")
       continue;
     throw onn::InvalidArgument("--resume continues the run with its own configuration (" + a.resume +
                                "/run_config.json); " + name +
                                " cannot be given with it (only --device, --vram-budget, --stream, "
-                               "--layers-per-chunk, --share-loads, --json and --log-file can)");
+                               "--layers-per-chunk, --share-loads, --threads, --comm-timeout, --json and "
+                               "--log-file can)");
   }
   const std::string device = a.c.device;
   onn::PlacementFlags placement = a.c.placement;
@@ -233,14 +250,18 @@ void new_config(TrainArgs& a) {
   }
 }
 
-// The run, its events reported, and the done (or error) event.
-int run_training(const TrainArgs& a, bool resuming) {
+// The run, its events reported (by rank 0), and the done (or error) event.
+int run_training(const TrainArgs& a, bool resuming, onn::Communicator& comm) {
   onn::TrainConfig c = a.c;
+  if (!comm.lead()) {
+    onn::train(c, resuming, [](const nlohmann::ordered_json&) {}, &comm);
+    return 0;
+  }
   Reporter reporter(a.json, a.log_file, false);
   const auto t0 = std::chrono::steady_clock::now();
   try {
     if (!resuming) c.schedule = onn::parse_schedule(a.schedule);
-    const onn::TrainResult r = onn::train(c, resuming, [&](const nlohmann::ordered_json& e) { reporter(e); });
+    const onn::TrainResult r = onn::train(c, resuming, [&](const nlohmann::ordered_json& e) { reporter(e); }, &comm);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     const auto or_null = [](double v) { return v >= 0 ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); };
     reporter({{"type", "done"}, {"steps", r.steps}, {"skipped_steps", r.skipped_steps}, {"loss", r.last_loss},
@@ -254,18 +275,38 @@ int run_training(const TrainArgs& a, bool resuming) {
   return 0;
 }
 
+// This process's rank: the launcher's MPI world (one rank without a launcher). Each rank takes
+// its node's share of the cores and, on CUDA, the GPU of its local rank.
+std::unique_ptr<onn::Communicator> open_ranks(const CLI::App& app, TrainArgs& a) {
+  std::unique_ptr<onn::Communicator> comm = onn::dist::make_communicator(a.dist);
+  onn::tools::set_cli_rank(comm->rank());
+  if (comm->size() == 1) return comm;
+  if (a.demo) throw onn::InvalidArgument("--demo runs as one process, not under mpirun");
+  if (app.count("--threads") == 0)
+    onn::set_cpu_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm->local_size()));
+  const onn::Device device = onn::tools::device_from_flag(a.c.device);
+  if (device.is_cuda() && a.c.device.find(':') == std::string::npos) {
+    a.c.device = "cuda:" + std::to_string(comm->local_rank() % onn::cuda_device_count());
+    return onn::dist::with_nccl(std::move(comm), onn::Device::parse(a.c.device), a.dist);
+  }
+  return device.is_cuda() ? onn::dist::with_nccl(std::move(comm), device, a.dist) : std::move(comm);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"onn-train: fine-tune a Hugging Face model folder with LoRA (default) or train it fully; "
-               "--demo runs the built-in demo"};
+               "--demo runs the built-in demo. Data parallel on several GPUs or nodes: mpirun -np N onn-train ..."};
   TrainArgs a;
   add_flags(app, a);
-  return onn::tools::run_cli(app, "onn-train", argc, argv, [&] {
+  std::unique_ptr<onn::Communicator> comm;
+  bool ranks_disagree = false;
+  const int code = onn::tools::run_cli(app, "onn-train", argc, argv, [&] {
+    comm = open_ranks(app, a);
     if (a.demo) return onn::tools::run_train_demo(a.c.out_dir, a.c.device, a.json);
     onn::tools::check_host_ram(a.c.placement, a.plan);
     if (a.plan) {
-      print_plan(a.c, a.targets, a.layers, a.json);
+      if (comm->lead()) print_plan(a.c, a.targets, a.layers, a.json, *comm);
       return 0;
     }
     const bool resuming = !a.resume.empty();
@@ -274,6 +315,15 @@ int main(int argc, char** argv) {
     else
       new_config(a);
     onn::tools::device_from_flag(a.c.device);  // a clear error for a missing CUDA device
-    return run_training(a, resuming);
+    try {
+      return run_training(a, resuming, *comm);
+    } catch (const onn::RanksDisagree&) {
+      ranks_disagree = true;
+      throw;
+    }
   });
+  // A rank that failed alone ends the others (they would wait for it); a refusal every rank
+  // reached, or success, ends each rank normally.
+  if (code != 0 && comm && comm->size() > 1 && !ranks_disagree) comm->abort(code);
+  return code;
 }

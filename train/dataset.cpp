@@ -45,13 +45,12 @@ nlohmann::json corpus_fingerprint(const CorpusSource& src) {
   }
   const fs::path dir(src.model_dir);
   const std::string tok = read_file((dir / "tokenizer.json").string(), size_t{1} << 30);
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char ch : tok) h = (h ^ ch) * 0x100000001b3ull;
+  uint64_t h = fnv1a(tok);
   std::string cfg_text;
   std::error_code ec;
   if (fs::exists(dir / "tokenizer_config.json", ec))
     cfg_text = read_file((dir / "tokenizer_config.json").string(), size_t{1} << 26);
-  for (unsigned char ch : cfg_text) h = (h ^ ch) * 0x100000001b3ull;
+  h = fnv1a(cfg_text, h);
   return {{"files", files}, {"tokenizer_fnv1a", std::to_string(h)}, {"seq_len", src.seq_len},
           {"train_on_inputs", src.train_on_inputs}, {"chat_format", src.chat_format},
           {"skip_bad_records", src.skip_bad_records}, {"version", 1}};
@@ -224,8 +223,10 @@ Corpus load_or_tokenize_corpus(const CorpusSource& src, const Tokenizer& tok, Da
   if (!src.chat_format.empty()) to.chat_format = chat_format_from_name(src.chat_format);
   Corpus corpus = tokenize_examples(tok, examples, to);
   if (corpus.documents() == 0) throw InvalidArgument(src.data + ": no document of two or more tokens");
-  fs::create_directories(fs::path(src.cache).parent_path());
-  save_corpus(corpus, src.cache, fp);
+  if (src.write_cache) {
+    fs::create_directories(fs::path(src.cache).parent_path());
+    save_corpus(corpus, src.cache, fp);
+  }
   return corpus;
 }
 

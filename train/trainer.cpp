@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <numeric>
@@ -44,8 +45,9 @@ struct StepResult {
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& cfg, bool resume, const EventSink& events)
-      : cfg_(cfg), resume_(resume), events_(events), ctx_(device_from(cfg.device)) {}
+  Trainer(const TrainConfig& cfg, bool resume, const EventSink& events, Communicator* comm)
+      : cfg_(cfg), resume_(resume), events_(events), ctx_(device_from(cfg.device)),
+        own_comm_(comm ? nullptr : local_communicator()), comm_(comm ? *comm : *own_comm_) {}
 
   TrainResult run();
 
@@ -54,6 +56,8 @@ class Trainer {
   void setup();
   void check_run_folder();
   void check_model_config();
+  void check_ranks_config();
+  void check_ranks_data();
   void write_init_model();
   void load_data(DataReport& report, bool& cached);
   void place();
@@ -64,7 +68,10 @@ class Trainer {
   void emit_init(const DataReport& report, bool cached);
   // A step.
   StepResult train_step();
-  std::vector<PassOptions> pass_options(size_t micro_batches, int64_t targets, std::vector<Tensor>& loss_outs);
+  std::vector<PassOptions> pass_options(size_t micro_batches, int64_t first, int64_t targets,
+                                        std::vector<Tensor>& loss_outs);
+  void sum_over_ranks();
+  double sum_in_rank_order(const std::vector<double>& mine);
   void optimizer_step(const StepResult& s, double lr);
   void emit_step(const StepResult& s, double lr, double ms, double joules);
   void after_step(const StepResult& s);
@@ -75,6 +82,12 @@ class Trainer {
   void save_weights(const fs::path& dir);
   void save();
   LlamaModel& model() { return *placed_.model; }
+  // Rank 0 reports and writes the run folder.
+  void emit(const nlohmann::ordered_json& e) {
+    if (comm_.lead()) events_(e);
+  }
+  // Micro-batches per step over all ranks.
+  int64_t step_micro_batches() const { return cfg_.grad_accum * comm_.size(); }
   nlohmann::ordered_json run_plan_json() const;
   nlohmann::ordered_json stream_json();
 
@@ -82,6 +95,8 @@ class Trainer {
   bool resume_;
   const EventSink& events_;
   Context ctx_;
+  std::unique_ptr<Communicator> own_comm_;  // one rank, when train() was given none
+  Communicator& comm_;
   fs::path out_, ckpt_;  // the run folder; the checkpoint a resumed run continues from
   std::string model_dir_;
   uint64_t budget_ = 0;       // the device allocator's (0: none)
@@ -135,10 +150,12 @@ void Trainer::setup() {
   cfg_.full = cfg_.full || !cfg_.init_preset.empty();
   check_run_folder();
   check_model_config();
+  check_ranks_config();
   write_init_model();
   DataReport report;
   bool cached = false;
   load_data(report, cached);
+  check_ranks_data();
   place();
   if (cfg_.full)
     make_full_params();
@@ -147,10 +164,45 @@ void Trainer::setup() {
   make_moments();
   count_steps();
   if (resume_) st_ = load_checkpoint(ctx_, ckpt_, params_);
+  // Every rank has read the checkpoint before rank 0 writes the next (and drops old ones).
+  comm_.barrier();
+  if (!comm_.lead()) return;
   // The run's configuration, before any step: --resume reads it back.
   remove_interrupted_checkpoints(out_);
   if (!resume_) write_file_atomic((out_ / "run_config.json").string(), cfg_.to_json().dump(2) + "\n");
   emit_init(report, cached);
+}
+
+// Every rank must run the same configuration from the same checkpoint; each may run on its
+// own device under its own budget (not part of the configuration compared).
+void Trainer::check_ranks_config() {
+  std::vector<std::pair<std::string, std::string>> fields;
+  const nlohmann::ordered_json config = cfg_.to_json();
+  for (const auto& [key, value] : config.items())
+    if (key != "device") fields.emplace_back(key, value.dump());
+  fields.emplace_back("device type", ctx_.device().is_cuda() ? "cuda" : "cpu");
+  fields.emplace_back("checkpoint resumed", ckpt_.empty() || !resume_ ? "none" : ckpt_.filename().string());
+  check_same_on_all_ranks(comm_, fields, "configuration");
+}
+
+// ... and the same tokens: the model's config.json and tokenizer, and the corpus as tokenized.
+void Trainer::check_ranks_data() {
+  if (comm_.size() == 1) return;
+  const auto hash_of = [](const Corpus& c) {
+    uint64_t h = fnv1a(c.ids.data(), c.ids.size() * sizeof(int32_t));
+    h = fnv1a(c.target.data(), c.target.size(), h);
+    return std::to_string(fnv1a(c.offsets.data(), c.offsets.size() * sizeof(int64_t), h));
+  };
+  const fs::path dir(model_dir_);
+  std::string model_files = read_file((dir / "config.json").string(), size_t{1} << 26);
+  model_files += read_file((dir / "tokenizer.json").string(), size_t{1} << 30);
+  check_same_on_all_ranks(comm_,
+                          {{"model config.json and tokenizer.json (FNV-1a)", std::to_string(fnv1a(model_files))},
+                           {"training tokens (FNV-1a)", hash_of(train_)},
+                           {"validation tokens (FNV-1a)", hash_of(val_corpus_)},
+                           {"training documents", std::to_string(train_docs_.size())},
+                           {"validation documents", std::to_string(val_docs_.size())}},
+                          "data");
 }
 
 // A run killed before its first checkpoint continues by starting again; a new run does not
@@ -175,32 +227,37 @@ void Trainer::check_model_config() {
                 "(QLoRA), not --full");
 }
 
-// A from-scratch model (--init) is written into the run folder first, its tokenizer learned
-// from the training text.
+// A from-scratch model (--init) is written into the run folder first (by rank 0), its
+// tokenizer learned from the training text.
 void Trainer::write_init_model() {
   model_dir_ = cfg_.model_dir;
   if (cfg_.init_preset.empty()) return;
   model_dir_ = (out_ / "init-model").string();
   std::error_code ec;
-  if (fs::exists(fs::path(model_dir_) / "config.json", ec)) return;
-  DataReport r;
-  ReadOptions ro;
-  ro.skip_bad_records = cfg_.skip_bad_records;
-  std::string text;
-  for (const Example& e : read_examples(cfg_.data, ro, r))
-    text += e.kind == Example::Kind::text ? e.text : e.prompt + e.completion + "\n";
-  InitOptions io;
-  io.seed = cfg_.seed;
-  io.dtype = DType::f32;
-  io.tokenizer_text = text;
-  io.tokenizer_vocab = cfg_.init_tokenizer_vocab;
-  write_random_model(find_preset(cfg_.init_preset), model_dir_, io);
+  if (comm_.lead() && !fs::exists(fs::path(model_dir_) / "config.json", ec)) {
+    DataReport r;
+    ReadOptions ro;
+    ro.skip_bad_records = cfg_.skip_bad_records;
+    std::string text;
+    for (const Example& e : read_examples(cfg_.data, ro, r))
+      text += e.kind == Example::Kind::text ? e.text : e.prompt + e.completion + "\n";
+    InitOptions io;
+    io.seed = cfg_.seed;
+    io.dtype = DType::f32;
+    io.tokenizer_text = text;
+    io.tokenizer_vocab = cfg_.init_tokenizer_vocab;
+    write_random_model(find_preset(cfg_.init_preset), model_dir_, io);
+  }
+  comm_.barrier();
 }
 
 // The tokenizer, the training corpus (cached in the run folder) and the validation documents.
 void Trainer::load_data(DataReport& report, bool& cached) {
   tok_.emplace(Tokenizer::load(model_dir_));
+  // Rank 0 tokenizes and writes the cache; the others read it (or tokenize, writing nothing).
+  if (!comm_.lead()) comm_.barrier();
   CorpusSource src;
+  src.write_cache = comm_.lead();
   src.data = cfg_.data;
   src.model_dir = model_dir_;
   src.cache = (out_ / "data" / "train-corpus").string();
@@ -224,6 +281,7 @@ void Trainer::load_data(DataReport& report, bool& cached) {
     val_corpus_ = train_;
   }
   ONN_CHECK_ARG(!train_docs_.empty(), cfg_.data, ": no training documents left after the validation split");
+  if (comm_.lead()) comm_.barrier();
 }
 
 // The budget, the plan (with --batch-rows it also splits the batch), resident or streamed, and
@@ -310,7 +368,7 @@ void Trainer::count_steps() {
   int64_t micro = 0;
   for (int64_t e = 0; e < cfg_.epochs; ++e)
     micro += static_cast<int64_t>(plan_epoch(train_, train_docs_, pack_options(true), cfg_.seed, e).size());
-  total_steps_ = std::max<int64_t>(1, micro / cfg_.grad_accum);
+  total_steps_ = std::max<int64_t>(1, micro / step_micro_batches());
 }
 
 void Trainer::emit_init(const DataReport& report, bool cached) {
@@ -319,7 +377,7 @@ void Trainer::emit_init(const DataReport& report, bool cached) {
   int64_t trainable = 0;
   for (const Param& p : params_) trainable += p.value.numel();
   nlohmann::ordered_json skipped = report.skipped;
-  events_({{"type", "init"},
+  emit({{"type", "init"},
            {"model", model_dir_},
            {"architecture", mc.architecture},
            {"device", ctx_.device().str()},
@@ -354,6 +412,9 @@ nlohmann::ordered_json Trainer::run_plan_json() const {
   }
   const CachingAllocator* caching = ctx_.caching_allocator();
   j["budget_bytes"] = caching ? caching->budget() : 0;
+  j["world"] = {{"size", comm_.size()}, {"backend", comm_backend_name(comm_.backend())},
+                {"micro_batches_per_rank", cfg_.grad_accum},
+                {"rows_per_step", cfg_.micro_batch * step_micro_batches()}};
   if (plan_) j["planner"] = plan_->to_json();
   return j;
 }
@@ -379,11 +440,43 @@ double Trainer::evaluate() {
   int64_t total = 0;
   for (const auto& b : batches) total += batch_target_tokens(val_corpus_, b);
   if (total == 0) return -1;
-  double loss = 0;
   std::vector<Tensor> none;  // evaluation returns its losses
-  const PassOptions opt = pass_options(1, total, none)[0];
-  for (const auto& b : batches) loss += forward_loss(ctx_, model(), make_batch(ctx_, val_corpus_, b), opt);
-  return loss;
+  const PassOptions opt = pass_options(1, 0, total, none)[0];
+  // Rank r evaluates the r-th run of batches; the losses are summed in batch order.
+  const size_t per_rank = (batches.size() + static_cast<size_t>(comm_.size()) - 1) / static_cast<size_t>(comm_.size());
+  const size_t begin = std::min(batches.size(), per_rank * static_cast<size_t>(comm_.rank()));
+  std::vector<double> losses;
+  for (size_t i = begin; i < std::min(batches.size(), begin + per_rank); ++i)
+    losses.push_back(forward_loss(ctx_, model(), make_batch(ctx_, val_corpus_, batches[i]), opt));
+  return sum_in_rank_order(losses);
+}
+
+// The values of every rank, concatenated in rank order, summed from 0 in that order: what one
+// rank summing them all would get.
+double Trainer::sum_in_rank_order(const std::vector<double>& mine) {
+  double sum = 0;
+  if (comm_.size() == 1) {
+    for (double v : mine) sum += v;
+    return sum;
+  }
+  for (const std::string& bytes : comm_.all_gather(std::string(reinterpret_cast<const char*>(mine.data()),
+                                                               mine.size() * sizeof(double)))) {
+    ONN_ASSERT(bytes.size() % sizeof(double) == 0, "a rank sent ", bytes.size(), " bytes of losses");
+    for (size_t i = 0; i < bytes.size(); i += sizeof(double)) {
+      double v;
+      std::memcpy(&v, bytes.data() + i, sizeof v);
+      sum += v;
+    }
+  }
+  return sum;
+}
+
+// The step's gradients summed over the ranks (before the norm, clipping and AdamW).
+void Trainer::sum_over_ranks() {
+  if (comm_.size() == 1) return;
+  std::vector<Tensor> grads;
+  for (const Param& p : params_) grads.push_back(p.grad);
+  comm_.all_reduce_sum(ctx_, grads);
 }
 
 void Trainer::save_weights(const fs::path& dir) {
@@ -413,16 +506,19 @@ void Trainer::save() {
              {"lr", learning_rate(cfg_, std::max<int64_t>(0, st_.step - 1), total_steps_)},
              {"rng", {{"seed", cfg_.seed},
                       {"data_order", "counter_hash(seed, epoch)"},
-                      {"lora_dropout", "counter_hash(counter_hash(seed, step * grad_accum + micro), layer * 8 + module)"},
+                      {"lora_dropout", "counter_hash(counter_hash(seed, step * grad_accum * world_size + micro), "
+                                       "layer * 8 + module)"},
                       {"lora_init", "counter_hash(seed, module)"}}},
              {"config", cfg_.to_json()}};
   const fs::path dir = save_checkpoint(out_, w);
-  events_({{"type", "checkpoint"}, {"step", st_.step}, {"path", dir.string()}});
+  emit({{"type", "checkpoint"}, {"step", st_.step}, {"path", dir.string()}});
 }
 
-// Each micro-batch's options: the adapter or full weights, the feed, its dropout seed, the
-// step's token count, and where its loss is left (loss_outs[i], views of one device tensor).
-std::vector<PassOptions> Trainer::pass_options(size_t micro_batches, int64_t targets, std::vector<Tensor>& loss_outs) {
+// Each micro-batch's options: the adapter or full weights, the feed, its dropout seed (from its
+// index in the step over all ranks, `first` + i), the step's token count, and where its loss is
+// left (loss_outs[i], views of one device tensor).
+std::vector<PassOptions> Trainer::pass_options(size_t micro_batches, int64_t first, int64_t targets,
+                                               std::vector<Tensor>& loss_outs) {
   std::vector<PassOptions> opts(micro_batches);
   for (size_t i = 0; i < micro_batches; ++i) {
     PassOptions& o = opts[i];
@@ -430,22 +526,25 @@ std::vector<PassOptions> Trainer::pass_options(size_t micro_batches, int64_t tar
     o.stream = placed_.stream.get();
     o.head_granule = placed_.stream ? kLmHeadGranule : 0;
     o.recompute = cfg_.recompute;
-    o.dropout_seed = counter_hash(cfg_.seed, static_cast<uint64_t>(st_.step * cfg_.grad_accum) + i);
+    o.dropout_seed = counter_hash(cfg_.seed, static_cast<uint64_t>(st_.step * step_micro_batches() + first) + i);
     o.loss_tokens = targets;
     if (i < loss_outs.size()) o.loss_out = &loss_outs[i];
   }
   return opts;
 }
 
-// The step's micro-batches through forward and backward, then the gradient norm; the losses
-// are summed on the host in micro-batch order once the device is done.
+// This rank's micro-batches of the step through forward and backward, the gradients summed
+// over the ranks, then the gradient norm; the losses are summed on the host in micro-batch
+// order once the device is done. The token counts are the whole step's.
 StepResult Trainer::train_step() {
   StepResult s;
   std::vector<std::vector<int64_t>> micro;
-  for (int64_t i = 0; i < cfg_.grad_accum; ++i) {
-    micro.push_back(next_micro_batch());
-    s.targets += batch_target_tokens(train_, micro.back());
-    for (int64_t d : micro.back()) s.tokens += train_.length(d);
+  const int64_t first = cfg_.grad_accum * comm_.rank();
+  for (int64_t i = 0; i < step_micro_batches(); ++i) {
+    std::vector<int64_t> docs = next_micro_batch();
+    s.targets += batch_target_tokens(train_, docs);
+    for (int64_t d : docs) s.tokens += train_.length(d);
+    if (i >= first && i < first + cfg_.grad_accum) micro.push_back(std::move(docs));
   }
   zero_gradients(ctx_, *grads_);
   Tensor losses;  // one per micro-batch, on the device until the step's one wait
@@ -457,16 +556,19 @@ StepResult Trainer::train_step() {
     losses = Tensor::empty(Shape{static_cast<int64_t>(micro.size())}, loss_dtype(model().dtype()), ctx_.allocator());
     std::vector<Tensor> outs(micro.size());
     for (size_t i = 0; i < micro.size(); ++i) outs[i] = losses.slice(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
-    const std::vector<PassOptions> opts = pass_options(micro.size(), s.targets, outs);
+    const std::vector<PassOptions> opts = pass_options(micro.size(), first, s.targets, outs);
     // Streamed with micro-batches per load: each group of them shares every weight load.
     const size_t per_load = static_cast<size_t>(std::max<int64_t>(placement_.micro_batches_per_load, 1));
     forward_backward_groups(ctx_, model(), batches, *grads_, opts, per_load);
+    sum_over_ranks();
     std::vector<const Tensor*> gp;
     for (const Param& p : params_) gp.push_back(&p.grad);
     s.norm = global_grad_norm(ctx_, gp);  // waits for the passes
     ctx_.synchronize();
     const Tensor host = losses.to(Device::cpu());
-    for (int64_t i = 0; i < host.numel(); ++i) s.loss += load_as_double(host.data(), host.dtype(), static_cast<size_t>(i));
+    std::vector<double> mine;
+    for (int64_t i = 0; i < host.numel(); ++i) mine.push_back(load_as_double(host.data(), host.dtype(), static_cast<size_t>(i)));
+    s.loss = sum_in_rank_order(mine);
   }
   s.bad = !std::isfinite(s.loss) || !std::isfinite(s.norm);
   return s;
@@ -505,7 +607,7 @@ void Trainer::emit_step(const StepResult& s, double lr, double ms, double joules
     if (s.tokens > 0) j_per_token = joules_step / static_cast<double>(s.tokens);
   }
   const CachingAllocator* caching = ctx_.caching_allocator();
-  events_(nlohmann::ordered_json{{"type", "step"},
+  emit(nlohmann::ordered_json{{"type", "step"},
                                  {"step", st_.step},
                                  {"loss", s.bad ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(s.loss)},
                                  {"lr", lr},
@@ -520,6 +622,7 @@ void Trainer::emit_step(const StepResult& s, double lr, double ms, double joules
                                  {"j_per_token", j_per_token},
                                  {"epoch", st_.epoch},
                                  {"skipped", s.bad}});
+  if (!tb_) return;  // not rank 0
   if (!s.bad) {
     tb_->scalar("train/loss", st_.step, s.loss);
     tb_->scalar("train/grad_norm", st_.step, s.norm);
@@ -542,19 +645,20 @@ void Trainer::after_step(const StepResult& s) {
   const bool last = st_.step == total_steps_;
   if ((cfg_.eval_every > 0 && st_.step % cfg_.eval_every == 0) || last) {
     st_.val_loss = evaluate();
-    if (st_.val_loss >= 0) {
-      events_({{"type", "val"}, {"step", st_.step}, {"loss", st_.val_loss}, {"perplexity", std::exp(st_.val_loss)}});
+    if (st_.val_loss >= 0 && tb_) {
+      emit({{"type", "val"}, {"step", st_.step}, {"loss", st_.val_loss}, {"perplexity", std::exp(st_.val_loss)}});
       tb_->scalar("val/loss", st_.step, st_.val_loss);
       tb_->scalar("val/perplexity", st_.step, std::exp(st_.val_loss));
     }
   }
-  if (cfg_.write_outputs && !s.bad && ((cfg_.save_every > 0 && st_.step % cfg_.save_every == 0) || last)) save();
+  if (comm_.lead() && cfg_.write_outputs && !s.bad && ((cfg_.save_every > 0 && st_.step % cfg_.save_every == 0) || last))
+    save();
 }
 
 TrainResult Trainer::run() {
   setup();
   // Opened once the run is known to be valid, so a refused run writes nothing.
-  tb_ = std::make_unique<TensorBoardWriter>((out_ / "tensorboard").string());
+  if (comm_.lead()) tb_ = std::make_unique<TensorBoardWriter>((out_ / "tensorboard").string());
   energy_.emplace(ctx_.device());
   using clock = std::chrono::steady_clock;
   while (st_.step < total_steps_) {
@@ -580,20 +684,23 @@ TrainResult Trainer::run() {
     r.energy_j = energy_j_;
     r.energy_j_per_token = energy_tokens_ > 0 ? energy_j_ / static_cast<double>(energy_tokens_) : -1;
   }
-  r.tensorboard = tb_->path();
+  if (tb_) r.tensorboard = tb_->path();
   if (cfg_.write_outputs) {
     const fs::path out = out_ / (cfg_.full ? "model" : "adapter");
-    fs::create_directories(out);
-    save_weights(out);
+    if (comm_.lead()) {
+      fs::create_directories(out);
+      save_weights(out);
+    }
     r.output = out.string();
   }
+  comm_.barrier();  // the outputs are written when any rank returns
   return r;
 }
 
 }  // namespace
 
-TrainResult train(const TrainConfig& cfg, bool resume, const EventSink& events) {
-  Trainer t(cfg, resume, events);
+TrainResult train(const TrainConfig& cfg, bool resume, const EventSink& events, Communicator* comm) {
+  Trainer t(cfg, resume, events, comm);
   return t.run();
 }
 

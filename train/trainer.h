@@ -11,6 +11,7 @@
 
 #include "model/chat.h"
 #include "model/lora.h"
+#include "runtime/comm.h"
 #include "runtime/json.h"
 #include "plan/placement.h"
 #include "plan/planner.h"
@@ -113,7 +114,15 @@ struct TrainResult {
 
 // Runs (or, with resume, continues) the training described by cfg. Bad configuration or
 // data: InvalidArgument before anything is written to out_dir's checkpoints.
-TrainResult train(const TrainConfig& cfg, bool resume, const EventSink& events);
+//
+// Data parallel with `comm` of N ranks (null: one rank): every rank runs this with the same
+// configuration (checked at start: RanksDisagree on every rank otherwise). A step is
+// N * grad_accum micro-batches in the seeded order, rank r taking the r-th run of grad_accum;
+// the loss counts the whole step's tokens, the gradients are summed over the ranks before
+// clipping and AdamW, so the run is the one-rank run with N times the accumulation. Rank 0
+// alone writes the run folder (which must be shared by the ranks) and emits events;
+// validation batches are shared out. TrainResult is the same on every rank.
+TrainResult train(const TrainConfig& cfg, bool resume, const EventSink& events, Communicator* comm = nullptr);
 
 // The configuration a run folder was started with (for --resume RUN_DIR).
 TrainConfig load_run_config(const std::string& run_dir);

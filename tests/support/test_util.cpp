@@ -8,6 +8,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -76,6 +77,40 @@ ProcessResult run_process_killed_after(const std::vector<std::string>& argv, int
   return spawn_and_wait(argv, "/dev/null", [ms] {
     ::usleep(static_cast<useconds_t>(ms) * 1000);
     ::kill(last_child, SIGKILL);
+  });
+}
+
+namespace {
+
+// Every process whose parent chain reaches `root` (from /proc), root first.
+std::vector<pid_t> process_tree(pid_t root) {
+  std::vector<std::pair<pid_t, pid_t>> parent_of;  // (pid, ppid)
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const size_t close = line.rfind(')');  // "pid (comm) state ppid ..."
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2)
+      parent_of.emplace_back(static_cast<pid_t>(std::stoi(name)), static_cast<pid_t>(ppid));
+  }
+  std::vector<pid_t> tree = {root};
+  for (size_t i = 0; i < tree.size(); ++i)
+    for (const auto& [pid, ppid] : parent_of)
+      if (ppid == tree[i]) tree.push_back(pid);
+  return tree;
+}
+
+}  // namespace
+
+ProcessResult run_job_killed_after(const std::vector<std::string>& argv, int ms) {
+  return spawn_and_wait(argv, "/dev/null", [ms] {
+    ::usleep(static_cast<useconds_t>(ms) * 1000);
+    for (pid_t p : process_tree(last_child)) ::kill(p, SIGKILL);
   });
 }
 

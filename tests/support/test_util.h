@@ -38,6 +38,9 @@ ProcessResult run_process(const std::vector<std::string>& argv);
 // As run_process, but the process is killed with SIGKILL after `ms` milliseconds if it is
 // still running (exit_code is then -9).
 ProcessResult run_process_killed_after(const std::vector<std::string>& argv, int ms);
+// As run_process_killed_after, but SIGKILL goes to the process and every descendant at once
+// (a launcher such as mpirun and the ranks it started: the whole job).
+ProcessResult run_job_killed_after(const std::vector<std::string>& argv, int ms);
 ProcessResult run_in_terminal(const std::vector<std::string>& argv, const std::string& input);
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);

@@ -1,0 +1,36 @@
+// How a process finds the other ranks of its run: the launcher's environment (mpirun, or
+// srun --mpi=pmix) starts MPI, and CUDA ranks then open NCCL over it (the NCCL unique id is
+// broadcast over MPI). A process no launcher started is one rank (local_communicator).
+#pragma once
+
+#include <memory>
+
+#include "runtime/comm.h"
+#include "runtime/device.h"
+
+namespace onn::dist {
+
+// Which backends this build has (-DONN_DISTRIBUTED; NCCL needs the CUDA backend too).
+bool mpi_compiled_in();
+bool nccl_compiled_in();
+
+// The world size the launcher's environment announces (OMPI_COMM_WORLD_SIZE, PMIX_SIZE via
+// PMIX_RANK, PMI_SIZE, ONN_WORLD_SIZE); 1 when none does.
+int launched_world_size();
+
+struct DistOptions {
+  // A collective that has not completed after this many seconds ends every rank with one
+  // line naming it (a rank that stopped or hangs), instead of waiting forever.
+  double timeout_s = 600;
+};
+
+// MPI when a launcher started more than one rank, else the local communicator. A launched
+// run in a build without MPI, or ONN_WORLD_SIZE > 1 without an MPI launcher, is refused
+// (InvalidArgument) rather than running N copies of one job into one folder.
+std::unique_ptr<Communicator> make_communicator(const DistOptions& opt);
+
+// For CUDA ranks: NCCL for device tensors on `device` (this rank's GPU), `host` (MPI) for host
+// bytes and host tensors. Returns `host` unchanged when it is local or NCCL is not built.
+std::unique_ptr<Communicator> with_nccl(std::unique_ptr<Communicator> host, Device device, const DistOptions& opt);
+
+}  // namespace onn::dist
