@@ -22,6 +22,7 @@
 #include "runtime/file_util.h"
 #include "runtime/hardware.h"
 #include "plan/flops.h"
+#include "tools/bench_allreduce.h"
 #include "tools/cli.h"
 #include "tools/placement_flags.h"
 #include "train/trainer.h"
@@ -401,7 +402,13 @@ int main(int argc, char** argv) {
                                                 "memory, MFU (and energy on CUDA)");
   BenchArgs a;
   add_train_flags(train, a);
+  CLI::App* allreduce = app.add_subcommand(
+      "allreduce", "time the gradient all-reduce on the ranks a launcher started (mpirun -np N onn-bench allreduce): "
+                   "ms, algorithm and bus bandwidth");
+  onn::tools::AllreduceArgs ar;
+  onn::tools::add_allreduce_flags(allreduce, ar);
   return onn::tools::run_cli(app, "onn-bench", argc, argv, [&] {
+    if (allreduce->parsed()) return onn::tools::run_allreduce_bench(ar);
     const onn::Device device = onn::tools::device_from_flag(a.device_flag);
     if (!a.trace_path.empty() && a.c.placement.stream == onn::Placement::resident)
       throw onn::InvalidArgument("--trace needs a streamed run; --stream off has no timeline to write");

@@ -149,6 +149,14 @@ struct TrainArgs {
   onn::dist::DistOptions dist;
 };
 
+// Data-parallel runs (mpirun -np N onn-train ...): their one flag.
+void add_dist_flags(CLI::App& app, TrainArgs& a) {
+  app.add_option("--comm-timeout", a.dist.timeout_s,
+                 "distributed runs (mpirun -np N onn-train ..., or srun --mpi=pmix): seconds a collective may wait "
+                 "for the other ranks before every rank is ended with one line (default 600)")
+      ->check(CLI::PositiveNumber);
+}
+
 void add_flags(CLI::App& app, TrainArgs& a) {
   onn::TrainConfig& c = a.c;
   app.add_flag("--demo", a.demo, "train a small model from scratch on synthetic arithmetic, then LoRA-tune it on a "
@@ -172,7 +180,7 @@ void add_flags(CLI::App& app, TrainArgs& a) {
   app.add_option("--train-layers", a.layers, "adapt only these layers, e.g. 0-3,36-39 (default: all)");
   app.add_option("--seq-len", c.seq_len, "tokens per row (default: 512, or the model's context when shorter)");
   auto* micro_opt = app.add_option("--micro-batch", c.micro_batch, "rows per forward/backward (default 4)");
-  auto* accum_opt = app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (default 1)");
+  auto* accum_opt = app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (per rank under mpirun; default 1)");
   app.add_option("--batch-rows", c.batch_rows,
                  "rows per optimizer step, split by the planner: it picks the micro-batch (the divisor that fits the "
                  "budget fastest; of equally fast ones, the one that copies the weights least, then keeps "
@@ -206,10 +214,7 @@ void add_flags(CLI::App& app, TrainArgs& a) {
   onn::tools::add_placement_flags(app, c.placement, {"the run", true});
   app.add_flag("--json", a.json, "NDJSON events on stdout (init, step, val, checkpoint, done, error)");
   app.add_option("--log-file", a.log_file, "append the NDJSON events to this file");
-  app.add_option("--comm-timeout", a.dist.timeout_s,
-                 "distributed runs (mpirun -np N onn-train ..., or srun --mpi=pmix): seconds a collective may wait "
-                 "for the other ranks before every rank is ended with one line (default 600)")
-      ->check(CLI::PositiveNumber);
+  add_dist_flags(app, a);
 }
 
 // The run continues with the configuration it was started with (same batches, same schedule);
@@ -280,7 +285,7 @@ int run_training(const TrainArgs& a, bool resuming, onn::Communicator& comm) {
 std::unique_ptr<onn::Communicator> open_ranks(const CLI::App& app, TrainArgs& a) {
   std::unique_ptr<onn::Communicator> comm = onn::dist::make_communicator(a.dist);
   onn::tools::set_cli_rank(comm->rank());
-  if (comm->size() == 1) return comm;
+  if (comm->backend() == onn::CommBackend::local) return comm;
   if (a.demo) throw onn::InvalidArgument("--demo runs as one process, not under mpirun");
   if (app.count("--threads") == 0)
     onn::set_cpu_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm->local_size()));

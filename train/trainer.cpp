@@ -473,7 +473,7 @@ double Trainer::sum_in_rank_order(const std::vector<double>& mine) {
 
 // The step's gradients summed over the ranks (before the norm, clipping and AdamW).
 void Trainer::sum_over_ranks() {
-  if (comm_.size() == 1) return;
+  if (comm_.backend() == CommBackend::local) return;  // a launched run of one rank sums too (mpirun -np 1)
   std::vector<Tensor> grads;
   for (const Param& p : params_) grads.push_back(p.grad);
   comm_.all_reduce_sum(ctx_, grads);

@@ -56,7 +56,6 @@ std::unique_ptr<Communicator> make_communicator(const DistOptions& opt) {
                   "(ONN's ranks find each other through MPI; there is no ONN_MASTER_ADDR rendezvous)");
     return local_communicator();
   }
-  if (mpi == 1) return local_communicator();
 #if ONN_HAVE_MPI
   return make_mpi_communicator(opt);
 #else
@@ -67,7 +66,7 @@ std::unique_ptr<Communicator> make_communicator(const DistOptions& opt) {
 }
 
 std::unique_ptr<Communicator> with_nccl(std::unique_ptr<Communicator> host, Device device, const DistOptions& opt) {
-  if (host->size() == 1 || !device.is_cuda()) return host;
+  if (host->backend() == CommBackend::local || !device.is_cuda()) return host;
 #if ONN_HAVE_NCCL
   return make_nccl_communicator(std::move(host), device, opt);
 #else

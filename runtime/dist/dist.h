@@ -24,13 +24,15 @@ struct DistOptions {
   double timeout_s = 600;
 };
 
-// MPI when a launcher started more than one rank, else the local communicator. A launched
+// MPI when a launcher started this process (mpirun -np 1 too: the collectives then run over
+// one rank, which a one-rank NCCL run uses to check the path), else the local communicator. A launched
 // run in a build without MPI, or ONN_WORLD_SIZE > 1 without an MPI launcher, is refused
 // (InvalidArgument) rather than running N copies of one job into one folder.
 std::unique_ptr<Communicator> make_communicator(const DistOptions& opt);
 
 // For CUDA ranks: NCCL for device tensors on `device` (this rank's GPU), `host` (MPI) for host
-// bytes and host tensors. Returns `host` unchanged when it is local or NCCL is not built.
+// bytes and host tensors. Returns `host` unchanged when it is local, `device` is the CPU, or
+// NCCL is not built (MPI then sums device tensors through host memory).
 std::unique_ptr<Communicator> with_nccl(std::unique_ptr<Communicator> host, Device device, const DistOptions& opt);
 
 }  // namespace onn::dist

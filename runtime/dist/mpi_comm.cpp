@@ -17,6 +17,7 @@
 
 #include "runtime/dist/dist.h"
 #include "runtime/dtype.h"
+#include "runtime/parallel.h"
 
 namespace onn::dist {
 namespace {
@@ -40,28 +41,32 @@ size_t element_bytes(DType dt) {
   return dtype_size(dt);
 }
 
-// dst[i] = src[0][i] + src[1][i] + ... (left to right), for `parts` arrays of n elements laid
-// out one after another in src. BF16 is folded in F32 and rounded once.
-void fold(void* dst, const void* src, size_t n, int parts, DType dt) {
-  if (dt == DType::f64) {
-    auto* d = static_cast<double*>(dst);
-    const auto* s = static_cast<const double*>(src);
-    for (size_t i = 0; i < n; ++i) {
-      double acc = s[i];
-      for (int p = 1; p < parts; ++p) acc += s[static_cast<size_t>(p) * n + i];
-      d[i] = acc;
+// Elements per part of the fold on the thread pool.
+constexpr int64_t kFoldGrain = 1 << 16;
+
+// dst[i] = ((src[0][i] + src[1][i]) + src[2][i]) + ..., for `parts` arrays of n elements laid
+// out one after another in src, on the pool (each element is one rank-ordered fold, so the
+// split changes no bit). BF16 is folded in F32 and rounded once.
+template <typename T>
+void fold_as(T* dst, const T* src, int64_t n, int parts) {
+  parallel_for(n, kFoldGrain, [&](int64_t, int64_t begin, int64_t end) {
+    std::copy(src + begin, src + end, dst + begin);
+    for (int p = 1; p < parts; ++p) {
+      const T* s = src + static_cast<int64_t>(p) * n;
+      for (int64_t i = begin; i < end; ++i) dst[i] += s[i];
     }
-    return;
-  }
-  const auto load = [&](size_t k) {
-    return dt == DType::f32 ? static_cast<const float*>(src)[k] : bf16_bits_to_f32(static_cast<const uint16_t*>(src)[k]);
-  };
-  for (size_t i = 0; i < n; ++i) {
-    float acc = load(i);
-    for (int p = 1; p < parts; ++p) acc += load(static_cast<size_t>(p) * n + i);
-    if (dt == DType::f32) static_cast<float*>(dst)[i] = acc;
-    else static_cast<uint16_t*>(dst)[i] = f32_to_bf16_bits(acc);
-  }
+  });
+}
+
+void fold(void* dst, const void* src, size_t n, int parts, DType dt) {
+  const auto count = static_cast<int64_t>(n);
+  if (dt == DType::f64) return fold_as(static_cast<double*>(dst), static_cast<const double*>(src), count, parts);
+  if (dt == DType::f32) return fold_as(static_cast<float*>(dst), static_cast<const float*>(src), count, parts);
+  std::vector<float> wide(n * static_cast<size_t>(parts)), sum(n);
+  const auto* bits = static_cast<const uint16_t*>(src);
+  for (size_t i = 0; i < wide.size(); ++i) wide[i] = bf16_bits_to_f32(bits[i]);
+  fold_as(sum.data(), wide.data(), count, parts);
+  for (size_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = f32_to_bf16_bits(sum[i]);
 }
 
 class MpiCommunicator final : public Communicator {

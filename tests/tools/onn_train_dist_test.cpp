@@ -168,6 +168,26 @@ TEST_CASE("mpirun -np 2 and 3: LoRA and full training match one process with the
   CHECK(slurp(again + "/" + lora.weights) == slurp(dir.file("lora-2") + "/" + lora.weights));
 }
 
+TEST_CASE("mpirun -np 1 sums over one rank, bitwise the plain run, and --plan names the world and the per-rank batch") {
+  allow_mpirun();
+  TempDir dir;
+  const std::string data = write_data(dir.file("data.jsonl"), 24);
+  const Mode& lora = modes()[0];
+  const std::string plain = dir.file("plain"), one = dir.file("one");
+  REQUIRE(run_process(train_args(lora, data, plain, 2)).exit_code == 0);
+  const ProcessResult r = run_process(mpirun(1, train_args(lora, data, one, 2)));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(events_of(slurp(one + ".log")).front()["plan"]["world"]["backend"] == "mpi");
+  CHECK(step_losses(one + ".log") == step_losses(plain + ".log"));
+  CHECK(slurp(one + "/" + lora.weights) == slurp(plain + "/" + lora.weights));
+  const ProcessResult plan = run_process(mpirun(3, {kTrain, "--plan", "--init", "tiny", "--device", "cpu",
+                                                    "--micro-batch", "4", "--grad-accum", "2"}));
+  REQUIRE_MESSAGE(plan.exit_code == 0, plan.err);
+  CHECK(plan.out.find("world: 3 ranks (mpi), each 2 micro-batches of 4 rows per step: 24 rows per optimizer step") !=
+        std::string::npos);
+  CHECK(plan.out.find("onn-train --plan") == plan.out.rfind("onn-train --plan"));  // rank 0 alone prints
+}
+
 TEST_CASE("mpirun -np 2, kill -9 of the whole job at random moments, then --resume: bitwise the uninterrupted run") {
   allow_mpirun();
   TempDir dir;
