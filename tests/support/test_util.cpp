@@ -114,6 +114,14 @@ ProcessResult run_job_killed_after(const std::vector<std::string>& argv, int ms)
   });
 }
 
+ProcessResult run_job_member_killed_after(const std::vector<std::string>& argv, int ms) {
+  return spawn_and_wait(argv, "/dev/null", [ms] {
+    ::usleep(static_cast<useconds_t>(ms) * 1000);
+    const std::vector<pid_t> tree = process_tree(last_child);
+    if (tree.size() > 1) ::kill(tree.back(), SIGKILL);
+  });
+}
+
 ProcessResult run_in_terminal(const std::vector<std::string>& argv, const std::string& input) {
   const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
   if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0)

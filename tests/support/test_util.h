@@ -41,6 +41,9 @@ ProcessResult run_process_killed_after(const std::vector<std::string>& argv, int
 // As run_process_killed_after, but SIGKILL goes to the process and every descendant at once
 // (a launcher such as mpirun and the ranks it started: the whole job).
 ProcessResult run_job_killed_after(const std::vector<std::string>& argv, int ms);
+// As run_job_killed_after, but SIGKILL goes to one process of the job only: the newest
+// descendant of the one started (under mpirun, the last rank started).
+ProcessResult run_job_member_killed_after(const std::vector<std::string>& argv, int ms);
 ProcessResult run_in_terminal(const std::vector<std::string>& argv, const std::string& input);
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);

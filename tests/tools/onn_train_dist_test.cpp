@@ -1,7 +1,7 @@
 // Data-parallel onn-train on CPU ranks, launched as users launch it (mpirun -np N): against one
 // process with the same global batch (LoRA with dropout, full training from a preset), kill -9
-// of the whole job and --resume, ranks started with different flags or data, a rank that
-// fails alone, and a rank that stops answering (the collective time-out).
+// of the whole job and --resume, ranks placed differently, ranks started with different flags
+// or data, a rank that fails alone or is killed, and a rank that stops answering (the time-out).
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -188,6 +188,31 @@ TEST_CASE("mpirun -np 1 sums over one rank, bitwise the plain run, and --plan na
   CHECK(plan.out.find("onn-train --plan") == plan.out.rfind("onn-train --plan"));  // rank 0 alone prints
 }
 
+// A streamed pass has the bits of a resident one with the sliced LM head and recompute, not of
+// the default resident pass: the mixed run is compared within the data-parallel tolerance.
+TEST_CASE("each rank places its own weights: rank 0 streamed, rank 1 resident, against one resident process") {
+  allow_mpirun();
+  TempDir dir;
+  const std::string data = write_data(dir.file("data.jsonl"), 24);
+  const Mode& lora = modes()[0];
+  const std::string one = dir.file("one"), mixed = dir.file("mixed");
+  REQUIRE(run_process(train_args(lora, data, one, 4)).exit_code == 0);
+  std::vector<std::string> argv = {kMpirun, "-np", "1"};
+  for (const std::string& s : train_args(lora, data, mixed, 2)) argv.push_back(s);
+  for (const char* s : {"--stream", "on", "--layers-per-chunk", "1", ":", "-np", "1"}) argv.push_back(s);
+  for (const std::string& s : train_args(lora, data, mixed, 2)) argv.push_back(s);
+  const ProcessResult r = run_process(argv);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const nlohmann::json init = events_of(slurp(mixed + ".log")).front();
+  CHECK(init["plan"]["resident"] == false);  // rank 0's plan
+  CHECK(init["plan"]["layers_per_chunk"] == 1);
+  const auto want = step_losses(one + ".log"), got = step_losses(mixed + ".log");
+  REQUIRE(got.size() == want.size());
+  for (const auto& [step, loss] : want) CHECK(std::fabs(got.at(step) - loss) <= kParallelTolerance * loss);
+  double worst = 0;
+  CHECK(weights_error(one + "/" + lora.weights, mixed + "/" + lora.weights, worst) < kParallelTolerance);
+}
+
 TEST_CASE("mpirun -np 2, kill -9 of the whole job at random moments, then --resume: bitwise the uninterrupted run") {
   allow_mpirun();
   TempDir dir;
@@ -280,7 +305,7 @@ TEST_CASE("ranks started with a different --lr, --data or data are refused by ev
   }
 }
 
-TEST_CASE("a rank that fails alone ends every rank, and one that stops answering ends them at --comm-timeout") {
+TEST_CASE("a rank that fails alone or is killed ends every rank, and one that stops answering ends them at --comm-timeout") {
   allow_mpirun();
   TempDir dir;
   const std::string data = write_data(dir.file("data.jsonl"), 20);
@@ -300,6 +325,14 @@ TEST_CASE("a rank that fails alone ends every rank, and one that stops answering
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("onn-train: rank 1: error: /nonexistent-model") != std::string::npos);
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60));
+  // A rank killed in the middle of training: the launcher ends the job, no rank is left waiting.
+  argv = mpirun(2, {kTrain, "--model", kModel, "--data", data, "--out", dir.file("long"), "--device", "cpu",
+                    "--steps", "100000", "--seq-len", "32", "--lora-rank", "4"});
+  t0 = std::chrono::steady_clock::now();
+  r = run_job_member_killed_after(argv, 3000);
+  CHECK(r.exit_code != 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60));
+  CHECK(!fs::exists(dir.file("long") + "/adapter"));  // it did not run to the end
   // Rank 1 joins MPI and then sleeps: rank 0's first collective times out.
   argv = {kMpirun, "-np", "1"};
   argv.insert(argv.end(), run.begin(), run.end());
