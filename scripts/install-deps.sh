@@ -9,6 +9,7 @@ packages=(
   libpcre2-dev libutf8proc-dev   # tokenizer: split regexes with Unicode properties, NFC
   clang libclang-rt-dev   # the libFuzzer target (scripts/fuzz.sh)
   libopenmpi-dev openmpi-bin   # data-parallel runs (runtime/dist): mpirun -np N onn-train
+  libsnappy-dev libzstd-dev zlib1g-dev   # Parquet data: the page codecs
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -22,3 +22,7 @@ endif()
 if(NOT ONN_DISTRIBUTED STREQUAL "OFF")
   find_package(MPI COMPONENTS C QUIET)
 endif()
+# Parquet data (train/parquet_*): its page codecs.
+find_package(Snappy CONFIG REQUIRED)
+find_package(zstd CONFIG REQUIRED)
+find_package(ZLIB REQUIRED)
