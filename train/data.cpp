@@ -7,12 +7,19 @@
 #include "runtime/error.h"
 #include "runtime/file_util.h"
 #include "runtime/json.h"
+#include "train/parquet_records.h"
 
 namespace onn {
 
 namespace {
 
 namespace fs = std::filesystem;
+
+// The data file types, by extension.
+bool data_extension(const std::string& ext) {
+  return ext == ".jsonl" || ext == ".json" || ext == ".parquet" || ext == ".txt" || ext == ".md";
+}
+constexpr const char* kDataTypes = ".jsonl, .json, .parquet, .txt or .md";
 
 // The record layouts, recognised by their keys.
 enum class Schema { none, text, input_output, prompt_completion, instruction, messages };
@@ -187,10 +194,28 @@ class Reader {
     ++report_.records;
   }
 
+  // A Parquet file's rows, a row group at a time; its columns must fit one record layout.
+  void parquet(const std::string& path) {
+    report_.files.push_back(path);
+    Schema schema = Schema::none;
+    for_each_parquet_row(path, [&](int64_t row, nlohmann::json& r) {
+      if (row == 1 && schema_of(r) == Schema::none) {
+        std::string cols;
+        for (const auto& [k, v] : r.items()) cols += (cols.empty() ? "" : ", ") + k;
+        throw InvalidArgument(path + ": no record layout fits its columns (" + cols + "); layouts are " +
+                              schema_name(Schema::text) + ", " + schema_name(Schema::input_output) + ", " +
+                              schema_name(Schema::prompt_completion) + ", " + schema_name(Schema::instruction) +
+                              " and " + schema_name(Schema::messages));
+      }
+      record(path + ":row " + std::to_string(row), &r, "", schema);
+    });
+  }
+
   void file(const fs::path& p) {
     const std::string ext = p.extension().string(), path = p.string();
-    if (ext != ".jsonl" && ext != ".json" && ext != ".txt" && ext != ".md")
-      throw InvalidArgument(path + ": unsupported data file type \"" + ext + "\" (use .jsonl, .json, .txt or .md)");
+    if (!data_extension(ext))
+      throw InvalidArgument(path + ": unsupported data file type \"" + ext + "\" (use " + kDataTypes + ")");
+    if (ext == ".parquet") return parquet(path);
     const std::string text = read_file(path, static_cast<size_t>(opt_.max_file_bytes));
     report_.files.push_back(path);
     if (ext == ".jsonl")
@@ -224,10 +249,10 @@ std::vector<Example> read_examples(const std::string& path, const ReadOptions& o
     for (const auto& e : fs::directory_iterator(path)) {
       const std::string name = e.path().filename().string(), ext = e.path().extension().string();
       if (name.empty() || name[0] == '.' || !e.is_regular_file()) continue;
-      if (ext == ".jsonl" || ext == ".json" || ext == ".txt" || ext == ".md") files.push_back(e.path());
+      if (data_extension(ext)) files.push_back(e.path());
     }
     std::sort(files.begin(), files.end());
-    if (files.empty()) throw InvalidArgument(path + ": no .jsonl, .json, .txt or .md files in the folder");
+    if (files.empty()) throw InvalidArgument(path + ": no " + std::string(kDataTypes) + " files in the folder");
     for (const fs::path& f : files) reader.file(f);
   } else {
     if (!fs::exists(path, ec)) throw IoError(path + ": no such file or folder");

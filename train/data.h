@@ -1,4 +1,4 @@
-// Training data files: JSONL and JSON records (text, input/output, prompt/completion,
+// Training data files: JSONL, JSON and Parquet records (text, input/output, prompt/completion,
 // instruction/input/output, chat messages), plain text and Markdown, or a folder of them.
 // Every record is validated before training starts; a bad one is an error naming the file,
 // the line (JSONL) or record number (JSON) and the field, unless bad records are skipped.
@@ -19,7 +19,7 @@ struct Example {
   std::string text;                   // text
   std::string prompt, completion;     // pair: loss on the completion only (by default)
   std::vector<ChatMessage> messages;  // chat: loss on assistant turns only (by default)
-  std::string where;                  // "data.jsonl:17", for messages
+  std::string where;                  // "data.jsonl:17", "data.parquet:row 17", for messages
 };
 
 struct DataReport {
@@ -33,7 +33,7 @@ struct ReadOptions {
   int64_t max_file_bytes = int64_t{1} << 34;
 };
 
-// Reads a file (.jsonl, .json, .txt, .md) or every such file of a folder (sorted by name,
+// Reads a file (.jsonl, .json, .parquet, .txt, .md) or every such file of a folder (sorted by name,
 // hidden files and other extensions left out). InvalidArgument for bad records (unless
 // skipped), an unsupported file type, an empty dataset; IoError for unreadable files.
 std::vector<Example> read_examples(const std::string& path, const ReadOptions& opt, DataReport& report);

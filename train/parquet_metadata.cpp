@@ -134,8 +134,9 @@ ParquetRowGroup read_row_group(ThriftReader& r) {
 }
 
 // The leaves of the schema tree below element `at` (consumed from `els`), depth first.
-void flatten(const std::vector<SchemaElement>& els, size_t& at, std::vector<std::string>& path, int def, int rep,
-             int depth, std::vector<ParquetLeaf>& out, const std::string& source) {
+void flatten(const std::vector<SchemaElement>& els, size_t& at, std::vector<std::string>& path,
+             std::vector<ParquetRepetition>& reps, int def, int rep, int depth, std::vector<ParquetLeaf>& out,
+             const std::string& source) {
   if (at >= els.size()) throw FormatError(source + ": the schema's num_children counts more elements than it has");
   if (depth > kMaxSchemaDepth) throw FormatError(source + ": the schema nests deeper than " + std::to_string(kMaxSchemaDepth));
   const SchemaElement& e = els[at++];
@@ -143,19 +144,22 @@ void flatten(const std::vector<SchemaElement>& els, size_t& at, std::vector<std:
   def += repetition != ParquetRepetition::required;
   rep += repetition == ParquetRepetition::repeated;
   path.push_back(e.name);
+  reps.push_back(repetition);
   if (e.num_children == 0) {
     if (e.type < 0) throw FormatError(source + ": schema element " + e.name + " has neither children nor a type");
     ParquetLeaf leaf;
     leaf.path = path;
+    leaf.path_repetition = reps;
     leaf.type = static_cast<ParquetType>(e.type);
     leaf.repetition = repetition;
     leaf.max_definition_level = def;
     leaf.max_repetition_level = rep;
     out.push_back(std::move(leaf));
   } else {
-    for (int32_t i = 0; i < e.num_children; ++i) flatten(els, at, path, def, rep, depth + 1, out, source);
+    for (int32_t i = 0; i < e.num_children; ++i) flatten(els, at, path, reps, def, rep, depth + 1, out, source);
   }
   path.pop_back();
+  reps.pop_back();
 }
 
 std::vector<ParquetLeaf> leaves_of(const std::vector<SchemaElement>& els, const std::string& source) {
@@ -163,7 +167,8 @@ std::vector<ParquetLeaf> leaves_of(const std::vector<SchemaElement>& els, const 
   std::vector<ParquetLeaf> out;
   size_t at = 1;
   std::vector<std::string> path;
-  for (int32_t i = 0; i < els[0].num_children; ++i) flatten(els, at, path, 0, 0, 1, out, source);
+  std::vector<ParquetRepetition> reps;
+  for (int32_t i = 0; i < els[0].num_children; ++i) flatten(els, at, path, reps, 0, 0, 1, out, source);
   if (at != els.size()) throw FormatError(source + ": the schema has elements outside its tree");
   return out;
 }

@@ -30,6 +30,7 @@ struct ParquetLeaf {
   std::vector<std::string> path;  // names from the root's child down, e.g. messages.list.element.role
   ParquetType type = ParquetType::byte_array;
   ParquetRepetition repetition = ParquetRepetition::required;
+  std::vector<ParquetRepetition> path_repetition;  // of each element on the path, the leaf's last
   int max_definition_level = 0, max_repetition_level = 0;
   std::string dotted_path() const;
 };

@@ -85,6 +85,9 @@ def main():
         chats.append({"messages": msgs})
     chats.append({"messages": []})
     write("messages", pa.Table.from_pylist(chats), compression="snappy", row_group_size=5)
+    # Columns no record layout names (question / answer).
+    qa = [{"question": f"Q{i} is", "answer": f" A{i % 5}"} for i in range(10)]
+    write("qa", pa.Table.from_pylist(qa), compression="gzip")
 
 
 if __name__ == "__main__":

@@ -461,3 +461,34 @@ TEST_CASE("onn-train --resume: a run_config.json with an unknown schedule is ref
   CHECK(r.err.find("--schedule must be cosine, linear or constant") != std::string::npos);
   CHECK(r.err.find('\n') == r.err.size() - 1);
 }
+
+TEST_CASE("onn-train from a Parquet file: bitwise the run from the same records as JSONL") {
+  TempDir dir;
+  const std::string fixture = std::string(ONN_TEST_DATA_DIR) + "/parquet/pairs_zstd";
+  std::string jsonl;
+  for (const nlohmann::json& r : read_json_file(fixture + ".rows.json")) jsonl += r.dump() + "\n";
+  const std::string data = dir.file("pairs.jsonl");
+  write_file_atomic(data, jsonl);
+  const auto run = [&](const std::string& file, const std::string& out) {
+    return run_process({kTrain, "--model", kModel, "--data", file, "--out", out, "--device", "cpu", "--steps", "4",
+                        "--seq-len", "16", "--micro-batch", "2", "--lora-rank", "4", "--lora-dropout", "0.1",
+                        "--lr", "5e-3", "--val-split", "0.1", "--log-file", out + ".log"});
+  };
+  REQUIRE(run(data, dir.file("jsonl")).exit_code == 0);
+  const ProcessResult r = run(fixture + ".parquet", dir.file("parquet"));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const auto want = step_losses(slurp(dir.file("jsonl") + ".log"));
+  CHECK(want.size() == 4);
+  CHECK(step_losses(slurp(dir.file("parquet") + ".log")) == want);
+  CHECK(slurp(dir.file("parquet") + "/adapter/adapter_model.safetensors") ==
+        slurp(dir.file("jsonl") + "/adapter/adapter_model.safetensors"));
+  // A cut file: one line naming it, exit 2, nothing trained.
+  std::string bytes = slurp(fixture + ".parquet");
+  bytes.resize(bytes.size() / 2);
+  const std::string cut = dir.file("cut.parquet");
+  write_file_atomic(cut, bytes);
+  const ProcessResult bad = run(cut, dir.file("cut"));
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("onn-train: error: " + cut + ": not a Parquet file") != std::string::npos);
+  CHECK(!fs::exists(dir.file("cut") + "/run_config.json"));
+}

@@ -10,6 +10,8 @@
 #include "kernels/cross_entropy.h"
 #include "model/tokenizer.h"
 #include "runtime/error.h"
+#include "runtime/file_util.h"
+#include "runtime/json.h"
 #include "support/test_util.h"
 #include "train/data.h"
 #include "train/dataset.h"
@@ -287,4 +289,58 @@ TEST_CASE("a training corpus is tokenized once, then served from its cache until
   src.data = write(dir, "empty.jsonl", "");
   CHECK_THROWS_WITH_AS(load_or_tokenize_corpus(src, tok, report, again), doctest::Contains("empty.jsonl"),
                        InvalidArgument);
+}
+
+namespace {
+
+// The records pyarrow read from a fixture, as a JSONL file.
+std::string jsonl_of_rows(TempDir& dir, const std::string& fixture) {
+  const nlohmann::json rows = read_json_file(std::string(ONN_TEST_DATA_DIR) + "/parquet/" + fixture + ".rows.json");
+  std::string text;
+  for (const nlohmann::json& r : rows) text += r.dump() + "\n";
+  return write(dir, fixture + ".jsonl", text);
+}
+
+}  // namespace
+
+TEST_CASE("parquet: records are the JSONL adapter's for the same rows, with file:row positions") {
+  TempDir dir;
+  const std::string fixtures = std::string(ONN_TEST_DATA_DIR) + "/parquet/";
+  for (const std::string name : {"pairs_none", "pairs_snappy", "pairs_zstd", "pairs_gzip", "pairs_plain_v2", "messages"}) {
+    CAPTURE(name);
+    const bool chat = name == "messages";
+    // The fixture's one empty messages list is a bad record in both.
+    const std::vector<Example> want = read(jsonl_of_rows(dir, name), chat), got = read(fixtures + name + ".parquet", chat);
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      CHECK(got[i].kind == want[i].kind);
+      CHECK(got[i].prompt == want[i].prompt);
+      CHECK(got[i].completion == want[i].completion);
+      REQUIRE(got[i].messages.size() == want[i].messages.size());
+      for (size_t m = 0; m < want[i].messages.size(); ++m) {
+        CHECK(got[i].messages[m].role == want[i].messages[m].role);
+        CHECK(got[i].messages[m].content == want[i].messages[m].content);
+      }
+    }
+    CHECK(got[0].where == fixtures + name + ".parquet:row 1");
+  }
+  // A null in a text column: a bad record at its row, or skipped and reported.
+  const std::string typed = fixtures + "typed_nulls.parquet";
+  CHECK_THROWS_WITH_AS(read(typed), doctest::Contains("typed_nulls.parquet:row 2: field \"text\" must be a string"),
+                       InvalidArgument);
+  ReadOptions o;
+  o.skip_bad_records = true;
+  DataReport r, rj;
+  CHECK(read_examples(typed, o, r).size() == 4);  // "alpha", "gamma", "epsilon ...", "zeta"
+  CHECK(read_examples(jsonl_of_rows(dir, "typed_nulls"), o, rj).size() == 4);
+  CHECK(r.skipped.size() == 3);  // two nulls and an empty text, as in the JSONL
+  CHECK(r.skipped[0].find("typed_nulls.parquet:row 2: ") != std::string::npos);
+  // Columns no layout names: one line listing them.
+  CHECK_THROWS_WITH_AS(read(fixtures + "qa.parquet"),
+                       doctest::Contains("qa.parquet: no record layout fits its columns (answer, question)"),
+                       InvalidArgument);
+  // A broken file is a FormatError naming it, never a bad record to skip.
+  std::string bytes = read_file(fixtures + "pairs_snappy.parquet", 1 << 20);
+  bytes.resize(bytes.size() - 3);
+  CHECK_THROWS_AS(read(write(dir, "cut.parquet", bytes), true), FormatError);
 }

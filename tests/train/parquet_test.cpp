@@ -22,7 +22,7 @@ namespace {
 
 const std::string kDir = std::string(ONN_TEST_DATA_DIR) + "/parquet/";
 const char* const kFixtures[] = {"pairs_none", "pairs_snappy", "pairs_zstd", "pairs_gzip", "pairs_plain_v2",
-                                 "typed_nulls", "messages"};
+                                 "typed_nulls", "messages", "qa"};
 
 std::vector<uint8_t> bytes_of(const std::string& path) {
   const std::string s = read_file(path, size_t{1} << 24);
