@@ -192,6 +192,8 @@ void add_flags(CLI::App& app, TrainArgs& a) {
   app.add_flag("--no-packing", a.no_packing, "one document per row instead of packing several");
   app.add_flag("--train-on-inputs", c.train_on_inputs, "loss on prompts and user turns too");
   app.add_flag("--skip-bad-records", c.skip_bad_records, "skip invalid records (reported) instead of stopping");
+  app.add_option("--data-columns", c.data_columns, "other names for the record fields, COLUMN=FIELD,...: e.g. "
+                                                  "question=input,answer=output (JSONL, JSON, Parquet and CSV alike)");
   app.add_option("--chat-format", c.chat_format, "chat template for messages data: llama3, chatml, qwen3, llama2, "
                                                  "phi3, phi4 (default: the tokenizer's)");
   auto* steps = app.add_option("--steps", c.steps, "optimizer steps (default: --epochs over the data)");

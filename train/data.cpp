@@ -7,6 +7,7 @@
 #include "runtime/error.h"
 #include "runtime/file_util.h"
 #include "runtime/json.h"
+#include "train/csv.h"
 #include "train/parquet_records.h"
 
 namespace onn {
@@ -17,9 +18,10 @@ namespace fs = std::filesystem;
 
 // The data file types, by extension.
 bool data_extension(const std::string& ext) {
-  return ext == ".jsonl" || ext == ".json" || ext == ".parquet" || ext == ".txt" || ext == ".md";
+  return ext == ".jsonl" || ext == ".json" || ext == ".parquet" || ext == ".csv" || ext == ".tsv" || ext == ".txt" ||
+         ext == ".md";
 }
-constexpr const char* kDataTypes = ".jsonl, .json, .parquet, .txt or .md";
+constexpr const char* kDataTypes = ".jsonl, .json, .parquet, .csv, .tsv, .txt or .md";
 
 // The record layouts, recognised by their keys.
 enum class Schema { none, text, input_output, prompt_completion, instruction, messages };
@@ -119,6 +121,9 @@ Example parse_record(const nlohmann::json& r, Schema schema) {
   return e;
 }
 
+// The field names a record layout reads: what --data-columns may map to.
+constexpr const char* kLayoutFields[] = {"text", "input", "output", "prompt", "completion", "instruction", "messages"};
+
 class Reader {
  public:
   Reader(const ReadOptions& opt, DataReport& report, std::vector<Example>& out)
@@ -128,8 +133,9 @@ class Reader {
   void record(const std::string& where, const nlohmann::json* r, const std::string& parse_error, Schema& schema) {
     try {
       if (!r) throw BadRecord{parse_error};
-      if (schema == Schema::none) schema = schema_of(*r);
-      Example e = parse_record(*r, schema);
+      const nlohmann::json& rec = opt_.columns.empty() ? *r : renamed(*r);
+      if (schema == Schema::none) schema = schema_of(rec);
+      Example e = parse_record(rec, schema);
       e.where = where;
       out_.push_back(std::move(e));
       ++report_.records;
@@ -138,6 +144,19 @@ class Reader {
       if (!opt_.skip_bad_records) throw InvalidArgument(msg);
       report_.skipped.push_back(msg);
     }
+  }
+
+  // The record with --data-columns' renames (a field that is absent stays absent).
+  const nlohmann::json& renamed(const nlohmann::json& r) {
+    renamed_ = r;
+    if (!renamed_.is_object()) return renamed_;
+    for (const auto& [from, to] : opt_.columns) {
+      if (!renamed_.contains(from)) continue;
+      nlohmann::json v = std::move(renamed_[from]);
+      renamed_.erase(from);
+      renamed_[to] = std::move(v);
+    }
+    return renamed_;
   }
 
   void jsonl(const std::string& path, const std::string& text) {
@@ -199,15 +218,26 @@ class Reader {
     report_.files.push_back(path);
     Schema schema = Schema::none;
     for_each_parquet_row(path, [&](int64_t row, nlohmann::json& r) {
-      if (row == 1 && schema_of(r) == Schema::none) {
+      if (row == 1 && schema_of(opt_.columns.empty() ? r : renamed(r)) == Schema::none) {
         std::string cols;
         for (const auto& [k, v] : r.items()) cols += (cols.empty() ? "" : ", ") + k;
         throw InvalidArgument(path + ": no record layout fits its columns (" + cols + "); layouts are " +
                               schema_name(Schema::text) + ", " + schema_name(Schema::input_output) + ", " +
                               schema_name(Schema::prompt_completion) + ", " + schema_name(Schema::instruction) +
-                              " and " + schema_name(Schema::messages));
+                              " and " + schema_name(Schema::messages) +
+                              "; map other names with --data-columns, e.g. question=input,answer=output");
       }
       record(path + ":row " + std::to_string(row), &r, "", schema);
+    });
+  }
+
+  // CSV / TSV rows; a row with the wrong number of fields is a bad record.
+  void csv(const std::string& path, const std::string& text, char separator) {
+    const size_t bad = find_invalid_utf8(text);
+    if (bad != std::string::npos) throw InvalidArgument(path + ": invalid UTF-8 at byte " + std::to_string(bad));
+    Schema schema = Schema::none;
+    for_each_csv_row(path, text, separator, [&](int64_t row, nlohmann::json& r, const std::string& why) {
+      record(path + ":row " + std::to_string(row), why.empty() ? &r : nullptr, why, schema);
     });
   }
 
@@ -220,6 +250,8 @@ class Reader {
     report_.files.push_back(path);
     if (ext == ".jsonl")
       jsonl(path, text);
+    else if (ext == ".csv" || ext == ".tsv")
+      csv(path, text, ext == ".csv" ? ',' : '\t');
     else if (ext == ".json")
       json(path, text);
     else
@@ -230,9 +262,30 @@ class Reader {
   const ReadOptions& opt_;
   DataReport& report_;
   std::vector<Example>& out_;
+  nlohmann::json renamed_;
 };
 
 }  // namespace
+
+ColumnMap parse_column_map(const std::string& spec) {
+  ColumnMap map;
+  if (spec.empty()) return map;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = spec.find(',', start);
+    const std::string item = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
+      throw InvalidArgument("--data-columns: \"" + item + "\" is not COLUMN=FIELD (e.g. question=input,answer=output)");
+    const std::string to = item.substr(eq + 1);
+    if (std::find(std::begin(kLayoutFields), std::end(kLayoutFields), to) == std::end(kLayoutFields))
+      throw InvalidArgument("--data-columns: \"" + to + "\" is not a record field (text, input, output, prompt, "
+                            "completion, instruction, messages)");
+    map.emplace_back(item.substr(0, eq), to);
+    if (comma == std::string::npos) return map;
+    start = comma + 1;
+  }
+}
 
 std::string instruction_prompt(const std::string& instruction, const std::string& input) {
   std::string p = "### Instruction:\n" + instruction + "\n\n";

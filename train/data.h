@@ -28,8 +28,14 @@ struct DataReport {
   std::vector<std::string> skipped;  // "data.jsonl:17: field \"output\" missing", one per skipped record
 };
 
+// --data-columns: "question=input,answer=output" renames a record's fields (JSONL, JSON, Parquet
+// and CSV alike) before its layout is chosen. InvalidArgument naming the flag for a bad list.
+using ColumnMap = std::vector<std::pair<std::string, std::string>>;
+ColumnMap parse_column_map(const std::string& spec);
+
 struct ReadOptions {
   bool skip_bad_records = false;  // else the first bad record throws InvalidArgument
+  ColumnMap columns;              // renames applied to every record
   int64_t max_file_bytes = int64_t{1} << 34;
 };
 

@@ -53,7 +53,7 @@ nlohmann::json corpus_fingerprint(const CorpusSource& src) {
   h = fnv1a(cfg_text, h);
   return {{"files", files}, {"tokenizer_fnv1a", std::to_string(h)}, {"seq_len", src.seq_len},
           {"train_on_inputs", src.train_on_inputs}, {"chat_format", src.chat_format},
-          {"skip_bad_records", src.skip_bad_records}, {"version", 1}};
+          {"skip_bad_records", src.skip_bad_records}, {"data_columns", src.data_columns}, {"version", 1}};
 }
 
 void append(Corpus& c, const std::vector<int32_t>& ids, bool target) {
@@ -216,6 +216,7 @@ Corpus load_or_tokenize_corpus(const CorpusSource& src, const Tokenizer& tok, Da
   from_cache = false;
   ReadOptions ro;
   ro.skip_bad_records = src.skip_bad_records;
+  ro.columns = parse_column_map(src.data_columns);
   const std::vector<Example> examples = read_examples(src.data, ro, report);
   TokenizeOptions to;
   to.seq_len = src.seq_len;

@@ -54,6 +54,7 @@ struct CorpusSource {
   bool train_on_inputs = false;
   std::string chat_format;  // a chat_format_from_name name; "" = the tokenizer's template
   bool skip_bad_records = false;
+  std::string data_columns;  // --data-columns
   bool write_cache = true;  // false: a cache is read when it matches, never written
 };
 // The corpus of src.data tokenized with `tok`: from src.cache when its fingerprint (the data

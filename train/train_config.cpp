@@ -7,6 +7,7 @@
 
 #include "runtime/error.h"
 #include "runtime/json.h"
+#include "train/data.h"
 #include "train/trainer.h"
 
 namespace onn {
@@ -39,7 +40,7 @@ nlohmann::ordered_json TrainConfig::to_json() const {
           {"rslora", lora.rslora}, {"lora_targets", targets}, {"train_layers", lora.layers},
           {"recompute", recompute}, {"seq_len", seq_len}, {"micro_batch", micro_batch},
           {"grad_accum", grad_accum}, {"packing", packing}, {"train_on_inputs", train_on_inputs},
-          {"skip_bad_records", skip_bad_records}, {"chat_format", chat_format}, {"val_split", val_split},
+          {"skip_bad_records", skip_bad_records}, {"data_columns", data_columns}, {"chat_format", chat_format}, {"val_split", val_split},
           {"steps", steps}, {"epochs", epochs}, {"lr", lr}, {"min_lr", min_lr}, {"weight_decay", weight_decay},
           {"max_grad_norm", max_grad_norm}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps},
           {"warmup_steps", warmup_steps}, {"schedule", schedule_name(schedule)}, {"eval_every", eval_every},
@@ -73,6 +74,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
     c.packing = j.at("packing");
     c.train_on_inputs = j.at("train_on_inputs");
     c.skip_bad_records = j.at("skip_bad_records");
+    c.data_columns = j.value("data_columns", "");  // absent in runs started before it existed
     c.chat_format = j.at("chat_format");
     c.val_split = j.at("val_split");
     c.steps = j.at("steps");
@@ -121,6 +123,7 @@ void TrainConfig::check() const {
   ONN_CHECK_ARG(c.max_bad_steps >= 1, "--max-bad-steps must be at least 1");
   ONN_CHECK_ARG(c.val_split >= 0 && c.val_split < 1, "--val-split must be in [0, 1)");
   ONN_CHECK_ARG(c.val_split == 0 || c.val_data.empty(), "--val-split and --val-data exclude each other");
+  parse_column_map(c.data_columns);  // a bad --data-columns before anything is read
   ONN_CHECK_ARG(c.placement.layers_per_chunk >= 0, "--layers-per-chunk must not be negative");
   ONN_CHECK_ARG(c.placement.quantize == QuantFormat::none || (!c.full && c.init_preset.empty()),
                 "--quantize freezes the base: it trains LoRA adapters (QLoRA), not --full or --init");

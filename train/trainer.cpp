@@ -238,6 +238,7 @@ void Trainer::write_init_model() {
     DataReport r;
     ReadOptions ro;
     ro.skip_bad_records = cfg_.skip_bad_records;
+    ro.columns = parse_column_map(cfg_.data_columns);
     std::string text;
     for (const Example& e : read_examples(cfg_.data, ro, r))
       text += e.kind == Example::Kind::text ? e.text : e.prompt + e.completion + "\n";
@@ -265,6 +266,7 @@ void Trainer::load_data(DataReport& report, bool& cached) {
   src.train_on_inputs = cfg_.train_on_inputs;
   src.chat_format = cfg_.chat_format;
   src.skip_bad_records = cfg_.skip_bad_records;
+  src.data_columns = cfg_.data_columns;
   train_ = load_or_tokenize_corpus(src, *tok_, report, cached);
   if (!cfg_.val_data.empty()) {
     DataReport vr;

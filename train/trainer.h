@@ -49,6 +49,7 @@ struct TrainConfig {
   bool packing = true;
   bool train_on_inputs = false;
   bool skip_bad_records = false;
+  std::string data_columns;  // "question=input,answer=output": other names for the record fields
   std::string chat_format;  // "" = the tokenizer's template
   double val_split = 0.0;
   // Length.

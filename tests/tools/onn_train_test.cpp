@@ -135,7 +135,7 @@ TEST_CASE("onn-train: bad data and bad flags give one line and exit 2, and write
       {{"--data", file("b.jsonl", "{\"input\":\"x\",\"output\":5}\n")}, "b.jsonl:1: field \"output\" must be a string"},
       {{"--data", file("c.jsonl", "{oops\n")}, "c.jsonl:1: invalid JSON"},
       {{"--data", file("d.json", "{}")}, "d.json: a .json data file must hold an array"},
-      {{"--data", file("e.csv", "a,b")}, "unsupported data file type \".csv\""},
+      {{"--data", file("e.xml", "<a/>")}, "unsupported data file type \".xml\""},
       {{"--data", file("f.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n")},
        "f.jsonl:1: field \"messages\" has no assistant turn"},
       {{"--data", dir.file("missing.jsonl")}, "no such file"},

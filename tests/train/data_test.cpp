@@ -95,7 +95,10 @@ TEST_CASE("bad records: file, line and field, or skipped and reported") {
       {"d.jsonl", "{\"text\":\"a\",\"text\":\"b\"}\n", "d.jsonl:1: invalid JSON: duplicate key"},
       {"a.json", "{\"text\":\"a\"}", "a.json: a .json data file must hold an array of records"},
       {"r.json", "[{\"input\":\"a\",\"output\":\"b\"},{\"input\":\"a\"}]", "r.json: record 2: field \"output\" missing"},
-      {"x.csv", "a,b", "x.csv: unsupported data file type \".csv\""},
+      {"x.xml", "<a/>", "x.xml: unsupported data file type \".xml\""},
+      {"w.csv", "input,output\nq,a\nq2,a2,extra\n", "w.csv:row 2: 3 fields where the header has 2"},
+      {"u.csv", "input,output\n\"q,a\n", "u.csv:row 1: a quoted field is not closed"},
+      {"h.csv", "input,input\nq,a\n", "h.csv:header: column names must be non-empty and distinct"},
       {"bad.txt", std::string("ok \xff\xfe"), "bad.txt: invalid UTF-8 at byte 3"},
       {"empty.jsonl", "\n\n", "empty.jsonl: no usable records"},
   };
@@ -343,4 +346,70 @@ TEST_CASE("parquet: records are the JSONL adapter's for the same rows, with file
   std::string bytes = read_file(fixtures + "pairs_snappy.parquet", 1 << 20);
   bytes.resize(bytes.size() - 3);
   CHECK_THROWS_AS(read(write(dir, "cut.parquet", bytes), true), FormatError);
+}
+
+TEST_CASE("--data-columns maps other names onto the record fields, in Parquet and JSONL alike") {
+  TempDir dir;
+  ReadOptions o;
+  o.columns = parse_column_map("question=input,answer=output");
+  DataReport r;
+  const std::vector<Example> got =
+      read_examples(std::string(ONN_TEST_DATA_DIR) + "/parquet/qa.parquet", o, r);
+  REQUIRE(got.size() == 10);
+  CHECK(got[3].kind == Example::Kind::pair);
+  CHECK(got[3].prompt == "Q3 is");
+  CHECK(got[3].completion == " A3");
+  DataReport rj;
+  const std::vector<Example> jsonl =
+      read_examples(write(dir, "qa.jsonl", "{\"question\": \"Q3 is\", \"answer\": \" A3\"}\n"), o, rj);
+  CHECK(jsonl[0].prompt == "Q3 is");
+  CHECK(jsonl[0].completion == " A3");
+  CHECK_THROWS_WITH_AS(parse_column_map("question"), doctest::Contains("--data-columns: \"question\" is not COLUMN=FIELD"),
+                       InvalidArgument);
+  CHECK_THROWS_WITH_AS(parse_column_map("q=answer"), doctest::Contains("\"answer\" is not a record field"),
+                       InvalidArgument);
+}
+
+TEST_CASE("CSV and TSV: RFC 4180 quoting, the JSONL adapter's records for the same rows") {
+  TempDir dir;
+  const std::string csv = write(dir, "d.csv",
+                                "input,output\r\n"
+                                "\"Q, with a comma\",\" A \"\"quoted\"\"\"\r\n"
+                                "\"two\nlines\",plain\r\n"
+                                "\r\n"  // a blank line
+                                "last,row");  // no final line end
+  const std::vector<Example> e = read(csv);
+  REQUIRE(e.size() == 3);
+  CHECK(e[0].prompt == "Q, with a comma");
+  CHECK(e[0].completion == " A \"quoted\"");
+  CHECK(e[1].prompt == "two\nlines");
+  CHECK(e[2].completion == "row");
+  CHECK(e[2].where == csv + ":row 3");
+  const std::vector<Example> t = read(write(dir, "d.tsv", "prompt\tcompletion\nQ1\t A1\n"));
+  REQUIRE(t.size() == 1);
+  CHECK(t[0].completion == " A1");
+  // Bad rows skipped and reported like bad JSONL lines.
+  ReadOptions o;
+  o.skip_bad_records = true;
+  DataReport r;
+  CHECK(read_examples(write(dir, "s.csv", "input,output\nq,a\nq2\nq3,\n"), o, r).size() == 1);
+  REQUIRE(r.skipped.size() == 2);
+  CHECK(r.skipped[0].find("s.csv:row 2: 1 fields where the header has 2") != std::string::npos);
+  CHECK(r.skipped[1].find("s.csv:row 3: field \"output\" is empty") != std::string::npos);
+  // The same records as a Parquet fixture's, written as CSV: the same examples.
+  std::string text = "input,output\n";
+  const auto quote = [](const std::string& s) {
+    std::string q = "\"";
+    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+  };
+  for (const nlohmann::json& row : read_json_file(std::string(ONN_TEST_DATA_DIR) + "/parquet/pairs_none.rows.json"))
+    text += quote(row["input"]) + "," + quote(row["output"]) + "\n";
+  const std::vector<Example> from_csv = read(write(dir, "pairs.csv", text));
+  const std::vector<Example> from_parquet = read(std::string(ONN_TEST_DATA_DIR) + "/parquet/pairs_none.parquet");
+  REQUIRE(from_csv.size() == from_parquet.size());
+  for (size_t i = 0; i < from_csv.size(); ++i) {
+    CHECK(from_csv[i].prompt == from_parquet[i].prompt);
+    CHECK(from_csv[i].completion == from_parquet[i].completion);
+  }
 }
