@@ -218,17 +218,21 @@ class Reader {
     report_.files.push_back(path);
     Schema schema = Schema::none;
     for_each_parquet_row(path, [&](int64_t row, nlohmann::json& r) {
-      if (row == 1 && schema_of(opt_.columns.empty() ? r : renamed(r)) == Schema::none) {
-        std::string cols;
-        for (const auto& [k, v] : r.items()) cols += (cols.empty() ? "" : ", ") + k;
-        throw InvalidArgument(path + ": no record layout fits its columns (" + cols + "); layouts are " +
-                              schema_name(Schema::text) + ", " + schema_name(Schema::input_output) + ", " +
-                              schema_name(Schema::prompt_completion) + ", " + schema_name(Schema::instruction) +
-                              " and " + schema_name(Schema::messages) +
-                              "; map other names with --data-columns, e.g. question=input,answer=output");
-      }
+      if (row == 1) check_columns(path, r);
       record(path + ":row " + std::to_string(row), &r, "", schema);
     });
+  }
+
+  // A table's columns (its first row's fields) must name a record layout.
+  void check_columns(const std::string& path, const nlohmann::json& first) {
+    if (schema_of(opt_.columns.empty() ? first : renamed(first)) != Schema::none) return;
+    std::string cols;
+    for (const auto& [k, v] : first.items()) cols += (cols.empty() ? "" : ", ") + k;
+    throw InvalidArgument(path + ": no record layout fits its columns (" + cols + "); layouts are " +
+                          schema_name(Schema::text) + ", " + schema_name(Schema::input_output) + ", " +
+                          schema_name(Schema::prompt_completion) + ", " + schema_name(Schema::instruction) + " and " +
+                          schema_name(Schema::messages) +
+                          "; map other names with --data-columns, e.g. question=input,answer=output");
   }
 
   // CSV / TSV rows; a row with the wrong number of fields is a bad record.
@@ -237,6 +241,7 @@ class Reader {
     if (bad != std::string::npos) throw InvalidArgument(path + ": invalid UTF-8 at byte " + std::to_string(bad));
     Schema schema = Schema::none;
     for_each_csv_row(path, text, separator, [&](int64_t row, nlohmann::json& r, const std::string& why) {
+      if (row == 1 && why.empty()) check_columns(path, r);
       record(path + ":row " + std::to_string(row), why.empty() ? &r : nullptr, why, schema);
     });
   }

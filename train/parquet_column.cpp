@@ -70,25 +70,45 @@ PageHeader read_page_header(ThriftReader& r) {
   return h;
 }
 
+// Deflate expands at most about 1032:1; a larger claim is refused before allocating.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
+// The claimed size checked against what the compressed stream itself declares (or can hold)
+// before anything is allocated; then decompressed and checked to be exactly that size.
 std::vector<uint8_t> decompress(ParquetCodec codec, std::span<const uint8_t> in, int64_t size, const Where& w) {
-  std::vector<uint8_t> out(static_cast<size_t>(size));
-  if (codec == ParquetCodec::uncompressed) {
-    if (static_cast<int64_t>(in.size()) != size) w.fail("an uncompressed page whose sizes differ");
-    std::memcpy(out.data(), in.data(), in.size());
-    return out;
+  const auto declared_mismatch = [&] {
+    w.fail(parquet_codec_name(codec) + " data that does not decompress to the declared " + std::to_string(size) + " bytes");
+  };
+  const auto* src = reinterpret_cast<const char*>(in.data());
+  size_t claimed = 0;
+  switch (codec) {
+    case ParquetCodec::uncompressed:
+      if (static_cast<int64_t>(in.size()) != size) w.fail("an uncompressed page whose sizes differ");
+      return {in.begin(), in.end()};
+    case ParquetCodec::snappy:
+      if (snappy_uncompressed_length(src, in.size(), &claimed) != SNAPPY_OK || claimed != static_cast<size_t>(size))
+        declared_mismatch();
+      break;
+    case ParquetCodec::zstd: {
+      const unsigned long long n = ZSTD_getFrameContentSize(in.data(), in.size());
+      if (n != ZSTD_CONTENTSIZE_UNKNOWN && n != static_cast<unsigned long long>(size)) declared_mismatch();
+      break;
+    }
+    case ParquetCodec::gzip:
+      if (static_cast<uint64_t>(size) > kMaxDeflateRatio * in.size() + 1024) declared_mismatch();
+      break;
+    default:
+      w.fail("codec " + parquet_codec_name(codec) + " is not supported (UNCOMPRESSED, SNAPPY, GZIP, ZSTD are)");
   }
+  std::vector<uint8_t> out(static_cast<size_t>(size));
   size_t got = out.size();
   bool ok = false;
   if (codec == ParquetCodec::snappy) {
-    size_t declared = 0;
-    ok = snappy_uncompressed_length(reinterpret_cast<const char*>(in.data()), in.size(), &declared) == SNAPPY_OK &&
-         declared == out.size() &&
-         snappy_uncompress(reinterpret_cast<const char*>(in.data()), in.size(), reinterpret_cast<char*>(out.data()),
-                           &got) == SNAPPY_OK;
+    ok = snappy_uncompress(src, in.size(), reinterpret_cast<char*>(out.data()), &got) == SNAPPY_OK;
   } else if (codec == ParquetCodec::zstd) {
     got = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
     ok = !ZSTD_isError(got);
-  } else if (codec == ParquetCodec::gzip) {
+  } else {
     z_stream z{};
     if (inflateInit2(&z, 15 + 32) != Z_OK) w.fail("zlib could not start");  // gzip or zlib header
     z.next_in = const_cast<Bytef*>(in.data());
@@ -98,11 +118,8 @@ std::vector<uint8_t> decompress(ParquetCodec codec, std::span<const uint8_t> in,
     ok = inflate(&z, Z_FINISH) == Z_STREAM_END;
     got = z.total_out;
     inflateEnd(&z);
-  } else {
-    w.fail("codec " + parquet_codec_name(codec) + " is not supported (UNCOMPRESSED, SNAPPY, GZIP, ZSTD are)");
   }
-  if (!ok || got != out.size())
-    w.fail(parquet_codec_name(codec) + " data that does not decompress to the declared " + std::to_string(size) + " bytes");
+  if (!ok || got != out.size()) declared_mismatch();
   return out;
 }
 

@@ -385,6 +385,8 @@ TEST_CASE("CSV and TSV: RFC 4180 quoting, the JSONL adapter's records for the sa
   CHECK(e[1].prompt == "two\nlines");
   CHECK(e[2].completion == "row");
   CHECK(e[2].where == csv + ":row 3");
+  CHECK_THROWS_WITH_AS(read(write(dir, "qa.csv", "question,answer\nq,a\n")),
+                       doctest::Contains("qa.csv: no record layout fits its columns (answer, question)"), InvalidArgument);
   const std::vector<Example> t = read(write(dir, "d.tsv", "prompt\tcompletion\nQ1\t A1\n"));
   REQUIRE(t.size() == 1);
   CHECK(t[0].completion == " A1");
