@@ -93,12 +93,6 @@ nlohmann::json list_value(const Field& f, const std::vector<ParquetColumnData>& 
 
 }  // namespace
 
-std::vector<std::string> parquet_columns(const std::string& path) {
-  std::vector<std::string> names;
-  for (const Field& f : fields_of(read_parquet_metadata(path), path)) names.push_back(f.name);
-  return names;
-}
-
 void for_each_parquet_row(const std::string& path, const std::function<void(int64_t, nlohmann::json&)>& fn) {
   const std::shared_ptr<const MappedFile> file = MappedFile::open(path);
   const std::span<const uint8_t> bytes(file->data(), file->size());

@@ -14,9 +14,6 @@
 
 namespace onn {
 
-// The file's top-level column names, in schema order.
-std::vector<std::string> parquet_columns(const std::string& path);
-
 // fn(row, record) for every row of the file in order (row counts from 1).
 void for_each_parquet_row(const std::string& path, const std::function<void(int64_t row, nlohmann::json& record)>& fn);
 
