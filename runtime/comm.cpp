@@ -1,6 +1,7 @@
 #include "runtime/comm.h"
 
 #include <cstdlib>
+#include <cstring>
 
 #include "runtime/json.h"
 
@@ -59,6 +60,20 @@ std::string first_difference(const Fields& lead, const Fields& other, int r, con
 }  // namespace
 
 std::unique_ptr<Communicator> local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
+double sum_in_rank_order(Communicator& comm, const std::vector<double>& mine) {
+  double sum = 0;
+  for (const std::string& bytes :
+       comm.all_gather(std::string(reinterpret_cast<const char*>(mine.data()), mine.size() * sizeof(double)))) {
+    ONN_ASSERT(bytes.size() % sizeof(double) == 0, "a rank sent ", bytes.size(), " bytes of doubles");
+    for (size_t i = 0; i < bytes.size(); i += sizeof(double)) {
+      double v;
+      std::memcpy(&v, bytes.data() + i, sizeof v);
+      sum += v;
+    }
+  }
+  return sum;
+}
 
 void check_same_on_all_ranks(Communicator& comm, const Fields& fields, const std::string& what) {
   if (comm.size() == 1) return;

@@ -57,6 +57,10 @@ class RanksDisagree : public InvalidArgument {
   using InvalidArgument::InvalidArgument;
 };
 
+// The values of every rank, concatenated in rank order, summed from 0 in that order: the bits
+// one process summing them all gets (on every rank).
+double sum_in_rank_order(Communicator& comm, const std::vector<double>& mine);
+
 // Every rank's `fields` (name -> value, the same names in the same order on every rank)
 // compared with rank 0's; RanksDisagree on every rank naming the first rank and field that
 // differ and both values. `what` says what the fields describe ("configuration", "data").

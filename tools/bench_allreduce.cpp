@@ -23,9 +23,8 @@ void add_allreduce_flags(CLI::App* app, AllreduceArgs& a) {
 int run_allreduce_bench(const AllreduceArgs& a) {
   std::unique_ptr<Communicator> comm = dist::make_communicator(a.dist);
   set_cli_rank(comm->rank());
-  Device device = device_from_flag(a.device_flag);
-  if (device.is_cuda() && a.device_flag.find(':') == std::string::npos)
-    device = Device::cuda(comm->local_rank() % cuda_device_count());
+  const Device device =
+      dist::rank_device(*comm, device_from_flag(a.device_flag), a.device_flag.find(':') != std::string::npos);
   comm = dist::with_nccl(std::move(comm), device, a.dist);
   Context ctx(device);
   const int64_t n = a.mib * (int64_t{1} << 20) / 4;

@@ -124,20 +124,20 @@ void print_plan(const onn::TrainConfig& c, const std::string& targets, const std
   const onn::PlanRequest req = onn::plan_request(run, model, device, c.placement.vram_budget);
   const onn::PlanHardware hw = onn::plan_hardware_for(device, c.placement.vram_budget, c.placement.host_ram);
   const onn::Plan p = onn::plan_training(req, hw);
+  const nlohmann::ordered_json world = onn::world_json(comm, p.micro_batch, p.grad_accum);
   if (json) {
     nlohmann::ordered_json j = {{"type", "plan"}, {"device", hw.name}, {"measured", hw.measured}};
     j.update(p.to_json());
-    j["world"] = {{"size", comm.size()}, {"backend", onn::comm_backend_name(comm.backend())},
-                  {"micro_batches_per_rank", p.grad_accum}, {"rows_per_step", p.micro_batch * p.grad_accum * comm.size()}};
+    j["world"] = world;
     std::cout << j.dump() << "\n";
   } else {
     std::cout << "onn-train --plan: " << req.model.architecture << ", " << req.model.num_hidden_layers << " layers, "
               << (req.full ? "full training" : "LoRA rank " + std::to_string(req.lora.rank)) << " on " << hw.name
               << "\n" << p.to_text();
     std::cout << "world: " << comm.size() << " rank" << (comm.size() > 1 ? "s" : "") << " ("
-              << onn::comm_backend_name(comm.backend()) << "), each " << p.grad_accum << " micro-batch"
+              << world["backend"].get<std::string>() << "), each " << p.grad_accum << " micro-batch"
               << (p.grad_accum > 1 ? "es" : "") << " of " << p.micro_batch << " rows per step: "
-              << p.micro_batch * p.grad_accum * comm.size() << " rows per optimizer step\n";
+              << world["rows_per_step"].get<int64_t>() << " rows per optimizer step\n";
   }
 }
 
@@ -291,12 +291,10 @@ std::unique_ptr<onn::Communicator> open_ranks(const CLI::App& app, TrainArgs& a)
   if (a.demo) throw onn::InvalidArgument("--demo runs as one process, not under mpirun");
   if (app.count("--threads") == 0)
     onn::set_cpu_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm->local_size()));
-  const onn::Device device = onn::tools::device_from_flag(a.c.device);
-  if (device.is_cuda() && a.c.device.find(':') == std::string::npos) {
-    a.c.device = "cuda:" + std::to_string(comm->local_rank() % onn::cuda_device_count());
-    return onn::dist::with_nccl(std::move(comm), onn::Device::parse(a.c.device), a.dist);
-  }
-  return device.is_cuda() ? onn::dist::with_nccl(std::move(comm), device, a.dist) : std::move(comm);
+  const onn::Device device = onn::dist::rank_device(*comm, onn::tools::device_from_flag(a.c.device),
+                                                    a.c.device.find(':') != std::string::npos);
+  if (device.is_cuda()) a.c.device = device.str();
+  return onn::dist::with_nccl(std::move(comm), device, a.dist);
 }
 
 }  // namespace

@@ -169,13 +169,13 @@ std::vector<uint32_t> decode_hybrid(std::span<const uint8_t> in, int width, size
       if (groups > c.left()) w.fail("a bit-packed run longer than its page");
       const std::span<const uint8_t> bits = c.take(static_cast<size_t>(groups) * static_cast<size_t>(width), "a bit-packed run");
       const size_t count = std::min<size_t>(static_cast<size_t>(groups) * 8, n - out.size());
-      for (size_t i = 0; i < count; ++i) {
-        uint64_t v = 0;
-        for (int k = 0; k < width; ++k) {
-          const size_t bit = i * static_cast<size_t>(width) + static_cast<size_t>(k);
-          v |= static_cast<uint64_t>((bits[bit / 8] >> (bit % 8)) & 1) << k;
-        }
-        out.push_back(static_cast<uint32_t>(v));
+      const uint64_t mask = (uint64_t{1} << width) - 1;  // width <= 32: the value fits a 64-bit window
+      if (width == 0) out.insert(out.end(), count, 0);  // no bytes to read
+      for (size_t i = 0; width > 0 && i < count; ++i) {
+        const size_t bit = i * static_cast<size_t>(width), at = bit / 8;
+        uint64_t window = 0;
+        std::memcpy(&window, bits.data() + at, std::min<size_t>(8, bits.size() - at));  // little-endian hosts
+        out.push_back(static_cast<uint32_t>((window >> (bit % 8)) & mask));
       }
     } else {  // a run of one value
       const uint64_t count = header >> 1;

@@ -261,12 +261,15 @@ ParquetMetadata parse_parquet_footer(std::span<const uint8_t> tail, uint64_t fil
   return m;
 }
 
+ParquetMetadata parse_parquet_file(std::span<const uint8_t> file, const std::string& source) {
+  if (file.size() < 4 || std::memcmp(file.data(), kMagic, 4) != 0)
+    throw FormatError(source + ": not a Parquet file (no PAR1 at its start)");
+  return parse_parquet_footer(file, file.size(), source);
+}
+
 ParquetMetadata read_parquet_metadata(const std::string& path) {
   const std::shared_ptr<const MappedFile> f = MappedFile::open(path);
-  const std::span<const uint8_t> all(f->data(), f->size());
-  if (all.size() < 4 || std::memcmp(all.data(), kMagic, 4) != 0)
-    throw FormatError(path + ": not a Parquet file (no PAR1 at its start)");
-  return parse_parquet_footer(all, all.size(), path);
+  return parse_parquet_file(std::span<const uint8_t>(f->data(), f->size()), path);
 }
 
 }  // namespace onn

@@ -65,7 +65,9 @@ struct ParquetMetadata {
 // The footer of a Parquet file of `file_size` bytes, from its last `tail.size()` bytes (the
 // whole file, or at least the footer and its 8-byte trailer). `source` names it in errors.
 ParquetMetadata parse_parquet_footer(std::span<const uint8_t> tail, uint64_t file_size, const std::string& source);
-// The footer of the file at `path` (only the footer is read).
+// The footer of a whole file in memory (or mapped): PAR1 at its start too.
+ParquetMetadata parse_parquet_file(std::span<const uint8_t> file, const std::string& source);
+// The footer of the file at `path` (mapped; only the footer's pages are read).
 ParquetMetadata read_parquet_metadata(const std::string& path);
 
 }  // namespace onn

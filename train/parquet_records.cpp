@@ -96,7 +96,7 @@ nlohmann::json list_value(const Field& f, const std::vector<ParquetColumnData>& 
 void for_each_parquet_row(const std::string& path, const std::function<void(int64_t, nlohmann::json&)>& fn) {
   const std::shared_ptr<const MappedFile> file = MappedFile::open(path);
   const std::span<const uint8_t> bytes(file->data(), file->size());
-  const ParquetMetadata m = read_parquet_metadata(path);
+  const ParquetMetadata m = parse_parquet_file(bytes, path);
   const std::vector<Field> fields = fields_of(m, path);
   int64_t row = 0;
   for (size_t g = 0; g < m.row_groups.size(); ++g) {

@@ -106,6 +106,11 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
   return c;
 }
 
+nlohmann::ordered_json world_json(const Communicator& comm, int64_t micro_batch, int64_t grad_accum) {
+  return {{"size", comm.size()}, {"backend", comm_backend_name(comm.backend())},
+          {"micro_batches_per_rank", grad_accum}, {"rows_per_step", micro_batch * grad_accum * comm.size()}};
+}
+
 void TrainConfig::check() const {
   const TrainConfig& c = *this;
   ONN_CHECK_ARG(!c.data.empty(), "--data is required");

@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <numeric>
@@ -71,7 +70,6 @@ class Trainer {
   std::vector<PassOptions> pass_options(size_t micro_batches, int64_t first, int64_t targets,
                                         std::vector<Tensor>& loss_outs);
   void sum_over_ranks();
-  double sum_in_rank_order(const std::vector<double>& mine);
   void optimizer_step(const StepResult& s, double lr);
   void emit_step(const StepResult& s, double lr, double ms, double joules);
   void after_step(const StepResult& s);
@@ -414,9 +412,7 @@ nlohmann::ordered_json Trainer::run_plan_json() const {
   }
   const CachingAllocator* caching = ctx_.caching_allocator();
   j["budget_bytes"] = caching ? caching->budget() : 0;
-  j["world"] = {{"size", comm_.size()}, {"backend", comm_backend_name(comm_.backend())},
-                {"micro_batches_per_rank", cfg_.grad_accum},
-                {"rows_per_step", cfg_.micro_batch * step_micro_batches()}};
+  j["world"] = world_json(comm_, cfg_.micro_batch, cfg_.grad_accum);
   if (plan_) j["planner"] = plan_->to_json();
   return j;
 }
@@ -450,27 +446,7 @@ double Trainer::evaluate() {
   std::vector<double> losses;
   for (size_t i = begin; i < std::min(batches.size(), begin + per_rank); ++i)
     losses.push_back(forward_loss(ctx_, model(), make_batch(ctx_, val_corpus_, batches[i]), opt));
-  return sum_in_rank_order(losses);
-}
-
-// The values of every rank, concatenated in rank order, summed from 0 in that order: what one
-// rank summing them all would get.
-double Trainer::sum_in_rank_order(const std::vector<double>& mine) {
-  double sum = 0;
-  if (comm_.size() == 1) {
-    for (double v : mine) sum += v;
-    return sum;
-  }
-  for (const std::string& bytes : comm_.all_gather(std::string(reinterpret_cast<const char*>(mine.data()),
-                                                               mine.size() * sizeof(double)))) {
-    ONN_ASSERT(bytes.size() % sizeof(double) == 0, "a rank sent ", bytes.size(), " bytes of losses");
-    for (size_t i = 0; i < bytes.size(); i += sizeof(double)) {
-      double v;
-      std::memcpy(&v, bytes.data() + i, sizeof v);
-      sum += v;
-    }
-  }
-  return sum;
+  return sum_in_rank_order(comm_, losses);
 }
 
 // The step's gradients summed over the ranks (before the norm, clipping and AdamW).
@@ -570,7 +546,7 @@ StepResult Trainer::train_step() {
     const Tensor host = losses.to(Device::cpu());
     std::vector<double> mine;
     for (int64_t i = 0; i < host.numel(); ++i) mine.push_back(load_as_double(host.data(), host.dtype(), static_cast<size_t>(i)));
-    s.loss = sum_in_rank_order(mine);
+    s.loss = sum_in_rank_order(comm_, mine);
   }
   s.bad = !std::isfinite(s.loss) || !std::isfinite(s.norm);
   return s;

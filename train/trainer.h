@@ -99,6 +99,10 @@ double learning_rate(const TrainConfig& cfg, int64_t step, int64_t total);
 // default, min(512, the model's context).
 PlanRequest plan_request(const TrainConfig& cfg, const ModelConfig& model, Device device, uint64_t budget);
 
+// The world a run's steps are split over: {size, backend, micro_batches_per_rank, rows_per_step}
+// (the init event's plan and onn-train --plan).
+nlohmann::ordered_json world_json(const Communicator& comm, int64_t micro_batch, int64_t grad_accum);
+
 // Events as NDJSON objects: init, step, val, checkpoint, done (error is the caller's).
 using EventSink = std::function<void(const nlohmann::ordered_json&)>;
 

@@ -16,9 +16,6 @@ std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicato
                                                      const DistOptions& opt);  // nccl_comm.cpp
 #endif
 
-bool mpi_compiled_in() { return ONN_HAVE_MPI != 0; }
-bool nccl_compiled_in() { return ONN_HAVE_NCCL != 0; }
-
 namespace {
 
 int env_int(const char* name) {
@@ -42,16 +39,12 @@ int mpi_world_size() {
 
 }  // namespace
 
-int launched_world_size() {
-  const int mpi = mpi_world_size();
-  return mpi > 0 ? mpi : std::max(1, env_int("ONN_WORLD_SIZE"));
-}
-
 std::unique_ptr<Communicator> make_communicator(const DistOptions& opt) {
   ONN_CHECK_ARG(opt.timeout_s > 0, "--comm-timeout must be positive");
   const int mpi = mpi_world_size();
   if (mpi == 0) {
-    ONN_CHECK_ARG(env_int("ONN_WORLD_SIZE") <= 1, "ONN_WORLD_SIZE=", env_int("ONN_WORLD_SIZE"),
+    const int onn_world = env_int("ONN_WORLD_SIZE");
+    ONN_CHECK_ARG(onn_world <= 1, "ONN_WORLD_SIZE=", onn_world,
                   " but no MPI launcher started this process: start the ranks with mpirun -np N or srun --mpi=pmix "
                   "(ONN's ranks find each other through MPI; there is no ONN_MASTER_ADDR rendezvous)");
     return local_communicator();
@@ -73,6 +66,11 @@ std::unique_ptr<Communicator> with_nccl(std::unique_ptr<Communicator> host, Devi
   (void)opt;
   return host;  // MPI sums device tensors through host memory
 #endif
+}
+
+Device rank_device(const Communicator& comm, Device requested, bool index_given) {
+  if (!requested.is_cuda() || index_given || comm.backend() == CommBackend::local) return requested;
+  return Device::cuda(comm.local_rank() % cuda_device_count());
 }
 
 }  // namespace onn::dist

@@ -10,14 +10,6 @@
 
 namespace onn::dist {
 
-// Which backends this build has (-DONN_DISTRIBUTED; NCCL needs the CUDA backend too).
-bool mpi_compiled_in();
-bool nccl_compiled_in();
-
-// The world size the launcher's environment announces (OMPI_COMM_WORLD_SIZE, PMIX_SIZE via
-// PMIX_RANK, PMI_SIZE, ONN_WORLD_SIZE); 1 when none does.
-int launched_world_size();
-
 struct DistOptions {
   // A collective that has not completed after this many seconds ends every rank with one
   // line naming it (a rank that stopped or hangs), instead of waiting forever.
@@ -25,8 +17,8 @@ struct DistOptions {
 };
 
 // MPI when a launcher started this process (mpirun -np 1 too: the collectives then run over
-// one rank, which a one-rank NCCL run uses to check the path), else the local communicator. A launched
-// run in a build without MPI, or ONN_WORLD_SIZE > 1 without an MPI launcher, is refused
+// one rank, which a one-rank NCCL run uses to check the path), else the local communicator. A
+// launched run in a build without MPI, or ONN_WORLD_SIZE > 1 without an MPI launcher, is refused
 // (InvalidArgument) rather than running N copies of one job into one folder.
 std::unique_ptr<Communicator> make_communicator(const DistOptions& opt);
 
@@ -34,5 +26,10 @@ std::unique_ptr<Communicator> make_communicator(const DistOptions& opt);
 // bytes and host tensors. Returns `host` unchanged when it is local, `device` is the CPU, or
 // NCCL is not built (MPI then sums device tensors through host memory).
 std::unique_ptr<Communicator> with_nccl(std::unique_ptr<Communicator> host, Device device, const DistOptions& opt);
+
+// This rank's device for `requested` (the --device flag, resolved): a CUDA device given
+// without an index (`index_given` false) becomes the GPU of the rank's local rank; anything
+// else is kept.
+Device rank_device(const Communicator& comm, Device requested, bool index_given);
 
 }  // namespace onn::dist

@@ -1,4 +1,4 @@
-// The Parquet footer reader against files pyarrow wrote (tests/data/make_parquet_fixtures.py:
+// The Parquet reader against files pyarrow wrote (tests/data/make_parquet_fixtures.py:
 // every codec, dictionary and plain pages, page v1 and v2, nulls, a messages list column,
 // several row groups), each compared with what pyarrow read from it; then truncated,
 // bit-flipped and lying footers, every one refused with a FormatError naming the file.
@@ -6,8 +6,6 @@
 
 #include <cstring>
 #include <string>
-#include <type_traits>
-#include <variant>
 #include <vector>
 
 #include "runtime/error.h"
@@ -15,6 +13,7 @@
 #include "runtime/json.h"
 #include "train/parquet_column.h"
 #include "train/parquet_metadata.h"
+#include "train/parquet_records.h"
 
 using namespace onn;
 
@@ -29,44 +28,15 @@ std::vector<uint8_t> bytes_of(const std::string& path) {
   return {s.begin(), s.end()};
 }
 
-nlohmann::json to_json(const ParquetValue& v) {
-  return std::visit(
-      [](const auto& x) -> nlohmann::json {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::monostate>) return nullptr;
-        else return x;
-      },
-      v);
-}
-
-// The rows of a file as pyarrow's to_pylist gives them, assembled from the decoded columns: a
-// flat column is one entry per row; messages (list<struct<role, content>>) follows the levels.
+// The rows of a file as the records reader gives them (a row group at a time), counted
+// against the footer.
 nlohmann::json rows_of(const std::string& path) {
-  const std::vector<uint8_t> file = bytes_of(path);
-  const ParquetMetadata m = parse_parquet_footer(file, file.size(), path);
   nlohmann::json rows = nlohmann::json::array();
-  for (size_t g = 0; g < m.row_groups.size(); ++g) {
-    std::vector<ParquetColumnData> cols;
-    for (size_t c = 0; c < m.leaves.size(); ++c) cols.push_back(read_parquet_column(file, m, g, c, path));
-    const size_t first = rows.size();
-    for (size_t i = 0; i < cols[0].def.size(); ++i) {
-      if (cols[0].rep[i] == 0) rows.push_back(nlohmann::json::object());
-      nlohmann::json& row = rows.back();
-      if (m.leaves[0].max_repetition_level == 0) {
-        for (size_t c = 0; c < m.leaves.size(); ++c) row[m.leaves[c].path[0]] = to_json(cols[c].values[i]);
-        continue;
-      }
-      // messages: def 0 null list, 1 empty list, 2 null element, 3+ an element (its fields by leaf).
-      nlohmann::json& list = row["messages"];
-      if (cols[0].def[i] == 0) continue;
-      if (!list.is_array()) list = nlohmann::json::array();
-      if (cols[0].def[i] == 1) continue;
-      nlohmann::json element = nlohmann::json::object();
-      for (size_t c = 0; c < m.leaves.size(); ++c) element[m.leaves[c].path.back()] = to_json(cols[c].values[i]);
-      list.push_back(cols[0].def[i] == 2 ? nlohmann::json(nullptr) : element);
-    }
-    CHECK(static_cast<int64_t>(rows.size() - first) == m.row_groups[g].num_rows);
-  }
+  for_each_parquet_row(path, [&](int64_t row, nlohmann::json& record) {
+    CHECK(row == static_cast<int64_t>(rows.size()) + 1);
+    rows.push_back(record);
+  });
+  CHECK(static_cast<int64_t>(rows.size()) == read_parquet_metadata(path).num_rows);
   return rows;
 }
 
