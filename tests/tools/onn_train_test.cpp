@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -491,4 +492,15 @@ TEST_CASE("onn-train from a Parquet file: bitwise the run from the same records 
   CHECK(bad.exit_code == 2);
   CHECK(bad.err.find("onn-train: error: " + cut + ": not a Parquet file") != std::string::npos);
   CHECK(!fs::exists(dir.file("cut") + "/run_config.json"));
+}
+
+TEST_CASE("onn-train with ONN_WORLD_SIZE > 1 and no MPI launcher is refused in one line, exit 2") {
+  TempDir dir;
+  const std::string data = write_data(dir, 8), out = dir.file("run");
+  ::setenv("ONN_WORLD_SIZE", "2", 1);
+  const ProcessResult r = run_process({kTrain, "--model", kModel, "--data", data, "--out", out, "--device", "cpu"});
+  ::unsetenv("ONN_WORLD_SIZE");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("onn-train: error: ONN_WORLD_SIZE=2 but no MPI launcher started this process") != std::string::npos);
+  CHECK(!fs::exists(out + "/run_config.json"));
 }
