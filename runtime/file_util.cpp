@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -46,6 +47,15 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
     m->data_ = static_cast<const uint8_t*>(p);
   }
   return m;
+}
+
+void MappedFile::release(size_t begin, size_t end) const {
+  const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  end = std::min(end, size_);
+  begin = (begin + page - 1) / page * page;
+  end = end / page * page;
+  if (data_ == nullptr || begin >= end) return;
+  ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);  // advice: failure is harmless
 }
 
 MappedFile::~MappedFile() {

@@ -25,6 +25,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the whole pages inside [begin, end) from memory (they are read from the file again
+  // if touched): a reader streaming through a file larger than RAM releases what it has read.
+  void release(size_t begin, size_t end) const;
 
  private:
   MappedFile() = default;

@@ -104,6 +104,14 @@ using TensorFill = std::function<void(const TensorSpec&, std::span<uint8_t> out)
 void write_safetensors_streamed(const std::string& path, std::vector<TensorSpec> specs, const TensorFill& fill,
                                 const std::map<std::string, std::string>& metadata = {});
 
+// Produces bytes [at, at + out.size()) of one tensor. Called for consecutive chunks of at most
+// the chunk size, tensors in name order.
+using TensorChunkFill = std::function<void(const TensorSpec&, uint64_t at, std::span<uint8_t> out)>;
+// As write_safetensors_streamed, holding one chunk at a time: tensors larger than memory (a
+// tokenized corpus spilled to disk).
+void write_safetensors_chunked(const std::string& path, std::vector<TensorSpec> specs, const TensorChunkFill& fill,
+                               uint64_t chunk_bytes, const std::map<std::string, std::string>& metadata = {});
+
 // Writes a model's weights into `dir` as transformers does: model.safetensors when everything
 // fits in one shard of `max_shard_bytes`, else model-0000i-of-0000n.safetensors plus
 // model.safetensors.index.json (written last). Weight files of the other layout left in `dir`

@@ -15,6 +15,9 @@ namespace onn {
 
 namespace {
 
+// Tensors already in memory go to the file through a buffer of this size.
+constexpr uint64_t kCopyChunkBytes = uint64_t{16} << 20;
+
 uint64_t spec_bytes(const TensorSpec& t, const std::string& path) {
   uint64_t numel = 1;
   for (int64_t d : t.shape) {
@@ -38,9 +41,10 @@ void sort_and_check(std::vector<TensorSpec>& specs, const std::string& path) {
   }
 }
 
-// Writes already sorted and checked specs.
-void write_file(const std::string& path, const std::vector<TensorSpec>& specs, const TensorFill& fill,
-                const std::map<std::string, std::string>& metadata) {
+// Writes already sorted and checked specs, each tensor's bytes produced in chunks of at most
+// `chunk_bytes` (0: the largest tensor, so every tensor comes in one piece).
+void write_file(const std::string& path, const std::vector<TensorSpec>& specs, const TensorChunkFill& fill,
+                const std::map<std::string, std::string>& metadata, uint64_t chunk_bytes = 0) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     nlohmann::ordered_json m = nlohmann::ordered_json::object();
@@ -70,15 +74,22 @@ void write_file(const std::string& path, const std::vector<TensorSpec>& specs, c
   AtomicFile out(path);
   out.write(len, 8);
   out.write(text.data(), text.size());
-  std::vector<uint8_t> buffer(static_cast<size_t>(largest));
+  if (chunk_bytes == 0) chunk_bytes = largest;
+  std::vector<uint8_t> buffer(static_cast<size_t>(std::min(largest, chunk_bytes)));
   for (const TensorSpec& t : specs) {
     const uint64_t n = spec_bytes(t, path);
-    if (n == 0) continue;
-    std::span<uint8_t> bytes(buffer.data(), static_cast<size_t>(n));
-    fill(t, bytes);
-    out.write(bytes);
+    for (uint64_t at = 0; at < n; at += chunk_bytes) {
+      std::span<uint8_t> bytes(buffer.data(), static_cast<size_t>(std::min(chunk_bytes, n - at)));
+      fill(t, at, bytes);
+      out.write(bytes);
+    }
   }
   out.commit();
+}
+
+// A whole-tensor fill as a chunk fill (write_file then asks for each tensor in one piece).
+TensorChunkFill whole(const TensorFill& fill) {
+  return [&fill](const TensorSpec& t, uint64_t, std::span<uint8_t> out) { fill(t, out); };
 }
 
 }  // namespace
@@ -86,7 +97,14 @@ void write_file(const std::string& path, const std::vector<TensorSpec>& specs, c
 void write_safetensors_streamed(const std::string& path, std::vector<TensorSpec> specs, const TensorFill& fill,
                                 const std::map<std::string, std::string>& metadata) {
   sort_and_check(specs, path);
-  write_file(path, specs, fill, metadata);
+  write_file(path, specs, whole(fill), metadata);
+}
+
+void write_safetensors_chunked(const std::string& path, std::vector<TensorSpec> specs, const TensorChunkFill& fill,
+                               uint64_t chunk_bytes, const std::map<std::string, std::string>& metadata) {
+  ONN_CHECK_ARG(chunk_bytes > 0, path, ": the chunk size must be positive");
+  sort_and_check(specs, path);
+  write_file(path, specs, fill, metadata, chunk_bytes);
 }
 
 std::vector<std::string> write_sharded_safetensors(const std::string& dir, std::vector<TensorSpec> specs,
@@ -114,7 +132,7 @@ std::vector<std::string> write_sharded_safetensors(const std::string& dir, std::
   std::vector<std::string> names;
   if (shards.size() == 1) {
     names.push_back("model.safetensors");
-    write_file((fs::path(dir) / names[0]).string(), shards[0], fill, metadata);
+    write_file((fs::path(dir) / names[0]).string(), shards[0], whole(fill), metadata);
     fs::remove(index_path);
   } else {
     nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
@@ -122,7 +140,7 @@ std::vector<std::string> write_sharded_safetensors(const std::string& dir, std::
       char name[64];
       std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
       names.emplace_back(name);
-      write_file((fs::path(dir) / name).string(), shards[s], fill, metadata);
+      write_file((fs::path(dir) / name).string(), shards[s], whole(fill), metadata);
       for (const TensorSpec& t : shards[s]) weight_map[t.name] = names.back();
     }
     nlohmann::ordered_json meta = nlohmann::ordered_json::object();
@@ -156,9 +174,12 @@ void write_safetensors(const std::string& path, std::vector<TensorBytes> tensors
     by_name.emplace(t.name, &t);
   }
   sort_and_check(specs, path);
-  write_file(path, specs, [&](const TensorSpec& s, std::span<uint8_t> out) {
-    std::memcpy(out.data(), by_name.at(s.name)->data, out.size());
-  }, metadata);
+  write_file(
+      path, specs,
+      [&](const TensorSpec& s, uint64_t at, std::span<uint8_t> out) {
+        std::memcpy(out.data(), static_cast<const uint8_t*>(by_name.at(s.name)->data) + at, out.size());
+      },
+      metadata, kCopyChunkBytes);
 }
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,

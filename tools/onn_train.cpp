@@ -164,7 +164,8 @@ void add_flags(CLI::App& app, TrainArgs& a) {
   app.add_option("--model", c.model_dir, "a Hugging Face model folder (config.json, safetensors, tokenizer.json)");
   app.add_option("--init", c.init_preset, "train from scratch: an onn-init preset (tiny, small, ...); implies --full");
   app.add_option("--init-tokenizer-vocab", c.init_tokenizer_vocab,
-                 "with --init: the tokenizer's vocabulary, merges learned from --data (default: the preset's)");
+                 "with --init: the tokenizer's vocabulary, merges learned from the first 16 MiB of --data "
+                 "(default: the preset's)");
   app.add_option("--data", c.data, ".jsonl, .json, .parquet, .csv/.tsv, .txt/.md file or a folder of them");
   app.add_option("--val-data", c.val_data, "validation data (instead of --val-split)");
   app.add_option("--val-split", c.val_split, "fraction of --data held out for validation (default 0)");

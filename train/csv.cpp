@@ -12,7 +12,9 @@ namespace {
 // Splits the text into rows of fields, one row at a time.
 class CsvRows {
  public:
-  CsvRows(const std::string& path, const std::string& text, char sep) : path_(path), t_(text), sep_(sep) {}
+  CsvRows(const std::string& path, std::string_view text, char sep) : path_(path), t_(text), sep_(sep) {}
+
+  size_t position() const { return pos_; }
 
   // The next row's fields; false at the end of the text.
   bool next(std::vector<std::string>& fields, int64_t row) {
@@ -60,15 +62,14 @@ class CsvRows {
   }
 
   const std::string& path_;
-  const std::string& t_;
+  std::string_view t_;
   char sep_;
   size_t pos_ = 0;
 };
 
 }  // namespace
 
-void for_each_csv_row(const std::string& path, const std::string& text, char separator,
-                      const std::function<void(int64_t, nlohmann::json&, const std::string&)>& fn) {
+void for_each_csv_row(const std::string& path, std::string_view text, char separator, const CsvRowFn& fn) {
   CsvRows rows(path, text, separator);
   std::vector<std::string> header, fields;
   if (!rows.next(header, 0)) throw InvalidArgument(path + ": the file is empty (a header row is needed)");
@@ -87,7 +88,7 @@ void for_each_csv_row(const std::string& path, const std::string& text, char sep
       bad = std::to_string(fields.size()) + " fields where the header has " + std::to_string(header.size());
     else
       for (size_t i = 0; i < header.size(); ++i) record[header[i]] = fields[i];
-    fn(row, record, bad);
+    fn(row, record, bad, rows.position());
   }
 }
 

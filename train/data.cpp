@@ -124,10 +124,32 @@ Example parse_record(const nlohmann::json& r, Schema schema) {
 // The field names a record layout reads: what --data-columns may map to.
 constexpr const char* kLayoutFields[] = {"text", "input", "output", "prompt", "completion", "instruction", "messages"};
 
+// Thrown when the example callback asks to stop; for_each_example catches it.
+struct StopReading {};
+
+// A mapped file read front to back drops what lies behind the reader every this many bytes.
+constexpr size_t kReleaseBytes = size_t{8} << 20;
+
+// The first invalid UTF-8 byte of a mapped file, scanned in windows released behind the scan
+// (npos: none). A sequence cut by a window's end is scanned again from its start.
+size_t find_invalid_utf8_in(const MappedFile& f) {
+  const std::string_view all(reinterpret_cast<const char*>(f.data()), f.size());
+  constexpr size_t kLongestSequence = 4;
+  for (size_t at = 0; at < all.size();) {
+    const size_t n = std::min(kReleaseBytes, all.size() - at);
+    const size_t bad = find_invalid_utf8(all.substr(at, n));
+    const bool last = at + n == all.size();
+    if (bad != std::string_view::npos && (last || bad + kLongestSequence <= n)) return at + bad;
+    const size_t next = bad == std::string_view::npos ? at + n : at + bad;
+    f.release(at, next);
+    at = next;
+  }
+  return std::string_view::npos;
+}
+
 class Reader {
  public:
-  Reader(const ReadOptions& opt, DataReport& report, std::vector<Example>& out)
-      : opt_(opt), report_(report), out_(out) {}
+  Reader(const ReadOptions& opt, DataReport& report, const ExampleFn& fn) : opt_(opt), report_(report), fn_(fn) {}
 
   // One record at `where`; the file's schema is the first record's.
   void record(const std::string& where, const nlohmann::json* r, const std::string& parse_error, Schema& schema) {
@@ -137,8 +159,7 @@ class Reader {
       if (schema == Schema::none) schema = schema_of(rec);
       Example e = parse_record(rec, schema);
       e.where = where;
-      out_.push_back(std::move(e));
-      ++report_.records;
+      emit(e);
     } catch (const BadRecord& b) {
       const std::string msg = where + ": " + b.why;
       if (!opt_.skip_bad_records) throw InvalidArgument(msg);
@@ -159,10 +180,20 @@ class Reader {
     return renamed_;
   }
 
-  void jsonl(const std::string& path, const std::string& text) {
+  void emit(Example& e) {
+    ++report_.records;
+    if (!fn_(e)) throw StopReading{};
+  }
+
+  void jsonl(const std::string& path, const MappedFile& file) {
+    const std::string_view text(reinterpret_cast<const char*>(file.data()), file.size());
     Schema schema = Schema::none;
-    size_t line = 0;
+    size_t line = 0, released = 0;
     for (size_t start = 0; start < text.size();) {
+      if (start - released >= kReleaseBytes) {
+        file.release(released, start);
+        released = start;
+      }
       size_t end = text.find('\n', start);
       if (end == std::string::npos) end = text.size();
       ++line;
@@ -209,8 +240,7 @@ class Reader {
     e.kind = Example::Kind::text;
     e.text = text;
     e.where = path;
-    out_.push_back(std::move(e));
-    ++report_.records;
+    emit(e);
   }
 
   // A Parquet file's rows, a row group at a time; its columns must fit one record layout.
@@ -236,13 +266,19 @@ class Reader {
   }
 
   // CSV / TSV rows; a row with the wrong number of fields is a bad record.
-  void csv(const std::string& path, const std::string& text, char separator) {
-    const size_t bad = find_invalid_utf8(text);
+  void csv(const std::string& path, const MappedFile& file, char separator) {
+    const size_t bad = find_invalid_utf8_in(file);
     if (bad != std::string::npos) throw InvalidArgument(path + ": invalid UTF-8 at byte " + std::to_string(bad));
+    const std::string_view text(reinterpret_cast<const char*>(file.data()), file.size());
     Schema schema = Schema::none;
-    for_each_csv_row(path, text, separator, [&](int64_t row, nlohmann::json& r, const std::string& why) {
+    size_t released = 0;
+    for_each_csv_row(path, text, separator, [&](int64_t row, nlohmann::json& r, const std::string& why, size_t end) {
       if (row == 1 && why.empty()) check_columns(path, r);
       record(path + ":row " + std::to_string(row), why.empty() ? &r : nullptr, why, schema);
+      if (end - released >= kReleaseBytes) {
+        file.release(released, end);
+        released = end;
+      }
     });
   }
 
@@ -251,13 +287,15 @@ class Reader {
     if (!data_extension(ext))
       throw InvalidArgument(path + ": unsupported data file type \"" + ext + "\" (use " + kDataTypes + ")");
     if (ext == ".parquet") return parquet(path);
+    if (ext == ".jsonl" || ext == ".csv" || ext == ".tsv") {  // streamed from a mapping
+      const std::shared_ptr<const MappedFile> file = MappedFile::open(path);
+      report_.files.push_back(path);
+      if (ext == ".jsonl") return jsonl(path, *file);
+      return csv(path, *file, ext == ".csv" ? ',' : '\t');
+    }
     const std::string text = read_file(path, static_cast<size_t>(opt_.max_file_bytes));
     report_.files.push_back(path);
-    if (ext == ".jsonl")
-      jsonl(path, text);
-    else if (ext == ".csv" || ext == ".tsv")
-      csv(path, text, ext == ".csv" ? ',' : '\t');
-    else if (ext == ".json")
+    if (ext == ".json")
       json(path, text);
     else
       plain(path, text);
@@ -266,9 +304,29 @@ class Reader {
  private:
   const ReadOptions& opt_;
   DataReport& report_;
-  std::vector<Example>& out_;
+  const ExampleFn& fn_;
   nlohmann::json renamed_;
 };
+
+// Every data file of `path` (a file, or a folder's files sorted by name) through `reader`.
+void read_all(const std::string& path, Reader& reader) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(path)) {
+      const std::string name = e.path().filename().string(), ext = e.path().extension().string();
+      if (name.empty() || name[0] == '.' || !e.is_regular_file()) continue;
+      if (data_extension(ext)) files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    if (files.empty()) throw InvalidArgument(path + ": no " + std::string(kDataTypes) + " files in the folder");
+    for (const fs::path& f : files) reader.file(f);
+  } else {
+    if (!fs::exists(path, ec)) throw IoError(path + ": no such file or folder");
+    reader.file(path);
+  }
+}
+
 
 }  // namespace
 
@@ -298,29 +356,27 @@ std::string instruction_prompt(const std::string& instruction, const std::string
   return p + "### Response:\n";
 }
 
-std::vector<Example> read_examples(const std::string& path, const ReadOptions& opt, DataReport& report) {
-  std::vector<Example> out;
-  Reader reader(opt, report, out);
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(path)) {
-      const std::string name = e.path().filename().string(), ext = e.path().extension().string();
-      if (name.empty() || name[0] == '.' || !e.is_regular_file()) continue;
-      if (data_extension(ext)) files.push_back(e.path());
-    }
-    std::sort(files.begin(), files.end());
-    if (files.empty()) throw InvalidArgument(path + ": no " + std::string(kDataTypes) + " files in the folder");
-    for (const fs::path& f : files) reader.file(f);
-  } else {
-    if (!fs::exists(path, ec)) throw IoError(path + ": no such file or folder");
-    reader.file(path);
+void for_each_example(const std::string& path, const ReadOptions& opt, DataReport& report, const ExampleFn& fn) {
+  Reader reader(opt, report, fn);
+  try {
+    read_all(path, reader);
+  } catch (const StopReading&) {
+    return;
   }
-  if (out.empty())
+  if (report.records == 0)
     throw InvalidArgument(path + ": no usable records" +
                           (report.skipped.empty() ? std::string() : " (" + std::to_string(report.skipped.size()) +
                                                                         " skipped; the first: " + report.skipped[0] + ")"));
+}
+
+std::vector<Example> read_examples(const std::string& path, const ReadOptions& opt, DataReport& report) {
+  std::vector<Example> out;
+  for_each_example(path, opt, report, [&](Example& e) {
+    out.push_back(std::move(e));
+    return true;
+  });
   return out;
 }
+
 
 }  // namespace onn

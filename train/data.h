@@ -1,10 +1,11 @@
-// Training data files: JSONL, JSON and Parquet records (text, input/output, prompt/completion,
+// Training data files: JSONL, JSON, Parquet and CSV/TSV records (text, input/output, prompt/completion,
 // instruction/input/output, chat messages), plain text and Markdown, or a folder of them.
 // Every record is validated before training starts; a bad one is an error naming the file,
 // the line (JSONL) or record number (JSON) and the field, unless bad records are skipped.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -39,9 +40,16 @@ struct ReadOptions {
   int64_t max_file_bytes = int64_t{1} << 34;
 };
 
-// Reads a file (.jsonl, .json, .parquet, .txt, .md) or every such file of a folder (sorted by name,
-// hidden files and other extensions left out). InvalidArgument for bad records (unless
-// skipped), an unsupported file type, an empty dataset; IoError for unreadable files.
+// fn(example) for every record of a file (.jsonl, .json, .parquet, .csv, .tsv, .txt, .md) or of
+// every such file of a folder (sorted by name, hidden files and other extensions left out), in
+// order; fn returns false to stop reading. JSONL, CSV/TSV and Parquet files are streamed from a
+// mapping that is released behind the reader, so a file larger than RAM reads in bounded
+// memory; a .json array and a .txt/.md document are read whole (up to max_file_bytes).
+// InvalidArgument for bad records (unless skipped), an unsupported file type, an empty dataset;
+// IoError for unreadable files.
+using ExampleFn = std::function<bool(Example& e)>;
+void for_each_example(const std::string& path, const ReadOptions& opt, DataReport& report, const ExampleFn& fn);
+// Every example at once (small data, tests).
 std::vector<Example> read_examples(const std::string& path, const ReadOptions& opt, DataReport& report);
 
 // The prompt of an instruction record, Alpaca's layout: "### Instruction:\n{instruction}\n\n"

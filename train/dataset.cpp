@@ -1,7 +1,13 @@
 // Tokenization with loss masks, the corpus cache, the split and the packing.
 #include "train/dataset.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <numeric>
 
@@ -53,128 +59,386 @@ nlohmann::json corpus_fingerprint(const CorpusSource& src) {
   h = fnv1a(cfg_text, h);
   return {{"files", files}, {"tokenizer_fnv1a", std::to_string(h)}, {"seq_len", src.seq_len},
           {"train_on_inputs", src.train_on_inputs}, {"chat_format", src.chat_format},
-          {"skip_bad_records", src.skip_bad_records}, {"data_columns", src.data_columns}, {"version", 1}};
+          {"skip_bad_records", src.skip_bad_records}, {"data_columns", src.data_columns}, {"version", 2}};
 }
 
-void append(Corpus& c, const std::vector<int32_t>& ids, bool target) {
-  c.ids.insert(c.ids.end(), ids.begin(), ids.end());
-  c.target.insert(c.target.end(), ids.size(), target ? 1 : 0);
+// The corpus cache's arrays, by name (name order puts the 8-byte offsets first, so every
+// array of a mapped cache is aligned for its type).
+constexpr const char* kOffsetsName = "doc_offsets";
+constexpr const char* kIdsName = "ids";
+constexpr const char* kTargetName = "target";
+// The cache is written, and its spilled tokens read back, this many bytes at a time.
+constexpr uint64_t kCorpusChunkBytes = uint64_t{16} << 20;
+
+// Whether `offsets` partition `tokens` tokens into documents: 0 first, `tokens` last, never
+// decreasing.
+bool partitions(std::span<const int64_t> offsets, size_t tokens) {
+  if (offsets.empty() || offsets.front() != 0 || offsets.back() != static_cast<int64_t>(tokens)) return false;
+  for (size_t i = 1; i < offsets.size(); ++i)
+    if (offsets[i] < offsets[i - 1]) return false;
+  return true;
+}
+
+// The running sums of a corpus, a whole document at a time: the labels that count (never a
+// document's first token) and the FNV-1a of each array.
+struct CorpusSums {
+  int64_t targets = 0;
+  uint64_t ids = kFnv1aBasis, target = kFnv1aBasis;
+
+  void add_document(std::span<const int32_t> i, std::span<const uint8_t> t) {
+    for (size_t k = 1; k < t.size(); ++k) targets += t[k];
+    ids = fnv1a(i.data(), i.size_bytes(), ids);
+    target = fnv1a(t.data(), t.size(), target);
+  }
+  uint64_t fingerprint(std::span<const int64_t> offsets) const {
+    const uint64_t arrays[2] = {ids, target};
+    return fnv1a(offsets.data(), offsets.size_bytes(), fnv1a(arrays, sizeof arrays));
+  }
+};
+
+// Where finished documents go: vectors in memory, or spill files on the way to a cache.
+class DocumentSink {
+ public:
+  virtual ~DocumentSink() = default;
+  virtual void append(std::span<const int32_t> ids, std::span<const uint8_t> target) = 0;
+};
+
+class VectorSink final : public DocumentSink {
+ public:
+  void append(std::span<const int32_t> i, std::span<const uint8_t> t) override {
+    ids.insert(ids.end(), i.begin(), i.end());
+    target.insert(target.end(), t.begin(), t.end());
+  }
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> target;
+};
+
+// A file of raw bytes beside `near` ("<near>.spill-XXXXXX"), appended through a buffer, read
+// back at offsets, removed when destroyed.
+class SpillFile {
+ public:
+  explicit SpillFile(const std::string& near) {
+    std::string name = near + ".spill-XXXXXX";
+    const int fd = ::mkstemp(name.data());
+    if (fd < 0) throw IoError(name + ": cannot create: " + std::strerror(errno));
+    path_ = name;
+    file_ = ::fdopen(fd, "w+b");
+    if (file_ == nullptr) {
+      ::close(fd);
+      std::filesystem::remove(path_);
+      throw IoError(path_ + ": cannot open: " + std::strerror(errno));
+    }
+  }
+  ~SpillFile() {
+    std::fclose(file_);
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  SpillFile(const SpillFile&) = delete;
+  SpillFile& operator=(const SpillFile&) = delete;
+
+  void write(const void* data, size_t n) {
+    if (n > 0 && std::fwrite(data, 1, n, file_) != n) fail("write");
+  }
+  void flush() {
+    if (std::fflush(file_) != 0) fail("write");
+  }
+  void read(uint64_t at, std::span<uint8_t> out) const {
+    for (size_t done = 0; done < out.size();) {
+      const ssize_t n = ::pread(::fileno(file_), out.data() + done, out.size() - done, static_cast<off_t>(at + done));
+      if (n <= 0) fail("read");
+      done += static_cast<size_t>(n);
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const char* what) const {
+    throw IoError(path_ + ": cannot " + what + ": " + std::strerror(errno));
+  }
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+// Tokens spilled to disk as they are made: ids and targets, one file each.
+class SpillSink final : public DocumentSink {
+ public:
+  explicit SpillSink(const std::string& near) : ids(near), target(near) {}
+  void append(std::span<const int32_t> i, std::span<const uint8_t> t) override {
+    ids.write(i.data(), i.size_bytes());
+    target.write(t.data(), t.size());
+  }
+  SpillFile ids, target;
+};
+
+// Examples in, documents out: text is split into seq_len windows, pairs and chats are cut at
+// seq_len, documents of fewer than two tokens are dropped. The offsets and counts are kept here.
+class DocumentMaker {
+ public:
+  DocumentMaker(const Tokenizer& tok, const TokenizeOptions& opt, DocumentSink& sink)
+      : tok_(tok), opt_(opt), sink_(sink), format_(opt.chat_format) {
+    ONN_CHECK_ARG(opt.seq_len >= 2, "--seq-len must be at least 2, got ", opt.seq_len);
+    if (tok.bos_id()) bos_text_ = tok.id_to_token(*tok.bos_id());
+    if (tok.eos_id()) eos_.push_back(*tok.eos_id());
+  }
+
+  // Text: BOS as the tokenizer adds it, EOS appended; pairs: prompt then completion + EOS; chat:
+  // the template, assistant turns and their end tokens as targets.
+  void add(const Example& e) {
+    switch (e.kind) {
+      case Example::Kind::text:
+        push(tok_.encode(e.text, true), true);
+        push(eos_, true);
+        return close(true);
+      case Example::Kind::pair:
+        push(tok_.encode(e.prompt, true), opt_.train_on_inputs);
+        push(tok_.encode(e.completion, false), true);
+        push(eos_, true);
+        return close(false);
+      case Example::Kind::chat:
+        chat(e);
+        return close(false);
+    }
+  }
+
+  int64_t documents() const { return static_cast<int64_t>(offsets.size()) - 1; }
+
+  std::vector<int64_t> offsets{0};
+  int64_t truncated = 0;
+  CorpusSums sums;
+
+ private:
+  void push(const std::vector<int32_t>& ids, bool target) {
+    ids_.insert(ids_.end(), ids.begin(), ids.end());
+    target_.insert(target_.end(), ids.size(), target ? 1 : 0);
+  }
+
+  // The conversation is rendered once; each assistant turn's content and the end token right
+  // after it are targets, the rest is prompt. A turn's content is searched for after its
+  // header: the common prefix of the whole text and the prompt that opens that turn (templates
+  // such as Qwen3's change earlier turns, so no render is a prefix of the next in general).
+  void chat(const Example& e) {
+    const ChatFormat format = chat_format_for(e);
+    const std::string full = format_chat(format, e.messages, false, bos_text_);
+    const std::vector<std::string> ends = chat_end_tokens(format);
+    size_t at = 0;
+    for (size_t i = 0; i < e.messages.size(); ++i) {
+      if (e.messages[i].role != "assistant") continue;
+      const std::vector<ChatMessage> before(e.messages.begin(), e.messages.begin() + static_cast<long>(i));
+      const std::string prompt = format_chat(format, before, true, bos_text_);
+      const size_t header = static_cast<size_t>(
+          std::mismatch(prompt.begin(), prompt.end(), full.begin(), full.end()).first - prompt.begin());
+      const std::string& content = e.messages[i].content;
+      const size_t p = full.find(content, std::max(at, header));
+      if (p == std::string::npos)
+        throw InvalidArgument(e.where + ": the chat template lost assistant turn " + std::to_string(i));
+      size_t q = p + content.size();
+      for (const std::string& end : ends)
+        if (full.compare(q, end.size(), end) == 0) {
+          q += end.size();
+          break;
+        }
+      push(tok_.encode(full.substr(at, p - at), false), opt_.train_on_inputs);
+      push(tok_.encode(full.substr(p, q - p), false), true);
+      at = q;
+    }
+    push(tok_.encode(full.substr(at), false), opt_.train_on_inputs);
+  }
+
+  // --chat-format, else the tokenizer's template (detected at the first chat record).
+  ChatFormat chat_format_for(const Example& e) {
+    if (format_) return *format_;
+    if (tok_.chat_template().empty())
+      throw InvalidArgument(e.where + ": chat records need a chat template, and the tokenizer has none; pick one "
+                            "with --chat-format (" + chat_format_names() + ")");
+    try {
+      format_ = detect_chat_format(tok_.chat_template());
+    } catch (const InvalidArgument& err) {
+      throw InvalidArgument(e.where + ": " + err.what());
+    }
+    return *format_;
+  }
+
+  // The example's tokens as documents: longer than seq_len, text continues in the next window
+  // (a 1-token tail teaches nothing and is dropped), others are cut.
+  void close(bool split) {
+    const size_t len = ids_.size(), window = static_cast<size_t>(opt_.seq_len);
+    if (len <= window) {
+      if (len >= 2) emit(0, len);
+    } else if (!split) {
+      emit(0, window);
+      ++truncated;
+    } else {
+      for (size_t s = 0; s < len; s += window)
+        if (std::min(len, s + window) - s >= 2) emit(s, std::min(len, s + window));
+    }
+    ids_.clear();
+    target_.clear();
+  }
+
+  void emit(size_t begin, size_t end) {
+    const std::span<const int32_t> ids(ids_.data() + begin, end - begin);
+    const std::span<const uint8_t> target(target_.data() + begin, end - begin);
+    sink_.append(ids, target);
+    sums.add_document(ids, target);
+    offsets.push_back(offsets.back() + static_cast<int64_t>(end - begin));
+  }
+
+  const Tokenizer& tok_;
+  const TokenizeOptions& opt_;
+  DocumentSink& sink_;
+  std::optional<ChatFormat> format_;
+  std::string bos_text_;
+  std::vector<int32_t> eos_;
+  std::vector<int32_t> ids_;  // the example being made into documents
+  std::vector<uint8_t> target_;
+};
+
+// The counts a cache file carries in its metadata.
+struct CorpusCounts {
+  int64_t truncated = 0, targets = 0;
+  uint64_t fnv1a = 0;
+};
+
+// A cache file of `docs` documents over `tokens` tokens, its bytes from `fill`, a chunk at a time.
+void write_corpus_file(const std::string& path, int64_t docs, int64_t tokens, const CorpusCounts& n,
+                       const TensorChunkFill& fill) {
+  write_safetensors_chunked(path,
+                            {{kOffsetsName, DType::i64, {docs + 1}},
+                             {kIdsName, DType::i32, {tokens}},
+                             {kTargetName, DType::u8, {tokens}}},
+                            fill, kCorpusChunkBytes,
+                            {{"truncated", std::to_string(n.truncated)},
+                             {"targets", std::to_string(n.targets)},
+                             {"fnv1a", std::to_string(n.fnv1a)}});
+}
+
+// The corpus over a mapped cache file; nullopt for one that is not a consistent cache.
+std::optional<Corpus> map_corpus(const std::string& path) {
+  auto f = std::make_shared<SafetensorsFile>(SafetensorsFile::open(path));
+  const TensorInfo *offsets = f->find(kOffsetsName), *ids = f->find(kIdsName), *target = f->find(kTargetName);
+  if (!offsets || !ids || !target || offsets->dtype != DType::i64 || ids->dtype != DType::i32 ||
+      target->dtype != DType::u8 || ids->numel() != target->numel())
+    return std::nullopt;
+  const auto view = [&]<typename T>(const TensorInfo* t, T*) {
+    const std::span<const uint8_t> b = f->bytes(*t);
+    return std::span<const T>(reinterpret_cast<const T*>(b.data()), b.size() / sizeof(T));
+  };
+  Corpus c;
+  c.offsets = view(offsets, static_cast<int64_t*>(nullptr));
+  c.ids = view(ids, static_cast<int32_t*>(nullptr));
+  c.target = view(target, static_cast<uint8_t*>(nullptr));
+  if (reinterpret_cast<uintptr_t>(c.offsets.data()) % alignof(int64_t) != 0 ||
+      reinterpret_cast<uintptr_t>(c.ids.data()) % alignof(int32_t) != 0 || !partitions(c.offsets, c.ids.size()))
+    return std::nullopt;
+  const auto& meta = f->metadata();
+  const auto number = [&](const char* key) {
+    const auto it = meta.find(key);
+    if (it == meta.end()) throw FormatError(path + ": no " + key);
+    return it->second;
+  };
+  c.truncated = std::stoll(number("truncated"));
+  c.targets = std::stoll(number("targets"));
+  c.fnv1a = std::stoull(number("fnv1a"));
+  c.storage = std::move(f);
+  return c;
+}
+
+// A name for a file beside `near` that no other process takes.
+std::string unique_path(const std::string& near) {
+  std::string name = near + "-XXXXXX";
+  const int fd = ::mkstemp(name.data());
+  if (fd < 0) throw IoError(name + ": cannot create: " + std::strerror(errno));
+  ::close(fd);
+  return name;
+}
+
+// Streams src.data's records through `tok` into a cache file (src.cache, or a private one when
+// the cache is not to be written) and maps it.
+Corpus tokenize_to_cache(const CorpusSource& src, const Tokenizer& tok, const nlohmann::json& fp, DataReport& report) {
+  ReadOptions ro;
+  ro.skip_bad_records = src.skip_bad_records;
+  ro.columns = parse_column_map(src.data_columns);
+  TokenizeOptions to;
+  to.seq_len = src.seq_len;
+  to.train_on_inputs = src.train_on_inputs;
+  if (!src.chat_format.empty()) to.chat_format = chat_format_from_name(src.chat_format);
+  fs::create_directories(fs::path(src.cache).parent_path());
+  SpillSink spill(src.cache);
+  DocumentMaker maker(tok, to, spill);
+  for_each_example(src.data, ro, report, [&](Example& e) {
+    maker.add(e);
+    return true;
+  });
+  if (maker.documents() == 0) throw InvalidArgument(src.data + ": no document of two or more tokens");
+  spill.ids.flush();
+  spill.target.flush();
+  const std::string json = src.cache + ".json", file = src.write_cache ? src.cache + ".safetensors"
+                                                                         : unique_path(src.cache + ".rank");
+  if (src.write_cache) fs::remove(json);  // a cache file is never paired with another's fingerprint
+  const std::span<const int64_t> offsets(maker.offsets);
+  write_corpus_file(file, maker.documents(), offsets.back(),
+                    {maker.truncated, maker.sums.targets, maker.sums.fingerprint(offsets)},
+                    [&](const TensorSpec& t, uint64_t at, std::span<uint8_t> out) {
+                      if (t.name == kOffsetsName)
+                        std::memcpy(out.data(), reinterpret_cast<const uint8_t*>(offsets.data()) + at, out.size());
+                      else
+                        (t.name == kIdsName ? spill.ids : spill.target).read(at, out);
+                    });
+  std::optional<Corpus> c = map_corpus(file);
+  if (src.write_cache) write_file_atomic(json, fp.dump(2) + "\n");  // last: a cache without it is never used
+  else fs::remove(file);  // the mapping stays
+  if (!c) throw IoError(file + ": the corpus just written does not read back");
+  return *c;
 }
 
 }  // namespace
 
-int64_t Corpus::target_tokens() const {
-  int64_t n = 0;
-  for (int64_t d = 0; d < documents(); ++d)
-    for (int64_t t = offsets[static_cast<size_t>(d)] + 1; t < offsets[static_cast<size_t>(d) + 1]; ++t)
-      n += target[static_cast<size_t>(t)];
-  return n;
-}
-
-Corpus tokenize_examples(const Tokenizer& tok, const std::vector<Example>& examples, const TokenizeOptions& opt) {
-  ONN_CHECK_ARG(opt.seq_len >= 2, "--seq-len must be at least 2, got ", opt.seq_len);
-  Corpus c;
-  c.offsets.push_back(0);
-  std::optional<ChatFormat> format = opt.chat_format;
-  const std::string bos_text = tok.bos_id() ? tok.id_to_token(*tok.bos_id()) : std::string();
-  const auto close = [&](int64_t start, bool split) {
-    // Documents longer than seq_len: text continues in the next window, others are cut.
-    const int64_t len = static_cast<int64_t>(c.ids.size()) - start;
-    if (len <= opt.seq_len) {
-      if (len >= 2) c.offsets.push_back(static_cast<int64_t>(c.ids.size()));
-      else c.ids.resize(static_cast<size_t>(start)), c.target.resize(static_cast<size_t>(start));
-      return;
-    }
-    if (!split) {
-      c.ids.resize(static_cast<size_t>(start + opt.seq_len));
-      c.target.resize(static_cast<size_t>(start + opt.seq_len));
-      c.offsets.push_back(static_cast<int64_t>(c.ids.size()));
-      ++c.truncated;
-      return;
-    }
-    for (int64_t s = start + opt.seq_len; s < start + len; s += opt.seq_len) c.offsets.push_back(s);
-    if (c.ids.size() - static_cast<size_t>(c.offsets.back()) < 2) {  // a 1-token tail teaches nothing
-      c.ids.resize(static_cast<size_t>(c.offsets.back()));
-      c.target.resize(static_cast<size_t>(c.offsets.back()));
-    } else {
-      c.offsets.push_back(static_cast<int64_t>(c.ids.size()));
-    }
+Corpus Corpus::from_vectors(std::vector<int32_t> ids, std::vector<uint8_t> target, std::vector<int64_t> offsets,
+                            int64_t truncated) {
+  ONN_CHECK_ARG(target.size() == ids.size() && partitions(offsets, ids.size()),
+                "a corpus needs one target per id and offsets from 0 to the token count, never decreasing");
+  struct Arrays {
+    std::vector<int32_t> ids;
+    std::vector<uint8_t> target;
+    std::vector<int64_t> offsets;
   };
-  std::vector<int32_t> eos;
-  if (tok.eos_id()) eos.push_back(*tok.eos_id());
-  for (const Example& e : examples) {
-    const int64_t start = static_cast<int64_t>(c.ids.size());
-    switch (e.kind) {
-      case Example::Kind::text: {
-        std::vector<int32_t> ids = tok.encode(e.text, true);
-        ids.insert(ids.end(), eos.begin(), eos.end());
-        append(c, ids, true);
-        close(start, true);
-        break;
-      }
-      case Example::Kind::pair: {
-        append(c, tok.encode(e.prompt, true), opt.train_on_inputs);
-        std::vector<int32_t> ids = tok.encode(e.completion, false);
-        ids.insert(ids.end(), eos.begin(), eos.end());
-        append(c, ids, true);
-        close(start, false);
-        break;
-      }
-      case Example::Kind::chat: {
-        if (!format) {
-          if (tok.chat_template().empty())
-            throw InvalidArgument(e.where + ": chat records need a chat template, and the tokenizer has none; pick one "
-                                  "with --chat-format (" + chat_format_names() + ")");
-          try {
-            format = detect_chat_format(tok.chat_template());
-          } catch (const InvalidArgument& err) {
-            throw InvalidArgument(e.where + ": " + err.what());
-          }
-        }
-        // The conversation is rendered once; each assistant turn's content and the end token
-        // right after it are targets, the rest is prompt. A turn's content is searched for
-        // after its header: the common prefix of the whole text and the prompt that opens
-        // that turn (templates such as Qwen3's change earlier turns, so no render is a prefix
-        // of the next in general).
-        const std::string full = format_chat(*format, e.messages, false, bos_text);
-        const std::vector<std::string> ends = chat_end_tokens(*format);
-        size_t at = 0;
-        for (size_t i = 0; i < e.messages.size(); ++i) {
-          if (e.messages[i].role != "assistant") continue;
-          const std::vector<ChatMessage> before(e.messages.begin(), e.messages.begin() + static_cast<long>(i));
-          const std::string prompt = format_chat(*format, before, true, bos_text);
-          const size_t header = static_cast<size_t>(
-              std::mismatch(prompt.begin(), prompt.end(), full.begin(), full.end()).first - prompt.begin());
-          const std::string& content = e.messages[i].content;
-          const size_t p = full.find(content, std::max(at, header));
-          if (p == std::string::npos)
-            throw InvalidArgument(e.where + ": the chat template lost assistant turn " + std::to_string(i));
-          size_t q = p + content.size();
-          for (const std::string& end : ends)
-            if (full.compare(q, end.size(), end) == 0) {
-              q += end.size();
-              break;
-            }
-          append(c, tok.encode(full.substr(at, p - at), false), opt.train_on_inputs);
-          append(c, tok.encode(full.substr(p, q - p), false), true);
-          at = q;
-        }
-        append(c, tok.encode(full.substr(at), false), opt.train_on_inputs);
-        close(start, false);
-        break;
-      }
-    }
+  auto a = std::make_shared<Arrays>(Arrays{std::move(ids), std::move(target), std::move(offsets)});
+  Corpus c;
+  c.ids = a->ids;
+  c.target = a->target;
+  c.offsets = a->offsets;
+  c.truncated = truncated;
+  CorpusSums sums;
+  for (int64_t d = 0; d < c.documents(); ++d) {
+    const auto b = static_cast<size_t>(c.offsets[static_cast<size_t>(d)]), n = static_cast<size_t>(c.length(d));
+    sums.add_document(c.ids.subspan(b, n), c.target.subspan(b, n));
   }
+  c.targets = sums.targets;
+  c.fnv1a = sums.fingerprint(c.offsets);
+  c.storage = std::move(a);
   return c;
 }
 
+Corpus tokenize_examples(const Tokenizer& tok, const std::vector<Example>& examples, const TokenizeOptions& opt) {
+  VectorSink sink;
+  DocumentMaker maker(tok, opt, sink);
+  for (const Example& e : examples) maker.add(e);
+  return Corpus::from_vectors(std::move(sink.ids), std::move(sink.target), std::move(maker.offsets), maker.truncated);
+}
+
 void save_corpus(const Corpus& c, const std::string& path, const nlohmann::json& fingerprint) {
-  const auto i64 = static_cast<uint64_t>(sizeof(int64_t));
-  std::vector<TensorBytes> t = {
-      {"ids", DType::i32, {static_cast<int64_t>(c.ids.size())}, c.ids.data(), c.ids.size() * sizeof(int32_t)},
-      {"target", DType::u8, {static_cast<int64_t>(c.target.size())}, c.target.data(), c.target.size()},
-      {"offsets", DType::i64, {static_cast<int64_t>(c.offsets.size())}, c.offsets.data(), c.offsets.size() * i64}};
-  write_safetensors(path + ".safetensors", t, {{"truncated", std::to_string(c.truncated)}});
+  const auto bytes_of = [](const auto& span) {
+    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(span.data()), span.size_bytes());
+  };
+  fs::remove(path + ".json");
+  write_corpus_file(path + ".safetensors", c.documents(), static_cast<int64_t>(c.ids.size()),
+                    {c.truncated, c.targets, c.fnv1a},
+                    [&](const TensorSpec& t, uint64_t at, std::span<uint8_t> out) {
+                      const std::span<const uint8_t> from = t.name == kOffsetsName ? bytes_of(c.offsets)
+                                                            : t.name == kIdsName   ? bytes_of(c.ids)
+                                                                                   : bytes_of(c.target);
+                      std::memcpy(out.data(), from.data() + at, out.size());
+                    });
   write_file_atomic(path + ".json", fingerprint.dump(2) + "\n");  // written last: a cache without it is never used
 }
 
@@ -184,22 +448,7 @@ std::optional<Corpus> load_corpus(const std::string& path, const nlohmann::json&
     return std::nullopt;
   try {
     if (read_json_file(path + ".json", 1 << 24) != fingerprint) return std::nullopt;
-    const SafetensorsFile f = SafetensorsFile::open(path + ".safetensors");
-    Corpus c;
-    const Tensor ids = f.tensor("ids"), target = f.tensor("target"), offsets = f.tensor("offsets");
-    if (ids.dtype() != DType::i32 || target.dtype() != DType::u8 || offsets.dtype() != DType::i64 ||
-        ids.numel() != target.numel() || offsets.numel() < 1)
-      return std::nullopt;
-    c.ids.assign(ids.data_as<int32_t>(), ids.data_as<int32_t>() + ids.numel());
-    c.target.assign(target.data_as<uint8_t>(), target.data_as<uint8_t>() + target.numel());
-    c.offsets.assign(offsets.data_as<int64_t>(), offsets.data_as<int64_t>() + offsets.numel());
-    for (size_t i = 0; i < c.offsets.size(); ++i)
-      if (c.offsets[i] < 0 || c.offsets[i] > ids.numel() || (i > 0 && c.offsets[i] < c.offsets[i - 1]) ||
-          (i == 0 && c.offsets[0] != 0) || (i + 1 == c.offsets.size() && c.offsets[i] != ids.numel()))
-        return std::nullopt;
-    const auto it = f.metadata().find("truncated");
-    c.truncated = it == f.metadata().end() ? 0 : std::stoll(it->second);
-    return c;
+    return map_corpus(path + ".safetensors");
   } catch (const Error&) {
     return std::nullopt;  // a damaged cache is rebuilt, never trusted
   } catch (const std::exception&) {
@@ -214,21 +463,7 @@ Corpus load_or_tokenize_corpus(const CorpusSource& src, const Tokenizer& tok, Da
     return *cached;
   }
   from_cache = false;
-  ReadOptions ro;
-  ro.skip_bad_records = src.skip_bad_records;
-  ro.columns = parse_column_map(src.data_columns);
-  const std::vector<Example> examples = read_examples(src.data, ro, report);
-  TokenizeOptions to;
-  to.seq_len = src.seq_len;
-  to.train_on_inputs = src.train_on_inputs;
-  if (!src.chat_format.empty()) to.chat_format = chat_format_from_name(src.chat_format);
-  Corpus corpus = tokenize_examples(tok, examples, to);
-  if (corpus.documents() == 0) throw InvalidArgument(src.data + ": no document of two or more tokens");
-  if (src.write_cache) {
-    fs::create_directories(fs::path(src.cache).parent_path());
-    save_corpus(corpus, src.cache, fp);
-  }
-  return corpus;
+  return tokenize_to_cache(src, tok, fp, report);
 }
 
 void split_documents(const Corpus& c, double fraction, uint64_t seed, std::vector<int64_t>& train,
@@ -245,33 +480,30 @@ void split_documents(const Corpus& c, double fraction, uint64_t seed, std::vecto
   std::sort(train.begin(), train.end());
 }
 
-std::vector<std::vector<int64_t>> plan_epoch(const Corpus& c, const std::vector<int64_t>& docs, const PackOptions& opt,
-                                             uint64_t seed, int64_t epoch) {
+EpochPlan plan_epoch(const Corpus& c, const std::vector<int64_t>& docs, const PackOptions& opt, uint64_t seed,
+                     int64_t epoch) {
   ONN_CHECK_ARG(opt.seq_len >= 2 && opt.micro_batch >= 1, "packing: seq_len >= 2 and micro_batch >= 1");
-  std::vector<int64_t> order = docs;
-  if (opt.shuffle) shuffle(order, counter_hash(seed, static_cast<uint64_t>(epoch)));
-  std::vector<std::vector<int64_t>> batches;
-  std::vector<int64_t> current;
+  EpochPlan plan;
+  plan.docs = docs;
+  if (opt.shuffle) shuffle(plan.docs, counter_hash(seed, static_cast<uint64_t>(epoch)));
   int64_t rows = 0, room = 0;
-  for (int64_t d : order) {
-    const int64_t len = std::min(c.length(d), opt.seq_len);
+  for (size_t i = 0; i < plan.docs.size(); ++i) {
+    const int64_t len = std::min(c.length(plan.docs[i]), opt.seq_len);
     if (!opt.packing || len > room) {  // a new row
       if (rows == opt.micro_batch) {
-        batches.push_back(std::move(current));
-        current.clear();
+        plan.starts.push_back(static_cast<int64_t>(i));
         rows = 0;
       }
       ++rows;
       room = opt.seq_len;
     }
-    current.push_back(d);
     room -= len;
   }
-  if (!current.empty()) batches.push_back(std::move(current));
-  return batches;
+  if (!plan.docs.empty()) plan.starts.push_back(static_cast<int64_t>(plan.docs.size()));
+  return plan;
 }
 
-int64_t batch_target_tokens(const Corpus& c, const std::vector<int64_t>& docs) {
+int64_t batch_target_tokens(const Corpus& c, std::span<const int64_t> docs) {
   int64_t n = 0;
   for (int64_t d : docs)
     for (int64_t t = c.offsets[static_cast<size_t>(d)] + 1; t < c.offsets[static_cast<size_t>(d) + 1]; ++t)
@@ -279,7 +511,7 @@ int64_t batch_target_tokens(const Corpus& c, const std::vector<int64_t>& docs) {
   return n;
 }
 
-TrainBatch make_batch(Context& ctx, const Corpus& c, const std::vector<int64_t>& docs) {
+TrainBatch make_batch(Context& ctx, const Corpus& c, std::span<const int64_t> docs) {
   std::vector<int32_t> ids, pos, labels;
   std::vector<int64_t> lens;
   for (int64_t d : docs) {

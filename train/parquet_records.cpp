@@ -123,6 +123,8 @@ void for_each_parquet_row(const std::string& path, const std::function<void(int6
       }
       fn(++row, record);
     }
+    for (const ParquetColumnChunk& c : m.row_groups[g].columns)  // read: its pages may leave memory
+      file->release(static_cast<size_t>(c.first_byte()), static_cast<size_t>(c.first_byte() + c.total_compressed_size));
   }
 }
 

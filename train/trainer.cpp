@@ -33,6 +33,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// --init learns its tokenizer's merges from the training text up to this size.
+constexpr size_t kInitTokenizerTextBytes = size_t{16} << 20;
+
 Device device_from(const std::string& flag) { return flag.empty() ? default_device() : Device::parse(flag); }
 
 // What one optimizer step did.
@@ -115,7 +118,7 @@ class Trainer {
   std::optional<EnergyMeter> energy_;
   double energy_j_ = 0;
   int64_t energy_tokens_ = 0;
-  std::vector<std::vector<int64_t>> epoch_plan_;
+  EpochPlan epoch_plan_;
   int64_t planned_epoch_ = -1;
 };
 
@@ -134,8 +137,10 @@ std::vector<int64_t> Trainer::next_micro_batch() {
       epoch_plan_ = plan_epoch(train_, train_docs_, pack_options(true), cfg_.seed, st_.epoch);
       planned_epoch_ = st_.epoch;
     }
-    if (st_.data_position < static_cast<int64_t>(epoch_plan_.size()))
-      return epoch_plan_[static_cast<size_t>(st_.data_position++)];
+    if (st_.data_position < static_cast<int64_t>(epoch_plan_.size())) {
+      const std::span<const int64_t> docs = epoch_plan_.batch(static_cast<size_t>(st_.data_position++));
+      return {docs.begin(), docs.end()};
+    }
     ++st_.epoch;
     st_.data_position = 0;
   }
@@ -186,18 +191,13 @@ void Trainer::check_ranks_config() {
 // ... and the same tokens: the model's config.json and tokenizer, and the corpus as tokenized.
 void Trainer::check_ranks_data() {
   if (comm_.size() == 1) return;
-  const auto hash_of = [](const Corpus& c) {
-    uint64_t h = fnv1a(c.ids.data(), c.ids.size() * sizeof(int32_t));
-    h = fnv1a(c.target.data(), c.target.size(), h);
-    return std::to_string(fnv1a(c.offsets.data(), c.offsets.size() * sizeof(int64_t), h));
-  };
   const fs::path dir(model_dir_);
   std::string model_files = read_file((dir / "config.json").string(), size_t{1} << 26);
   model_files += read_file((dir / "tokenizer.json").string(), size_t{1} << 30);
   check_same_on_all_ranks(comm_,
                           {{"model config.json and tokenizer.json (FNV-1a)", std::to_string(fnv1a(model_files))},
-                           {"training tokens (FNV-1a)", hash_of(train_)},
-                           {"validation tokens (FNV-1a)", hash_of(val_corpus_)},
+                           {"training tokens (FNV-1a)", std::to_string(train_.fnv1a)},
+                           {"validation tokens (FNV-1a)", std::to_string(val_corpus_.fnv1a)},
                            {"training documents", std::to_string(train_docs_.size())},
                            {"validation documents", std::to_string(val_docs_.size())}},
                           "data");
@@ -238,8 +238,10 @@ void Trainer::write_init_model() {
     ro.skip_bad_records = cfg_.skip_bad_records;
     ro.columns = parse_column_map(cfg_.data_columns);
     std::string text;
-    for (const Example& e : read_examples(cfg_.data, ro, r))
+    for_each_example(cfg_.data, ro, r, [&](Example& e) {
       text += e.kind == Example::Kind::text ? e.text : e.prompt + e.completion + "\n";
+      return text.size() < kInitTokenizerTextBytes;
+    });
     InitOptions io;
     io.seed = cfg_.seed;
     io.dtype = DType::f32;
@@ -436,7 +438,7 @@ double Trainer::evaluate() {
   if (val_docs_.empty()) return -1;
   const auto batches = plan_epoch(val_corpus_, val_docs_, pack_options(false), 0, 0);
   int64_t total = 0;
-  for (const auto& b : batches) total += batch_target_tokens(val_corpus_, b);
+  for (size_t i = 0; i < batches.size(); ++i) total += batch_target_tokens(val_corpus_, batches.batch(i));
   if (total == 0) return -1;
   std::vector<Tensor> none;  // evaluation returns its losses
   const PassOptions opt = pass_options(1, 0, total, none)[0];
@@ -445,7 +447,7 @@ double Trainer::evaluate() {
   const size_t begin = std::min(batches.size(), per_rank * static_cast<size_t>(comm_.rank()));
   std::vector<double> losses;
   for (size_t i = begin; i < std::min(batches.size(), begin + per_rank); ++i)
-    losses.push_back(forward_loss(ctx_, model(), make_batch(ctx_, val_corpus_, batches[i]), opt));
+    losses.push_back(forward_loss(ctx_, model(), make_batch(ctx_, val_corpus_, batches.batch(i)), opt));
   return sum_in_rank_order(comm_, losses);
 }
 

@@ -3,8 +3,10 @@
 // with document boundaries, the split, the epoch order and the corpus cache.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "kernels/cross_entropy.h"
@@ -12,6 +14,7 @@
 #include "runtime/error.h"
 #include "runtime/file_util.h"
 #include "runtime/json.h"
+#include "runtime/safetensors.h"
 #include "support/test_util.h"
 #include "train/data.h"
 #include "train/dataset.h"
@@ -36,6 +39,19 @@ std::vector<Example> read(const std::string& path, bool skip = false) {
 
 
 Tokenizer qwen() { return Tokenizer::load(std::string(ONN_TEST_DATA_DIR) + "/tokenizers/qwen3"); }
+
+bool same_corpus(const Corpus& a, const Corpus& b) {
+  return std::ranges::equal(a.ids, b.ids) && std::ranges::equal(a.target, b.target) &&
+         std::ranges::equal(a.offsets, b.offsets) && a.targets == b.targets && a.fnv1a == b.fnv1a &&
+         a.truncated == b.truncated;
+}
+
+std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 }  // namespace
 
@@ -188,25 +204,28 @@ TEST_CASE("long documents: text continues in the next window, answers are cut an
 }
 
 TEST_CASE("packing keeps documents whole, restarts positions, and labels only targets inside a document") {
-  Corpus c;
-  c.offsets = {0};
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> target;
+  std::vector<int64_t> offsets = {0};
   for (int d = 0; d < 5; ++d) {
     for (int t = 0; t < 3 + d; ++t) {
-      c.ids.push_back(100 * d + t);
-      c.target.push_back(t >= 1 ? 1 : 0);
+      ids.push_back(100 * d + t);
+      target.push_back(t >= 1 ? 1 : 0);
     }
-    c.offsets.push_back(static_cast<int64_t>(c.ids.size()));
+    offsets.push_back(static_cast<int64_t>(ids.size()));
   }
+  const Corpus c = Corpus::from_vectors(ids, target, offsets);
+  CHECK(c.target_tokens() == 2 + 3 + 4 + 5 + 6);
   PackOptions o;
   o.seq_len = 8;
   o.micro_batch = 2;
   std::vector<int64_t> all = {0, 1, 2, 3, 4};
   const auto batches = plan_epoch(c, all, o, 1, 0);
   std::multiset<int64_t> seen;
-  for (const auto& b : batches) {
+  for (size_t i = 0; i < batches.size(); ++i) {
     // rows of 8: the documents of a micro-batch fit micro_batch rows
     int64_t tokens = 0;
-    for (int64_t d : b) tokens += c.length(d), seen.insert(d);
+    for (int64_t d : batches.batch(i)) tokens += c.length(d), seen.insert(d);
     CHECK(tokens <= 16);
   }
   CHECK(seen == std::multiset<int64_t>{0, 1, 2, 3, 4});  // every document exactly once
@@ -215,25 +234,27 @@ TEST_CASE("packing keeps documents whole, restarts positions, and labels only ta
   o.packing = false;
   CHECK(plan_epoch(c, all, o, 1, 0).size() == 3);  // one document per row: 2 + 2 + 1
   Context ctx(Device::cpu());
-  const TrainBatch b = make_batch(ctx, c, {1, 3});
-  const std::vector<int32_t> ids(b.ids.data_as<int32_t>(), b.ids.data_as<int32_t>() + b.ids.numel());
-  CHECK(ids == std::vector<int32_t>{100, 101, 102, 103, 300, 301, 302, 303, 304, 305});
+  const TrainBatch b = make_batch(ctx, c, std::vector<int64_t>{1, 3});
+  const std::vector<int32_t> batch_ids(b.ids.data_as<int32_t>(), b.ids.data_as<int32_t>() + b.ids.numel());
+  CHECK(batch_ids == std::vector<int32_t>{100, 101, 102, 103, 300, 301, 302, 303, 304, 305});
   const std::vector<int32_t> pos(b.positions.data_as<int32_t>(), b.positions.data_as<int32_t>() + 10);
   CHECK(pos == std::vector<int32_t>{0, 1, 2, 3, 0, 1, 2, 3, 4, 5});
   const std::vector<int32_t> labels(b.labels.data_as<int32_t>(), b.labels.data_as<int32_t>() + 10);
   CHECK(labels == std::vector<int32_t>{101, 102, 103, kIgnoreIndex, 301, 302, 303, 304, 305, kIgnoreIndex});
-  CHECK(batch_target_tokens(c, {1, 3}) == 8);
+  CHECK(batch_target_tokens(c, std::vector<int64_t>{1, 3}) == 8);
   CHECK(b.seqs.max_seqlen == 6);
 }
 
 TEST_CASE("validation split and the corpus cache") {
-  Corpus c;
-  c.offsets = {0};
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> target;
+  std::vector<int64_t> offsets = {0};
   for (int d = 0; d < 40; ++d) {
-    c.ids.insert(c.ids.end(), {d, d + 1, d + 2});
-    c.target.insert(c.target.end(), {0, 1, 1});
-    c.offsets.push_back(static_cast<int64_t>(c.ids.size()));
+    ids.insert(ids.end(), {d, d + 1, d + 2});
+    target.insert(target.end(), {0, 1, 1});
+    offsets.push_back(static_cast<int64_t>(ids.size()));
   }
+  Corpus c = Corpus::from_vectors(ids, target, offsets, 3);
   std::vector<int64_t> train, val;
   split_documents(c, 0.1, 3, train, val);
   CHECK(val.size() == 4);
@@ -247,17 +268,33 @@ TEST_CASE("validation split and the corpus cache") {
 
   TempDir dir;
   const nlohmann::json fp = {{"data", "x.jsonl"}, {"seq_len", 8}};
-  c.truncated = 3;
   save_corpus(c, dir.file("corpus"), fp);
   const std::optional<Corpus> back = load_corpus(dir.file("corpus"), fp);
   REQUIRE(back.has_value());
-  CHECK(back->ids == c.ids);
-  CHECK(back->target == c.target);
-  CHECK(back->offsets == c.offsets);
+  CHECK(same_corpus(*back, c));
   CHECK(back->truncated == 3);
   CHECK(!load_corpus(dir.file("corpus"), nlohmann::json{{"data", "x.jsonl"}, {"seq_len", 9}}).has_value());
+  // Arrays that do not fit together are never used: offsets past the tokens, a target short.
+  const auto tensors_of = [&](std::vector<int64_t> o, std::vector<uint8_t> t) {
+    const std::map<std::string, std::string> meta = {{"truncated", "0"}, {"targets", "0"}, {"fnv1a", "0"}};
+    write_safetensors(dir.file("corpus.safetensors"),
+                      {{"doc_offsets", DType::i64, {static_cast<int64_t>(o.size())}, o.data(), o.size() * 8},
+                       {"ids", DType::i32, {static_cast<int64_t>(ids.size())}, ids.data(), ids.size() * 4},
+                       {"target", DType::u8, {static_cast<int64_t>(t.size())}, t.data(), t.size()}},
+                      meta);
+    return load_corpus(dir.file("corpus"), fp).has_value();
+  };
+  CHECK(tensors_of(offsets, target));
+  std::vector<int64_t> past = offsets;
+  past.back() += 1;
+  CHECK(!tensors_of(past, target));
+  std::vector<int64_t> down = offsets;
+  down[5] = down[7];
+  CHECK(!tensors_of(down, target));
+  CHECK(!tensors_of(offsets, std::vector<uint8_t>(target.begin(), target.end() - 1)));
   write(dir, "corpus.safetensors", "garbage");
   CHECK(!load_corpus(dir.file("corpus"), fp).has_value());  // damaged: rebuilt, never trusted
+  CHECK_THROWS_AS(Corpus::from_vectors(ids, target, past), InvalidArgument);
 }
 
 TEST_CASE("a training corpus is tokenized once, then served from its cache until an input changes") {
@@ -276,8 +313,7 @@ TEST_CASE("a training corpus is tokenized once, then served from its cache until
   bool again = false;
   const Corpus second = load_or_tokenize_corpus(src, tok, report, again);
   CHECK(again);
-  CHECK(second.ids == first.ids);
-  CHECK(second.target == first.target);
+  CHECK(same_corpus(second, first));
   // Each input of the fingerprint misses the cache: an option, then the data file's contents.
   src.seq_len = 8;
   load_or_tokenize_corpus(src, tok, report, again);
@@ -292,6 +328,58 @@ TEST_CASE("a training corpus is tokenized once, then served from its cache until
   src.data = write(dir, "empty.jsonl", "");
   CHECK_THROWS_WITH_AS(load_or_tokenize_corpus(src, tok, report, again), doctest::Contains("empty.jsonl"),
                        InvalidArgument);
+}
+
+TEST_CASE("records stream from the files into the cache: the corpus tokenized in memory, no spill file left") {
+  TempDir dir;
+  std::filesystem::create_directories(dir.file("data"));
+  std::string long_text;
+  for (int i = 0; i < 40; ++i) long_text += "word" + std::to_string(i) + " ";
+  write(dir, "data/a.jsonl", "{\"text\": \"" + long_text + "\"}\n{\"text\": \"short\"}\n");
+  write(dir, "data/b.jsonl", "{\"input\": \"a longer question, cut at eight\", \"output\": \" an answer\"}\n");
+  write(dir, "data/d.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, "
+                             "{\"role\": \"assistant\", \"content\": \"hello\"}]}\n");
+  write(dir, "data/c.csv", "input,output\n\"q, one\",a one\nq two,\"a \"\"two\"\"\"\n");
+  std::filesystem::copy_file(std::string(ONN_TEST_DATA_DIR) + "/parquet/pairs_zstd.parquet", dir.file("data/e.parquet"));
+  const Tokenizer tok = qwen();
+  TokenizeOptions to;
+  to.seq_len = 8;
+  const Corpus in_memory = tokenize_examples(tok, read(dir.file("data")), to);
+  CHECK(in_memory.documents() > 10);
+  CHECK(in_memory.truncated > 0);
+
+  CorpusSource src;
+  src.data = dir.file("data");
+  src.model_dir = std::string(ONN_TEST_DATA_DIR) + "/tokenizers/qwen3";
+  src.cache = dir.file("cache/train-corpus");
+  src.seq_len = 8;
+  DataReport report;
+  bool cached = true;
+  CHECK(same_corpus(load_or_tokenize_corpus(src, tok, report, cached), in_memory));
+  CHECK(!cached);
+  CHECK(report.files.size() == 5);
+  CHECK(names_in(dir.file("cache")) == std::vector<std::string>{"train-corpus.json", "train-corpus.safetensors"});
+  // A rank that does not write the cache maps a private file and removes it at once.
+  src.cache = dir.file("private/train-corpus");
+  src.write_cache = false;
+  const Corpus mine = load_or_tokenize_corpus(src, tok, report, cached);
+  CHECK(same_corpus(mine, in_memory));
+  CHECK(names_in(dir.file("private")).empty());
+  // A copy shares the arrays.
+  const Corpus copy = mine;
+  CHECK(copy.ids.data() == mine.ids.data());
+}
+
+TEST_CASE("for_each_example stops when its callback says so") {
+  TempDir dir;
+  const std::string path = write(dir, "d.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": \"c\"}\n");
+  DataReport r;
+  std::vector<std::string> seen;
+  for_each_example(path, {}, r, [&](Example& e) {
+    seen.push_back(e.text);
+    return seen.size() < 2;
+  });
+  CHECK(seen == std::vector<std::string>{"a", "b"});
 }
 
 namespace {
