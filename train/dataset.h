@@ -66,7 +66,8 @@ struct CorpusSource {
   std::string chat_format;  // a chat_format_from_name name; "" = the tokenizer's template
   bool skip_bad_records = false;
   std::string data_columns;  // --data-columns
-  bool write_cache = true;  // false: a cache is read when it matches, never written
+  bool write_cache = true;  // false: a cache is read when it matches, never written (a private
+                            // file holds the tokens, removed as soon as it is mapped)
 };
 // The corpus of src.data tokenized with `tok`: from src.cache when its fingerprint (the data
 // files' paths, sizes and times, the tokenizer files' bytes, the options) matches, else read,

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -56,9 +57,11 @@ ProcessResult spawn_and_wait(const std::vector<std::string>& argv, const char* s
   last_child = pid;
   if (feed) feed();
   int status = 0;
-  waitpid(pid, &status, 0);
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
   ProcessResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  r.max_rss_kb = usage.ru_maxrss;
   auto slurp = [](const std::string& p) {
     std::ifstream in(p, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(in), {});

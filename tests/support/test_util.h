@@ -31,6 +31,7 @@ struct ProcessResult {
   int exit_code = -1;  // -signal when killed by a signal
   std::string out;
   std::string err;
+  int64_t max_rss_kb = 0;  // the process's peak resident memory (getrusage's ru_maxrss)
 };
 ProcessResult run_process(const std::vector<std::string>& argv);
 // As run_process, but stdin is a pseudo-terminal (isatty is true) that receives `input`,

@@ -16,6 +16,7 @@
 #include "runtime/file_util.h"
 #include "runtime/json.h"
 #include "runtime/safetensors.h"
+#include "support/parquet_writer.h"
 #include "support/test_util.h"
 
 using namespace onn;
@@ -493,6 +494,52 @@ TEST_CASE("onn-train from a Parquet file: bitwise the run from the same records 
   CHECK(bad.err.find("onn-train: error: " + cut + ": not a Parquet file") != std::string::npos);
   CHECK(!fs::exists(dir.file("cut") + "/run_config.json"));
 }
+
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's shadow memory and quarantine are resident too
+TEST_CASE("onn-train's memory does not grow with its data file: JSONL and Parquet stream into a mapped corpus") {
+  TempDir dir;
+  const std::vector<std::string> words = {"the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog",
+                                          "while", "seven", "wizards", "hex", "jolly", "boxing", "frogs"};
+  const auto text_of = [&](int64_t r) {
+    std::mt19937 g(static_cast<uint32_t>(r));
+    std::string t;
+    for (int w = 0; w < 400; ++w) t += (w ? " " : "") + words[g() % words.size()];
+    return t;
+  };
+  constexpr int64_t kRows = 24000, kSmallRows = 100;  // about 48 MiB of text, and a little
+  const auto write_jsonl = [&](const std::string& path, int64_t rows) {
+    std::ofstream out(path, std::ios::binary);
+    for (int64_t r = 0; r < rows; ++r) out << nlohmann::json{{"text", text_of(r)}}.dump() << "\n";
+  };
+  write_jsonl(dir.file("small.jsonl"), kSmallRows);
+  write_jsonl(dir.file("big.jsonl"), kRows);
+  write_string_parquet(dir.file("big.parquet"), {"text"}, kRows, 1000,
+                       [&](int64_t r, std::vector<std::string>& v) { v[0] = text_of(r); });
+  const auto run = [&](const std::string& data, const std::string& out) {
+    const ProcessResult r = run_process({kTrain, "--model", kModel, "--data", data, "--out", out, "--device", "cpu",
+                                         "--steps", "1", "--seq-len", "128", "--val-split", "0"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    return r.max_rss_kb;
+  };
+  const int64_t small = run(dir.file("small.jsonl"), dir.file("small"));
+  const int64_t jsonl = run(dir.file("big.jsonl"), dir.file("jsonl"));
+  const int64_t parquet = run(dir.file("big.parquet"), dir.file("parquet"));
+  const auto text_kb = static_cast<int64_t>(fs::file_size(dir.file("big.jsonl")) / 1024);
+  MESSAGE("peak resident KiB: " << small << " for " << kSmallRows << " rows; " << jsonl << " (JSONL) and "
+                                << parquet << " (Parquet) for " << kRows << " rows, " << text_kb << " KiB of JSONL");
+  CHECK(text_kb > 45 * 1024);
+  // Before streaming, the text and the tokens (five bytes a token, about one token per 1.3
+  // bytes here) were held whole, twice over: growth of several times the file.
+  CHECK(jsonl - small < text_kb / 4);
+  CHECK(parquet - small < text_kb / 4);
+  // The two files tokenized to the same corpus.
+  const SafetensorsFile a = SafetensorsFile::open(dir.file("jsonl/data/train-corpus.safetensors"));
+  const SafetensorsFile b = SafetensorsFile::open(dir.file("parquet/data/train-corpus.safetensors"));
+  CHECK(a.file_bytes() == b.file_bytes());
+  CHECK(a.metadata() == b.metadata());
+  CHECK(std::stoll(a.metadata().at("targets")) > 20'000'000);
+}
+#endif
 
 TEST_CASE("onn-train with ONN_WORLD_SIZE > 1 and no MPI launcher is refused in one line, exit 2") {
   TempDir dir;
