@@ -370,6 +370,28 @@ TEST_CASE("records stream from the files into the cache: the corpus tokenized in
   CHECK(copy.ids.data() == mine.ids.data());
 }
 
+TEST_CASE("a CSV file's UTF-8 is checked in windows: a character across a window's end reads, a bad byte past it is named") {
+  TempDir dir;
+  constexpr size_t kWindow = size_t{8} << 20;  // the reader's release step
+  // The header, then one row whose field runs past the first window with an "é" (2 bytes) cut
+  // by the window's end.
+  std::string text = "text\n";
+  text += std::string(kWindow - 1 - text.size(), 'a');
+  text += "\xc3\xa9 and more\n";
+  const std::string good = write(dir, "good.csv", text);
+  const std::vector<Example> rows = read(good);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].text.size() == text.size() - 6);
+  std::string bad = text;
+  bad[kWindow + 5] = '\xff';
+  const std::string at_bad = "bad.csv: invalid UTF-8 at byte " + std::to_string(kWindow + 5);
+  CHECK_THROWS_WITH_AS(read(write(dir, "bad.csv", bad)), doctest::Contains(at_bad.c_str()), InvalidArgument);
+  bad = text;
+  bad[kWindow] = 'x';  // the "é" cut in two: its lead byte is the window's last
+  const std::string at_cut = "cut.csv: invalid UTF-8 at byte " + std::to_string(kWindow - 1);
+  CHECK_THROWS_WITH_AS(read(write(dir, "cut.csv", bad)), doctest::Contains(at_cut.c_str()), InvalidArgument);
+}
+
 TEST_CASE("for_each_example stops when its callback says so") {
   TempDir dir;
   const std::string path = write(dir, "d.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": \"c\"}\n");
