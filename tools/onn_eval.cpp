@@ -1,4 +1,5 @@
-// onn-eval: mean next-token loss and perplexity of a model over a text or JSONL file. Each
+// onn-eval: mean next-token loss and perplexity of a model over a text file or the {"text"}
+// records of a JSONL, JSON, Parquet or CSV/TSV file. Each
 // document is tokenized as the model's tokenizer does (BOS where it adds one), cut into
 // windows of --seq-len tokens, and every next-token prediction inside a window counts.
 #include <cmath>
@@ -11,16 +12,26 @@
 #include "model/lora.h"
 #include "model/tokenizer.h"
 #include "runtime/error.h"
-#include "runtime/file_util.h"
 #include "tools/cli.h"
 #include "tools/placement_flags.h"
+#include "train/data.h"
 
 namespace {
 
-// A .jsonl file's {"text": ...} records, or any other file as one document.
+// The documents of a data file of any type onn-train reads (.jsonl, .json, .parquet, .csv,
+// .tsv, or a folder of them): its {"text"} records; a .txt/.md file is one document. A record
+// of another layout is refused by name.
 std::vector<std::string> read_documents(const std::string& path) {
-  if (path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) return onn::tools::read_jsonl_texts(path);
-  return {onn::read_file(path, size_t{1} << 32)};
+  std::vector<std::string> docs;
+  onn::DataReport report;
+  onn::for_each_example(path, {}, report, [&](onn::Example& e) {
+    if (e.kind != onn::Example::Kind::text)
+      throw onn::InvalidArgument(e.where + ": onn-eval reads {\"text\"} records (documents), not prompt/answer or "
+                                 "chat records");
+    docs.push_back(std::move(e.text));
+    return true;
+  });
+  return docs;
 }
 
 // Windows of every document: --seq-len tokens each (the last may be shorter), two at least.
@@ -86,8 +97,8 @@ void report(double loss, int64_t count, std::optional<double> dense, onn::QuantF
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"onn-eval: mean next-token loss and perplexity of a model over a text file (one document) or a "
-               ".jsonl file of {\"text\": ...} documents"};
+  CLI::App app{"onn-eval: mean next-token loss and perplexity of a model over a text file (one document) or the "
+               "{\"text\": ...} records of a .jsonl, .json, .parquet or .csv/.tsv file"};
   std::string model_dir, adapter_dir, data, device_flag;
   int64_t seq_len = 1024, batch_tokens = 8192;
   bool json = false;
@@ -95,7 +106,8 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--adapter", adapter_dir, "a LoRA adapter folder (PEFT layout, e.g. onn-train's adapter/) applied "
                                         "to the model");
-  app.add_option("--data", data, "a .txt/.md file (one document) or a .jsonl file ({\"text\": ...} per line)")
+  app.add_option("--data", data, "a .txt/.md file (one document), a .jsonl/.json/.parquet/.csv/.tsv file of "
+                                 "{\"text\"} records, or a folder of them")
       ->required();
   app.add_option("--seq-len", seq_len, "tokens per evaluation window (default 1024)")->check(CLI::Range(2, 1 << 20));
   app.add_option("--batch-tokens", batch_tokens, "tokens per forward pass (default 8192)")->check(CLI::Range(2, 1 << 24));
