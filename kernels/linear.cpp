@@ -11,7 +11,7 @@ void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor
   const OpCheck chk("linear_forward", ctx, {{"x", &x}, {"w", &w}, {"bias", bias}, {"y", &y}});
   chk.require(x.rank() == 2 && w.rank() == 2 && x.dim(1) == w.dim(1), "x must be (N, in) and w (out, in)");
   chk.float_dtype(x, "x");
-  chk.same_dtype(x, "x", w, "w");
+  chk.weight_dtype(x, w);
   chk.shape(y, "y", Shape{x.dim(0), w.dim(0)});
   chk.same_dtype(x, "x", y, "y");
   if (bias) {
@@ -30,7 +30,7 @@ void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
   chk.require(x.rank() == 2 && w.rank() == 2 && x.dim(1) == w.dim(1), "x must be (N, in) and w (out, in)");
   const int64_t n = x.dim(0), out = w.dim(0);
   chk.float_dtype(x, "x");
-  chk.same_dtype(x, "x", w, "w");
+  chk.weight_dtype(x, w);
   chk.shape(dy, "dy", Shape{n, out});
   chk.same_dtype(x, "x", dy, "dy");
   if (g.dx) {
@@ -38,6 +38,7 @@ void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
     chk.same_dtype(x, "x", *g.dx, "dx");
   }
   const auto grad_dtype_ok = [&](const Tensor& t) { return t.dtype() == x.dtype() || t.dtype() == DType::f32; };
+  chk.require(!g.dw || w.dtype() == x.dtype(), "dw: a stored bf16 weight is frozen");
   if (g.dw) {
     chk.shape(*g.dw, "dw", w.shape());
     chk.require(grad_dtype_ok(*g.dw), "dw must be x's dtype or F32");

@@ -16,7 +16,8 @@ void check_common(const OpCheck& chk, const Tensor& x, const Tensor& w, const Te
   chk.shape(b, "b", Shape{out, r});
   chk.shape(xa, "xa", Shape{n, r});
   chk.float_dtype(x, "x");
-  for (const auto& [t, name] : {std::pair{&w, "w"}, {&a, "a"}, {&b, "b"}, {&xa, "xa"}}) chk.same_dtype(x, "x", *t, name);
+  chk.weight_dtype(x, w);
+  for (const auto& [t, name] : {std::pair{&a, "a"}, {&b, "b"}, {&xa, "xa"}}) chk.same_dtype(x, "x", *t, name);
   chk.require(cfg.dropout >= 0.0f && cfg.dropout < 1.0f, "dropout must be in [0, 1), got ", cfg.dropout);
 }
 

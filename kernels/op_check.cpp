@@ -1,6 +1,8 @@
 // OpCheck: the shared argument validation behind every op's front.
 #include "kernels/op_check.h"
 
+#include "kernels/matmul.h"
+
 namespace onn {
 
 std::string describe(const Tensor& t) {
@@ -37,6 +39,10 @@ void OpCheck::dtype(const Tensor& t, const char* name, DType want) const {
 void OpCheck::same_dtype(const Tensor& a, const char* an, const Tensor& b, const char* bn) const {
   require(a.dtype() == b.dtype(), an, " and ", bn, " must have one dtype, got ", dtype_name(a.dtype()), " and ",
           dtype_name(b.dtype()));
+}
+
+void OpCheck::weight_dtype(const Tensor& x, const Tensor& w) const {
+  if (!cpu_bf16_weights(x.device(), x.dtype(), w.dtype())) same_dtype(x, "x", w, "w");
 }
 
 void OpCheck::float_dtype(const Tensor& t, const char* name) const {

@@ -35,6 +35,9 @@ class OpCheck {
   void shape(const Tensor& t, const char* name, const Shape& want) const;
   void dtype(const Tensor& t, const char* name, DType want) const;
   void same_dtype(const Tensor& a, const char* an, const Tensor& b, const char* bn) const;
+  // A weight w of x's dtype, or a stored BF16 w that the CPU multiplies as it is
+  // (cpu_bf16_weights).
+  void weight_dtype(const Tensor& x, const Tensor& w) const;
   // A compute dtype of this backend: f32 or f64 on the CPU, f32 or bf16 on CUDA.
   void float_dtype(const Tensor& t, const char* name) const;
 

@@ -5,6 +5,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/linear.h"
 #include "kernels/lora.h"
+#include "kernels/matmul.h"
 #include "kernels/quant.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -47,6 +48,11 @@ LoraConfig Block::lora_config(size_t l, Projection p) const {
 Tensor Block::weight(const LayerWeights& w, Projection p) const {
   const QuantTensor& q = w.*projection_quant(p);
   if (!q.defined()) return w.*projection_weight(p);
+  // bf16 storage multiplied as it is stored (--cpu-matmul bf16).
+  if (q.format == QuantFormat::bf16) {
+    Tensor stored = q.data.slice(q.row0, q.row0 + q.rows);
+    if (cpu_bf16_weights(ctx_.device(), model_.dtype(), DType::bf16)) return stored;
+  }
   // One scratch for every projection of every layer and lane of the pass: the GEMM that reads it
   // is queued before the next dequantization writes it, on the same stream.
   if (!scratch_->defined()) *scratch_ = make(Shape{largest_projection(c_)});

@@ -64,8 +64,15 @@ GenerationPlan generation_plan(Device device, const std::string& dir, const Plac
   return plan_for(load_model_config(dir), device, f, shape);
 }
 
+void apply_cpu_matmul(const Context& ctx, CpuMatmul m) {
+  ONN_CHECK_ARG(m == CpuMatmul::f32 || ctx.device().is_cpu(),
+                "--cpu-matmul bf16 is for the CPU backend; on CUDA the products of bf16 weights are bf16 already");
+  set_cpu_matmul(m);
+}
+
 PlacedModel place_for_generation(Context& ctx, const std::string& dir, const PlacementFlags& f,
                                  const GenerationShape& shape) {
+  apply_cpu_matmul(ctx, f.cpu_matmul);
   const ModelConfig cfg = load_model_config(dir);
   PlacementFlags planned = f;
   planned.vram_budget = apply_budget(ctx, f.vram_budget);

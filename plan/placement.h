@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "kernels/matmul.h"
 #include "model/llama.h"
 #include "model/streaming.h"
 #include "plan/planner.h"
@@ -25,7 +26,12 @@ struct PlacementFlags {
   Sharing share_loads = Sharing::auto_;  // training: micro-batches per weight load
   uint64_t host_ram = 0;                // --plan: another machine's host memory (0: this one's)
   QuantFormat quantize = QuantFormat::none;  // --quantize: the frozen base quantized while loading
+  CpuMatmul cpu_matmul = CpuMatmul::f32;     // --cpu-matmul: the CPU backend's products
 };
+
+// --cpu-matmul for a run on ctx's device (set_cpu_matmul); bf16 is the CPU backend's, an
+// InvalidArgument on CUDA (which multiplies bf16 weights already).
+void apply_cpu_matmul(const Context& ctx, CpuMatmul m);
 
 // The format the model's projection weights run in: a quantized folder's own, else --quantize.
 QuantFormat base_format(const ModelConfig& cfg, const PlacementFlags& f);

@@ -10,6 +10,7 @@ packages=(
   clang libclang-rt-dev   # the libFuzzer target (scripts/fuzz.sh)
   libopenmpi-dev openmpi-bin   # data-parallel runs (runtime/dist): mpirun -np N onn-train
   libsnappy-dev libzstd-dev zlib1g-dev   # Parquet data: the page codecs
+  libdnnl-dev   # the CPU's bf16 GEMM (oneDNN): onn-train --cpu-matmul bf16
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -26,3 +26,19 @@ endif()
 find_package(Snappy CONFIG REQUIRED)
 find_package(zstd CONFIG REQUIRED)
 find_package(ZLIB REQUIRED)
+# The CPU's bf16 GEMM (kernels/cpu/matmul_bf16.cpp): Debian's oneDNN (libdnnl-dev), built on
+# OpenMP, whose thread count ONN holds to one per calling thread.
+set(ONN_HAVE_ONEDNN OFF)
+if(NOT ONN_ONEDNN STREQUAL "OFF")
+  # Found by hand: Debian's dnnl-config.cmake insists on OpenCL's development files (its GPU
+  # runtime), which the CPU engine ONN uses does not need.
+  find_path(ONN_DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.hpp)
+  find_library(ONN_DNNL_LIBRARY dnnl)
+  find_package(OpenMP COMPONENTS CXX QUIET)
+  if(ONN_DNNL_INCLUDE_DIR AND ONN_DNNL_LIBRARY AND OpenMP_CXX_FOUND)
+    set(ONN_HAVE_ONEDNN ON)
+  elseif(ONN_ONEDNN STREQUAL "ON")
+    message(FATAL_ERROR "ONN_ONEDNN=ON but oneDNN (libdnnl-dev) or OpenMP was not found")
+  endif()
+endif()
+message(STATUS "ONN: CPU bf16 GEMM (oneDNN) ${ONN_HAVE_ONEDNN} (ONN_ONEDNN=${ONN_ONEDNN})")

@@ -239,7 +239,8 @@ void resume_config(const CLI::App& app, TrainArgs& a) {
   onn::PlacementFlags placement = a.c.placement;
   a.c = onn::load_run_config(a.resume);
   a.c.out_dir = a.resume;
-  placement.quantize = a.c.placement.quantize;  // the run's base, not a placement choice
+  placement.quantize = a.c.placement.quantize;      // the run's base, not a placement choice
+  placement.cpu_matmul = a.c.placement.cpu_matmul;  // the run's arithmetic
   a.c.placement = placement;
   if (!device.empty()) a.c.device = device;
 }

@@ -45,7 +45,7 @@ nlohmann::ordered_json TrainConfig::to_json() const {
           {"max_grad_norm", max_grad_norm}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps},
           {"warmup_steps", warmup_steps}, {"schedule", schedule_name(schedule)}, {"eval_every", eval_every},
           {"save_every", save_every}, {"keep_last", keep_last}, {"max_bad_steps", max_bad_steps}, {"seed", seed},
-          {"quantize", quant_format_name(placement.quantize)}};
+          {"quantize", quant_format_name(placement.quantize)}, {"cpu_matmul", cpu_matmul_name(placement.cpu_matmul)}};
 }
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source) {
@@ -93,6 +93,11 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
     c.keep_last = j.at("keep_last");
     c.max_bad_steps = j.at("max_bad_steps");
     c.seed = j.at("seed");
+    if (j.contains("cpu_matmul")) {  // absent in runs from before the bf16 GEMM
+      const std::string m = j.at("cpu_matmul");
+      if (m != "f32" && m != "bf16") throw InvalidArgument("cpu_matmul \"" + m + "\" is not f32 or bf16");
+      c.placement.cpu_matmul = m == "bf16" ? CpuMatmul::bf16 : CpuMatmul::f32;
+    }
     if (j.contains("quantize")) {  // absent in runs from before quantized bases
       const std::optional<QuantFormat> q = parse_quant_format(j.at("quantize").get<std::string>());
       if (!q) throw InvalidArgument("quantize \"" + j.at("quantize").get<std::string>() + "\" is not a format");

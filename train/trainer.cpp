@@ -290,6 +290,7 @@ void Trainer::load_data(DataReport& report, bool& cached) {
 // the model loaded there: full training resumes from the checkpoint's weights, LoRA from the
 // base model.
 void Trainer::place() {
+  apply_cpu_matmul(ctx_, cfg_.placement.cpu_matmul);
   const PlanRequest req = plan_request(cfg_, load_model_config(model_dir_), ctx_.device(), budget_);
   plan_ = training_plan(req, cfg_.placement, ctx_.device(), cfg_.batch_rows > 0);
   if (plan_ && cfg_.batch_rows > 0) {

@@ -2,12 +2,17 @@
 // broadcasting, alpha/beta, bias; poisoned outputs with guard rows; argument errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <vector>
 
 #include "kernels/matmul.h"
 #include "kernels/reference.h"
+#include "runtime/dtype.h"
 #include "runtime/error.h"
+#include "runtime/parallel.h"
 #include "support/test_util.h"
 
 using namespace onn;
@@ -154,4 +159,90 @@ TEST_CASE("matmul argument errors name the op and the shapes") {
   Tensor alias = Tensor::empty(Shape{4, 3}, DType::f32);
   const Tensor sq = Tensor::empty(Shape{3, 3}, DType::f32);
   CHECK_THROWS_WITH_AS(matmul(ctx, alias, sq, alias), doctest::Contains("aliases"), InvalidArgument);
+}
+
+namespace {
+
+// An f32 tensor holding x's values rounded to bf16.
+Tensor bf16_rounded(const Tensor& x) {
+  Tensor y = Tensor::empty(x.shape(), DType::f32);
+  for (int64_t i = 0; i < x.numel(); ++i) y.data_as<float>()[i] = bf16_bits_to_f32(f32_to_bf16_bits(x.data_as<float>()[i]));
+  return y;
+}
+
+std::vector<float> values(const Tensor& t) { return {t.data_as<float>(), t.data_as<float>() + t.numel()}; }
+
+// --cpu-matmul for one test, then back to f32 (the setting is process-wide).
+struct CpuMatmulScope {
+  explicit CpuMatmulScope(CpuMatmul m) { set_cpu_matmul(m); }
+  ~CpuMatmulScope() { set_cpu_matmul(CpuMatmul::f32); }
+};
+
+}  // namespace
+
+TEST_CASE("matmul CPU in bf16: the products of bf16-rounded inputs, every layout, the same bits at any thread count") {
+  const std::string missing = cpu_bf16_matmul_missing();
+  if (!missing.empty()) {
+    MESSAGE("skipped: " << missing);
+    CHECK_THROWS_AS(set_cpu_matmul(CpuMatmul::bf16), InvalidArgument);
+    return;
+  }
+  Context ctx(Device::cpu());
+  std::mt19937 rng(11);
+  const int64_t batch = 2, m = 96, n = 80, k = 300;  // 2.3M multiply-adds a batch entry: the bf16 path
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb)
+      for (int shared_b = 0; shared_b < 2; ++shared_b) {
+        CAPTURE(ta);
+        CAPTURE(tb);
+        CAPTURE(shared_b);
+        const Tensor a = random_tensor(ta ? Shape{batch, k, m} : Shape{batch, m, k}, rng);
+        const Shape bs = tb ? Shape{n, k} : Shape{k, n};
+        const Tensor b = random_tensor(shared_b ? bs : Shape{batch, bs[0], bs[1]}, rng);
+        const Tensor bias = random_tensor(Shape{n}, rng), c0 = random_tensor(Shape{batch, m, n}, rng);
+        MatmulOptions o;
+        o.trans_a = ta;
+        o.trans_b = tb;
+        o.alpha = 0.5f;
+        o.beta = 0.25f;
+        o.bias = &bias;
+        std::vector<std::vector<float>> results;
+        for (int threads : {1, 2, 3}) {
+          set_cpu_threads(threads);
+          CpuMatmulScope bf16(CpuMatmul::bf16);
+          Guarded g(Shape{batch, m, n});
+          g.c.copy_from(c0);
+          matmul(ctx, a, b, g.c, o);
+          CHECK(g.guards_intact());
+          results.push_back(values(g.c));
+        }
+        set_cpu_threads(0);
+        Tensor first = Tensor::empty(Shape{batch, m, n}, DType::f32);
+        std::copy(results[0].begin(), results[0].end(), first.data_as<float>());
+        // Exact products of the rounded inputs, summed in f32: close to the double sum of them,
+        // and visibly not the f32 product of the inputs themselves.
+        CHECK(normalized_error(first, matmul_reference(bf16_rounded(a), bf16_rounded(b), o, &c0)) < 1e-5);
+        CHECK(normalized_error(first, matmul_reference(a, b, o, &c0)) > 1e-4);
+        for (const std::vector<float>& r : results) CHECK(std::memcmp(r.data(), results[0].data(), r.size() * 4) == 0);
+      }
+  // A stored BF16 b (--quantize bf16) is multiplied as it is: the bits of its f32 values in bf16
+  // mode; below the bf16 path's size, the f32 product of its widened values.
+  {
+    const Tensor a = random_tensor(Shape{96, 300}, rng), b = random_tensor(Shape{80, 300}, rng);
+    const Tensor b16 = b.to_dtype(DType::bf16);
+    MatmulOptions o;
+    o.trans_b = true;
+    CpuMatmulScope bf16(CpuMatmul::bf16);
+    CHECK(values(matmul(ctx, a, b16, o, DType::f32)) == values(matmul(ctx, a, b, o)));
+    const Tensor small_a = random_tensor(Shape{4, 300}, rng);
+    const std::vector<float> mixed = values(matmul(ctx, small_a, b16, o, DType::f32));
+    set_cpu_matmul(CpuMatmul::f32);
+    CHECK(mixed == values(matmul(ctx, small_a, bf16_rounded(b), o)));
+    CHECK_THROWS_WITH_AS(matmul(ctx, small_a, b16, o, DType::f32), doctest::Contains("different dtypes"), InvalidArgument);
+  }
+  // Small products and single rows stay f32: the bits of the f32 path.
+  const Tensor a = random_tensor(Shape{8, 64}, rng), b = random_tensor(Shape{64, 32}, rng);
+  const std::vector<float> f32 = values(matmul(ctx, a, b));
+  CpuMatmulScope bf16(CpuMatmul::bf16);
+  CHECK(values(matmul(ctx, a, b)) == f32);
 }
