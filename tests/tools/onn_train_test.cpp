@@ -12,7 +12,9 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <tuple>
 
+#include "kernels/matmul.h"
 #include "runtime/file_util.h"
 #include "runtime/json.h"
 #include "runtime/safetensors.h"
@@ -540,6 +542,55 @@ TEST_CASE("onn-train's memory does not grow with its data file: JSONL and Parque
   CHECK(std::stoll(a.metadata().at("targets")) > 20'000'000);
 }
 #endif
+
+TEST_CASE("onn-train --cpu-matmul bf16: the same bits at 1 and 3 threads, near the f32 run, kept in run_config") {
+  TempDir dir;
+  const std::string model = dir.file("tiny");
+  REQUIRE(run_process({ONN_INIT_PATH, "--preset", "tiny", "--out", model, "--tokenizer-text",
+                       std::string(ONN_TEST_DATA_DIR) + "/eval.txt", "--tokenizer-vocab", "300", "--seed", "1"})
+              .exit_code == 0);
+  // Rows of 256 tokens: the MLP's products (256 x 160 x 64) take the bf16 path.
+  const std::string data = dir.file("long.jsonl");
+  {
+    std::ofstream f(data);
+    const std::string text = slurp(std::string(ONN_TEST_DATA_DIR) + "/eval.txt");
+    for (int i = 0; i < 8; ++i) {
+      std::string t;
+      for (int r = 0; r < 6; ++r) t += std::to_string(i * 6 + r) + " " + text;
+      f << nlohmann::json{{"text", t}}.dump() << "\n";
+    }
+  }
+  const auto run = [&](const std::string& out, const char* matmul, const char* threads) {
+    return run_process({kTrain, "--model", model, "--data", data, "--out", out, "--device", "cpu", "--steps", "3",
+                        "--seq-len", "256", "--micro-batch", "1", "--quantize", "bf16", "--cpu-matmul", matmul,
+                        "--threads", threads, "--val-split", "0", "--log-file", out + ".log"});
+  };
+  const std::string missing = cpu_bf16_matmul_missing();
+  if (!missing.empty()) {
+    MESSAGE("skipped: " << missing);
+    const ProcessResult r = run(dir.file("refused"), "bf16", "1");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("onn-train: error: --cpu-matmul bf16: " + missing) != std::string::npos);
+    return;
+  }
+  for (const auto& [out, matmul, threads] : {std::tuple{"f32", "f32", "2"}, {"bf16-1", "bf16", "1"}, {"bf16-3", "bf16", "3"}}) {
+    const ProcessResult r = run(dir.file(out), matmul, threads);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  }
+  const auto f32 = step_losses(slurp(dir.file("f32.log"))), one = step_losses(slurp(dir.file("bf16-1.log")));
+  REQUIRE(one.size() == 3);
+  CHECK(step_losses(slurp(dir.file("bf16-3.log"))) == one);
+  CHECK(slurp(dir.file("bf16-3/adapter/adapter_model.safetensors")) ==
+        slurp(dir.file("bf16-1/adapter/adapter_model.safetensors")));
+  bool differs = false;
+  for (const auto& [step, loss] : one) {
+    const double a = std::stod(loss), b = std::stod(f32.at(step));
+    CHECK(std::abs(a - b) < 1e-2 * std::abs(b));
+    differs |= loss != f32.at(step);
+  }
+  CHECK(differs);  // the bf16 path ran
+  CHECK(read_json_file(dir.file("bf16-1/run_config.json"), 1 << 20)["cpu_matmul"] == "bf16");
+}
 
 TEST_CASE("onn-train with ONN_WORLD_SIZE > 1 and no MPI launcher is refused in one line, exit 2") {
   TempDir dir;
