@@ -353,8 +353,9 @@ std::string unique_path(const std::string& near) {
 }
 
 // Streams src.data's records through `tok` into a cache file (src.cache, or a private one when
-// the cache is not to be written) and maps it.
-Corpus tokenize_to_cache(const CorpusSource& src, const Tokenizer& tok, const nlohmann::json& fp, DataReport& report) {
+// the cache is not to be written) and maps it. The cache's folder exists.
+Corpus tokenize_into_cache(const CorpusSource& src, const Tokenizer& tok, const nlohmann::json& fp,
+                           DataReport& report) {
   ReadOptions ro;
   ro.skip_bad_records = src.skip_bad_records;
   ro.columns = parse_column_map(src.data_columns);
@@ -362,7 +363,6 @@ Corpus tokenize_to_cache(const CorpusSource& src, const Tokenizer& tok, const nl
   to.seq_len = src.seq_len;
   to.train_on_inputs = src.train_on_inputs;
   if (!src.chat_format.empty()) to.chat_format = chat_format_from_name(src.chat_format);
-  fs::create_directories(fs::path(src.cache).parent_path());
   SpillSink spill(src.cache);
   DocumentMaker maker(tok, to, spill);
   for_each_example(src.data, ro, report, [&](Example& e) {
@@ -463,7 +463,16 @@ Corpus load_or_tokenize_corpus(const CorpusSource& src, const Tokenizer& tok, Da
     return *cached;
   }
   from_cache = false;
-  return tokenize_to_cache(src, tok, fp, report);
+  // A folder made here for the cache goes again when the data is refused (it holds nothing).
+  const fs::path dir = fs::path(src.cache).parent_path();
+  const bool made = fs::create_directories(dir);
+  try {
+    return tokenize_into_cache(src, tok, fp, report);
+  } catch (...) {
+    std::error_code ec;
+    if (made) fs::remove(dir, ec);  // only if empty
+    throw;
+  }
 }
 
 void split_documents(const Corpus& c, double fraction, uint64_t seed, std::vector<int64_t>& train,

@@ -324,10 +324,16 @@ TEST_CASE("a training corpus is tokenized once, then served from its cache until
   const Corpus changed = load_or_tokenize_corpus(src, tok, report, again);
   CHECK(!again);
   CHECK(changed.documents() == 1);
-  // Nothing to train on is an error naming the file.
+  // Nothing to train on is an error naming the file, and leaves no folder or file behind.
   src.data = write(dir, "empty.jsonl", "");
+  src.cache = dir.file("refused/cache/train-corpus");
   CHECK_THROWS_WITH_AS(load_or_tokenize_corpus(src, tok, report, again), doctest::Contains("empty.jsonl"),
                        InvalidArgument);
+  CHECK(!std::filesystem::exists(dir.file("refused/cache")));
+  src.data = write(dir, "bad.jsonl", "{\"text\": \"fine\"}\n{\"text\": 3}\n");
+  CHECK_THROWS_WITH_AS(load_or_tokenize_corpus(src, tok, report, again), doctest::Contains("bad.jsonl:2"),
+                       InvalidArgument);
+  CHECK(!std::filesystem::exists(dir.file("refused/cache")));
 }
 
 TEST_CASE("records stream from the files into the cache: the corpus tokenized in memory, no spill file left") {
