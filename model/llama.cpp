@@ -116,9 +116,20 @@ LlamaModel LlamaModel::load_into(Context& ctx, Context& home, const std::string&
     throw InvalidArgument(dir + ": the folder is stored as " + std::string(quant_format_name(config.stored_quant)) +
                           "; --quantize " + std::string(quant_format_name(quantize)) +
                           " applies to unquantized folders");
+  // Each tensor is copied or converted out of the mapped file, whose pages are then given back:
+  // a bf16 or quantized load does not keep the file in memory beside its result.
   return assemble(
-      ctx, config, compute, [&](const std::string& name, const Shape& want) { return w.get(name, want); },
-      [&](const std::string& name, const Shape& want) { return w.get_quantized(name, want, quantize); });
+      ctx, config, compute,
+      [&](const std::string& name, const Shape& want) {
+        Tensor t = w.get(name, want);
+        st.release(name);
+        return t;
+      },
+      [&](const std::string& name, const Shape& want) {
+        QuantTensor q = w.get_quantized(name, want, quantize);
+        if (q.defined()) st.release(name);
+        return q;
+      });
 }
 
 LlamaModel LlamaModel::placeholder_on_host(Context& ctx, const ModelConfig& config, DType compute) {

@@ -68,10 +68,14 @@ class SafetensorsFile {
   Tensor tensor(const std::string& name) const;
   // A copy on `device`.
   Tensor load(const std::string& name, Device device, Stream* stream = nullptr) const;
+  // Drops t's pages of a mapped file from memory (read again if touched): a loader that has
+  // copied or converted t gives back the page cache it held. Nothing for bytes in memory.
+  void release(const TensorInfo& t) const;
 
  private:
   void parse();  // validates the image and builds the name index
 
+  std::shared_ptr<const MappedFile> map_;  // when mapped
   std::string path_;
   std::shared_ptr<const void> owner_;  // MappedFile or std::vector<uint8_t>
   const uint8_t* data_ = nullptr;
@@ -149,6 +153,8 @@ class SafetensorsModel {
   const Entry* find(const std::string& name) const;
   Tensor tensor(const std::string& name) const;
   Tensor load(const std::string& name, Device device, Stream* stream = nullptr) const;
+  // SafetensorsFile::release of the named tensor (nothing when absent).
+  void release(const std::string& name) const;
   // The single file's __metadata__, or the index's "metadata" (values printed as JSON).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& source() const { return source_; }  // the file or the index path

@@ -111,6 +111,10 @@ const SafetensorsModel::Entry* SafetensorsModel::find(const std::string& name) c
   return it == tensors_.end() ? nullptr : &it->second;
 }
 
+void SafetensorsModel::release(const std::string& name) const {
+  if (const Entry* e = find(name)) files_[e->file].release(*e->info);
+}
+
 Tensor SafetensorsModel::tensor(const std::string& name) const {
   const Entry* e = find(name);
   if (e == nullptr) throw InvalidArgument(source_ + ": no tensor named \"" + name + "\"");

@@ -173,8 +173,14 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   f.data_ = map->data();
   f.size_ = map->size();
   f.owner_ = map;
+  f.map_ = map;
   f.parse();
   return f;
+}
+
+void SafetensorsFile::release(const TensorInfo& t) const {
+  if (map_)
+    map_->release(static_cast<size_t>(header_.data_start + t.begin), static_cast<size_t>(header_.data_start + t.end));
 }
 
 SafetensorsFile SafetensorsFile::from_bytes(std::string name, std::vector<uint8_t> bytes) {

@@ -3,6 +3,8 @@
 // sharded models with hostile shard names.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <cstring>
@@ -254,4 +256,37 @@ TEST_CASE("model folder resolution") {
   CHECK(SafetensorsModel::open(dir.path().string()).tensors().size() == 1);  // the only file
   write_safetensors(dir.file("model.safetensors"), {{"m", x}, {"n", x}});
   CHECK(SafetensorsModel::open(dir.path().string()).tensors().size() == 2);  // model.safetensors wins
+}
+
+namespace {
+
+// This process's resident pages (/proc/self/statm), mapped file pages included.
+int64_t resident_pages() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident;
+}
+
+}  // namespace
+
+TEST_CASE("a loaded tensor's pages are given back: release drops them from memory, and they read again") {
+  TempDir dir;
+  std::vector<float> a(1 << 20), b(1 << 20);  // 4 MiB each
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i), b[i] = -static_cast<float>(i);
+  write_safetensors(dir.file("w.safetensors"), {{"a", DType::f32, {1 << 20}, a.data(), a.size() * 4},
+                                                {"b", DType::f32, {1 << 20}, b.data(), b.size() * 4}});
+  const SafetensorsModel m = SafetensorsModel::open(dir.file("w.safetensors"));
+  const SafetensorsFile& f = m.files()[0];
+  const std::span<const uint8_t> ab = f.bytes(f.info("a")), bb = f.bytes(f.info("b"));
+  volatile uint8_t sink = 0;
+  for (size_t i = 0; i < ab.size(); i += 4096) sink = sink + ab[i] + bb[i];  // touch every page
+  const auto pages = static_cast<int64_t>(ab.size()) / ::sysconf(_SC_PAGESIZE);
+  const int64_t before = resident_pages();
+  m.release("a");
+  const int64_t dropped = before - resident_pages();
+  CHECK(dropped >= pages - 2);   // a's whole pages left this process's memory
+  CHECK(dropped <= pages + 64);  // and b's stayed
+  m.release("no such tensor");  // nothing
+  CHECK(std::memcmp(m.tensor("a").data(), a.data(), a.size() * 4) == 0);  // read again from the file
 }
