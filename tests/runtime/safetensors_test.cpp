@@ -3,7 +3,10 @@
 // sharded models with hostile shard names.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <filesystem>
 #include <fstream>
@@ -260,11 +263,13 @@ TEST_CASE("model folder resolution") {
 
 namespace {
 
-// This process's resident pages (/proc/self/statm), mapped file pages included.
-int64_t resident_pages() {
-  std::ifstream statm("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  statm >> size >> resident;
+// This process's resident pages (/proc/self/statm), mapped file pages included, read through an
+// open descriptor into a stack buffer so that measuring allocates nothing.
+int64_t resident_pages(int statm) {
+  char text[128] = {};
+  REQUIRE(::pread(statm, text, sizeof text - 1, 0) > 0);
+  long long size = 0, resident = 0;
+  REQUIRE(std::sscanf(text, "%lld %lld", &size, &resident) == 2);
   return resident;
 }
 
@@ -282,11 +287,17 @@ TEST_CASE("a loaded tensor's pages are given back: release drops them from memor
   volatile uint8_t sink = 0;
   for (size_t i = 0; i < ab.size(); i += 4096) sink = sink + ab[i] + bb[i];  // touch every page
   const auto pages = static_cast<int64_t>(ab.size()) / ::sysconf(_SC_PAGESIZE);
-  const int64_t before = resident_pages();
+  const int statm = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  REQUIRE(statm >= 0);
+  const int64_t before = resident_pages(statm);
   m.release("a");
-  const int64_t dropped = before - resident_pages();
-  CHECK(dropped >= pages - 2);   // a's whole pages left this process's memory
-  CHECK(dropped <= pages + 64);  // and b's stayed
+  const int64_t dropped = before - resident_pages(statm);
+  ::close(statm);
+  MESSAGE("pages of a: " << pages << ", resident pages dropped: " << dropped);
+  // a's pages left this process's memory (measured: 1001-1024 of 1024; without release none
+  // do) and b's stayed.
+  CHECK(dropped >= pages * 3 / 4);
+  CHECK(dropped <= pages + 16);
   m.release("no such tensor");  // nothing
   CHECK(std::memcmp(m.tensor("a").data(), a.data(), a.size() * 4) == 0);  // read again from the file
 }
