@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CPU backend against transformers (+ PEFT) on the same machine, one run, same threads:
-#   training steps (LoRA and full) at the tiny, small and smollm-135m presets;
+#   training steps (LoRA and full) at the tiny, small and smollm-135m presets, ONN in f32 and
+#   with --cpu-matmul bf16 (LoRA: also --quantize bf16) where oneDNN has a bf16 matmul;
 #   batch-1 decode and prefill at smollm-135m (135M-class) and tinyllama (1.1B-class);
 #   the built-in demo's wall time.
 # Prints one line per figure (ONN first, then the references) and writes them to OUT (default
@@ -28,6 +29,13 @@ for preset in tiny small smollm-135m; do
     flag=$([ "$mode" = full ] && echo --full || true)
     onn=$("$BUILD/tools/onn-bench" train --model "$TMP/$preset" --device cpu --threads "$THREADS" $shape $steps $flag --json |
           "$PY" -c 'import json,sys; print(round(json.load(sys.stdin)["ms_per_step"], 1))')
+    # The bf16 GEMM (oneDNN), with the frozen LoRA base stored in bf16; skipped where it is missing.
+    bf16_flags="--cpu-matmul bf16 $([ "$mode" = lora ] && echo --quantize bf16 || true)"
+    if onn_bf16=$("$BUILD/tools/onn-bench" train --model "$TMP/$preset" --device cpu --threads "$THREADS" $shape $steps \
+                  $flag $bf16_flags --json 2>/dev/null |
+                  "$PY" -c 'import json,sys; print(round(json.load(sys.stdin)["ms_per_step"], 1))'); then
+      onn="$onn ms  onn_bf16 $onn_bf16"
+    fi
     ref=""
     for precision in bf16 fp32; do
       ms=$("$PY" bench/hf_train.py --model "$TMP/$preset" $shape $steps $flag --precision "$precision" --threads "$THREADS" |
