@@ -23,8 +23,8 @@ MatmulShape matmul_check(const Tensor& a, const Tensor& b, const Tensor& c, cons
   ONN_CHECK_ARG((a.rank() == 2 || a.rank() == 3) && (b.rank() == 2 || b.rank() == 3) &&
                     (c.rank() == 2 || c.rank() == 3),
                 where(), ": operands must be rank 2 or 3");
-  ONN_CHECK_ARG(a.dtype() == b.dtype() || (cpu_bf16_weights(a.device(), a.dtype(), b.dtype()) && c.dtype() == DType::f32), where(),
-                ": a and b have different dtypes");
+  const bool stored_bf16_b = cpu_bf16_weights(a.device(), a.dtype(), b.dtype()) && c.dtype() == DType::f32;
+  ONN_CHECK_ARG(a.dtype() == b.dtype() || stored_bf16_b, where(), ": a and b have different dtypes");
   MatmulShape s;
   const int ra = a.rank(), rb = b.rank();
   const int64_t a_rows = a.dim(-2), a_cols = a.dim(-1);

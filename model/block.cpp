@@ -49,10 +49,8 @@ Tensor Block::weight(const LayerWeights& w, Projection p) const {
   const QuantTensor& q = w.*projection_quant(p);
   if (!q.defined()) return w.*projection_weight(p);
   // bf16 storage multiplied as it is stored (--cpu-matmul bf16).
-  if (q.format == QuantFormat::bf16) {
-    Tensor stored = q.data.slice(q.row0, q.row0 + q.rows);
-    if (cpu_bf16_weights(ctx_.device(), model_.dtype(), DType::bf16)) return stored;
-  }
+  if (q.format == QuantFormat::bf16 && cpu_bf16_weights(ctx_.device(), model_.dtype(), DType::bf16))
+    return q.data.slice(q.row0, q.row0 + q.rows);
   // One scratch for every projection of every layer and lane of the pass: the GEMM that reads it
   // is queued before the next dequantization writes it, on the same stream.
   if (!scratch_->defined()) *scratch_ = make(Shape{largest_projection(c_)});

@@ -46,18 +46,6 @@ static float float_of(uint32_t u) {
   return f;
 }
 
-uint16_t f32_to_bf16_bits(float f) {
-  const uint32_t u = bits_of(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) {
-    // NaN: keep sign and the top payload bits, and force a quiet bit so truncation cannot
-    // turn it into Inf.
-    return static_cast<uint16_t>((u >> 16) | 0x0040u);
-  }
-  const uint32_t lsb = (u >> 16) & 1u;
-  const uint32_t rounded = u + 0x7fffu + lsb;  // Inf stays Inf: its low half is zero
-  return static_cast<uint16_t>(rounded >> 16);
-}
-
 uint16_t f32_to_f16_bits(float f) {
   const uint32_t u = bits_of(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);

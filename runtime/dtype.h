@@ -41,7 +41,14 @@ bool dtype_is_float(DType t);
 
 // Bit-level conversions. Rounding is to nearest, ties to even; overflow gives +-Inf in f16
 // and (by construction of bf16) never happens for finite bf16 inputs.
-uint16_t f32_to_bf16_bits(float f);
+// Inline, so loops over it vectorise.
+inline uint16_t f32_to_bf16_bits(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  // NaN: keep sign and the top payload bits, and force a quiet bit so truncation cannot turn it
+  // into Inf. Otherwise round to nearest even (Inf stays Inf: its low half is zero).
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 // Exact: the bits moved up (inline, so loops over it vectorise).
 inline float bf16_bits_to_f32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 uint16_t f32_to_f16_bits(float f);

@@ -130,19 +130,34 @@ struct StopReading {};
 // A mapped file read front to back drops what lies behind the reader every this many bytes.
 constexpr size_t kReleaseBytes = size_t{8} << 20;
 
+class ReadBehind {
+ public:
+  explicit ReadBehind(const MappedFile& f) : f_(f) {}
+  // The reader is at `at`: the bytes before it may leave memory.
+  void passed(size_t at) {
+    if (at - released_ < kReleaseBytes) return;
+    f_.release(released_, at);
+    released_ = at;
+  }
+
+ private:
+  const MappedFile& f_;
+  size_t released_ = 0;
+};
+
 // The first invalid UTF-8 byte of a mapped file, scanned in windows released behind the scan
 // (npos: none). A sequence cut by a window's end is scanned again from its start.
 size_t find_invalid_utf8_in(const MappedFile& f) {
   const std::string_view all(reinterpret_cast<const char*>(f.data()), f.size());
   constexpr size_t kLongestSequence = 4;
+  ReadBehind behind(f);
   for (size_t at = 0; at < all.size();) {
     const size_t n = std::min(kReleaseBytes, all.size() - at);
     const size_t bad = find_invalid_utf8(all.substr(at, n));
     const bool last = at + n == all.size();
     if (bad != std::string_view::npos && (last || bad + kLongestSequence <= n)) return at + bad;
-    const size_t next = bad == std::string_view::npos ? at + n : at + bad;
-    f.release(at, next);
-    at = next;
+    at = bad == std::string_view::npos ? at + n : at + bad;
+    behind.passed(at);
   }
   return std::string_view::npos;
 }
@@ -188,12 +203,10 @@ class Reader {
   void jsonl(const std::string& path, const MappedFile& file) {
     const std::string_view text(reinterpret_cast<const char*>(file.data()), file.size());
     Schema schema = Schema::none;
-    size_t line = 0, released = 0;
+    size_t line = 0;
+    ReadBehind behind(file);
     for (size_t start = 0; start < text.size();) {
-      if (start - released >= kReleaseBytes) {
-        file.release(released, start);
-        released = start;
-      }
+      behind.passed(start);
       size_t end = text.find('\n', start);
       if (end == std::string::npos) end = text.size();
       ++line;
@@ -271,14 +284,11 @@ class Reader {
     if (bad != std::string::npos) throw InvalidArgument(path + ": invalid UTF-8 at byte " + std::to_string(bad));
     const std::string_view text(reinterpret_cast<const char*>(file.data()), file.size());
     Schema schema = Schema::none;
-    size_t released = 0;
+    ReadBehind behind(file);
     for_each_csv_row(path, text, separator, [&](int64_t row, nlohmann::json& r, const std::string& why, size_t end) {
       if (row == 1 && why.empty()) check_columns(path, r);
       record(path + ":row " + std::to_string(row), why.empty() ? &r : nullptr, why, schema);
-      if (end - released >= kReleaseBytes) {
-        file.release(released, end);
-        released = end;
-      }
+      behind.passed(end);
     });
   }
 
@@ -326,7 +336,6 @@ void read_all(const std::string& path, Reader& reader) {
     reader.file(path);
   }
 }
-
 
 }  // namespace
 

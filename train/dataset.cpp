@@ -113,18 +113,22 @@ class VectorSink final : public DocumentSink {
   std::vector<uint8_t> target;
 };
 
+// A new, empty file "<near>-XXXXXX" that no other process takes; its name.
+std::string unique_path(const std::string& near) {
+  std::string name = near + "-XXXXXX";
+  const int fd = ::mkstemp(name.data());
+  if (fd < 0) throw IoError(name + ": cannot create: " + std::strerror(errno));
+  ::close(fd);
+  return name;
+}
+
 // A file of raw bytes beside `near` ("<near>.spill-XXXXXX"), appended through a buffer, read
 // back at offsets, removed when destroyed.
 class SpillFile {
  public:
-  explicit SpillFile(const std::string& near) {
-    std::string name = near + ".spill-XXXXXX";
-    const int fd = ::mkstemp(name.data());
-    if (fd < 0) throw IoError(name + ": cannot create: " + std::strerror(errno));
-    path_ = name;
-    file_ = ::fdopen(fd, "w+b");
+  explicit SpillFile(const std::string& near) : path_(unique_path(near + ".spill")) {
+    file_ = std::fopen(path_.c_str(), "w+b");
     if (file_ == nullptr) {
-      ::close(fd);
       std::filesystem::remove(path_);
       throw IoError(path_ + ": cannot open: " + std::strerror(errno));
     }
@@ -312,6 +316,13 @@ void write_corpus_file(const std::string& path, int64_t docs, int64_t tokens, co
                              {"fnv1a", std::to_string(n.fnv1a)}});
 }
 
+// Tensor t of a mapped file as an array of T (the caller checks its alignment).
+template <typename T>
+std::span<const T> array_of(const SafetensorsFile& f, const TensorInfo& t) {
+  const std::span<const uint8_t> b = f.bytes(t);
+  return {reinterpret_cast<const T*>(b.data()), b.size() / sizeof(T)};
+}
+
 // The corpus over a mapped cache file; nullopt for one that is not a consistent cache.
 std::optional<Corpus> map_corpus(const std::string& path) {
   auto f = std::make_shared<SafetensorsFile>(SafetensorsFile::open(path));
@@ -319,14 +330,10 @@ std::optional<Corpus> map_corpus(const std::string& path) {
   if (!offsets || !ids || !target || offsets->dtype != DType::i64 || ids->dtype != DType::i32 ||
       target->dtype != DType::u8 || ids->numel() != target->numel())
     return std::nullopt;
-  const auto view = [&]<typename T>(const TensorInfo* t, T*) {
-    const std::span<const uint8_t> b = f->bytes(*t);
-    return std::span<const T>(reinterpret_cast<const T*>(b.data()), b.size() / sizeof(T));
-  };
   Corpus c;
-  c.offsets = view(offsets, static_cast<int64_t*>(nullptr));
-  c.ids = view(ids, static_cast<int32_t*>(nullptr));
-  c.target = view(target, static_cast<uint8_t*>(nullptr));
+  c.offsets = array_of<int64_t>(*f, *offsets);
+  c.ids = array_of<int32_t>(*f, *ids);
+  c.target = array_of<uint8_t>(*f, *target);
   if (reinterpret_cast<uintptr_t>(c.offsets.data()) % alignof(int64_t) != 0 ||
       reinterpret_cast<uintptr_t>(c.ids.data()) % alignof(int32_t) != 0 || !partitions(c.offsets, c.ids.size()))
     return std::nullopt;
@@ -341,15 +348,6 @@ std::optional<Corpus> map_corpus(const std::string& path) {
   c.fnv1a = std::stoull(number("fnv1a"));
   c.storage = std::move(f);
   return c;
-}
-
-// A name for a file beside `near` that no other process takes.
-std::string unique_path(const std::string& near) {
-  std::string name = near + "-XXXXXX";
-  const int fd = ::mkstemp(name.data());
-  if (fd < 0) throw IoError(name + ": cannot create: " + std::strerror(errno));
-  ::close(fd);
-  return name;
 }
 
 // Streams src.data's records through `tok` into a cache file (src.cache, or a private one when

@@ -1,13 +1,13 @@
 // matmul on the CPU: OpenBLAS sgemm (F32) or dgemm (F64, for finite-difference tests of the
 // ops built on matmul), row-major, bias added after; with CpuMatmul::bf16, F32 products of
-// several rows go through oneDNN's bf16 GEMM (cpu/matmul_bf16.cpp) on bf16 copies of a and b. OpenBLAS runs single-threaded; the threads
-// are the CPU pool's (runtime/parallel.h), over tiles of C whose size the shape alone fixes, so
-// every element of C comes from one BLAS call over the whole of K whatever the thread count.
+// several rows go through oneDNN's bf16 GEMM (cpu/matmul_bf16.cpp) on bf16 copies of a and b
+// (a stored BF16 b as it is). OpenBLAS runs single-threaded; the threads are the CPU pool's
+// (runtime/parallel.h), over tiles of C whose size the shape alone fixes, so every element of
+// C comes from one BLAS call over the whole of K whatever the thread count.
 // One pool for every CPU kernel also keeps OpenBLAS's spinning workers from competing with it.
 #include <cblas.h>
 
 #include <algorithm>
-#include <bit>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -147,17 +147,13 @@ void run_tiles(const MatmulShape& s, const In* pa, const In* pb, T* pc, const Ma
   });
 }
 
-// `n` floats as bf16 bits (nearest, ties to even; NaN stays NaN), on the pool, into a buffer of
-// the calling thread's that grows as needed.
+// `n` floats as bf16 bits (f32_to_bf16_bits), on the pool, into a buffer of the calling
+// thread's that grows as needed.
 const uint16_t* to_bf16(const float* x, int64_t n, std::vector<uint16_t>& out) {
   if (out.size() < static_cast<size_t>(n)) out.resize(static_cast<size_t>(n));
   uint16_t* y = out.data();
   parallel_for(n, int64_t{1} << 16, [&](int64_t, int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const uint32_t u = std::bit_cast<uint32_t>(x[i]);
-      const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-      y[i] = static_cast<uint16_t>(nan ? (u >> 16) | 0x0040u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
+    for (int64_t i = begin; i < end; ++i) y[i] = f32_to_bf16_bits(x[i]);
   });
   return y;
 }

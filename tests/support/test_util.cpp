@@ -1,6 +1,8 @@
 // Test helpers.
 #include "support/test_util.h"
 
+#include <doctest/doctest.h>
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <signal.h>
@@ -9,6 +11,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -155,6 +158,31 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+KilledRunResult run_killed_and_resumed(const KilledRun& k, const std::string& out, int max_delay_ms,
+                                       std::mt19937& rng) {
+  KilledRunResult result;
+  for (int round = 0; round < 8 && result.kills == 0; ++round, max_delay_ms = std::max(1, max_delay_ms / 2)) {
+    std::filesystem::remove_all(out);
+    std::filesystem::remove(out + ".log");
+    result.finished = false;
+    for (int attempt = 0; attempt < k.attempts && !result.finished; ++attempt) {
+      const bool resume = attempt > 0 && std::filesystem::exists(out + "/run_config.json");
+      const std::vector<std::string> argv = resume ? k.resume(out) : k.start(out);
+      const int delay = std::uniform_int_distribution<int>(0, max_delay_ms)(rng);
+      const ProcessResult r = result.kills < k.max_kills && attempt < k.kill_attempts ? k.killed_after(argv, delay)
+                                                                                       : run_process(argv);
+      if (r.exit_code == -9) {
+        ++result.kills;
+        continue;
+      }
+      CHECK_MESSAGE(r.exit_code == 0, r.err);
+      if (k.clean_stderr) CHECK(r.err.find("error") == std::string::npos);
+      result.finished = r.exit_code == 0;
+    }
+  }
+  return result;
 }
 
 }  // namespace onn::test

@@ -228,30 +228,20 @@ TEST_CASE("mpirun -np 2, kill -9 of the whole job at random moments, then --resu
     const std::string ref = dir.file(m.name + "-ref");
     const auto t0 = std::chrono::steady_clock::now();
     REQUIRE(run_process(args(ref)).exit_code == 0);
-    int max_delay = static_cast<int>(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    const int max_delay = static_cast<int>(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     const std::string run = dir.file(m.name + "-killed");
-    int kills = 0;
-    bool finished = false;
-    for (int round = 0; round < 8 && kills == 0; ++round, max_delay = std::max(1, max_delay / 2)) {
-      fs::remove_all(run);
-      fs::remove(run + ".log");
-      finished = false;
-      for (int attempt = 0; attempt < 10 && !finished; ++attempt) {
-        std::vector<std::string> argv = args(run);
-        if (attempt > 0 && fs::exists(run + "/run_config.json"))
-          argv = mpirun(2, {kTrain, "--resume", run, "--device", "cpu", "--log-file", run + ".log"});
-        const int delay = std::uniform_int_distribution<int>(0, max_delay)(rng);
-        const ProcessResult r = kills < 2 && attempt < 6 ? run_job_killed_after(argv, delay) : run_process(argv);
-        if (r.exit_code == -9) {
-          ++kills;
-        } else {
-          CHECK_MESSAGE(r.exit_code == 0, r.err);
-          finished = r.exit_code == 0;
-        }
-      }
-    }
-    REQUIRE(finished);
-    CHECK(kills >= 1);
+    KilledRun k;
+    k.start = args;
+    k.resume = [](const std::string& out) {
+      return mpirun(2, {kTrain, "--resume", out, "--device", "cpu", "--log-file", out + ".log"});
+    };
+    k.killed_after = run_job_killed_after;
+    k.attempts = 10;
+    k.kill_attempts = 6;
+    k.max_kills = 2;
+    const KilledRunResult killed = run_killed_and_resumed(k, run, max_delay, rng);
+    REQUIRE(killed.finished);
+    CHECK(killed.kills >= 1);
     CHECK(step_losses(run + ".log") == step_losses(ref + ".log"));
     CHECK(slurp(run + "/" + m.weights) == slurp(ref + "/" + m.weights));
   }

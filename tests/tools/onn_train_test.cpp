@@ -206,35 +206,18 @@ TEST_CASE("kill -9 at random moments, then --resume: bitwise the same losses and
     const int span_ms = static_cast<int>(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
 
+    // Up to three kills at random moments, then a run to the end.
     const std::string run = dir.file(m.name + "-killed");
-    int kills = 0, max_delay = span_ms;
-    bool finished = false;
-    // Up to three kills at random moments, then a run to the end. A round in which the run
-    // finished before any kill landed (a faster machine than the reference timing) is
-    // repeated with shorter delays.
-    for (int round = 0; round < 8 && kills == 0; ++round, max_delay = std::max(1, max_delay / 2)) {
-      fs::remove_all(run);
-      fs::remove(run + ".log");
-      finished = false;
-      for (int attempt = 0; attempt < 12 && !finished; ++attempt) {
-        // The first attempt starts the run; later ones resume it (or start it again if it was
-        // killed before writing its configuration).
-        std::vector<std::string> argv = command(run);
-        if (attempt > 0 && fs::exists(run + "/run_config.json"))
-          argv = {kTrain, "--resume", run, "--device", "cpu", "--log-file", run + ".log"};
-        const int delay = std::uniform_int_distribution<int>(0, max_delay)(rng);
-        const ProcessResult r = kills < 3 && attempt < 8 ? run_process_killed_after(argv, delay) : run_process(argv);
-        if (r.exit_code == -9) {
-          ++kills;
-        } else {
-          CHECK(r.exit_code == 0);
-          CHECK(r.err.find("error") == std::string::npos);
-          finished = r.exit_code == 0;
-        }
-      }
-    }
-    REQUIRE(finished);
-    CHECK(kills >= 1);
+    KilledRun k;
+    k.start = command;
+    k.resume = [](const std::string& out) {
+      return std::vector<std::string>{kTrain, "--resume", out, "--device", "cpu", "--log-file", out + ".log"};
+    };
+    k.killed_after = run_process_killed_after;
+    k.clean_stderr = true;
+    const KilledRunResult killed = run_killed_and_resumed(k, run, span_ms, rng);
+    REQUIRE(killed.finished);
+    CHECK(killed.kills >= 1);
     const auto want = step_losses(slurp(ref + ".log")), got = step_losses(slurp(run + ".log"));
     CHECK(want.size() == 14);
     CHECK(got == want);
