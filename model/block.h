@@ -23,6 +23,7 @@ namespace onn {
 struct Gradients {
   LoraAdapter lora;                  // LoRA: F32 dA, dB laid out as the adapter (views included)
   std::optional<ModelWeights> full;  // full training: F32, the model's structure
+  ModelConfig config;                // the model's: which tensors `full` holds (biases, fusions, a tied head)
 };
 
 // One block's forward internals over N rows, kept for its backward. A caller that needs no

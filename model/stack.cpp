@@ -96,6 +96,7 @@ class StackPass {
   bool train_ = false, keep_internals_ = false, sliced_ = false;
   int64_t granule_ = 0;
   ActivationOffload* off_ = nullptr;
+  std::function<void(int64_t)> on_layer_gradients_;
   Tensor weight_scratch_;  // every lane's blocks dequantize a quantized base's projections here
 };
 
@@ -113,6 +114,7 @@ StackPass::StackPass(Context& ctx, const LlamaModel& model, WeightFeed& feed, co
   granule_ = feed.head_granule() > 0 ? feed.head_granule() : opt.head_granule;
   sliced_ = granule_ > 0 && !(grads && grads->full);
   off_ = train_ ? feed.offload() : nullptr;
+  on_layer_gradients_ = opt.on_layer_gradients;
   if (off_) on_device_ = static_cast<size_t>(std::min<int64_t>(off_->layers_on_device(), static_cast<int64_t>(L_)));
   for (const Lane& lane : lanes)
     lanes_.emplace_back(Block(ctx, model, lane.ids->dim(0), lane.block, weight_scratch_), L_, keep_internals_);
@@ -272,6 +274,7 @@ void StackPass::backward_layers() {
         s.xs[l] = Tensor();
         if (keep_internals_) s.acts[l] = BlockActs();  // free as we go
       }
+      if (on_layer_gradients_) on_layer_gradients_(static_cast<int64_t>(l));
     }
     feed_.release();
   }

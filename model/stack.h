@@ -6,6 +6,8 @@
 // gradient receives the lanes' contributions in lane order, as consecutive passes add them.
 #pragma once
 
+#include <functional>
+
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -83,6 +85,8 @@ struct StackOptions {
   // Resident: the LM head through SlicedLmHeadLoss with this granule (the streamed pass's
   // bits); 0: the fused lm_head_cross_entropy. A streamed feed slices with its own granule.
   int64_t head_granule = 0;
+  // Training: called once every lane's backward of layer l is queued (PassOptions).
+  std::function<void(int64_t layer)> on_layer_gradients;
 };
 
 // The final-norm hidden states (N, C) of each lane: the blocks without a loss.

@@ -13,6 +13,7 @@ namespace onn {
 
 Gradients make_gradients(Context& ctx, const LlamaModel& model, const LoraAdapter* adapter) {
   Gradients g;
+  g.config = model.config();
   if (adapter) {
     g.lora.spec = adapter->spec;
     std::vector<std::pair<Shape, DType>> specs;  // packed like the adapter's masters
@@ -47,9 +48,20 @@ std::vector<Tensor> gradient_tensors(const Gradients& g) {
   }
   if (g.full) {
     // named_weights lists each tensor once (fused whole, a tied head once).
-    ModelConfig cfg;
-    cfg.tie_word_embeddings = g.full->lm_head.data() == g.full->embed.data();
-    for (const auto& [name, t] : named_weights(cfg, *g.full)) out.push_back(t);
+    for (const auto& [name, t] : named_weights(g.config, *g.full)) out.push_back(t);
+  }
+  return out;
+}
+
+std::vector<Tensor> layer_gradients(const Gradients& g, int64_t layer) {
+  std::vector<Tensor> out;
+  for (const LoraModule& m : g.lora.modules) {
+    if (m.layer != layer) continue;
+    out.push_back(m.a);
+    out.push_back(m.b);
+  }
+  if (g.full && layer >= 0 && layer < static_cast<int64_t>(g.full->layers.size())) {
+    for (const Tensor& t : layer_parts(g.config, g.full->layers[static_cast<size_t>(layer)])) out.push_back(t);
   }
   return out;
 }
@@ -105,6 +117,7 @@ std::vector<double> run_lanes(Context& ctx, const LlamaModel& model, const std::
   StackOptions so;
   so.recompute = opts[0].recompute || opts[0].stream;  // a streamed pass keeps only layer inputs
   so.head_granule = opts[0].head_granule;
+  so.on_layer_gradients = opts[batches.size() - 1].on_layer_gradients;
   std::optional<ResidentWeights> resident;
   WeightFeed* feed = opts[0].stream;
   if (feed) {

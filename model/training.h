@@ -4,6 +4,8 @@
 // checks of what a caller passes live here; the passes themselves are model/stack.h's.
 #pragma once
 
+#include <functional>
+
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -33,6 +35,10 @@ Gradients make_gradients(Context& ctx, const LlamaModel& model, const LoraAdapte
 void zero_gradients(Context& ctx, Gradients& g);
 // Every gradient tensor once (for the norm, clipping and the optimizer), in a fixed order.
 std::vector<Tensor> gradient_tensors(const Gradients& g);
+// The gradient tensors layer l's backward completes (its adapter modules, or all its weights):
+// a subset of gradient_tensors, disjoint between layers; the rest (embedding, final norm, LM
+// head) are complete only when the pass ends.
+std::vector<Tensor> layer_gradients(const Gradients& g, int64_t layer);
 
 struct PassOptions {
   const LoraAdapter* lora = nullptr;  // applied in the forward (and trained when grads are LoRA)
@@ -54,6 +60,11 @@ struct PassOptions {
   // next one's first chunk is still in a stream buffer, its copies overlap this one's tail).
   // The caller reads the losses once the device is done. forward_loss ignores it.
   Tensor* loss_out = nullptr;
+  // Set: called in the backward as soon as layer l's gradients (layer_gradients(grads, l)) hold
+  // this pass's contribution, top layer first, after the layer's work is queued on the compute
+  // stream: the trainer sets it on a step's last pass to start summing each layer over the
+  // ranks while the layers below run (a group of lanes takes its last lane's).
+  std::function<void(int64_t layer)> on_layer_gradients;
 };
 
 // Forward and backward over one micro-batch, gradients added into `grads`. Returns the

@@ -35,6 +35,15 @@ class Communicator {
   // Each tensor (F32, F64 or BF16, contiguous, on ctx's device) replaced by its sum over the
   // ranks. Device tensors are summed in ctx's compute-stream order.
   virtual void all_reduce_sum(Context& ctx, const std::vector<Tensor>& tensors) = 0;
+  // all_reduce_sum in two halves, so that the sum overlaps work that does not touch the
+  // tensors (the backward of the layers below theirs): start_all_reduce_sum takes tensors whose
+  // values are final in ctx's compute-stream order and may return before they are summed;
+  // finish_all_reduce returns once every started sum is in place (in compute-stream order on a
+  // device). Between the two the caller neither reads nor writes those tensors and calls no
+  // other collective. The bits are all_reduce_sum's whatever the split into calls where the
+  // backend fixes the order (MPI). The default sums at once.
+  virtual void start_all_reduce_sum(Context& ctx, const std::vector<Tensor>& tensors) { all_reduce_sum(ctx, tensors); }
+  virtual void finish_all_reduce(Context&) {}
   // Every rank's bytes, in rank order, on every rank.
   virtual std::vector<std::string> all_gather(const std::string& mine) = 0;
   // Root's bytes on every rank.

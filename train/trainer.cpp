@@ -2,6 +2,7 @@
 // valid), then optimizer steps with evaluation and checkpoints (train/checkpoint.h).
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -43,6 +44,10 @@ struct StepResult {
   double loss = 0, norm = 0;
   int64_t targets = 0, tokens = 0;
   bool bad = false;
+  // A run of several ranks: the layers whose gradient sum started in the backward, and the
+  // host's wait for the sums once the passes were queued.
+  int64_t sums_in_backward = 0;
+  double comm_wait_ms = 0;
 };
 
 class Trainer {
@@ -72,7 +77,8 @@ class Trainer {
   StepResult train_step();
   std::vector<PassOptions> pass_options(size_t micro_batches, int64_t first, int64_t targets,
                                         std::vector<Tensor>& loss_outs);
-  void sum_over_ranks();
+  void start_layer_sum(int64_t layer, StepResult& s);
+  void sum_over_ranks(StepResult& s);
   void optimizer_step(const StepResult& s, double lr);
   void emit_step(const StepResult& s, double lr, double ms, double joules);
   void after_step(const StepResult& s);
@@ -91,6 +97,7 @@ class Trainer {
   int64_t step_micro_batches() const { return cfg_.grad_accum * comm_.size(); }
   nlohmann::ordered_json run_plan_json() const;
   nlohmann::ordered_json stream_json();
+  nlohmann::ordered_json comm_json(const StepResult& s) const;
 
   TrainConfig cfg_;
   bool resume_;
@@ -111,6 +118,7 @@ class Trainer {
   LoraAdapter adapter_;
   std::optional<Gradients> grads_;
   std::vector<Param> params_;
+  std::vector<bool> layer_summed_;  // this step: the layers whose gradient sum has started
   int64_t total_steps_ = 0;
   RunState st_;  // trainer_state.json
   // This process's measurements (not part of the run state).
@@ -435,6 +443,13 @@ nlohmann::ordered_json Trainer::stream_json() {
   return j;
 }
 
+// This step's gradient sum over the ranks (null for one process).
+nlohmann::ordered_json Trainer::comm_json(const StepResult& s) const {
+  if (comm_.backend() == CommBackend::local) return nullptr;
+  return {{"backend", comm_backend_name(comm_.backend())}, {"sums_in_backward", s.sums_in_backward},
+          {"wait_ms", s.comm_wait_ms}};
+}
+
 double Trainer::evaluate() {
   if (val_docs_.empty()) return -1;
   const auto batches = plan_epoch(val_corpus_, val_docs_, pack_options(false), 0, 0);
@@ -452,12 +467,32 @@ double Trainer::evaluate() {
   return sum_in_rank_order(comm_, losses);
 }
 
-// The step's gradients summed over the ranks (before the norm, clipping and AdamW).
-void Trainer::sum_over_ranks() {
+// The step's gradients summed over the ranks (before the norm, clipping and AdamW), bucketed
+// by layer: the last pass's backward starts each layer's sum as it leaves the layer
+// (start_layer_sum), so the sums overlap the layers below; once the passes are queued, the
+// layers not started yet and the rest (embedding, final norm, head) follow, then the wait.
+void Trainer::start_layer_sum(int64_t layer, StepResult& s) {
+  layer_summed_[static_cast<size_t>(layer)] = true;
+  const std::vector<Tensor> grads = layer_gradients(*grads_, layer);
+  if (grads.empty()) return;
+  comm_.start_all_reduce_sum(ctx_, grads);
+  ++s.sums_in_backward;
+}
+
+void Trainer::sum_over_ranks(StepResult& s) {
   if (comm_.backend() == CommBackend::local) return;  // a launched run of one rank sums too (mpirun -np 1)
-  std::vector<Tensor> grads;
-  for (const Param& p : params_) grads.push_back(p.grad);
-  comm_.all_reduce_sum(ctx_, grads);
+  std::vector<const void*> started;
+  for (size_t l = 0; l < layer_summed_.size(); ++l) {
+    if (!layer_summed_[l]) comm_.start_all_reduce_sum(ctx_, layer_gradients(*grads_, static_cast<int64_t>(l)));
+    for (const Tensor& t : layer_gradients(*grads_, static_cast<int64_t>(l))) started.push_back(t.data());
+  }
+  std::vector<Tensor> rest;
+  for (const Param& p : params_)
+    if (std::find(started.begin(), started.end(), p.grad.data()) == started.end()) rest.push_back(p.grad);
+  comm_.start_all_reduce_sum(ctx_, rest);
+  const auto t0 = std::chrono::steady_clock::now();
+  comm_.finish_all_reduce(ctx_);
+  s.comm_wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Trainer::save_weights(const fs::path& dir) {
@@ -537,11 +572,14 @@ StepResult Trainer::train_step() {
     losses = Tensor::empty(Shape{static_cast<int64_t>(micro.size())}, loss_dtype(model().dtype()), ctx_.allocator());
     std::vector<Tensor> outs(micro.size());
     for (size_t i = 0; i < micro.size(); ++i) outs[i] = losses.slice(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
-    const std::vector<PassOptions> opts = pass_options(micro.size(), first, s.targets, outs);
+    std::vector<PassOptions> opts = pass_options(micro.size(), first, s.targets, outs);
+    layer_summed_.assign(static_cast<size_t>(model().config().num_hidden_layers), false);
+    if (comm_.backend() != CommBackend::local)
+      opts.back().on_layer_gradients = [&](int64_t layer) { start_layer_sum(layer, s); };
     // Streamed with micro-batches per load: each group of them shares every weight load.
     const size_t per_load = static_cast<size_t>(std::max<int64_t>(placement_.micro_batches_per_load, 1));
     forward_backward_groups(ctx_, model(), batches, *grads_, opts, per_load);
-    sum_over_ranks();
+    sum_over_ranks(s);
     std::vector<const Tensor*> gp;
     for (const Param& p : params_) gp.push_back(&p.grad);
     s.norm = global_grad_norm(ctx_, gp);  // waits for the passes
@@ -599,6 +637,7 @@ void Trainer::emit_step(const StepResult& s, double lr, double ms, double joules
                                  {"ms", ms},
                                  {"mem_bytes", caching ? caching->stats().peak_in_use : 0},
                                  {"stream", stream_json()},
+                                 {"comm", comm_json(s)},
                                  {"energy_j", joules},
                                  {"j_per_token", j_per_token},
                                  {"epoch", st_.epoch},

@@ -4,6 +4,12 @@
 // gathered back (all-gather): the traffic of a ring all-reduce, and every rank holds the same
 // bits whatever the timing. Every collective is non-blocking and polled against the
 // timeout, so a rank that stops ends the run with one line instead of a hang.
+//
+// Overlap: start_all_reduce_sum queues host tensors for a worker thread, which then makes every
+// MPI call until finish_all_reduce has seen the queue drained (MPI_THREAD_SERIALIZED: one thread
+// in MPI at a time); the trainer queues each layer's gradients as the backward leaves the layer.
+// Every other collective drains the queue first. Where the library gives less than SERIALIZED,
+// and for device tensors, the sum runs at once.
 // The C API only: OpenMPI's deprecated C++ bindings would need libmpi_cxx.
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
@@ -11,9 +17,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <thread>
+#include <utility>
 
 #include "runtime/dist/dist.h"
 #include "runtime/dtype.h"
@@ -73,7 +84,8 @@ class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(const DistOptions& opt) : timeout_(opt.timeout_s) {
     int provided = 0;
-    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+    overlap_ = provided >= MPI_THREAD_SERIALIZED;
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
@@ -86,7 +98,10 @@ class MpiCommunicator final : public Communicator {
     local_rank_ = static_cast<int>(std::count(hosts.begin(), hosts.begin() + rank_, hosts[static_cast<size_t>(rank_)]));
     local_size_ = static_cast<int>(std::count(hosts.begin(), hosts.end(), hosts[static_cast<size_t>(rank_)]));
   }
-  ~MpiCommunicator() override { MPI_Finalize(); }
+  ~MpiCommunicator() override {
+    stop_worker();
+    MPI_Finalize();
+  }
 
   CommBackend backend() const override { return CommBackend::mpi; }
   int rank() const override { return rank_; }
@@ -95,8 +110,11 @@ class MpiCommunicator final : public Communicator {
   int local_size() const override { return local_size_; }
 
   void all_reduce_sum(Context& ctx, const std::vector<Tensor>& tensors) override;
+  void start_all_reduce_sum(Context& ctx, const std::vector<Tensor>& tensors) override;
+  void finish_all_reduce(Context& ctx) override;
 
   std::vector<std::string> all_gather(const std::string& mine) override {
+    drain();
     const auto n = static_cast<int64_t>(mine.size());
     std::vector<int64_t> sizes(static_cast<size_t>(size_));
     MPI_Request req;
@@ -123,6 +141,7 @@ class MpiCommunicator final : public Communicator {
   void broadcast(std::string& bytes, int root) override { bytes = all_gather(rank_ == root ? bytes : "")[static_cast<size_t>(root)]; }
 
   void barrier() override {
+    drain();
     MPI_Request req;
     mpi_check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "MPI_Ibarrier");
     wait(req, "barrier");
@@ -155,10 +174,76 @@ class MpiCommunicator final : public Communicator {
   void reduce(void* data, size_t n, DType dt);
   void reduce_host(const std::vector<Tensor>& tensors);
 
+  // The worker: sums queued host tensors in queue order; the first error is kept for drain().
+  void work();
+  void drain();
+  void stop_worker();
+
   double timeout_;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
-  std::vector<uint8_t> recv_, bucket_;
+  std::vector<uint8_t> recv_, bucket_;  // the reductions' buffers (one thread in MPI at a time)
+
+  bool overlap_ = false;  // MPI_THREAD_SERIALIZED provided
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::vector<Tensor>> queue_;
+  bool busy_ = false, stopping_ = false;
+  std::exception_ptr error_;
 };
+
+void MpiCommunicator::work() {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping
+    std::vector<Tensor> job = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    const bool failed = error_ != nullptr;
+    l.unlock();
+    std::exception_ptr e;
+    try {
+      if (!failed) reduce_host(job);  // after a failure the queue only empties
+    } catch (...) {
+      e = std::current_exception();
+    }
+    l.lock();
+    if (e && !error_) error_ = e;
+    busy_ = false;
+    cv_.notify_all();
+  }
+}
+
+void MpiCommunicator::drain() {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [&] { return queue_.empty() && !busy_; });
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+}
+
+void MpiCommunicator::stop_worker() {
+  if (!worker_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+}
+
+void MpiCommunicator::start_all_reduce_sum(Context& ctx, const std::vector<Tensor>& tensors) {
+  if (tensors.empty()) return;
+  if (!overlap_ || !tensors[0].device().is_cpu()) return all_reduce_sum(ctx, tensors);
+  for (const Tensor& t : tensors) element_bytes(t.dtype());  // refused here, not on the worker
+  if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    queue_.push_back(tensors);
+  }
+  cv_.notify_all();
+}
+
+void MpiCommunicator::finish_all_reduce(Context&) { drain(); }
 
 void MpiCommunicator::reduce(void* data, size_t n, DType dt) {
   const size_t es = element_bytes(dt);
@@ -232,6 +317,7 @@ void MpiCommunicator::reduce_host(const std::vector<Tensor>& tensors) {
 // Device tensors (a CUDA rank without NCCL) go through host copies.
 void MpiCommunicator::all_reduce_sum(Context& ctx, const std::vector<Tensor>& tensors) {
   if (tensors.empty()) return;
+  drain();
   if (tensors[0].device().is_cpu()) {
     reduce_host(tensors);
     return;

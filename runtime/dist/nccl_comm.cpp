@@ -1,8 +1,11 @@
 // The NCCL backend: CUDA ranks, one GPU each, within and across nodes. The communicator is
 // opened over MPI (rank 0's ncclUniqueId broadcast to the others), which also carries the
-// host bytes and host tensors. Device sums are one grouped ncclAllReduce on the compute
-// stream: every rank gets the same bits, in NCCL's order (ring or tree), not a fixed fold. The
-// host polls the stream against the timeout and aborts the communicator when it passes.
+// host bytes and host tensors. Device sums are one grouped ncclAllReduce per call on a stream of
+// their own that waits for the compute stream's work so far: every rank gets the same bits, in
+// NCCL's order (ring or tree), not a fixed fold. start_all_reduce_sum returns once the sum is
+// queued, so it runs while the compute stream goes on with the backward; finish_all_reduce
+// makes the compute stream wait for it and polls it against the timeout (aborting the
+// communicator when it passes).
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
@@ -53,6 +56,9 @@ class NcclCommunicator final : public Communicator {
   }
   ~NcclCommunicator() override {
     if (comm_ != nullptr) ncclCommDestroy(comm_);
+    if (ready_ != nullptr) cudaEventDestroy(ready_);
+    if (done_ != nullptr) cudaEventDestroy(done_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
   CommBackend backend() const override { return CommBackend::nccl; }
@@ -62,18 +68,34 @@ class NcclCommunicator final : public Communicator {
   int local_size() const override { return host_->local_size(); }
 
   void all_reduce_sum(Context& ctx, const std::vector<Tensor>& tensors) override {
+    start_all_reduce_sum(ctx, tensors);
+    finish_all_reduce(ctx);
+  }
+
+  void start_all_reduce_sum(Context& ctx, const std::vector<Tensor>& tensors) override {
     if (tensors.empty()) return;
-    if (tensors[0].device().is_cpu()) {
-      host_->all_reduce_sum(ctx, tensors);
-      return;
+    if (tensors[0].device().is_cpu()) return host_->all_reduce_sum(ctx, tensors);
+    if (stream_ == nullptr) {
+      ONN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+      ONN_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+      ONN_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     }
-    cudaStream_t stream = ctx.compute().cuda_stream();
+    ONN_CUDA_CHECK(cudaEventRecord(ready_, ctx.compute().cuda_stream()));
+    ONN_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
     ONN_NCCL_CHECK(ncclGroupStart());
     for (const Tensor& t : tensors)
       ONN_NCCL_CHECK(ncclAllReduce(t.data(), t.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), ncclSum,
-                                   comm_, stream));
+                                   comm_, stream_));
     ONN_NCCL_CHECK(ncclGroupEnd());
-    wait(stream);
+    pending_ = true;
+  }
+
+  void finish_all_reduce(Context& ctx) override {
+    if (!pending_) return;
+    pending_ = false;
+    ONN_CUDA_CHECK(cudaEventRecord(done_, stream_));
+    ONN_CUDA_CHECK(cudaStreamWaitEvent(ctx.compute().cuda_stream(), done_, 0));
+    wait(stream_);
   }
 
   std::vector<std::string> all_gather(const std::string& mine) override { return host_->all_gather(mine); }
@@ -108,6 +130,9 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Communicator> host_;
   double timeout_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // the sums' stream (made on the first)
+  cudaEvent_t ready_ = nullptr, done_ = nullptr;
+  bool pending_ = false;  // sums queued since the last finish_all_reduce
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 // adapted layer and still gets that layer right; PEFT files round trip.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -88,6 +89,39 @@ TEST_CASE("full-weight gradients match finite differences (F64) for every tensor
     CHECK(forward_backward(ctx, model, batch, g2, opt) == loss);
     const std::vector<Tensor> a = gradient_tensors(g), b = gradient_tensors(g2);
     for (size_t i = 0; i < a.size(); ++i) CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].nbytes()) == 0);
+  }
+}
+
+TEST_CASE("gradient_tensors is every weight's gradient once, layer_gradients splits the layers' between them, and "
+          "zero_gradients clears all of them (Qwen2's biases, Phi-3's fused projections, a tied head)") {
+  Context ctx(Device::cpu());
+  for (const char* name : {"llama_gqa", "llama_tied", "qwen2", "phi3"}) {
+    CAPTURE(name);
+    std::mt19937 rng(3);
+    LlamaModel model = LlamaModel::load(ctx, kModels + name, DType::f64);
+    const TrainBatch batch = make_batch(ctx, model.config().vocab_size, rng);
+    Gradients g = make_gradients(ctx, model, nullptr);
+    forward_backward(ctx, model, batch, g, PassOptions{});
+    std::vector<const void*> all;
+    for (const Tensor& t : gradient_tensors(g)) all.push_back(t.data());
+    std::vector<const void*> named;
+    for (const auto& [n, t] : named_weights(model.config(), *g.full)) named.push_back(t.data());
+    CHECK(all == named);
+    // Each layer's tensors come out of the list once; what is left is the embedding, the final
+    // norm and an untied head.
+    for (int64_t l = 0; l < model.config().num_hidden_layers; ++l)
+      for (const Tensor& t : layer_gradients(g, l)) {
+        const auto at = std::find(all.begin(), all.end(), t.data());
+        REQUIRE(at != all.end());
+        all.erase(at);
+      }
+    CHECK(all.size() == (model.config().tie_word_embeddings ? 2u : 3u));
+    zero_gradients(ctx, g);
+    for (const auto& [n, t] : named_weights(model.config(), *g.full)) {
+      CAPTURE(n);
+      const auto* p = static_cast<const uint8_t*>(t.data());
+      CHECK(std::all_of(p, p + t.nbytes(), [](uint8_t b) { return b == 0; }));
+    }
   }
 }
 

@@ -137,6 +137,8 @@ TEST_CASE("mpirun -np 2 and 3: LoRA and full training match one process with the
     REQUIRE(run_process(train_args(m, data, one, 6)).exit_code == 0);
     const auto want = step_losses(one + ".log");
     REQUIRE(want.size() == 6);
+    for (const nlohmann::json& e : events_of(slurp(one + ".log")))
+      if (e["type"] == "step") CHECK(e["comm"].is_null());  // one process sums nothing
     for (int np : {2, 3}) {
       CAPTURE(np);
       const std::string out = dir.file(m.name + "-" + std::to_string(np));
@@ -149,6 +151,15 @@ TEST_CASE("mpirun -np 2 and 3: LoRA and full training match one process with the
       CHECK(ev.front()["plan"]["world"]["backend"] == "mpi");
       CHECK(ev.front()["plan"]["world"]["micro_batches_per_rank"] == 6 / np);
       CHECK(std::count_if(ev.begin(), ev.end(), [](const nlohmann::json& e) { return e["type"] == "init"; }) == 1);
+      // Every layer's gradient sum started in the last pass's backward, as it left the layer.
+      const int64_t layers = read_json_file(m.name == "lora" ? kModel + "/config.json" : out + "/model/config.json")
+                                 .at("num_hidden_layers").get<int64_t>();
+      for (const nlohmann::json& e : ev)
+        if (e["type"] == "step") {
+          CHECK(e["comm"]["backend"] == "mpi");
+          CHECK(e["comm"]["sums_in_backward"] == layers);
+          CHECK(e["comm"]["wait_ms"].get<double>() >= 0);
+        }
       const auto got = step_losses(out + ".log");
       REQUIRE(got.size() == want.size());
       CHECK(got.at(1) == want.at(1));  // the same weights and tokens: the first loss is bitwise
