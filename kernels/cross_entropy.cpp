@@ -56,7 +56,7 @@ void lm_head_cross_entropy(Context& ctx, const Tensor& h, const Tensor& w, const
                     {{"h", &h}, {"w", &w}, {"labels", &labels}, {"loss", &loss}, {"dh", dh}, {"dw", dw}});
   chk.require(h.rank() == 2 && w.rank() == 2 && h.dim(1) == w.dim(1), "h must be (N, C) and w (V, C)");
   chk.float_dtype(h, "h");
-  chk.same_dtype(h, "h", w, "w");
+  chk.weight_dtype(h, w);
   const int64_t n = h.dim(0), v = w.dim(0);
   chk.shape(labels, "labels", Shape{n});
   chk.dtype(labels, "labels", DType::i32);

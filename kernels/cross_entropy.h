@@ -44,8 +44,9 @@ struct LmHeadLossOptions {
   // then this call's share of the step's mean). Null: this call's own count.
   const Tensor* valid = nullptr;
 };
-// h (N, C), w (V, C), labels (N) -> loss (1) of loss_dtype(h). dh (N, C) (written) and dw
-// (V, C) (h's dtype or F32; written, or added to with accumulate_dw) may be null.
+// h (N, C), w (V, C) (h's dtype, or BF16 under cpu_bf16_weights), labels (N) -> loss (1) of
+// loss_dtype(h). dh (N, C) (written) and dw (V, C) (h's dtype or F32; written, or added to with
+// accumulate_dw) may be null.
 void lm_head_cross_entropy(Context& ctx, const Tensor& h, const Tensor& w, const Tensor& labels, Tensor& loss,
                            Tensor* dh, Tensor* dw, const LmHeadLossOptions& opt = {});
 

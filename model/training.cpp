@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "kernels/cross_entropy.h"
+#include "kernels/elementwise.h"
 #include "model/stack.h"
 #include "model/streaming.h"
 #include "runtime/error.h"
@@ -130,6 +131,27 @@ std::vector<double> run_lanes(Context& ctx, const LlamaModel& model, const std::
 }
 
 }  // namespace
+
+std::vector<std::pair<Tensor, Tensor>> use_bf16_compute_weights(Context& ctx, LlamaModel& model) {
+  ONN_CHECK_ARG(model.quant_format() == QuantFormat::none && !model.on_host(),
+                "bf16 compute weights: a dense model resident on the device");
+  std::vector<std::pair<Tensor, Tensor>> pairs;
+  const auto replace = [&](Tensor& field) {
+    Tensor copy = Tensor::empty(field.shape(), DType::bf16, ctx.allocator());
+    cast(ctx, field, copy);
+    pairs.emplace_back(field, copy);
+    field = copy;
+  };
+  ModelWeights& w = model.mutable_weights();
+  const std::vector<LayerTensor> specs = layer_tensors(model.config());
+  for (LayerWeights& layer : w.layers) {
+    for (const LayerTensor& t : specs)
+      if (t.quant) replace(layer.*t.field);
+    bind_fused_views(model.config(), layer);
+  }
+  replace(w.lm_head);
+  return pairs;
+}
 
 double forward_backward(Context& ctx, LlamaModel& model, const TrainBatch& batch, Gradients& grads,
                         const PassOptions& opt) {

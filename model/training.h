@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -39,6 +40,15 @@ std::vector<Tensor> gradient_tensors(const Gradients& g);
 // a subset of gradient_tensors, disjoint between layers; the rest (embedding, final norm, LM
 // head) are complete only when the pass ends.
 std::vector<Tensor> layer_gradients(const Gradients& g, int64_t layer);
+
+// Full training whose products take a stored BF16 weight (cpu_bf16_weights: the CPU with
+// --cpu-matmul bf16): every layer's projection weights (fused originals whole) and the LM head
+// replaced in the model by BF16 copies, cast once here instead of once per product. Returns
+// (F32 weight, its copy) pairs: the F32 tensors stay the masters the optimizer updates, and it
+// refreshes each copy from its master (adamw_step's param_copy). A tied head's copy leaves the
+// embedding F32 for the lookup. The copies round as each product's inputs did, so a pass gives
+// the bits it gave before wherever its products are large enough for the bf16 GEMM.
+std::vector<std::pair<Tensor, Tensor>> use_bf16_compute_weights(Context& ctx, LlamaModel& model);
 
 struct PassOptions {
   const LoraAdapter* lora = nullptr;  // applied in the forward (and trained when grads are LoRA)

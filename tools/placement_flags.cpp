@@ -40,8 +40,9 @@ void add_placement_flags(CLI::App& app, PlacementFlags& f, const PlacementFlagUs
          "--cpu-matmul", [&f](const std::string& v) { f.cpu_matmul = v == "bf16" ? CpuMatmul::bf16 : CpuMatmul::f32; },
          "the CPU backend's products: f32 (OpenBLAS, the reference) or bf16 (inputs rounded to bf16, f32 "
          "accumulation and results, as transformers' bf16 autocast; oneDNN, on CPUs with AVX-512 BF16 or AMX, where its "
-         "GEMMs ran at 3-4x the f32 rate on an AMX Xeon; with --quantize bf16 the stored weights are used as they are; "
-         "products of one row or under 2M multiply-adds stay f32) (default f32)")
+         "GEMMs ran at 3-4x the f32 rate on an AMX Xeon; with --quantize bf16 the stored weights are used as they are, "
+         "and --full keeps bf16 copies of the projection weights and LM head beside the f32 masters; products of one "
+         "row or under 2M multiply-adds stay f32) (default f32)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option_function<std::string>(
          "--quantize", [&f](const std::string& v) { f.quantize = *parse_quant_format(v); },

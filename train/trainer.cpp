@@ -13,6 +13,7 @@
 #include "kernels/counter_rng.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/elementwise.h"
+#include "kernels/matmul.h"
 #include "model/init.h"
 #include "model/llama.h"
 #include "model/streaming.h"
@@ -313,17 +314,23 @@ void Trainer::place() {
   }
 }
 
-// Full training: every weight, an F32 master beside a lower-precision compute weight.
+// Full training: every weight, an F32 master beside a lower-precision compute weight (a bf16
+// model's; or, on the CPU with --cpu-matmul bf16, the bf16 copies of an F32 model's projections
+// and head that its products read).
 void Trainer::make_full_params() {
   grads_.emplace(make_gradients(ctx_, model(), nullptr));
   const auto weights = named_weights(model().config(), model().weights());
   const auto grads = named_weights(model().config(), *grads_->full);
   const DType master = lora_master_dtype(model().dtype());
+  std::vector<std::pair<Tensor, Tensor>> copies;
+  if (cpu_bf16_weights(ctx_.device(), model().dtype(), DType::bf16)) copies = use_bf16_compute_weights(ctx_, model());
   for (size_t i = 0; i < weights.size(); ++i) {
     Param p;
     p.name = weights[i].first;
     if (weights[i].second.dtype() == master) {
       p.value = weights[i].second;
+      for (const auto& [f32, bf16] : copies)
+        if (f32.data() == p.value.data()) p.copy = bf16;
     } else {
       p.value = Tensor::empty(weights[i].second.shape(), master, ctx_.allocator());
       cast(ctx_, weights[i].second, p.value);

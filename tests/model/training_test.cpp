@@ -13,7 +13,9 @@
 #include <random>
 #include <string>
 
+#include "kernels/adamw.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/matmul.h"
 #include "model/init.h"
 #include "model/llama.h"
 #include "model/lora.h"
@@ -122,6 +124,95 @@ TEST_CASE("gradient_tensors is every weight's gradient once, layer_gradients spl
       const auto* p = static_cast<const uint8_t*>(t.data());
       CHECK(std::all_of(p, p + t.nbytes(), [](uint8_t b) { return b == 0; }));
     }
+  }
+}
+
+namespace {
+
+// A 2-layer model whose every product (256 rows) is large enough for the CPU's bf16 GEMM:
+// Llama with a tied head, or Phi-3 (fused qkv and gate_up, untied).
+std::string bf16_gemm_model(const TempDir& dir, bool phi3) {
+  ModelPreset p = find_preset(phi3 ? "phi4" : "smollm-135m");
+  ModelConfig& c = p.config;
+  c.hidden_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = c.rope.head_dim = 32;
+  c.intermediate_size = 256;
+  c.vocab_size = 512;
+  InitOptions o;
+  o.seed = 5;
+  o.dtype = DType::f32;
+  write_random_model(p, dir.path().string(), o);
+  return dir.path().string();
+}
+
+std::vector<uint8_t> gradient_bytes(const Gradients& g) {
+  std::vector<uint8_t> out;
+  for (const Tensor& t : gradient_tensors(g)) {
+    const auto* b = static_cast<const uint8_t*>(t.data());
+    out.insert(out.end(), b, b + t.nbytes());
+  }
+  return out;
+}
+
+// t's values widened to F32 (BF16 exactly).
+std::vector<float> values(const Tensor& t) {
+  const Tensor w = t.to_dtype(DType::f32);
+  return {w.data_as<float>(), w.data_as<float>() + w.numel()};
+}
+
+struct Bf16MatmulScope {
+  Bf16MatmulScope() { set_cpu_matmul(CpuMatmul::bf16); }
+  ~Bf16MatmulScope() { set_cpu_matmul(CpuMatmul::f32); }
+};
+
+}  // namespace
+
+TEST_CASE("bf16 compute weights (full training, --cpu-matmul bf16): the bits of the F32 weights' pass, the F32 "
+          "tensors left as the masters, the copies refreshed by AdamW as a cast would") {
+  const std::string missing = cpu_bf16_matmul_missing();
+  if (!missing.empty()) {
+    MESSAGE("skipped: " << missing);
+    return;
+  }
+  const Bf16MatmulScope bf16;
+  Context ctx(Device::cpu());
+  for (const bool phi3 : {false, true}) {
+    CAPTURE(phi3);
+    TempDir dir;
+    const std::string folder = bf16_gemm_model(dir, phi3);
+    std::mt19937 rng(4);
+    LlamaModel plain = LlamaModel::load(ctx, folder, DType::f32), copied = LlamaModel::load(ctx, folder, DType::f32);
+    const TrainBatch batch = packed_train_batch(ctx, plain.config().vocab_size, {150, 106}, 3, rng);
+    const auto masters = named_weights(copied.config(), copied.weights());
+    const auto pairs = use_bf16_compute_weights(ctx, copied);
+    const ModelConfig& c = copied.config();
+    CHECK(pairs.size() == static_cast<size_t>(c.num_hidden_layers) * (phi3 ? 4 : 7) + 1);
+    for (const auto& [f32, b16] : pairs) {
+      CHECK(f32.dtype() == DType::f32);
+      CHECK(values(b16) == values(f32.to_dtype(DType::bf16).to_dtype(DType::f32)));
+      CHECK(std::any_of(masters.begin(), masters.end(), [&](const auto& m) { return m.second.data() == f32.data(); }));
+    }
+    const LayerWeights& l0 = copied.weights().layers[0];
+    CHECK(l0.wq.dtype() == DType::bf16);
+    CHECK(l0.wdown.dtype() == DType::bf16);
+    CHECK(l0.input_norm.dtype() == DType::f32);
+    CHECK(copied.weights().embed.dtype() == DType::f32);
+    CHECK(copied.weights().lm_head.dtype() == DType::bf16);
+    if (phi3) CHECK(l0.wv.data() > l0.qkv.data());  // the views are the copy's rows
+
+    Gradients gp = make_gradients(ctx, plain, nullptr), gc = make_gradients(ctx, copied, nullptr);
+    const double lp = forward_backward(ctx, plain, batch, gp, PassOptions{});
+    const double lc = forward_backward(ctx, copied, batch, gc, PassOptions{});
+    CHECK(std::memcmp(&lp, &lc, sizeof lp) == 0);
+    CHECK(gradient_bytes(gp) == gradient_bytes(gc));
+
+    Tensor master = pairs[0].first, copy = pairs[0].second, g = random_tensor(master.shape(), rng);
+    Tensor m = Tensor::zeros(master.shape(), DType::f32), v = Tensor::zeros(master.shape(), DType::f32);
+    adamw_step(ctx, master, g, m, v, AdamWConfig{}, &copy);
+    CHECK(values(copy) == values(master.to_dtype(DType::bf16).to_dtype(DType::f32)));
   }
 }
 

@@ -68,7 +68,7 @@ Rehearsed rehearse(const ModelConfig& mc, uint64_t budget, int64_t rows) {
   StreamedWeights sw(ctx, model, so);
   LoraAdapter ad = make_lora_adapter(ctx, model, req.lora, 1);
   Gradients g = make_gradients(ctx, model, &ad);
-  std::vector<Tensor> params = gradient_tensors(Gradients{ad, std::nullopt}), grads = gradient_tensors(g), ms, vs;
+  std::vector<Tensor> params = gradient_tensors(Gradients{ad, std::nullopt, mc}), grads = gradient_tensors(g), ms, vs;
   std::vector<Tensor> copies;  // the compute-dtype copies AdamW refreshes
   for (const LoraModule& m : ad.modules)
     for (const Tensor* c : {&m.a_c, &m.b_c}) copies.push_back(*c);

@@ -526,7 +526,8 @@ TEST_CASE("onn-train's memory does not grow with its data file: JSONL and Parque
 }
 #endif
 
-TEST_CASE("onn-train --cpu-matmul bf16: the same bits at 1 and 3 threads, near the f32 run, kept in run_config") {
+TEST_CASE("onn-train --cpu-matmul bf16, LoRA and --full: the same bits at 1 and 3 threads, near the f32 run, kept in "
+          "run_config") {
   TempDir dir;
   const std::string model = dir.file("tiny");
   REQUIRE(run_process({ONN_INIT_PATH, "--preset", "tiny", "--out", model, "--tokenizer-text",
@@ -543,36 +544,46 @@ TEST_CASE("onn-train --cpu-matmul bf16: the same bits at 1 and 3 threads, near t
       f << nlohmann::json{{"text", t}}.dump() << "\n";
     }
   }
-  const auto run = [&](const std::string& out, const char* matmul, const char* threads) {
-    return run_process({kTrain, "--model", model, "--data", data, "--out", out, "--device", "cpu", "--steps", "3",
-                        "--seq-len", "256", "--micro-batch", "1", "--quantize", "bf16", "--cpu-matmul", matmul,
-                        "--threads", threads, "--val-split", "0", "--log-file", out + ".log"});
+  // LoRA with the frozen base stored in bf16, or --full (bf16 copies of the trained weights).
+  const auto run = [&](const std::string& out, const char* matmul, const char* threads, bool full) {
+    std::vector<std::string> args = {kTrain, "--model", model, "--data", data, "--out", out, "--device", "cpu",
+                                     "--steps", "3", "--seq-len", "256", "--micro-batch", "1", "--cpu-matmul", matmul,
+                                     "--threads", threads, "--val-split", "0", "--log-file", out + ".log"};
+    for (const char* a : full ? std::vector<const char*>{"--full"} : std::vector<const char*>{"--quantize", "bf16"})
+      args.emplace_back(a);
+    return run_process(args);
   };
   const std::string missing = cpu_bf16_matmul_missing();
   if (!missing.empty()) {
     MESSAGE("skipped: " << missing);
-    const ProcessResult r = run(dir.file("refused"), "bf16", "1");
+    const ProcessResult r = run(dir.file("refused"), "bf16", "1", false);
     CHECK(r.exit_code == 2);
     CHECK(r.err.find("onn-train: error: --cpu-matmul bf16: " + missing) != std::string::npos);
     return;
   }
-  for (const auto& [out, matmul, threads] : {std::tuple{"f32", "f32", "2"}, {"bf16-1", "bf16", "1"}, {"bf16-3", "bf16", "3"}}) {
-    const ProcessResult r = run(dir.file(out), matmul, threads);
-    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  for (const bool full : {false, true}) {
+    CAPTURE(full);
+    const std::string mode = full ? "full-" : "lora-",
+                      weights = full ? "/model/model.safetensors" : "/adapter/adapter_model.safetensors";
+    for (const auto& [run_name, matmul, threads] :
+         {std::tuple{"f32", "f32", "2"}, {"bf16-1", "bf16", "1"}, {"bf16-3", "bf16", "3"}}) {
+      const ProcessResult r = run(dir.file(mode + run_name), matmul, threads, full);
+      REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    }
+    const auto f32 = step_losses(slurp(dir.file(mode + "f32.log")));
+    const auto one = step_losses(slurp(dir.file(mode + "bf16-1.log")));
+    REQUIRE(one.size() == 3);
+    CHECK(step_losses(slurp(dir.file(mode + "bf16-3.log"))) == one);
+    CHECK(slurp(dir.file(mode + "bf16-3" + weights)) == slurp(dir.file(mode + "bf16-1" + weights)));
+    bool differs = false;
+    for (const auto& [step, loss] : one) {
+      const double a = std::stod(loss), b = std::stod(f32.at(step));
+      CHECK(std::abs(a - b) < 1e-2 * std::abs(b));
+      differs |= loss != f32.at(step);
+    }
+    CHECK(differs);  // the bf16 path ran
+    CHECK(read_json_file(dir.file(mode + "bf16-1/run_config.json"), 1 << 20)["cpu_matmul"] == "bf16");
   }
-  const auto f32 = step_losses(slurp(dir.file("f32.log"))), one = step_losses(slurp(dir.file("bf16-1.log")));
-  REQUIRE(one.size() == 3);
-  CHECK(step_losses(slurp(dir.file("bf16-3.log"))) == one);
-  CHECK(slurp(dir.file("bf16-3/adapter/adapter_model.safetensors")) ==
-        slurp(dir.file("bf16-1/adapter/adapter_model.safetensors")));
-  bool differs = false;
-  for (const auto& [step, loss] : one) {
-    const double a = std::stod(loss), b = std::stod(f32.at(step));
-    CHECK(std::abs(a - b) < 1e-2 * std::abs(b));
-    differs |= loss != f32.at(step);
-  }
-  CHECK(differs);  // the bf16 path ran
-  CHECK(read_json_file(dir.file("bf16-1/run_config.json"), 1 << 20)["cpu_matmul"] == "bf16");
 }
 
 TEST_CASE("onn-train with ONN_WORLD_SIZE > 1 and no MPI launcher is refused in one line, exit 2") {
