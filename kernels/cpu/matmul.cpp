@@ -16,6 +16,7 @@
 #include "runtime/parallel.h"
 
 #include "kernels/backends.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/matmul.h"
 #if ONN_HAVE_ONEDNN
 #include "kernels/cpu/matmul_bf16.h"
@@ -147,14 +148,17 @@ void run_tiles(const MatmulShape& s, const In* pa, const In* pb, T* pc, const Ma
   });
 }
 
+ONN_CPU_CLONES void round_to_bf16(const float* __restrict x, int64_t n, uint16_t* __restrict y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = f32_to_bf16_bits(x[i]);
+}
+
 // `n` floats as bf16 bits (f32_to_bf16_bits), on the pool, into a buffer of the calling
 // thread's that grows as needed.
 const uint16_t* to_bf16(const float* x, int64_t n, std::vector<uint16_t>& out) {
   if (out.size() < static_cast<size_t>(n)) out.resize(static_cast<size_t>(n));
   uint16_t* y = out.data();
-  parallel_for(n, int64_t{1} << 16, [&](int64_t, int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = f32_to_bf16_bits(x[i]);
-  });
+  parallel_for(n, int64_t{1} << 16,
+               [&](int64_t, int64_t begin, int64_t end) { round_to_bf16(x + begin, end - begin, y + begin); });
   return y;
 }
 
