@@ -72,6 +72,8 @@ const std::vector<ModelPreset>& model_presets() {
        shape(Architecture::llama, 768, 12, 12, 12, 2048, 32000, 10000, 1024)},
       {"tinyllama", "TinyLlama-1.1B-like: 22 layers, 2048 wide, 32 heads / 4 KV heads",
        shape(Architecture::llama, 2048, 22, 32, 4, 5632, 32000, 10000, 2048)},
+      {"llama2-7b", "Llama-2-7B-like: 32 layers, 4096 wide, 32 heads (no GQA), 32k vocab",
+       shape(Architecture::llama, 4096, 32, 32, 32, 11008, 32000, 10000, 4096)},
       {"llama3-8b", "Llama-3-8B-like: 32 layers, 4096 wide, 32 heads / 8 KV heads, 128k vocab",
        shape(Architecture::llama, 4096, 32, 32, 8, 14336, 128256, 500000, 8192)},
       {"phi4", "Phi-4-like (Phi3ForCausalLM): 40 layers, 5120 wide, 40 heads / 10 KV heads, 100k vocab",

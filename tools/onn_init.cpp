@@ -15,7 +15,9 @@ int main(int argc, char** argv) {
   int64_t tokenizer_vocab = 0, vocab_size = 0;
   bool preset_vocab = false;
   bool list = false;
-  app.add_option("--preset", preset, "tiny, small, smollm-135m, stories110m, tinyllama, llama3-8b or phi4 (see --list-presets)");
+  std::string names;
+  for (const auto& p : onn::model_presets()) names += (names.empty() ? "" : ", ") + p.name;
+  app.add_option("--preset", preset, names + " (see --list-presets)");
   app.add_option("--out", out, "the folder to write (created if missing)");
   app.add_option("--seed", seed, "random seed for the weights (default 0)");
   app.add_option("--dtype", dtype, "float32 or bfloat16 (default) weights")->check(CLI::IsMember({"float32", "bfloat16"}));
