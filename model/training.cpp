@@ -134,7 +134,8 @@ std::vector<double> run_lanes(Context& ctx, const LlamaModel& model, const std::
 
 std::vector<std::pair<Tensor, Tensor>> use_bf16_compute_weights(Context& ctx, LlamaModel& model) {
   ONN_CHECK_ARG(model.quant_format() == QuantFormat::none && !model.on_host(),
-                "bf16 compute weights: a dense model resident on the device");
+                "use_bf16_compute_weights: the model must be dense and resident, not quantized (",
+                quant_format_name(model.quant_format()), ") or loaded to the host for streaming");
   std::vector<std::pair<Tensor, Tensor>> pairs;
   const auto replace = [&](Tensor& field) {
     Tensor copy = Tensor::empty(field.shape(), DType::bf16, ctx.allocator());

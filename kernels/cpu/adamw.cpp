@@ -7,6 +7,7 @@
 #include "kernels/adamw.h"
 #include "kernels/backends.h"
 #include "kernels/cpu/cpu_common.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace onn {
 
@@ -43,28 +44,14 @@ void adamw_cpu(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const Ad
 
 namespace {
 
-// Lanes of a part's sum: element i of the part goes to lane i mod kSumLanes (vectorisable, and
-// the same bits whatever the threads).
-constexpr int kSumLanes = 8;
-
-// x[begin, end)'s squares summed in double: lanes, then the lanes in order. X: a pointer, or a
-// reader that widens stored bits.
+// x[begin, end)'s squares summed in double over fixed lanes (vectorisable, and the same bits
+// whatever the threads). X: a pointer, or a reader that widens stored bits.
 template <typename X>
 double part_sum_squares(X x, int64_t begin, int64_t end) {
-  double lane[kSumLanes] = {};
-  int64_t i = begin;
-  for (; i + kSumLanes <= end; i += kSumLanes)
-    for (int j = 0; j < kSumLanes; ++j) {
-      const double v = static_cast<double>(x[i + j]);
-      lane[j] += v * v;
-    }
-  for (int j = 0; i < end; ++i, ++j) {
-    const double v = static_cast<double>(x[i]);
-    lane[j] += v * v;
-  }
-  double s = 0;
-  for (const double l : lane) s += l;
-  return s;
+  return cpu_kernels::lane_sum_of<double>(end - begin, [&](int64_t i) {
+    const double v = static_cast<double>(x[begin + i]);
+    return v * v;
+  });
 }
 
 struct Bf16Reader {

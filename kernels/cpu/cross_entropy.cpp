@@ -30,16 +30,8 @@ double sum_exp(const double* row, int64_t n, double m) {
   return s;
 }
 ONN_CPU_CLONES double sum_exp(const float* row, int64_t n, double m) {
-  using cpu_kernels::kLanes;
   const float mf = static_cast<float>(m);  // a logit's value: exact
-  double part[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] += cpu_kernels::exp_approx(row[j + l] - mf);
-  for (; j < n; ++j) part[j % kLanes] += cpu_kernels::exp_approx(row[j] - mf);
-  double s = 0;
-  for (const double p : part) s += p;
-  return s;
+  return cpu_kernels::lane_sum_of<double>(n, [&](int64_t j) { return cpu_kernels::exp_approx(row[j] - mf); });
 }
 
 // row[j] = (exp(row[j] - lse) - [j == label]) * inv: the gradient of the row's loss (label

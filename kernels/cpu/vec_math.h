@@ -49,15 +49,15 @@ inline float exp_approx(float x) {
 }
 
 // sum of term(i) over i in [0, n): element i goes to partial sum i % kLanes, the partials are
-// combined in lane order.
-template <typename F>
-inline float lane_sum_of(int64_t n, F&& term) {
-  float part[kLanes] = {};
+// combined in lane order. Acc: the partials' type (double for sums that must not lose bits).
+template <typename Acc = float, typename F>
+inline Acc lane_sum_of(int64_t n, F&& term) {
+  Acc part[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (int l = 0; l < kLanes; ++l) part[l] += term(i + l);
   for (; i < n; ++i) part[i % kLanes] += term(i);
-  float s = 0;
+  Acc s = 0;
   for (int l = 0; l < kLanes; ++l) s += part[l];
   return s;
 }

@@ -1,6 +1,6 @@
 // Cross-entropy on the CPU (F64): loss against the formula with ignored tokens, the in-place
-// gradient against finite differences of the mean loss, F32 against F64, and the chunked LM head against the
-// unchunked computation (loss, dh, dw) for several chunk sizes.
+// gradient against finite differences of the mean loss, F32 against F64, and the chunked LM
+// head against the unchunked computation (loss, dh, dw) for several chunk sizes.
 #include <doctest/doctest.h>
 
 #include <cmath>

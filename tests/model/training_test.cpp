@@ -186,6 +186,11 @@ TEST_CASE("bf16 compute weights (full training, --cpu-matmul bf16): the bits of 
     std::mt19937 rng(4);
     LlamaModel plain = LlamaModel::load(ctx, folder, DType::f32), copied = LlamaModel::load(ctx, folder, DType::f32);
     const TrainBatch batch = packed_train_batch(ctx, plain.config().vocab_size, {150, 106}, 3, rng);
+    if (!phi3) {  // a frozen quantized base has no F32 weights to keep as masters
+      LlamaModel quantized = LlamaModel::load(ctx, folder, DType::f32, QuantFormat::nf4);
+      CHECK_THROWS_WITH_AS(use_bf16_compute_weights(ctx, quantized), doctest::Contains("not quantized (nf4)"),
+                           InvalidArgument);
+    }
     const auto masters = named_weights(copied.config(), copied.weights());
     const auto pairs = use_bf16_compute_weights(ctx, copied);
     const ModelConfig& c = copied.config();
